@@ -1,0 +1,147 @@
+#include <deque>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
+#include "coordinator/services.h"
+
+namespace dcvlr {
+namespace {
+
+// Sends a stream's outgoing messages from a thread of its own, so that the
+// core never blocks on a slow agent. gRPC allows one Write alongside the
+// handler's Read.
+class StreamChannel final : public AgentChannel {
+ public:
+  StreamChannel(grpc::ServerContext* context,
+                grpc::ServerReaderWriter<v1::CoordinatorMessage,
+                                         v1::AgentMessage>* stream)
+      : context_(context), stream_(stream), writer_([this] { WriteLoop(); }) {}
+
+  ~StreamChannel() override { Finish(); }
+
+  void Send(const v1::CoordinatorMessage& message) override {
+    absl::MutexLock lock(&mu_);
+    if (!closed_) queue_.push_back(message);
+  }
+
+  // Ends the stream: the handler's Read() returns false. A no-op once the
+  // handler has finished (the context is gone then).
+  void Close() override {
+    absl::MutexLock lock(&mu_);
+    if (!closed_) context_->TryCancel();
+  }
+
+  // Stops the writer; called by the handler before it returns.
+  void Finish() {
+    {
+      absl::MutexLock lock(&mu_);
+      closed_ = true;
+    }
+    if (writer_.joinable()) writer_.join();
+  }
+
+ private:
+  void WriteLoop() {
+    while (true) {
+      v1::CoordinatorMessage message;
+      {
+        absl::MutexLock lock(&mu_);
+        auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+          return closed_ || !queue_.empty();
+        };
+        mu_.Await(absl::Condition(&ready));
+        if (queue_.empty()) return;  // closed and drained
+        message = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      if (!stream_->Write(message)) {
+        context_->TryCancel();
+        absl::MutexLock lock(&mu_);
+        closed_ = true;
+        queue_.clear();
+        return;
+      }
+    }
+  }
+
+  grpc::ServerContext* const context_;
+  grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::AgentMessage>* const
+      stream_;
+  absl::Mutex mu_;
+  std::deque<v1::CoordinatorMessage> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread writer_;
+};
+
+// "ipv4:127.0.0.1:5000" -> "127.0.0.1"; "ipv6:[::1]:5000" -> "::1".
+std::string PeerHost(const std::string& peer) {
+  std::string rest = peer;
+  if (size_t colon = rest.find(':'); colon != std::string::npos &&
+                                     (absl::StartsWith(rest, "ipv4:") ||
+                                      absl::StartsWith(rest, "ipv6:"))) {
+    rest = rest.substr(colon + 1);
+  }
+  if (!rest.empty() && rest[0] == '[') {
+    size_t end = rest.find(']');
+    return end == std::string::npos ? rest : rest.substr(1, end - 1);
+  }
+  size_t colon = rest.rfind(':');
+  return colon == std::string::npos ? rest : rest.substr(0, colon);
+}
+
+}  // namespace
+
+grpc::Status AgentServiceImpl::Connect(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::AgentMessage>*
+        stream) {
+  v1::AgentMessage first;
+  if (!stream->Read(&first) || !first.has_register_()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "the first message must be a RegisterRequest");
+  }
+  const std::string name = first.register_().name();
+  auto channel = std::make_shared<StreamChannel>(context, stream);
+  absl::StatusOr<int64_t> session = core_->RegisterAgent(
+      first.register_(), PeerHost(context->peer()), channel);
+  if (!session.ok()) {
+    channel->Finish();
+    return ToGrpcStatus(session.status());
+  }
+  fprintf(stderr, "node=%s connected session=%lld\n", name.c_str(),
+          static_cast<long long>(*session));
+
+  v1::AgentMessage message;
+  while (stream->Read(&message)) {
+    switch (message.msg_case()) {
+      case v1::AgentMessage::kHeartbeat:
+        core_->OnHeartbeat(name, *session);
+        break;
+      case v1::AgentMessage::kUpdate:
+        core_->OnAttemptUpdate(name, *session, message.update());
+        break;
+      case v1::AgentMessage::kLog: {
+        const v1::LogChunk& chunk = message.log();
+        absl::Status s = logs_->Append(chunk.job_id(), chunk.attempt(),
+                                       chunk.rank(), chunk.offset(),
+                                       chunk.data());
+        if (!s.ok()) {
+          fprintf(stderr, "node=%s log chunk refused: %s\n", name.c_str(),
+                  s.ToString().c_str());
+        }
+        core_->OnHeartbeat(name, *session);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  core_->OnAgentDisconnected(name, *session);
+  channel->Finish();
+  fprintf(stderr, "node=%s disconnected session=%lld\n", name.c_str(),
+          static_cast<long long>(*session));
+  return grpc::Status::OK;
+}
+
+}  // namespace dcvlr

@@ -1,0 +1,741 @@
+#include "coordinator/core.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/job_file.h"
+#include "common/names.h"
+#include "coordinator/lifecycle.h"
+
+namespace dcvlr {
+namespace {
+
+bool Contains(const google::protobuf::RepeatedPtrField<std::string>& list,
+              const std::string& value) {
+  return std::find(list.begin(), list.end(), value) != list.end();
+}
+
+bool IsActive(v1::JobState state) {
+  return state == v1::JOB_STATE_SCHEDULED || state == v1::JOB_STATE_RUNNING;
+}
+
+std::string Describe(const std::string& node, const std::vector<int>& gpus) {
+  if (gpus.empty()) return node;
+  return absl::StrCat(node, "[", absl::StrJoin(gpus, ","), "]");
+}
+
+}  // namespace
+
+Core::Core(CoreOptions options, std::unique_ptr<Store> store, LogStore* logs,
+           std::unique_ptr<SchedulingPolicy> policy)
+    : options_(std::move(options)),
+      logs_(logs),
+      policy_(std::move(policy)),
+      store_(std::move(store)) {}
+
+absl::Status Core::Recover() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<v1::Job>> jobs = store_->LoadJobs();
+  if (!jobs.ok()) return jobs.status();
+  absl::StatusOr<std::vector<v1::Node>> nodes = store_->LoadNodes();
+  if (!nodes.ok()) return nodes.status();
+  const int64_t now = Now();
+  for (v1::Node& info : *nodes) {
+    NodeEntry& node = nodes_[info.name()];
+    node.info = std::move(info);
+    node.state = v1::NODE_STATE_DISCONNECTED;
+    // The agent gets a full node timeout from now to come back.
+    node.last_seen_ms = now;
+  }
+  for (v1::Job& job : *jobs) {
+    const int64_t seq = JobSeq(job.id());
+    next_seq_ = std::max(next_seq_, seq + 1);
+    version_ = std::max(version_, job.version());
+    // GPUs of running attempts stay held until their agents report.
+    if (IsActive(job.state()) && job.attempts_size() > 0) {
+      const v1::Attempt& attempt = *job.attempts().rbegin();
+      for (const v1::Placement& p : attempt.placements()) {
+        if (Contains(attempt.exited_nodes(), p.node())) continue;
+        NodeEntry& node = nodes_[p.node()];
+        if (node.info.name().empty()) node.info.set_name(p.node());
+        node.holds[{job.id(), attempt.number()}] =
+            std::vector<int>(p.gpus().begin(), p.gpus().end());
+      }
+    }
+    jobs_.emplace(seq, std::move(job));
+  }
+  work_pending_ = true;
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- lookups
+
+v1::Job* Core::FindJob(const std::string& ref) {
+  return const_cast<v1::Job*>(std::as_const(*this).FindJob(ref));
+}
+
+const v1::Job* Core::FindJob(const std::string& ref) const {
+  if (int64_t seq = JobSeq(ref); seq >= 0) {
+    auto it = jobs_.find(seq);
+    return it == jobs_.end() ? nullptr : &it->second;
+  }
+  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
+    if (it->second.spec().name() == ref) return &it->second;
+  }
+  return nullptr;
+}
+
+v1::Attempt* Core::CurrentAttempt(v1::Job& job) {
+  if (job.attempts_size() == 0) return nullptr;
+  return job.mutable_attempts(job.attempts_size() - 1);
+}
+
+// ---------------------------------------------------------------- changes
+
+void Core::AddEvent(v1::Job& job, v1::EventType type,
+                    const std::string& message) {
+  v1::JobEvent* event = job.add_events();
+  event->set_time_ms(Now());
+  event->set_attempt(job.attempt());
+  event->set_type(type);
+  event->set_message(message);
+}
+
+void Core::SetState(v1::Job& job, v1::JobState state,
+                    const std::string& reason) {
+  job.set_state(state);
+  job.set_reason(reason);
+  if (IsTerminal(state)) job.set_end_time_ms(Now());
+}
+
+void Core::Commit(v1::Job& job) {
+  job.set_version(++version_);
+  if (absl::Status s = store_->PutJob(job); !s.ok()) {
+    // The in-memory state moves on; the next successful write of this job
+    // carries the change. Submit, the one call that must not acknowledge an
+    // unwritten change, checks its own write.
+    fprintf(stderr, "store write failed job=%s: %s\n", job.id().c_str(),
+            s.ToString().c_str());
+  }
+  work_pending_ = true;
+}
+
+// ---------------------------------------------------------------- client API
+
+absl::Status Core::CheckAgainstCluster(const ParsedJobFile& file,
+                                       v1::JobSpec& spec) const {
+  std::vector<std::string> errors;
+  // `after:` names jobs by id or name; store ids.
+  std::vector<std::string> resolved;
+  for (int i = 0; i < spec.after_size(); ++i) {
+    const v1::Job* dep = FindJob(spec.after(i));
+    if (dep == nullptr) {
+      errors.push_back(absl::StrCat(file.Where(absl::StrCat("after[", i, "]")),
+                                    ": no job with id or name '", spec.after(i),
+                                    "'"));
+    } else {
+      resolved.push_back(dep->id());
+    }
+  }
+  spec.clear_after();
+  for (const std::string& id : resolved) spec.add_after(id);
+
+  // Only a cluster that has nodes can say a job is too big for it.
+  const auto& res = spec.resources();
+  int largest = 0;
+  int fitting = 0;
+  for (const auto& [name, node] : nodes_) {
+    largest = std::max(largest, node.info.gpus_size());
+    if (node.info.gpus_size() >= res.gpus_per_node()) ++fitting;
+  }
+  if (!nodes_.empty() && res.gpus_per_node() > largest) {
+    errors.push_back(absl::StrCat(
+        file.Where("resources.gpus_per_node"), ": ", res.gpus_per_node(),
+        " GPUs per node asked for, but the largest node has ", largest));
+  } else if (!nodes_.empty() && fitting < res.nodes()) {
+    errors.push_back(absl::StrCat(
+        file.Where("resources.nodes"), ": ", res.nodes(), " nodes with ",
+        res.gpus_per_node(), " GPUs each asked for, but the cluster has ",
+        fitting));
+  }
+  if (!errors.empty()) {
+    return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Job> Core::Submit(const std::string& user,
+                                     const std::string& source_name,
+                                     const std::string& source, bool dry_run) {
+  if (user.empty()) return absl::InvalidArgumentError("no user given");
+  absl::StatusOr<ParsedJobFile> file = ParseJobFile(source_name, source);
+  if (!file.ok()) return file.status();
+
+  absl::MutexLock lock(&mu_);
+  v1::Job job;
+  *job.mutable_spec() = file->spec;
+  if (absl::Status s = CheckAgainstCluster(*file, *job.mutable_spec());
+      !s.ok()) {
+    return s;
+  }
+  job.set_user(user);
+  job.set_source_name(source_name);
+  job.set_state(v1::JOB_STATE_PENDING);
+  job.set_submit_time_ms(Now());
+  if (dry_run) return job;
+
+  job.set_id(absl::StrCat("j-", next_seq_));
+  AddEvent(job, v1::EVENT_TYPE_SUBMITTED,
+           absl::StrCat("submitted by ", user, " from ", source_name));
+  job.set_version(version_ + 1);
+  // Acknowledge only what is durable.
+  if (absl::Status s = store_->PutJob(job); !s.ok()) return s;
+  ++version_;
+  jobs_.emplace(next_seq_++, job);
+  work_pending_ = true;
+  return job;
+}
+
+absl::StatusOr<v1::Job> Core::GetJob(const std::string& ref) const {
+  absl::ReaderMutexLock lock(&mu_);
+  const v1::Job* job = FindJob(ref);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no job '", ref, "'"));
+  }
+  return *job;
+}
+
+std::vector<v1::Job> Core::ListJobs(const v1::ListJobsRequest& request) const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<v1::Job> out;
+  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
+    const v1::Job& job = it->second;
+    if (!request.user().empty() && job.user() != request.user()) continue;
+    if (request.states_size() > 0 &&
+        std::find(request.states().begin(), request.states().end(),
+                  job.state()) == request.states().end()) {
+      continue;
+    }
+    out.push_back(job);
+    if (request.limit() > 0 && out.size() >= size_t(request.limit())) break;
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Job> Core::Cancel(const std::string& ref,
+                                     const std::string& user) {
+  absl::MutexLock lock(&mu_);
+  v1::Job* job = FindJob(ref);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no job '", ref, "'"));
+  }
+  if (IsTerminal(job->state())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job->id(), " already ended ", JobStateName(job->state())));
+  }
+  if (job->cancel_requested()) return *job;
+  job->set_cancel_requested(true);
+  job->set_cancelled_by(user);
+  if (IsActive(job->state())) {
+    // CANCELLED once the agents report the processes gone.
+    AddEvent(*job, v1::EVENT_TYPE_CANCELLED,
+             absl::StrCat("cancel requested by ", user, "; stopping"));
+    job->set_reason("cancelling");
+    StopAttempt(*job, job->spec().grace_s(),
+                absl::StrCat("cancelled by ", user));
+    FinishAttemptIfDone(*job);
+  } else {
+    SetState(*job, v1::JOB_STATE_CANCELLED,
+             absl::StrCat("cancelled by ", user));
+    AddEvent(*job, v1::EVENT_TYPE_CANCELLED, job->reason());
+  }
+  Commit(*job);
+  return *job;
+}
+
+absl::StatusOr<v1::Job> Core::AwaitChange(const std::string& id,
+                                          int64_t version,
+                                          absl::Duration timeout) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto changed = [this, &id, version]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    const v1::Job* job = FindJob(id);
+    return job == nullptr || job->version() > version;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+  const v1::Job* job = FindJob(id);
+  if (job == nullptr) return absl::NotFoundError("no job " + id);
+  return *job;
+}
+
+std::vector<v1::Node> Core::ListNodes() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<v1::Node> out;
+  for (const auto& [name, node] : nodes_) {
+    v1::Node info = node.info;
+    info.set_state(node.state == v1::NODE_STATE_READY && info.drained()
+                       ? v1::NODE_STATE_DRAINED
+                       : node.state);
+    info.set_last_seen_ms(node.last_seen_ms);
+    std::vector<int> in_use;
+    for (const auto& [key, gpus] : node.holds) {
+      info.add_attempts(absl::StrCat(key.job_id, "/", key.attempt));
+      in_use.insert(in_use.end(), gpus.begin(), gpus.end());
+    }
+    std::sort(in_use.begin(), in_use.end());
+    for (int gpu : in_use) info.add_gpus_in_use(gpu);
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Node> Core::SetDrained(const std::string& name,
+                                          bool drained) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = nodes_.find(name);
+    if (it == nodes_.end()) {
+      return absl::NotFoundError(absl::StrCat("no node '", name, "'"));
+    }
+    it->second.info.set_drained(drained);
+    if (absl::Status s = store_->PutNode(it->second.info); !s.ok()) return s;
+    work_pending_ = true;
+  }
+  for (v1::Node& node : ListNodes()) {
+    if (node.name() == name) return node;
+  }
+  return absl::NotFoundError(name);
+}
+
+// ---------------------------------------------------------------- agents
+
+absl::StatusOr<int64_t> Core::RegisterAgent(
+    const v1::RegisterRequest& request, const std::string& peer_host,
+    std::shared_ptr<AgentChannel> channel) {
+  if (request.name().empty()) {
+    return absl::InvalidArgumentError("agent registered without a name");
+  }
+  absl::MutexLock lock(&mu_);
+  NodeEntry& node = nodes_[request.name()];
+  if (node.channel != nullptr) {
+    // A newer stream from the same agent (it restarted or reconnected
+    // before we noticed): the old one is stale.
+    node.channel->Close();
+  }
+  const bool drained = node.info.drained();
+  node.info.set_name(request.name());
+  node.info.set_address(request.advertise_host().empty()
+                            ? peer_host
+                            : request.advertise_host());
+  node.info.mutable_gpus()->CopyFrom(request.gpus());
+  node.info.set_drained(drained);
+  node.state = v1::NODE_STATE_READY;
+  node.last_seen_ms = Now();
+  node.session = next_session_++;
+  node.channel = channel;
+  if (absl::Status s = store_->PutNode(node.info); !s.ok()) {
+    fprintf(stderr, "store write failed node=%s: %s\n",
+            request.name().c_str(), s.ToString().c_str());
+  }
+
+  v1::CoordinatorMessage ack_message;
+  v1::RegisterAck* ack = ack_message.mutable_ack();
+  ack->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+  std::set<AttemptKey> running;
+  for (const v1::RunningAttempt& r : request.running()) {
+    AttemptKey key{r.job_id(), r.attempt()};
+    running.insert(key);
+    for (const auto& [rank, size] : logs_->Sizes(r.job_id(), r.attempt())) {
+      v1::LogOffset* offset = ack->add_log_offsets();
+      offset->set_job_id(r.job_id());
+      offset->set_attempt(r.attempt());
+      offset->set_rank(rank);
+      offset->set_offset(size);
+    }
+  }
+  channel->Send(ack_message);
+  const int64_t session = node.session;
+
+  // Exits the agent could not report while it was away.
+  for (const v1::AttemptUpdate& update : request.finished()) {
+    ApplyUpdate(request.name(), session, update);
+  }
+  NodeEntry& current = nodes_[request.name()];
+  // Attempts we think run here but the agent does not have: gone.
+  std::vector<AttemptKey> vanished;
+  for (const auto& [key, gpus] : current.holds) {
+    if (!running.count(key)) vanished.push_back(key);
+  }
+  for (const AttemptKey& key : vanished) {
+    v1::Job* job = FindJob(key.job_id);
+    if (job != nullptr && job->attempt() == key.attempt &&
+        IsActive(job->state())) {
+      NodeExited(*job, request.name(), -1, 0, /*lost=*/true,
+                 absl::StrCat("processes on ", request.name(),
+                              " gone when its agent reconnected"));
+      Commit(*job);
+    }
+    ReleaseHold(request.name(), key);
+  }
+  // Attempts the agent runs that are not current: fence them off.
+  for (const AttemptKey& key : running) {
+    const v1::Job* job = FindJob(key.job_id);
+    const bool current_attempt = job != nullptr &&
+                                 job->attempt() == key.attempt &&
+                                 IsActive(job->state());
+    if (!current_attempt) {
+      // Hold nothing new: the GPUs free up when the agent reports the exit.
+      current.holds.try_emplace(key);
+      SendStop(request.name(), key, 0, "stale attempt");
+    }
+  }
+  work_pending_ = true;
+  return session;
+}
+
+void Core::OnHeartbeat(const std::string& name, int64_t session) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(name);
+  if (it == nodes_.end() || it->second.session != session) return;
+  it->second.last_seen_ms = Now();
+}
+
+void Core::OnAttemptUpdate(const std::string& name, int64_t session,
+                           const v1::AttemptUpdate& update) {
+  absl::MutexLock lock(&mu_);
+  ApplyUpdate(name, session, update);
+}
+
+void Core::ApplyUpdate(const std::string& name, int64_t session,
+                       const v1::AttemptUpdate& update) {
+  auto node_it = nodes_.find(name);
+  if (node_it == nodes_.end() || node_it->second.session != session) return;
+  node_it->second.last_seen_ms = Now();
+  const AttemptKey key{update.job_id(), update.attempt()};
+  v1::Job* job = FindJob(update.job_id());
+  const bool current = job != nullptr && job->attempt() == update.attempt() &&
+                       IsActive(job->state());
+  if (update.phase() == v1::AttemptUpdate::PHASE_EXITED) {
+    ReleaseHold(name, key);
+    if (!current) return;
+    NodeExited(*job, name, update.exit_code(), update.signal(),
+               /*lost=*/false, update.message());
+    Commit(*job);
+    return;
+  }
+  if (update.phase() != v1::AttemptUpdate::PHASE_STARTED) return;
+  if (!current) {
+    // Fencing: whatever is not the current attempt must not run.
+    SendStop(name, key, 0, "stale attempt");
+    return;
+  }
+  v1::Attempt* attempt = CurrentAttempt(*job);
+  if (Contains(attempt->started_nodes(), name)) return;
+  attempt->add_started_nodes(name);
+  if (attempt->placements(0).node() == name && update.master_port() > 0) {
+    attempt->set_master_port(update.master_port());
+    // Node rank 0 has its rendezvous port: the others may start now.
+    for (int rank = 1; rank < attempt->placements_size(); ++rank) {
+      if (!job->cancel_requested() && attempt->stop_reason().empty()) {
+        SendStart(*job, *attempt, rank);
+      }
+    }
+  }
+  if (attempt->started_nodes_size() == attempt->placements_size() &&
+      job->state() == v1::JOB_STATE_SCHEDULED) {
+    attempt->set_started_ms(Now());
+    SetState(*job, v1::JOB_STATE_RUNNING, "");
+    std::vector<std::string> where;
+    for (const auto& p : attempt->placements()) {
+      where.push_back(Describe(p.node(), {p.gpus().begin(), p.gpus().end()}));
+    }
+    AddEvent(*job, v1::EVENT_TYPE_STARTED,
+             absl::StrCat("running on ", absl::StrJoin(where, " ")));
+  }
+  Commit(*job);
+}
+
+void Core::OnAgentDisconnected(const std::string& name, int64_t session) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(name);
+  if (it == nodes_.end() || it->second.session != session) return;
+  it->second.state = v1::NODE_STATE_DISCONNECTED;
+  it->second.channel = nullptr;
+  // last_seen_ms stays: the node timeout runs from the last sign of life.
+  work_pending_ = true;
+}
+
+// ---------------------------------------------------------------- attempts
+
+void Core::SendStart(v1::Job& job, v1::Attempt& attempt, int node_rank) {
+  const v1::Placement& placement = attempt.placements(node_rank);
+  NodeEntry& node = nodes_[placement.node()];
+  v1::CoordinatorMessage message;
+  v1::StartAttempt* start = message.mutable_start();
+  start->set_job_id(job.id());
+  start->set_attempt(attempt.number());
+  start->set_user(job.user());
+  *start->mutable_spec() = job.spec();
+  start->set_node_rank(node_rank);
+  start->set_num_nodes(attempt.placements_size());
+  start->set_master_addr(attempt.master_addr());
+  start->set_master_port(attempt.master_port());
+  start->mutable_gpus()->CopyFrom(placement.gpus());
+  attempt.add_ordered_nodes(placement.node());
+  if (node.channel != nullptr) {
+    node.channel->Send(message);
+  }
+  // With no channel the order is lost with the node; the node timeout
+  // requeues the attempt.
+}
+
+void Core::SendStop(const std::string& name, const AttemptKey& key,
+                    double grace_s, const std::string& reason) {
+  auto it = nodes_.find(name);
+  if (it == nodes_.end() || it->second.channel == nullptr) return;
+  v1::CoordinatorMessage message;
+  v1::StopAttempt* stop = message.mutable_stop();
+  stop->set_job_id(key.job_id);
+  stop->set_attempt(key.attempt);
+  stop->set_grace_s(grace_s);
+  stop->set_reason(reason);
+  it->second.channel->Send(message);
+}
+
+void Core::StopAttempt(v1::Job& job, double grace_s,
+                       const std::string& reason, bool record) {
+  v1::Attempt* attempt = CurrentAttempt(job);
+  if (attempt == nullptr) return;
+  if (record && attempt->stop_reason().empty()) {
+    attempt->set_stop_reason(reason);
+  }
+  for (const std::string& node : attempt->ordered_nodes()) {
+    if (!Contains(attempt->exited_nodes(), node)) {
+      SendStop(node, {job.id(), attempt->number()}, grace_s, reason);
+    }
+  }
+}
+
+void Core::NodeExited(v1::Job& job, const std::string& node, int exit_code,
+                      int signal, bool lost, const std::string& message) {
+  v1::Attempt* attempt = CurrentAttempt(job);
+  if (attempt == nullptr || Contains(attempt->exited_nodes(), node)) return;
+  attempt->add_exited_nodes(node);
+  const bool failed = lost || exit_code != 0 || signal != 0;
+  if (failed && attempt->reason().empty()) {
+    // The first failure explains the attempt.
+    attempt->set_exit_code(exit_code);
+    attempt->set_signal(signal);
+    attempt->set_node_lost(lost);
+    std::string why = lost ? message
+                      : signal != 0
+                          ? absl::StrCat("killed by signal ", signal, " on ",
+                                         node)
+                          : absl::StrCat("exited with code ", exit_code,
+                                         " on ", node);
+    if (!lost && !message.empty()) absl::StrAppend(&why, " (", message, ")");
+    attempt->set_reason(why);
+    AddEvent(job, v1::EVENT_TYPE_EXITED, why);
+    // Peers of a failed node cannot go on (their collectives would hang).
+    if (attempt->placements_size() > 1) {
+      // A stop given only because a peer failed is not a preemption.
+      const bool preempts = lost || exit_code == kRequeueExitCode;
+      StopAttempt(job, options_.peer_failure_grace_s,
+                  absl::StrCat("peer on ", node, " ended"), preempts);
+    }
+  } else if (!failed) {
+    AddEvent(job, v1::EVENT_TYPE_EXITED,
+             absl::StrCat("processes on ", node, " exited 0"));
+  }
+  FinishAttemptIfDone(job);
+}
+
+void Core::FinishAttemptIfDone(v1::Job& job) {
+  v1::Attempt* attempt = CurrentAttempt(job);
+  if (attempt == nullptr || !IsActive(job.state())) return;
+  for (const std::string& node : attempt->ordered_nodes()) {
+    if (!Contains(attempt->exited_nodes(), node)) return;
+  }
+  const bool all_ordered =
+      attempt->ordered_nodes_size() == attempt->placements_size();
+  // Nodes never told to start (node rank 0 ended first) hold GPUs too.
+  for (const v1::Placement& p : attempt->placements()) {
+    if (!Contains(attempt->ordered_nodes(), p.node())) {
+      ReleaseHold(p.node(), {job.id(), attempt->number()});
+    }
+  }
+  if (!all_ordered && attempt->reason().empty() && !job.cancel_requested()) {
+    return;  // still waiting to start the others
+  }
+  attempt->set_ended_ms(Now());
+  const AttemptOutcome outcome = ClassifyAttempt(job, *attempt);
+  const NextStep next = DecideNext(job, *attempt, outcome, Now(),
+                                   options_.max_backoff_s);
+  if (next.counts_as_failure) job.set_failures(job.failures() + 1);
+  job.set_exit_code(attempt->exit_code());
+  if (outcome == AttemptOutcome::kPreempted) {
+    job.set_state(v1::JOB_STATE_PREEMPTED);
+  }
+  SetState(job, next.state, next.reason);
+  switch (next.state) {
+    case v1::JOB_STATE_PENDING:
+      job.set_not_before_ms(next.not_before_ms);
+      AddEvent(job, v1::EVENT_TYPE_REQUEUED, next.reason);
+      break;
+    case v1::JOB_STATE_SUCCEEDED:
+      AddEvent(job, v1::EVENT_TYPE_SUCCEEDED, next.reason);
+      break;
+    case v1::JOB_STATE_CANCELLED:
+      AddEvent(job, v1::EVENT_TYPE_CANCELLED, next.reason);
+      break;
+    default:
+      AddEvent(job, v1::EVENT_TYPE_FAILED, next.reason);
+      break;
+  }
+}
+
+void Core::ReleaseHold(const std::string& name, const AttemptKey& key) {
+  auto it = nodes_.find(name);
+  if (it != nodes_.end() && it->second.holds.erase(key) > 0) {
+    work_pending_ = true;
+  }
+}
+
+void Core::LoseNode(NodeEntry& node, const std::string& why) {
+  const std::string name = node.info.name();
+  fprintf(stderr, "node=%s lost: %s\n", name.c_str(), why.c_str());
+  node.state = v1::NODE_STATE_LOST;
+  if (node.channel != nullptr) node.channel->Close();
+  node.channel = nullptr;
+  node.session = 0;
+  std::vector<AttemptKey> held;
+  for (const auto& [key, gpus] : node.holds) held.push_back(key);
+  for (const AttemptKey& key : held) {
+    v1::Job* job = FindJob(key.job_id);
+    if (job != nullptr && job->attempt() == key.attempt &&
+        IsActive(job->state())) {
+      NodeExited(*job, name, -1, 0, /*lost=*/true,
+                 absl::StrCat("node ", name, " lost (", why, ")"));
+      Commit(*job);
+    }
+    ReleaseHold(name, key);
+  }
+}
+
+// ---------------------------------------------------------------- ticks
+
+bool Core::ResolveDependencies() {
+  bool changed = false;
+  for (auto& [seq, job] : jobs_) {
+    if (job.state() != v1::JOB_STATE_PENDING || job.spec().after_size() == 0) {
+      continue;
+    }
+    for (const std::string& dep_id : job.spec().after()) {
+      const v1::Job* dep = FindJob(dep_id);
+      if (dep == nullptr || !IsTerminal(dep->state()) ||
+          dep->state() == v1::JOB_STATE_SUCCEEDED) {
+        continue;
+      }
+      const std::string why = absl::StrCat("dependency ", dep_id, " ended ",
+                                           JobStateName(dep->state()));
+      SetState(job, v1::JOB_STATE_CANCELLED, why);
+      AddEvent(job, v1::EVENT_TYPE_CANCELLED, why);
+      Commit(job);
+      changed = true;
+      break;
+    }
+  }
+  return changed;
+}
+
+bool Core::SchedulePass() {
+  const int64_t now = Now();
+  SchedulerInput input;
+  input.now_ms = now;
+  for (const auto& [seq, job] : jobs_) {
+    if (job.state() != v1::JOB_STATE_PENDING) continue;
+    if (job.not_before_ms() > now) continue;
+    bool ready = true;
+    for (const std::string& dep : job.spec().after()) {
+      const v1::Job* d = FindJob(dep);
+      ready = ready && d != nullptr && d->state() == v1::JOB_STATE_SUCCEEDED;
+    }
+    if (!ready) continue;
+    input.queue.push_back({job.id(), job.spec().priority(), seq,
+                           job.spec().resources().nodes(),
+                           job.spec().resources().gpus_per_node()});
+  }
+  if (input.queue.empty()) return false;
+  for (const auto& [name, node] : nodes_) {
+    if (node.state != v1::NODE_STATE_READY || node.info.drained()) continue;
+    NodeSnapshot snapshot{name, node.info.gpus_size(), {}};
+    std::set<int> used;
+    for (const auto& [key, gpus] : node.holds) used.insert(gpus.begin(), gpus.end());
+    for (const v1::Gpu& gpu : node.info.gpus()) {
+      if (!used.count(gpu.index())) snapshot.free_gpus.push_back(gpu.index());
+    }
+    input.nodes.push_back(std::move(snapshot));
+  }
+
+  SchedulerDecisions decisions = policy_->Schedule(input);
+  bool changed = false;
+  for (const Waiting& waiting : decisions.waiting) {
+    v1::Job* job = FindJob(waiting.job_id);
+    if (job != nullptr && job->reason() != waiting.reason) {
+      // A reason is for people; it is not worth a store write.
+      job->set_reason(waiting.reason);
+    }
+  }
+  for (const Placement& placement : decisions.placements) {
+    v1::Job* job = FindJob(placement.job_id);
+    if (job == nullptr || placement.nodes.empty()) continue;
+    const int number = job->attempt() + 1;
+    job->set_attempt(number);
+    v1::Attempt* attempt = job->add_attempts();
+    attempt->set_number(number);
+    attempt->set_scheduled_ms(now);
+    std::vector<std::string> where;
+    for (const NodePlacement& p : placement.nodes) {
+      v1::Placement* out = attempt->add_placements();
+      out->set_node(p.node);
+      for (int gpu : p.gpus) out->add_gpus(gpu);
+      nodes_[p.node].holds[{job->id(), number}] = p.gpus;
+      where.push_back(Describe(p.node, p.gpus));
+    }
+    attempt->set_master_addr(nodes_[placement.nodes[0].node].info.address());
+    SetState(*job, v1::JOB_STATE_SCHEDULED, "");
+    AddEvent(*job, v1::EVENT_TYPE_SCHEDULED,
+             absl::StrCat("attempt ", number, " on ",
+                          absl::StrJoin(where, " ")));
+    SendStart(*job, *attempt, 0);
+    Commit(*job);
+    changed = true;
+  }
+  return changed;
+}
+
+bool Core::Tick() {
+  absl::MutexLock lock(&mu_);
+  work_pending_ = false;
+  const int64_t now = Now();
+  bool changed = false;
+  for (auto& [name, node] : nodes_) {
+    if (node.state == v1::NODE_STATE_LOST) continue;
+    if (now - node.last_seen_ms > options_.node_timeout_ms) {
+      LoseNode(node, node.state == v1::NODE_STATE_DISCONNECTED
+                         ? "disconnected"
+                         : "heartbeats stopped");
+      changed = true;
+    }
+  }
+  changed |= ResolveDependencies();
+  changed |= SchedulePass();
+  return changed;
+}
+
+void Core::AwaitWork(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithTimeout(absl::Condition(&work_pending_), timeout);
+}
+
+}  // namespace dcvlr

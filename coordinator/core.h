@@ -1,0 +1,183 @@
+// The coordinator's core: owns jobs, attempts and nodes, applies the
+// scheduling policy's decisions and turns agent reports into job states.
+//
+// It knows nothing of gRPC: the services translate requests into calls here
+// and agents are reached through the AgentChannel interface. Time comes from
+// an injected clock, so tests drive it with a fake clock and call Tick()
+// themselves.
+//
+// Thread-safety: every public method is safe to call from any thread; one
+// mutex guards all state. Store writes happen under it, so a method that
+// changes a job returns only once the change is durable.
+#ifndef DCVLR_COORDINATOR_CORE_H_
+#define DCVLR_COORDINATOR_CORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/job_file.h"
+#include "coordinator/log_store.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/store.h"
+#include "dcvlr/v1/agent.pb.h"
+#include "dcvlr/v1/client.pb.h"
+
+namespace dcvlr {
+
+// The coordinator's end of one agent's stream. Send() must not block (it
+// queues); Close() ends the stream from the coordinator's side.
+class AgentChannel {
+ public:
+  virtual ~AgentChannel() = default;
+  virtual void Send(const v1::CoordinatorMessage& message) = 0;
+  virtual void Close() = 0;
+};
+
+struct CoreOptions {
+  // Milliseconds since the epoch.
+  std::function<int64_t()> now_ms;
+  // A node silent (or disconnected) this long is lost, and its attempts are
+  // requeued.
+  int64_t node_timeout_ms = 10000;
+  int64_t heartbeat_interval_ms = 1000;
+  double max_backoff_s = 300;
+  // Grace given to processes stopped because a peer node failed.
+  double peer_failure_grace_s = 10;
+};
+
+class Core {
+ public:
+  Core(CoreOptions options, std::unique_ptr<Store> store, LogStore* logs,
+       std::unique_ptr<SchedulingPolicy> policy);
+
+  // Loads jobs and nodes from the store. Nodes start disconnected: their
+  // agents have node_timeout_ms to reconnect before their attempts count as
+  // lost.
+  absl::Status Recover();
+
+  // ---- Client API ----
+  absl::StatusOr<v1::Job> Submit(const std::string& user,
+                                 const std::string& source_name,
+                                 const std::string& source, bool dry_run);
+  // `ref` is a job id or a job name (the newest job of that name).
+  absl::StatusOr<v1::Job> GetJob(const std::string& ref) const;
+  std::vector<v1::Job> ListJobs(const v1::ListJobsRequest& request) const;
+  absl::StatusOr<v1::Job> Cancel(const std::string& ref,
+                                 const std::string& user);
+  // Waits until the job's version passes `version` or `timeout` passes, and
+  // returns the job as it is then.
+  absl::StatusOr<v1::Job> AwaitChange(const std::string& id, int64_t version,
+                                      absl::Duration timeout) const;
+  std::vector<v1::Node> ListNodes() const;
+  absl::StatusOr<v1::Node> SetDrained(const std::string& node, bool drained);
+
+  // ---- Agent API ----
+  // Registers (or re-registers) an agent. Sends the RegisterAck, and any
+  // stop orders that reconciling its running attempts calls for, on
+  // `channel`. Returns the session id that later calls must give.
+  absl::StatusOr<int64_t> RegisterAgent(const v1::RegisterRequest& request,
+                                        const std::string& peer_host,
+                                        std::shared_ptr<AgentChannel> channel);
+  void OnHeartbeat(const std::string& node, int64_t session);
+  void OnAttemptUpdate(const std::string& node, int64_t session,
+                       const v1::AttemptUpdate& update);
+  void OnAgentDisconnected(const std::string& node, int64_t session);
+
+  // Periodic work: lost nodes, backoff expiry, dependencies, a scheduling
+  // pass. Returns true if something changed.
+  bool Tick();
+
+  // Blocks until something may have made Tick() worth calling, or
+  // `timeout` passes.
+  void AwaitWork(absl::Duration timeout);
+
+ private:
+  struct AttemptKey {
+    std::string job_id;
+    int attempt;
+    auto operator<=>(const AttemptKey&) const = default;
+  };
+
+  struct NodeEntry {
+    v1::Node info;  // name, address, gpus, drained
+    v1::NodeState state = v1::NODE_STATE_DISCONNECTED;
+    int64_t last_seen_ms = 0;
+    int64_t session = 0;
+    std::shared_ptr<AgentChannel> channel;
+    // GPUs held by attempts on this node, until the agent reports them gone.
+    std::map<AttemptKey, std::vector<int>> holds;
+  };
+
+  int64_t Now() const { return options_.now_ms(); }
+
+  v1::Job* FindJob(const std::string& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const v1::Job* FindJob(const std::string& ref) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  v1::Attempt* CurrentAttempt(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Records an event, bumps the version and writes the job to the store.
+  void Commit(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddEvent(v1::Job& job, v1::EventType type, const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetState(v1::Job& job, v1::JobState state, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Status CheckAgainstCluster(const ParsedJobFile& file,
+                                   v1::JobSpec& spec) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  void SendStart(v1::Job& job, v1::Attempt& attempt, int node_rank)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendStop(const std::string& node, const AttemptKey& key,
+                double grace_s, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Orders every node of the current attempt that has not exited to stop.
+  // With `record`, the stop makes the attempt count as preempted.
+  void StopAttempt(v1::Job& job, double grace_s, const std::string& reason,
+                   bool record = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyUpdate(const std::string& node, int64_t session,
+                   const v1::AttemptUpdate& update)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records that the attempt's processes on `node` are gone.
+  void NodeExited(v1::Job& job, const std::string& node, int exit_code,
+                  int signal, bool lost, const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishAttemptIfDone(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseHold(const std::string& node, const AttemptKey& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LoseNode(NodeEntry& node, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  bool ResolveDependencies() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SchedulePass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { work_pending_ = true; }
+
+  const CoreOptions options_;
+  LogStore* const logs_;
+  const std::unique_ptr<SchedulingPolicy> policy_;
+
+  mutable absl::Mutex mu_;
+  std::unique_ptr<Store> store_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, v1::Job> jobs_ ABSL_GUARDED_BY(mu_);  // by seq
+  std::map<std::string, NodeEntry> nodes_ ABSL_GUARDED_BY(mu_);
+  int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  bool work_pending_ ABSL_GUARDED_BY(mu_) = true;
+};
+
+}  // namespace dcvlr
+
+#endif  // DCVLR_COORDINATOR_CORE_H_

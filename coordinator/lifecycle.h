@@ -1,0 +1,50 @@
+// The job state machine of DESIGN.md as pure functions: which transitions
+// are legal, how an ended attempt is classified, and what the job does next.
+#ifndef DCVLR_COORDINATOR_LIFECYCLE_H_
+#define DCVLR_COORDINATOR_LIFECYCLE_H_
+
+#include <cstdint>
+#include <string>
+
+#include "dcvlr/v1/job.pb.h"
+
+namespace dcvlr {
+
+// Exit code a process uses to ask to be requeued (EX_TEMPFAIL).
+inline constexpr int kRequeueExitCode = 75;
+
+bool IsLegalTransition(v1::JobState from, v1::JobState to);
+
+enum class AttemptOutcome {
+  kSucceeded,
+  kCancelled,
+  // Stopped by the coordinator, node lost, or exit 75: not the user's fault.
+  kPreempted,
+  kFailed,
+};
+
+// Classifies an attempt whose nodes have all exited.
+//   1. A cancel the user asked for wins: CANCELLED.
+//   2. A lost node means the attempt did not get to finish: preempted.
+//   3. Every node exited 0: succeeded.
+//   4. Exit 75, or a stop order the coordinator gave: preempted.
+//   5. Anything else is the user's failure.
+AttemptOutcome ClassifyAttempt(const v1::Job& job, const v1::Attempt& attempt);
+
+struct NextStep {
+  v1::JobState state;  // SUCCEEDED, FAILED, CANCELLED or PENDING (requeue)
+  std::string reason;
+  int64_t not_before_ms = 0;  // for PENDING: when the next attempt may start
+  bool counts_as_failure = false;
+};
+
+// What the job does after an attempt with `outcome`. Preemptions requeue
+// while attempts remain; user failures requeue only `retry.on_failure` times.
+// The backoff doubles per attempt from retry.backoff_s up to `max_backoff_s`.
+NextStep DecideNext(const v1::Job& job, const v1::Attempt& attempt,
+                    AttemptOutcome outcome, int64_t now_ms,
+                    double max_backoff_s);
+
+}  // namespace dcvlr
+
+#endif  // DCVLR_COORDINATOR_LIFECYCLE_H_

@@ -1,0 +1,134 @@
+// dcvlr-coordinator: the daemon that queues jobs and schedules them onto
+// worker agents. See DESIGN.md "Processes".
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "coordinator/core.h"
+#include "coordinator/services.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Writes `text` to `path` so that readers see all of it or none.
+bool WriteAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.flush()) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"dcvlr-coordinator: queues and schedules dcvlr jobs"};
+  std::string listen = "127.0.0.1:7070";
+  std::string state_dir = "dcvlr-state";
+  int64_t node_timeout_ms = 10000;
+  int64_t heartbeat_interval_ms = 1000;
+  app.add_option("--listen", listen,
+                 "HOST:PORT to serve on; port 0 picks a free one");
+  app.add_option("--state-dir", state_dir,
+                 "directory for the job store (SQLite) and job logs");
+  app.add_option("--node-timeout-ms", node_timeout_ms,
+                 "a node silent this long is lost and its jobs requeued")
+      ->check(CLI::Range(int64_t{100}, int64_t{3600000}));
+  app.add_option("--heartbeat-interval-ms", heartbeat_interval_ms,
+                 "how often agents send heartbeats")
+      ->check(CLI::Range(int64_t{10}, int64_t{60000}));
+  CLI11_PARSE(app, argc, argv);
+
+  // Signals are taken by a thread of our own (sigwait); block them everywhere.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::error_code ec;
+  fs::create_directories(state_dir, ec);
+  if (ec) {
+    fprintf(stderr, "dcvlr-coordinator: --state-dir %s: %s\n",
+            state_dir.c_str(), ec.message().c_str());
+    return 2;
+  }
+  auto store = dcvlr::Store::Open(state_dir + "/state.db");
+  if (!store.ok()) {
+    fprintf(stderr, "dcvlr-coordinator: %s\n",
+            store.status().ToString().c_str());
+    return 1;
+  }
+  dcvlr::LogStore logs(state_dir + "/logs");
+  dcvlr::CoreOptions options;
+  options.now_ms = [] { return absl::ToUnixMillis(absl::Now()); };
+  options.node_timeout_ms = node_timeout_ms;
+  options.heartbeat_interval_ms = heartbeat_interval_ms;
+  dcvlr::Core core(options, *std::move(store), &logs,
+                   std::make_unique<dcvlr::FirstFitPolicy>());
+  if (absl::Status s = core.Recover(); !s.ok()) {
+    fprintf(stderr, "dcvlr-coordinator: recovering %s: %s\n",
+            state_dir.c_str(), s.ToString().c_str());
+    return 1;
+  }
+
+  dcvlr::ClientServiceImpl client_service(&core, &logs);
+  dcvlr::AgentServiceImpl agent_service(&core, &logs);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&client_service);
+  builder.RegisterService(&agent_service);
+  // Agents send keepalive pings so that a cut-off stream is noticed.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             500);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    fprintf(stderr, "dcvlr-coordinator: cannot listen on %s\n",
+            listen.c_str());
+    return 1;
+  }
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  const std::string address = absl::StrCat(host, ":", port);
+  printf("listening on %s\n", address.c_str());
+  fflush(stdout);
+  if (!WriteAtomically(state_dir + "/coordinator.addr", address + "\n")) {
+    fprintf(stderr, "dcvlr-coordinator: cannot write %s/coordinator.addr\n",
+            state_dir.c_str());
+  }
+
+  std::atomic<bool> stopping{false};
+  std::thread ticker([&] {
+    while (!stopping) {
+      core.Tick();
+      core.AwaitWork(absl::Milliseconds(200));
+    }
+  });
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  fprintf(stderr, "dcvlr-coordinator: signal %d, shutting down\n",
+          signal_number);
+  stopping = true;
+  client_service.Shutdown();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  ticker.join();
+  return 0;
+}

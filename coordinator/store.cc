@@ -1,0 +1,154 @@
+#include "coordinator/store.h"
+
+#include <sqlite3.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace dcvlr {
+namespace {
+
+// Finalizes a prepared statement when it goes out of scope.
+struct Statement {
+  sqlite3_stmt* stmt = nullptr;
+  ~Statement() { sqlite3_finalize(stmt); }
+};
+
+absl::Status SqliteError(sqlite3* db, const std::string& what) {
+  return absl::UnavailableError(
+      absl::StrCat("state store: ", what, ": ", sqlite3_errmsg(db)));
+}
+
+}  // namespace
+
+int64_t JobSeq(const std::string& id) {
+  int64_t seq;
+  if (id.rfind("j-", 0) != 0 || !absl::SimpleAtoi(id.substr(2), &seq)) {
+    return -1;
+  }
+  return seq;
+}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                               SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status status = SqliteError(db, absl::StrCat("open ", path));
+    sqlite3_close(db);
+    return status;
+  }
+  std::unique_ptr<Store> store(new Store(db));
+  sqlite3_busy_timeout(db, 5000);
+  for (const char* sql : {
+           "PRAGMA journal_mode=WAL",
+           "PRAGMA synchronous=FULL",
+           "CREATE TABLE IF NOT EXISTS jobs ("
+           "  seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,"
+           "  record BLOB NOT NULL)",
+           "CREATE TABLE IF NOT EXISTS nodes ("
+           "  name TEXT PRIMARY KEY, record BLOB NOT NULL)",
+       }) {
+    if (absl::Status s = store->Exec(sql); !s.ok()) return s;
+  }
+  return store;
+}
+
+Store::~Store() { sqlite3_close(db_); }
+
+absl::Status Store::Exec(const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+    std::string message = error ? error : "unknown error";
+    sqlite3_free(error);
+    return absl::UnavailableError(absl::StrCat("state store: ", message));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::PutJob(const v1::Job& job) {
+  int64_t seq = JobSeq(job.id());
+  if (seq < 0) return absl::InvalidArgumentError("bad job id " + job.id());
+  std::string record = job.SerializeAsString();
+  Statement s;
+  if (sqlite3_prepare_v2(db_,
+                         "INSERT INTO jobs(seq, id, record) VALUES(?, ?, ?) "
+                         "ON CONFLICT(seq) DO UPDATE SET record=excluded.record",
+                         -1, &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
+  }
+  sqlite3_bind_int64(s.stmt, 1, seq);
+  sqlite3_bind_text(s.stmt, 2, job.id().c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_blob(s.stmt, 3, record.data(), static_cast<int>(record.size()),
+                    SQLITE_TRANSIENT);
+  if (sqlite3_step(s.stmt) != SQLITE_DONE) {
+    return SqliteError(db_, "write job " + job.id());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Job>> Store::LoadJobs() {
+  Statement s;
+  if (sqlite3_prepare_v2(db_, "SELECT id, record FROM jobs ORDER BY seq", -1,
+                         &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
+  }
+  std::vector<v1::Job> jobs;
+  int rc;
+  while ((rc = sqlite3_step(s.stmt)) == SQLITE_ROW) {
+    v1::Job job;
+    const void* blob = sqlite3_column_blob(s.stmt, 1);
+    int size = sqlite3_column_bytes(s.stmt, 1);
+    if (!job.ParseFromArray(blob, size)) {
+      return absl::DataLossError(absl::StrCat(
+          "state store: job ",
+          reinterpret_cast<const char*>(sqlite3_column_text(s.stmt, 0)),
+          " is unreadable"));
+    }
+    jobs.push_back(std::move(job));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, "read jobs");
+  return jobs;
+}
+
+absl::Status Store::PutNode(const v1::Node& node) {
+  std::string record = node.SerializeAsString();
+  Statement s;
+  if (sqlite3_prepare_v2(db_,
+                         "INSERT INTO nodes(name, record) VALUES(?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET record=excluded.record",
+                         -1, &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
+  }
+  sqlite3_bind_text(s.stmt, 1, node.name().c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_blob(s.stmt, 2, record.data(), static_cast<int>(record.size()),
+                    SQLITE_TRANSIENT);
+  if (sqlite3_step(s.stmt) != SQLITE_DONE) {
+    return SqliteError(db_, "write node " + node.name());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Node>> Store::LoadNodes() {
+  Statement s;
+  if (sqlite3_prepare_v2(db_, "SELECT record FROM nodes ORDER BY name", -1,
+                         &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
+  }
+  std::vector<v1::Node> nodes;
+  int rc;
+  while ((rc = sqlite3_step(s.stmt)) == SQLITE_ROW) {
+    v1::Node node;
+    if (!node.ParseFromArray(sqlite3_column_blob(s.stmt, 0),
+                             sqlite3_column_bytes(s.stmt, 0))) {
+      return absl::DataLossError("state store: a node record is unreadable");
+    }
+    nodes.push_back(std::move(node));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, "read nodes");
+  return nodes;
+}
+
+}  // namespace dcvlr

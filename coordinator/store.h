@@ -1,0 +1,52 @@
+// Durable cluster state: jobs and known nodes.
+//
+// The coordinator is the only writer. Every Put is one SQLite transaction in
+// WAL mode with synchronous=FULL, so a call that returned OK survives a crash
+// of the process or of the machine.
+#ifndef DCVLR_COORDINATOR_STORE_H_
+#define DCVLR_COORDINATOR_STORE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "dcvlr/v1/client.pb.h"
+#include "dcvlr/v1/job.pb.h"
+
+struct sqlite3;
+
+namespace dcvlr {
+
+// Not thread-safe: callers serialise access (the coordinator core holds its
+// lock around every call).
+class Store {
+ public:
+  // Opens (creating if needed) the database at `path`.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
+  ~Store();
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  absl::Status PutJob(const v1::Job& job);
+  // Every job, in submission order.
+  absl::StatusOr<std::vector<v1::Job>> LoadJobs();
+
+  absl::Status PutNode(const v1::Node& node);
+  absl::StatusOr<std::vector<v1::Node>> LoadNodes();
+
+ private:
+  explicit Store(sqlite3* db) : db_(db) {}
+  absl::Status Exec(const char* sql);
+
+  sqlite3* db_;
+};
+
+// The number in a job id "j-42", or -1 when `id` is not one.
+int64_t JobSeq(const std::string& id);
+
+}  // namespace dcvlr
+
+#endif  // DCVLR_COORDINATOR_STORE_H_

@@ -1,0 +1,77 @@
+#include "coordinator/store.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "gtest/gtest.h"
+
+namespace dcvlr {
+namespace {
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/dcvlr-store-test-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Path() const { return dir_ + "/state.db"; }
+  std::string dir_;
+};
+
+TEST_F(StoreTest, JobsAndNodesSurviveReopen) {
+  {
+    auto store = Store::Open(Path());
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (int i = 1; i <= 3; ++i) {
+      v1::Job job;
+      job.set_id("j-" + std::to_string(i));
+      job.set_state(v1::JOB_STATE_PENDING);
+      ASSERT_TRUE((*store)->PutJob(job).ok());
+    }
+    v1::Job updated;
+    updated.set_id("j-2");
+    updated.set_state(v1::JOB_STATE_SUCCEEDED);
+    ASSERT_TRUE((*store)->PutJob(updated).ok());
+    v1::Node node;
+    node.set_name("n1");
+    node.add_gpus()->set_index(0);
+    ASSERT_TRUE((*store)->PutNode(node).ok());
+  }
+  auto store = Store::Open(Path());
+  ASSERT_TRUE(store.ok());
+  auto jobs = (*store)->LoadJobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->size(), 3u);
+  EXPECT_EQ((*jobs)[0].id(), "j-1");
+  EXPECT_EQ((*jobs)[1].state(), v1::JOB_STATE_SUCCEEDED);
+  auto nodes = (*store)->LoadNodes();
+  ASSERT_TRUE(nodes.ok());
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_EQ((*nodes)[0].gpus_size(), 1);
+}
+
+TEST_F(StoreTest, RejectsIdsItCannotOrder) {
+  auto store = Store::Open(Path());
+  ASSERT_TRUE(store.ok());
+  v1::Job job;
+  job.set_id("../etc");
+  EXPECT_FALSE((*store)->PutJob(job).ok());
+}
+
+TEST_F(StoreTest, OpenFailsClearlyOnABadPath) {
+  auto store = Store::Open(dir_ + "/missing/dir/state.db");
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("missing/dir/state.db"),
+            std::string::npos);
+}
+
+TEST(JobSeqTest, ParsesOnlyJobIds) {
+  EXPECT_EQ(JobSeq("j-42"), 42);
+  EXPECT_EQ(JobSeq("j-"), -1);
+  EXPECT_EQ(JobSeq("x-1"), -1);
+  EXPECT_EQ(JobSeq("j-1/../2"), -1);
+}
+
+}  // namespace
+}  // namespace dcvlr

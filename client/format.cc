@@ -1,0 +1,226 @@
+#include "client/format.h"
+
+#include <algorithm>
+#include <ctime>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/names.h"
+
+namespace dcvlr {
+namespace {
+
+std::string Table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()));
+    for (size_t i = 0; i < row.size(); ++i) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::vector<std::string> NodesOf(const v1::Job& job) {
+  std::vector<std::string> nodes;
+  if (job.attempts_size() == 0) return nodes;
+  for (const v1::Placement& p : job.attempts().rbegin()->placements()) {
+    nodes.push_back(p.node());
+  }
+  return nodes;
+}
+
+std::string Age(int64_t since_ms) {
+  const int64_t seconds =
+      std::max<int64_t>(0, (static_cast<int64_t>(time(nullptr)) * 1000 - since_ms) / 1000);
+  if (seconds < 120) return absl::StrCat(seconds, "s");
+  if (seconds < 7200) return absl::StrCat(seconds / 60, "m");
+  if (seconds < 172800) return absl::StrCat(seconds / 3600, "h");
+  return absl::StrCat(seconds / 86400, "d");
+}
+
+}  // namespace
+
+std::string FormatTime(int64_t time_ms) {
+  if (time_ms <= 0) return "-";
+  time_t seconds = static_cast<time_t>(time_ms / 1000);
+  struct tm local;
+  localtime_r(&seconds, &local);
+  char text[32];
+  strftime(text, sizeof(text), "%Y-%m-%d %H:%M:%S", &local);
+  return text;
+}
+
+nlohmann::json JobToJson(const v1::Job& job) {
+  nlohmann::json out;
+  out["id"] = job.id();
+  out["name"] = job.spec().name();
+  out["user"] = job.user();
+  out["kind"] = JobKindName(job.spec().kind());
+  out["state"] = JobStateName(job.state());
+  out["attempt"] = job.attempt();
+  out["nodes"] = NodesOf(job);
+  out["exit_code"] = job.exit_code();
+  out["reason"] = job.reason();
+  out["priority"] = job.spec().priority();
+  out["resources"] = {{"nodes", job.spec().resources().nodes()},
+                      {"gpus_per_node", job.spec().resources().gpus_per_node()},
+                      {"procs_per_node", job.spec().resources().procs_per_node()}};
+  out["submit_time_ms"] = job.submit_time_ms();
+  out["end_time_ms"] = job.end_time_ms();
+  out["after"] = std::vector<std::string>(job.spec().after().begin(),
+                                          job.spec().after().end());
+  nlohmann::json attempts = nlohmann::json::array();
+  for (const v1::Attempt& a : job.attempts()) {
+    nlohmann::json placements = nlohmann::json::array();
+    for (const v1::Placement& p : a.placements()) {
+      placements.push_back(
+          {{"node", p.node()},
+           {"gpus", std::vector<int>(p.gpus().begin(), p.gpus().end())}});
+    }
+    attempts.push_back({{"number", a.number()},
+                        {"placements", placements},
+                        {"master_addr", a.master_addr()},
+                        {"master_port", a.master_port()},
+                        {"scheduled_ms", a.scheduled_ms()},
+                        {"started_ms", a.started_ms()},
+                        {"ended_ms", a.ended_ms()},
+                        {"exit_code", a.exit_code()},
+                        {"signal", a.signal()},
+                        {"reason", a.reason()}});
+  }
+  out["attempts"] = attempts;
+  nlohmann::json events = nlohmann::json::array();
+  for (const v1::JobEvent& e : job.events()) {
+    events.push_back({{"time_ms", e.time_ms()},
+                      {"attempt", e.attempt()},
+                      {"type", EventTypeName(e.type())},
+                      {"message", e.message()}});
+  }
+  out["events"] = events;
+  return out;
+}
+
+nlohmann::json NodeToJson(const v1::Node& node) {
+  nlohmann::json gpus = nlohmann::json::array();
+  for (const v1::Gpu& g : node.gpus()) {
+    gpus.push_back({{"index", g.index()},
+                    {"uuid", g.uuid()},
+                    {"name", g.name()},
+                    {"memory_bytes", g.memory_bytes()}});
+  }
+  return {{"name", node.name()},
+          {"state", NodeStateName(node.state())},
+          {"address", node.address()},
+          {"gpus_total", node.gpus_size()},
+          {"gpus_free", node.gpus_size() - node.gpus_in_use_size()},
+          {"gpus_in_use", std::vector<int>(node.gpus_in_use().begin(),
+                                           node.gpus_in_use().end())},
+          {"attempts", std::vector<std::string>(node.attempts().begin(),
+                                                node.attempts().end())},
+          {"gpus", gpus},
+          {"last_seen_ms", node.last_seen_ms()},
+          {"drained", node.drained()}};
+}
+
+std::string JobsTable(const std::vector<v1::Job>& jobs) {
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "NAME", "USER", "KIND", "STATE", "ATTEMPT", "NODES", "EXIT", "AGE",
+       "REASON"}};
+  for (const v1::Job& job : jobs) {
+    std::vector<std::string> nodes = NodesOf(job);
+    rows.push_back({job.id(), job.spec().name(), job.user(),
+                    JobKindName(job.spec().kind()), JobStateName(job.state()),
+                    absl::StrCat(job.attempt()),
+                    nodes.empty() ? "-" : absl::StrJoin(nodes, ","),
+                    IsTerminal(job.state()) ? absl::StrCat(job.exit_code()) : "-",
+                    Age(job.submit_time_ms()),
+                    job.reason()});
+  }
+  return Table(rows);
+}
+
+std::string NodesTable(const std::vector<v1::Node>& nodes) {
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "STATE", "ADDRESS", "GPUS(FREE/TOTAL)", "ATTEMPTS"}};
+  for (const v1::Node& node : nodes) {
+    rows.push_back({node.name(), NodeStateName(node.state()), node.address(),
+                    absl::StrCat(node.gpus_size() - node.gpus_in_use_size(), "/",
+                                 node.gpus_size()),
+                    node.attempts().empty()
+                        ? "-"
+                        : absl::StrJoin(node.attempts(), ",")});
+  }
+  return Table(rows);
+}
+
+std::string DescribeJob(const v1::Job& job) {
+  const v1::JobSpec& spec = job.spec();
+  std::string out;
+  absl::StrAppend(&out, "Job:        ", job.id(), " (", spec.name(), ")\n");
+  absl::StrAppend(&out, "User:       ", job.user(), "\n");
+  absl::StrAppend(&out, "Kind:       ", JobKindName(spec.kind()), "\n");
+  absl::StrAppend(&out, "State:      ", JobStateName(job.state()),
+                  job.reason().empty() ? "" : absl::StrCat(" (", job.reason(), ")"),
+                  "\n");
+  if (IsTerminal(job.state())) {
+    absl::StrAppend(&out, "Exit code:  ", job.exit_code(), "\n");
+  }
+  absl::StrAppend(&out, "Priority:   ", spec.priority(), "\n");
+  absl::StrAppend(&out, "Resources:  ", spec.resources().nodes(), " node(s) x ",
+                  spec.resources().gpus_per_node(), " GPU(s), ",
+                  spec.resources().procs_per_node(), " process(es) per node\n");
+  absl::StrAppend(&out, "Retry:      max_attempts=", spec.retry().max_attempts(),
+                  " on_failure=", spec.retry().on_failure(),
+                  " backoff_s=", spec.retry().backoff_s(), "\n");
+  if (spec.after_size() > 0) {
+    absl::StrAppend(&out, "After:      ", absl::StrJoin(spec.after(), ", "), "\n");
+  }
+  if (spec.command_size() > 0) {
+    absl::StrAppend(&out, "Command:    ", absl::StrJoin(spec.command(), " "), "\n");
+  } else if (!spec.run().empty()) {
+    absl::StrAppend(&out, "Run:        (script, ", spec.run().size(), " bytes)\n");
+  }
+  absl::StrAppend(&out, "Source:     ", job.source_name(), "\n");
+  absl::StrAppend(&out, "Submitted:  ", FormatTime(job.submit_time_ms()), "\n");
+  if (job.attempts_size() > 0) {
+    absl::StrAppend(&out, "\nAttempts:\n");
+    std::vector<std::vector<std::string>> rows = {
+        {"  #", "PLACEMENT", "STARTED", "ENDED", "EXIT", "REASON"}};
+    for (const v1::Attempt& a : job.attempts()) {
+      std::vector<std::string> where;
+      for (const v1::Placement& p : a.placements()) {
+        where.push_back(p.gpus().empty()
+                            ? p.node()
+                            : absl::StrCat(p.node(), "[",
+                                           absl::StrJoin(p.gpus(), ","), "]"));
+      }
+      rows.push_back({absl::StrCat("  ", a.number()), absl::StrJoin(where, " "),
+                      FormatTime(a.started_ms()), FormatTime(a.ended_ms()),
+                      a.ended_ms() > 0 ? absl::StrCat(a.exit_code()) : "-",
+                      a.reason()});
+    }
+    out += Table(rows);
+  }
+  absl::StrAppend(&out, "\nEvents:\n");
+  std::vector<std::vector<std::string>> rows = {
+      {"  TIME", "ATTEMPT", "EVENT", "MESSAGE"}};
+  for (const v1::JobEvent& e : job.events()) {
+    rows.push_back({absl::StrCat("  ", FormatTime(e.time_ms())),
+                    absl::StrCat(e.attempt()), EventTypeName(e.type()),
+                    e.message()});
+  }
+  out += Table(rows);
+  return out;
+}
+
+}  // namespace dcvlr

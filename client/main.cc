@@ -1,0 +1,509 @@
+// dcvlrctl: the user's command line for a dcvlr cluster.
+//
+//   dcvlrctl submit FILE          queue a job (prints its id)
+//   dcvlrctl get|list|describe    look at jobs
+//   dcvlrctl logs JOB [-f]        read or follow a job's logs
+//   dcvlrctl wait|watch JOB       block until a job ends / follow its state
+//   dcvlrctl cancel JOB           stop a job
+//   dcvlrctl nodes|drain|undrain  look at and manage nodes
+//   dcvlrctl render FILE          show what a job file resolves to
+//
+// Every command that prints takes `-o json`.
+#include <pwd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "client/format.h"
+#include "common/address.h"
+#include "common/job_file.h"
+#include "common/names.h"
+#include "dcvlr/v1/client.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
+
+namespace dcvlr {
+namespace {
+
+struct Globals {
+  std::string coordinator;
+  std::string user;
+  std::string output = "table";
+  bool json() const { return output == "json"; }
+};
+
+// Exit codes: 0 ok, 1 the operation failed (or the job did not succeed),
+// 2 bad usage or input, 3 the coordinator could not be reached, 4 timeout.
+constexpr int kFailed = 1;
+constexpr int kBadInput = 2;
+constexpr int kUnreachable = 3;
+constexpr int kTimedOut = 4;
+
+class Client {
+ public:
+  explicit Client(const Globals& globals)
+      : globals_(globals),
+        address_(ResolveAddress(globals.coordinator)),
+        stub_(v1::ClientService::NewStub(grpc::CreateChannel(
+            address_, grpc::InsecureChannelCredentials()))) {}
+
+  v1::ClientService::Stub* stub() { return stub_.get(); }
+  const Globals& globals() const { return globals_; }
+
+  void Prepare(grpc::ClientContext* context, int timeout_s = 10) {
+    if (timeout_s > 0) {
+      context->set_deadline(std::chrono::system_clock::now() +
+                            std::chrono::seconds(timeout_s));
+    }
+  }
+
+  // Prints a failed RPC for people and returns the exit code for it.
+  int Fail(const grpc::Status& status) {
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      fprintf(stderr,
+              "dcvlrctl: cannot reach the coordinator at %s (%s); is "
+              "dcvlr-coordinator running? Set --coordinator or "
+              "DCVLR_COORDINATOR.\n",
+              address_.c_str(), status.error_message().c_str());
+      return kUnreachable;
+    }
+    fprintf(stderr, "dcvlrctl: %s\n", status.error_message().c_str());
+    return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT
+               ? kBadInput
+               : kFailed;
+  }
+
+ private:
+  const Globals& globals_;
+  const std::string address_;
+  std::unique_ptr<v1::ClientService::Stub> stub_;
+};
+
+void PrintJson(const nlohmann::json& value) {
+  std::cout << value.dump(2) << std::endl;
+}
+
+bool ReadFile(const std::string& path, std::string* text) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  *text = buffer.str();
+  return true;
+}
+
+int Submit(Client& client, const std::string& path, bool dry_run) {
+  std::string text;
+  if (!ReadFile(path, &text)) {
+    fprintf(stderr, "dcvlrctl: %s: %s\n", path.c_str(), strerror(errno));
+    return kBadInput;
+  }
+  v1::SubmitJobRequest request;
+  request.set_user(client.globals().user);
+  request.set_source_name(path);
+  request.set_source(text);
+  request.set_dry_run(dry_run);
+  v1::SubmitJobResponse response;
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  grpc::Status status = client.stub()->SubmitJob(&context, request, &response);
+  if (!status.ok() && dry_run &&
+      status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    // Without a coordinator, check what the file alone decides.
+    auto parsed = ParseJobFile(path, text);
+    if (!parsed.ok()) {
+      fprintf(stderr, "%s\n", std::string(parsed.status().message()).c_str());
+      return kBadInput;
+    }
+    fprintf(stderr, "dcvlrctl: coordinator unreachable; checked the file "
+                    "alone\n");
+    *response.mutable_job()->mutable_spec() = parsed->spec;
+    status = grpc::Status::OK;
+  } else if (!status.ok()) {
+    return client.Fail(status);
+  }
+  const v1::Job& job = response.job();
+  if (client.globals().json()) {
+    PrintJson(dry_run ? nlohmann::json{{"valid", true},
+                                       {"name", job.spec().name()}}
+                      : nlohmann::json{{"id", job.id()},
+                                       {"name", job.spec().name()}});
+  } else if (dry_run) {
+    printf("%s: valid (%s job '%s', %d node(s) x %d GPU(s))\n", path.c_str(),
+           JobKindName(job.spec().kind()).c_str(), job.spec().name().c_str(),
+           job.spec().resources().nodes(),
+           job.spec().resources().gpus_per_node());
+  } else {
+    printf("%s\n", job.id().c_str());
+  }
+  return 0;
+}
+
+int GetJob(Client& client, const std::string& ref, v1::Job* job) {
+  v1::GetJobRequest request;
+  request.set_job(ref);
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  grpc::Status status = client.stub()->GetJob(&context, request, job);
+  return status.ok() ? 0 : client.Fail(status);
+}
+
+int List(Client& client, const std::string& user,
+         const std::vector<std::string>& states, int limit) {
+  v1::ListJobsRequest request;
+  request.set_user(user);
+  request.set_limit(limit);
+  for (const std::string& name : states) {
+    auto state = ParseJobState(name);
+    if (!state) {
+      fprintf(stderr, "dcvlrctl: --state %s: expected one of PENDING, "
+                      "SCHEDULED, RUNNING, SUCCEEDED, FAILED, CANCELLED, "
+                      "PREEMPTED\n", name.c_str());
+      return kBadInput;
+    }
+    request.add_states(*state);
+  }
+  v1::ListJobsResponse response;
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  grpc::Status status = client.stub()->ListJobs(&context, request, &response);
+  if (!status.ok()) return client.Fail(status);
+  std::vector<v1::Job> jobs(response.jobs().begin(), response.jobs().end());
+  if (client.globals().json()) {
+    nlohmann::json array = nlohmann::json::array();
+    for (const v1::Job& job : jobs) array.push_back(JobToJson(job));
+    PrintJson(array);
+  } else {
+    std::cout << JobsTable(jobs);
+  }
+  return 0;
+}
+
+int Get(Client& client, const std::string& ref) {
+  v1::Job job;
+  if (int rc = GetJob(client, ref, &job); rc != 0) return rc;
+  if (client.globals().json()) {
+    PrintJson(JobToJson(job));
+  } else {
+    std::cout << JobsTable({job});
+  }
+  return 0;
+}
+
+int Describe(Client& client, const std::string& ref) {
+  v1::Job job;
+  if (int rc = GetJob(client, ref, &job); rc != 0) return rc;
+  if (client.globals().json()) {
+    PrintJson(JobToJson(job));
+  } else {
+    std::cout << DescribeJob(job);
+  }
+  return 0;
+}
+
+int Logs(Client& client, const std::string& ref, bool follow, int rank,
+         int attempt) {
+  v1::StreamLogsRequest request;
+  request.set_job(ref);
+  request.set_follow(follow);
+  request.set_rank(rank);
+  request.set_attempt(attempt);
+  grpc::ClientContext context;
+  auto reader = client.stub()->StreamLogs(&context, request);
+  // With several ranks, whole lines are printed with a rank prefix.
+  std::map<int, std::string> partial;
+  std::map<int, bool> seen;
+  v1::LogData data;
+  const bool json = client.globals().json();
+  while (reader->Read(&data)) {
+    seen[data.rank()] = true;
+    if (json) {
+      std::cout << nlohmann::json{{"rank", data.rank()},
+                                  {"attempt", data.attempt()},
+                                  {"data", data.data()}}
+                       .dump()
+                << std::endl;
+      continue;
+    }
+    if (rank >= 0) {
+      std::cout << data.data() << std::flush;
+      continue;
+    }
+    std::string& buffer = partial[data.rank()];
+    buffer += data.data();
+    size_t newline;
+    while ((newline = buffer.find('\n')) != std::string::npos) {
+      std::cout << "[" << data.rank() << "] " << buffer.substr(0, newline + 1);
+      buffer.erase(0, newline + 1);
+    }
+    std::cout << std::flush;
+  }
+  for (const auto& [r, rest] : partial) {
+    if (!rest.empty()) std::cout << "[" << r << "] " << rest << "\n";
+  }
+  grpc::Status status = reader->Finish();
+  return status.ok() ? 0 : client.Fail(status);
+}
+
+int Cancel(Client& client, const std::string& ref, bool wait);
+int Wait(Client& client, const std::string& ref, double timeout_s, bool watch);
+
+int Cancel(Client& client, const std::string& ref, bool wait) {
+  v1::CancelJobRequest request;
+  request.set_job(ref);
+  request.set_user(client.globals().user);
+  v1::Job job;
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  grpc::Status status = client.stub()->CancelJob(&context, request, &job);
+  if (!status.ok()) return client.Fail(status);
+  if (wait) {
+    int rc = Wait(client, job.id(), 0, false);
+    return rc == kFailed ? 0 : rc;  // CANCELLED is what was asked for
+  }
+  if (client.globals().json()) {
+    PrintJson(JobToJson(job));
+  } else {
+    printf("%s %s\n", job.id().c_str(),
+           job.state() == v1::JOB_STATE_CANCELLED ? "cancelled"
+                                                  : "cancelling");
+  }
+  return 0;
+}
+
+std::string StateLine(const v1::Job& job) {
+  std::string line = absl::StrCat(FormatTime(job.events_size() > 0
+                                                 ? job.events().rbegin()->time_ms()
+                                                 : job.submit_time_ms()),
+                                  "  ", job.id(), "  ", JobStateName(job.state()));
+  if (job.attempt() > 0) absl::StrAppend(&line, "  attempt ", job.attempt());
+  if (!job.reason().empty()) absl::StrAppend(&line, "  (", job.reason(), ")");
+  if (IsTerminal(job.state())) absl::StrAppend(&line, "  exit ", job.exit_code());
+  return line;
+}
+
+// Follows the job until it ends. Exit 0 iff it SUCCEEDED.
+int Wait(Client& client, const std::string& ref, double timeout_s, bool watch) {
+  v1::WatchJobRequest request;
+  request.set_job(ref);
+  grpc::ClientContext context;
+  if (timeout_s > 0) {
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(
+                             static_cast<int64_t>(timeout_s * 1000)));
+  }
+  auto reader = client.stub()->WatchJob(&context, request);
+  v1::Job job;
+  bool have = false;
+  std::string last_line;
+  while (reader->Read(&job)) {
+    have = true;
+    if (watch) {
+      if (client.globals().json()) {
+        std::cout << JobToJson(job).dump() << std::endl;
+      } else if (std::string line = StateLine(job); line != last_line) {
+        std::cout << line << std::endl;
+        last_line = line;
+      }
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && have) {
+      fprintf(stderr, "dcvlrctl: %s still %s after %gs\n", job.id().c_str(),
+              JobStateName(job.state()).c_str(), timeout_s);
+      return kTimedOut;
+    }
+    return client.Fail(status);
+  }
+  if (!have || !IsTerminal(job.state())) {
+    fprintf(stderr, "dcvlrctl: the watch ended before the job did\n");
+    return kFailed;
+  }
+  if (!watch) {
+    if (client.globals().json()) {
+      PrintJson(JobToJson(job));
+    } else {
+      std::cout << StateLine(job) << std::endl;
+    }
+  }
+  return job.state() == v1::JOB_STATE_SUCCEEDED ? 0 : kFailed;
+}
+
+int Nodes(Client& client) {
+  v1::ListNodesResponse response;
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  grpc::Status status =
+      client.stub()->ListNodes(&context, v1::ListNodesRequest(), &response);
+  if (!status.ok()) return client.Fail(status);
+  std::vector<v1::Node> nodes(response.nodes().begin(), response.nodes().end());
+  if (client.globals().json()) {
+    nlohmann::json array = nlohmann::json::array();
+    for (const v1::Node& node : nodes) array.push_back(NodeToJson(node));
+    PrintJson(array);
+  } else {
+    std::cout << NodesTable(nodes);
+  }
+  return 0;
+}
+
+int Drain(Client& client, const std::string& name, bool drain) {
+  v1::DrainNodeRequest request;
+  request.set_node(name);
+  request.set_drain(drain);
+  v1::Node node;
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  grpc::Status status = client.stub()->DrainNode(&context, request, &node);
+  if (!status.ok()) return client.Fail(status);
+  if (client.globals().json()) {
+    PrintJson(NodeToJson(node));
+  } else {
+    printf("%s %s\n", node.name().c_str(), drain ? "drained" : "undrained");
+  }
+  return 0;
+}
+
+// What a job file resolves to, without a coordinator.
+int Render(const Globals& globals, const std::string& path) {
+  std::string text;
+  if (!ReadFile(path, &text)) {
+    fprintf(stderr, "dcvlrctl: %s: %s\n", path.c_str(), strerror(errno));
+    return kBadInput;
+  }
+  auto parsed = ParseJobFile(path, text);
+  if (!parsed.ok()) {
+    fprintf(stderr, "%s\n", std::string(parsed.status().message()).c_str());
+    return kBadInput;
+  }
+  const v1::JobSpec& spec = parsed->spec;
+  nlohmann::json out;
+  out["name"] = spec.name();
+  out["kind"] = JobKindName(spec.kind());
+  out["resources"] = {{"nodes", spec.resources().nodes()},
+                      {"gpus_per_node", spec.resources().gpus_per_node()},
+                      {"procs_per_node", spec.resources().procs_per_node()}};
+  if (spec.command_size() > 0) {
+    out["command"] = std::vector<std::string>(spec.command().begin(),
+                                              spec.command().end());
+  }
+  if (!spec.run().empty()) out["run"] = spec.run();
+  out["env"] = std::map<std::string, std::string>(spec.env().begin(),
+                                                  spec.env().end());
+  if (!spec.worker_config_json().empty()) {
+    out["config"] = nlohmann::json::parse(spec.worker_config_json());
+  }
+  // For worker jobs, the config is what the trainer reads; print it alone
+  // unless asked for everything.
+  if (!globals.json() && out.contains("config")) {
+    std::cout << out["config"].dump(2) << std::endl;
+  } else {
+    PrintJson(out);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace dcvlr
+
+int main(int argc, char** argv) {
+  using namespace dcvlr;
+  Globals globals;
+  if (const char* env = getenv("DCVLR_COORDINATOR")) globals.coordinator = env;
+  if (globals.coordinator.empty()) globals.coordinator = "127.0.0.1:7070";
+  if (const char* env = getenv("USER")) globals.user = env;
+  if (globals.user.empty()) {
+    const struct passwd* pw = getpwuid(getuid());
+    globals.user = pw != nullptr ? pw->pw_name : "unknown";
+  }
+
+  CLI::App app{"dcvlrctl: submit and watch jobs on a dcvlr cluster"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.add_option("--coordinator", globals.coordinator,
+                 "coordinator HOST:PORT, or a file holding it "
+                 "(default: $DCVLR_COORDINATOR or 127.0.0.1:7070)");
+  app.add_option("--user", globals.user, "who you are (default: $USER)");
+  app.add_option("-o,--output", globals.output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}));
+
+  std::string file, job, node, user_filter;
+  std::vector<std::string> states;
+  bool dry_run = false, follow = false, wait_flag = false;
+  int rank = -1, attempt = 0, limit = 0;
+  double timeout_s = 0;
+
+  auto* submit = app.add_subcommand("submit", "queue a job file; prints the job id");
+  submit->add_option("FILE", file, "job file (YAML)")->required();
+  submit->add_flag("--dry-run", dry_run, "only validate; submit nothing");
+
+  auto* get = app.add_subcommand("get", "one job, or every job");
+  get->add_option("JOB", job, "job id or name");
+
+  auto* list = app.add_subcommand("list", "jobs, newest first");
+  list->add_option("--user", user_filter, "only this user's jobs");
+  list->add_option("--state", states, "only jobs in these states");
+  list->add_option("--limit", limit, "at most this many");
+
+  auto* describe = app.add_subcommand("describe", "a job's spec, attempts and events");
+  describe->add_option("JOB", job, "job id or name")->required();
+
+  auto* logs = app.add_subcommand("logs", "a job's output");
+  logs->add_option("JOB", job, "job id or name")->required();
+  logs->add_flag("-f,--follow", follow, "keep printing until the attempt ends");
+  logs->add_option("--rank", rank, "only this rank (default: all)");
+  logs->add_option("--attempt", attempt, "this attempt (default: the newest)");
+
+  auto* cancel = app.add_subcommand("cancel", "stop a job");
+  cancel->add_option("JOB", job, "job id or name")->required();
+  cancel->add_flag("--wait", wait_flag, "return once its processes are gone");
+
+  auto* wait = app.add_subcommand("wait", "block until a job ends; exit 0 iff it SUCCEEDED");
+  wait->add_option("JOB", job, "job id or name")->required();
+  wait->add_option("--timeout", timeout_s, "give up after this many seconds (exit 4)");
+
+  auto* watch = app.add_subcommand("watch", "print a job's state as it changes, until it ends");
+  watch->add_option("JOB", job, "job id or name")->required();
+
+  auto* nodes = app.add_subcommand("nodes", "the cluster's nodes and their GPUs");
+  auto* drain = app.add_subcommand("drain", "place no new work on a node");
+  drain->add_option("NODE", node)->required();
+  auto* undrain = app.add_subcommand("undrain", "place work on a node again");
+  undrain->add_option("NODE", node)->required();
+
+  auto* render = app.add_subcommand("render", "print what a job file resolves to (the trainer's JSON config for train jobs)");
+  render->add_option("FILE", file, "job file (YAML)")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kBadInput;
+  }
+
+  if (render->parsed()) return Render(globals, file);
+  Client client(globals);
+  if (submit->parsed()) return Submit(client, file, dry_run);
+  if (get->parsed()) return job.empty() ? List(client, "", {}, 0) : Get(client, job);
+  if (list->parsed()) return List(client, user_filter, states, limit);
+  if (describe->parsed()) return Describe(client, job);
+  if (logs->parsed()) return Logs(client, job, follow, rank, attempt);
+  if (cancel->parsed()) return Cancel(client, job, wait_flag);
+  if (wait->parsed()) return Wait(client, job, timeout_s, false);
+  if (watch->parsed()) return Wait(client, job, 0, true);
+  if (nodes->parsed()) return Nodes(client);
+  if (drain->parsed()) return Drain(client, node, true);
+  if (undrain->parsed()) return Drain(client, node, false);
+  return kBadInput;
+}

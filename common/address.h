@@ -1,0 +1,16 @@
+// Coordinator addresses as users give them: HOST:PORT, or the path of a file
+// holding one (the coordinator writes <state-dir>/coordinator.addr).
+#ifndef DCVLR_COMMON_ADDRESS_H_
+#define DCVLR_COMMON_ADDRESS_H_
+
+#include <string>
+
+namespace dcvlr {
+
+// Reads the address from `value` if it names a file; else returns `value`.
+// Reading it each time follows a coordinator that restarted on a new port.
+std::string ResolveAddress(const std::string& value);
+
+}  // namespace dcvlr
+
+#endif  // DCVLR_COMMON_ADDRESS_H_

@@ -1,0 +1,589 @@
+#include "worker/agent/agent.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/address.h"
+#include "grpcpp/grpcpp.h"
+
+extern char** environ;
+
+namespace dcvlr {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kLogChunkBytes = 64 * 1024;
+constexpr size_t kFinishedKept = 256;
+// Grace given to processes when the lease runs out: the coordinator's node
+// timeout must exceed the lease plus this.
+constexpr double kLeaseStopGraceS = 2;
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+bool IsContractVariable(const std::string& name) {
+  static const char* const kNames[] = {
+      "RANK",      "LOCAL_RANK", "WORLD_SIZE",  "LOCAL_WORLD_SIZE",
+      "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+      "CUDA_VISIBLE_DEVICES"};
+  for (const char* n : kNames) {
+    if (name == n) return true;
+  }
+  return absl::StartsWith(name, "DCVLR_");
+}
+
+// The agent's environment without variables the process contract sets.
+std::map<std::string, std::string> BaseEnvironment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string entry = *e;
+    size_t eq = entry.find('=');
+    if (eq == std::string::npos) continue;
+    std::string name = entry.substr(0, eq);
+    if (!IsContractVariable(name)) env[name] = entry.substr(eq + 1);
+  }
+  return env;
+}
+
+bool WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  return static_cast<bool>(out.flush());
+}
+
+bool Executable(const std::string& path) {
+  return access(path.c_str(), X_OK) == 0;
+}
+
+}  // namespace
+
+int PickFreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+Reachability ProbeTcp(const std::string& host_port, int timeout_ms) {
+  std::string host = host_port, port;
+  if (size_t colon = host_port.rfind(':'); colon != std::string::npos) {
+    host = host_port.substr(0, colon);
+    port = host_port.substr(colon + 1);
+  }
+  if (host.size() > 1 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* result = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &result) != 0) {
+    return Reachability::kUnreachable;
+  }
+  Reachability reach = Reachability::kUnreachable;
+  int fd = socket(result->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  0);
+  if (fd >= 0) {
+    int rc = connect(fd, result->ai_addr, result->ai_addrlen);
+    if (rc == 0) {
+      reach = Reachability::kListening;
+    } else if (errno == ECONNREFUSED) {
+      reach = Reachability::kRefused;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      if (poll(&p, 1, timeout_ms) == 1) {
+        int error = 0;
+        socklen_t len = sizeof(error);
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len);
+        reach = error == 0              ? Reachability::kListening
+                : error == ECONNREFUSED ? Reachability::kRefused
+                                        : Reachability::kUnreachable;
+      }
+    }
+    close(fd);
+  }
+  freeaddrinfo(result);
+  return reach;
+}
+
+Agent::Agent(AgentOptions options) : options_(std::move(options)) {
+  supervisor_ = std::make_unique<Supervisor>(
+      [this](const AttemptExit& exit) { OnExit(exit); });
+  last_contact_ms_ = SteadyMs();
+}
+
+Agent::~Agent() {
+  shutting_down_ = true;
+  wake_.notify_all();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  if (log_thread_.joinable()) log_thread_.join();
+  if (lease_thread_.joinable()) lease_thread_.join();
+  supervisor_.reset();
+}
+
+void Agent::Run() {
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+  log_thread_ = std::thread([this] { LogLoop(); });
+  lease_thread_ = std::thread([this] { LeaseLoop(); });
+  int64_t backoff_ms = 100;
+  while (!shutting_down_) {
+    const int64_t began = SteadyMs();
+    Serve();
+    if (shutting_down_) break;
+    // A stream that lived a while earns a quick reconnect.
+    if (SteadyMs() - began > 5000) backoff_ms = 100;
+    std::unique_lock<std::mutex> lock(wake_mu_);
+    wake_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
+                   [this] { return shutting_down_.load(); });
+    backoff_ms = std::min<int64_t>(backoff_ms * 2, 1000);
+  }
+}
+
+void Agent::Shutdown(double grace_s) {
+  supervisor_->StopAll(grace_s, "agent shutting down");
+  supervisor_->AwaitIdle(static_cast<int64_t>(grace_s * 1000) + 5000);
+  FlushAllLogs();
+  shutting_down_ = true;
+  {
+    std::lock_guard<std::mutex> lock(stream_mu_);
+    if (context_ != nullptr) context_->TryCancel();
+  }
+  wake_.notify_all();
+}
+
+void Agent::Serve() {
+  grpc::ChannelArguments args;
+  // Pings reveal a cut-off stream within a few seconds.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  const std::string address = ResolveAddress(options_.coordinator);
+  auto channel = grpc::CreateCustomChannel(
+      address, grpc::InsecureChannelCredentials(), args);
+  auto stub = v1::AgentService::NewStub(channel);
+  grpc::ClientContext context;
+  auto stream = stub->Connect(&context);
+
+  v1::AgentMessage hello;
+  v1::RegisterRequest* reg = hello.mutable_register_();
+  reg->set_name(options_.name);
+  for (const v1::Gpu& gpu : options_.gpus) *reg->add_gpus() = gpu;
+  reg->set_advertise_host(options_.advertise_host);
+  for (const auto& [job, attempt] : supervisor_->Running()) {
+    v1::RunningAttempt* r = reg->add_running();
+    r->set_job_id(job);
+    r->set_attempt(attempt);
+  }
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    for (const v1::AttemptUpdate& u : finished_) *reg->add_finished() = u;
+  }
+  {
+    std::lock_guard<std::mutex> lock(stream_mu_);
+    if (shutting_down_) return;
+    context_ = &context;
+    stream_ = stream.get();
+  }
+  v1::CoordinatorMessage message;
+  bool ok = stream->Write(hello) && stream->Read(&message) &&
+            message.has_ack();
+  if (ok) {
+    const v1::RegisterAck& ack = message.ack();
+    if (ack.heartbeat_interval_ms() > 0) {
+      heartbeat_interval_ms_ = ack.heartbeat_interval_ms();
+    }
+    {
+      // Resend logs from where the coordinator's copy ends.
+      std::lock_guard<std::mutex> lock(logs_mu_);
+      for (auto& [key, ranks] : logs_) {
+        for (auto& [rank, log] : ranks) log.sent = 0;
+      }
+      for (const v1::LogOffset& offset : ack.log_offsets()) {
+        auto it = logs_.find({offset.job_id(), offset.attempt()});
+        if (it == logs_.end()) continue;
+        auto rank = it->second.find(offset.rank());
+        if (rank != it->second.end()) rank->second.sent = offset.offset();
+      }
+    }
+    last_contact_ms_ = SteadyMs();
+    {
+      std::lock_guard<std::mutex> lock(stream_mu_);
+      registered_ = true;
+    }
+    fprintf(stderr, "dcvlr-agent: node=%s registered with %s\n",
+            options_.name.c_str(), options_.coordinator.c_str());
+    while (stream->Read(&message)) {
+      last_contact_ms_ = SteadyMs();
+      if (message.has_start()) {
+        HandleStart(message.start());
+      } else if (message.has_stop()) {
+        HandleStop(message.stop());
+      }
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(stream_mu_);
+    registered_ = false;
+    context_ = nullptr;
+    stream_ = nullptr;
+  }
+  context.TryCancel();
+  grpc::Status status = stream->Finish();
+  if (!shutting_down_) {
+    fprintf(stderr, "dcvlr-agent: node=%s stream to %s ended: %s\n",
+            options_.name.c_str(), options_.coordinator.c_str(),
+            status.error_message().c_str());
+  }
+}
+
+bool Agent::Send(const v1::AgentMessage& message) {
+  std::lock_guard<std::mutex> lock(stream_mu_);
+  if (stream_ == nullptr || !registered_) return false;
+  return stream_->Write(message);
+}
+
+void Agent::SendUpdate(const v1::AttemptUpdate& update) {
+  if (update.phase() == v1::AttemptUpdate::PHASE_EXITED) {
+    // Kept and repeated at each registration until it has surely arrived.
+    std::lock_guard<std::mutex> lock(state_mu_);
+    finished_.push_back(update);
+    if (finished_.size() > kFinishedKept) finished_.erase(finished_.begin());
+  }
+  v1::AgentMessage message;
+  *message.mutable_update() = update;
+  Send(message);
+}
+
+void Agent::HandleStart(const v1::StartAttempt& start) {
+  std::lock_guard<std::mutex> order(order_mu_);
+  const AttemptKey key{start.job_id(), start.attempt()};
+  const v1::JobSpec& spec = start.spec();
+  v1::AttemptUpdate update;
+  update.set_job_id(start.job_id());
+  update.set_attempt(start.attempt());
+
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    int& newest = newest_attempt_[start.job_id()];
+    if (start.attempt() <= newest) {
+      fprintf(stderr, "dcvlr-agent: job=%s attempt=%d refused: attempt %d "
+              "seen already\n", start.job_id().c_str(), start.attempt(), newest);
+      if (start.attempt() < newest) {
+        update.set_phase(v1::AttemptUpdate::PHASE_EXITED);
+        update.set_exit_code(-1);
+        update.set_message("stale start order refused");
+        SendUpdate(update);
+      }
+      return;
+    }
+    newest = start.attempt();
+  }
+  for (const auto& [job, attempt] : supervisor_->Running()) {
+    if (job == start.job_id() && attempt < start.attempt()) {
+      supervisor_->Stop(job, attempt, 0, "superseded by a newer attempt");
+    }
+  }
+
+  const fs::path job_dir = fs::path(options_.work_dir) / "jobs" / start.job_id();
+  const fs::path attempt_dir = job_dir / absl::StrCat("attempt-", start.attempt());
+  const std::string checkpoint_dir = spec.checkpoint_dir().empty()
+                                         ? (job_dir / "checkpoints").string()
+                                         : spec.checkpoint_dir();
+  const fs::path output_dir = job_dir / "output";
+  const fs::path cache_dir = fs::path(options_.work_dir) / "cache";
+  std::error_code ec;
+  for (const fs::path& dir :
+       {attempt_dir, output_dir, fs::path(checkpoint_dir), cache_dir}) {
+    fs::create_directories(dir, ec);
+  }
+
+  std::string error;
+  std::vector<std::string> argv;
+  switch (spec.kind()) {
+    case v1::JOB_KIND_COMMAND:
+      if (!spec.run().empty()) {
+        const std::string script = (attempt_dir / "run.sh").string();
+        if (!WriteFile(script, spec.run())) error = "cannot write " + script;
+        argv = {"/bin/bash", script};
+      } else {
+        argv.assign(spec.command().begin(), spec.command().end());
+      }
+      break;
+    case v1::JOB_KIND_TRAIN:
+    case v1::JOB_KIND_EVAL: {
+      const std::string& bin = spec.kind() == v1::JOB_KIND_TRAIN
+                                   ? options_.trainer_bin
+                                   : options_.eval_bin;
+      const std::string config = (attempt_dir / "config.json").string();
+      if (!Executable(bin)) {
+        error = absl::StrCat("worker program ", bin,
+                             " not found (build with DCVLR_WORKER=ON, or give "
+                             "--trainer-bin / --eval-bin)");
+      } else if (!WriteFile(config, spec.worker_config_json())) {
+        error = "cannot write " + config;
+      }
+      argv = {bin, "--config", config};
+      break;
+    }
+    default:
+      error = "unknown job kind";
+  }
+
+  std::string master_addr = start.master_addr();
+  if (master_addr.empty()) {
+    master_addr = options_.advertise_host.empty() ? "127.0.0.1"
+                                                  : options_.advertise_host;
+  }
+  int master_port = start.master_port();
+  if (master_port == 0 && start.node_rank() == 0) master_port = PickFreePort();
+  if (master_port == 0 && error.empty()) {
+    error = "no rendezvous port (node rank 0 has not reported one)";
+  }
+
+  const int procs = std::max(1, spec.resources().procs_per_node());
+  const int world = procs * std::max(1, start.num_nodes());
+  std::vector<std::string> gpus;
+  for (int gpu : start.gpus()) gpus.push_back(std::to_string(gpu));
+
+  AttemptSpec attempt;
+  attempt.job_id = start.job_id();
+  attempt.attempt = start.attempt();
+  attempt.grace_s = spec.grace_s();
+  std::map<int, TrackedLog> tracked;
+  for (int local = 0; local < procs; ++local) {
+    const int rank = start.node_rank() * procs + local;
+    std::map<std::string, std::string> env = BaseEnvironment();
+    for (const auto& [name, value] : spec.env()) env[name] = value;
+    env["RANK"] = std::to_string(rank);
+    env["LOCAL_RANK"] = std::to_string(local);
+    env["WORLD_SIZE"] = std::to_string(world);
+    env["LOCAL_WORLD_SIZE"] = std::to_string(procs);
+    env["NODE_RANK"] = std::to_string(start.node_rank());
+    env["GROUP_RANK"] = std::to_string(start.node_rank());
+    env["MASTER_ADDR"] = master_addr;
+    env["MASTER_PORT"] = std::to_string(master_port);
+    env["CUDA_VISIBLE_DEVICES"] = absl::StrJoin(gpus, ",");
+    env["DCVLR_JOB_ID"] = start.job_id();
+    env["DCVLR_JOB_NAME"] = spec.name();
+    env["DCVLR_USER"] = start.user();
+    env["DCVLR_ATTEMPT"] = std::to_string(start.attempt());
+    env["DCVLR_NODE"] = options_.name;
+    env["DCVLR_CHECKPOINT_DIR"] = checkpoint_dir;
+    env["DCVLR_OUTPUT_DIR"] = output_dir.string();
+    env["DCVLR_METRICS_FILE"] = (attempt_dir / "metrics.jsonl").string();
+    env["DCVLR_CACHE_DIR"] = cache_dir.string();
+
+    ProcessSpec process;
+    process.rank = rank;
+    process.argv = argv;
+    for (const auto& [name, value] : env) {
+      process.env.push_back(absl::StrCat(name, "=", value));
+    }
+    process.log_path = (attempt_dir / absl::StrCat("rank-", rank, ".log")).string();
+    process.pid_path = (attempt_dir / absl::StrCat("rank-", rank, ".pid")).string();
+    process.cwd = output_dir.string();
+    tracked[rank].path = process.log_path;
+    attempt.processes.push_back(std::move(process));
+  }
+  {
+    std::lock_guard<std::mutex> lock(logs_mu_);
+    logs_[key] = tracked;
+  }
+
+  absl::Status status = error.empty()
+                            ? supervisor_->Start(attempt)
+                            : absl::FailedPreconditionError(error);
+  if (!status.ok()) {
+    // Say why in the job's own log, where its user looks.
+    const std::string text =
+        absl::StrCat("dcvlr: cannot start the job: ", status.message(), "\n");
+    std::ofstream(attempt.processes[0].log_path, std::ios::app) << text;
+    fprintf(stderr, "dcvlr-agent: job=%s attempt=%d %s", start.job_id().c_str(),
+            start.attempt(), text.c_str());
+    FlushLogs(key);
+    {
+      std::lock_guard<std::mutex> lock(logs_mu_);
+      logs_.erase(key);
+    }
+    update.set_phase(v1::AttemptUpdate::PHASE_EXITED);
+    update.set_exit_code(127);
+    update.set_message(std::string(status.message()));
+    SendUpdate(update);
+    return;
+  }
+  fprintf(stderr, "dcvlr-agent: job=%s attempt=%d started %d process%s\n",
+          start.job_id().c_str(), start.attempt(), procs,
+          procs == 1 ? "" : "es");
+  update.set_phase(v1::AttemptUpdate::PHASE_STARTED);
+  update.set_master_port(master_port);
+  SendUpdate(update);
+}
+
+void Agent::HandleStop(const v1::StopAttempt& stop) {
+  bool running = false;
+  for (const auto& [job, attempt] : supervisor_->Running()) {
+    running |= job == stop.job_id() && attempt == stop.attempt();
+  }
+  fprintf(stderr, "dcvlr-agent: job=%s attempt=%d stop (%s)%s\n",
+          stop.job_id().c_str(), stop.attempt(), stop.reason().c_str(),
+          running ? "" : ": not running here");
+  if (running) {
+    supervisor_->Stop(stop.job_id(), stop.attempt(), stop.grace_s(),
+                      stop.reason());
+    return;
+  }
+  // Nothing of it runs here: say so, so the coordinator frees its GPUs.
+  std::lock_guard<std::mutex> order(order_mu_);
+  v1::AttemptUpdate update;
+  update.set_job_id(stop.job_id());
+  update.set_attempt(stop.attempt());
+  update.set_phase(v1::AttemptUpdate::PHASE_EXITED);
+  update.set_exit_code(-1);
+  update.set_stopped(true);
+  update.set_message("not running on this node");
+  SendUpdate(update);
+}
+
+void Agent::OnExit(const AttemptExit& exit) {
+  std::lock_guard<std::mutex> order(order_mu_);
+  const AttemptKey key{exit.job_id, exit.attempt};
+  // Logs first: whoever reads them after the exit finds them complete.
+  FlushLogs(key);
+  {
+    std::lock_guard<std::mutex> lock(logs_mu_);
+    logs_.erase(key);
+  }
+  fprintf(stderr, "dcvlr-agent: job=%s attempt=%d exited code=%d %s\n",
+          exit.job_id.c_str(), exit.attempt, exit.exit_code,
+          exit.message.c_str());
+  v1::AttemptUpdate update;
+  update.set_job_id(exit.job_id);
+  update.set_attempt(exit.attempt);
+  update.set_phase(v1::AttemptUpdate::PHASE_EXITED);
+  update.set_exit_code(exit.exit_code);
+  update.set_signal(exit.signal);
+  update.set_stopped(exit.stopped);
+  update.set_message(exit.message);
+  SendUpdate(update);
+}
+
+void Agent::FlushLogs(const AttemptKey& key) {
+  std::lock_guard<std::mutex> lock(logs_mu_);
+  auto it = logs_.find(key);
+  if (it == logs_.end()) return;
+  for (auto& [rank, log] : it->second) {
+    int fd = open(log.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    std::string buffer(kLogChunkBytes, '\0');
+    while (true) {
+      ssize_t n = pread(fd, buffer.data(), buffer.size(), log.sent);
+      if (n <= 0) break;
+      v1::AgentMessage message;
+      v1::LogChunk* chunk = message.mutable_log();
+      chunk->set_job_id(key.first);
+      chunk->set_attempt(key.second);
+      chunk->set_rank(rank);
+      chunk->set_offset(log.sent);
+      chunk->set_data(buffer.data(), static_cast<size_t>(n));
+      if (!Send(message)) break;
+      log.sent += n;
+    }
+    close(fd);
+  }
+}
+
+void Agent::FlushAllLogs() {
+  std::vector<AttemptKey> keys;
+  {
+    std::lock_guard<std::mutex> lock(logs_mu_);
+    for (const auto& [key, ranks] : logs_) keys.push_back(key);
+  }
+  for (const AttemptKey& key : keys) FlushLogs(key);
+}
+
+void Agent::LogLoop() {
+  while (!shutting_down_) {
+    FlushAllLogs();
+    std::unique_lock<std::mutex> lock(wake_mu_);
+    wake_.wait_for(lock, std::chrono::milliseconds(200),
+                   [this] { return shutting_down_.load(); });
+  }
+}
+
+void Agent::HeartbeatLoop() {
+  while (!shutting_down_) {
+    v1::AgentMessage message;
+    message.mutable_heartbeat()->set_time_ms(
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::system_clock::now().time_since_epoch())
+            .count());
+    Send(message);
+    std::unique_lock<std::mutex> lock(wake_mu_);
+    wake_.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_),
+                   [this] { return shutting_down_.load(); });
+  }
+}
+
+void Agent::LeaseLoop() {
+  bool expired = false;
+  while (!shutting_down_) {
+    bool registered;
+    {
+      std::lock_guard<std::mutex> lock(stream_mu_);
+      registered = registered_;
+    }
+    if (registered) {
+      last_contact_ms_ = SteadyMs();
+      expired = false;
+    } else if (ProbeTcp(ResolveAddress(options_.coordinator), 500) == Reachability::kRefused) {
+      // The coordinator is down, not cut off from us: it cannot place our
+      // jobs elsewhere while down, and keeps them when it comes back.
+      last_contact_ms_ = SteadyMs();
+    }
+    const int64_t silent_ms = SteadyMs() - last_contact_ms_;
+    if (!expired && silent_ms > options_.lease_ms &&
+        !supervisor_->Running().empty()) {
+      fprintf(stderr,
+              "dcvlr-agent: node=%s lease expired (coordinator unreachable "
+              "for %lld ms): stopping every job process\n",
+              options_.name.c_str(), static_cast<long long>(silent_ms));
+      supervisor_->StopAll(kLeaseStopGraceS, "lease expired");
+      expired = true;
+    }
+    std::unique_lock<std::mutex> lock(wake_mu_);
+    wake_.wait_for(lock, std::chrono::milliseconds(250),
+                   [this] { return shutting_down_.load(); });
+  }
+}
+
+}  // namespace dcvlr

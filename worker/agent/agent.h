@@ -1,0 +1,112 @@
+// dcvlr-agent's core: holds the stream to the coordinator, starts and stops
+// job attempts through the Supervisor, and sends heartbeats, status updates
+// and log chunks up.
+//
+// Fencing: every order names (job, attempt). A start for an attempt older
+// than one already seen is refused, and a newer attempt replaces an older
+// one still running. If the coordinator cannot be reached for longer than
+// the lease, the agent stops its processes itself, before the coordinator
+// (whose node timeout is longer) would place them elsewhere. A coordinator
+// that refuses connections is down, not cut off: it cannot requeue anything
+// while down, so that does not count against the lease.
+#ifndef DCVLR_WORKER_AGENT_AGENT_H_
+#define DCVLR_WORKER_AGENT_AGENT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dcvlr/v1/agent.grpc.pb.h"
+#include "worker/agent/supervisor.h"
+
+namespace dcvlr {
+
+struct AgentOptions {
+  std::string coordinator;  // HOST:PORT
+  std::string name;
+  std::vector<v1::Gpu> gpus;
+  std::string work_dir;
+  std::string advertise_host;
+  std::string trainer_bin;  // dcvlr-train
+  std::string eval_bin;     // dcvlr-eval
+  int64_t lease_ms = 8000;
+};
+
+class Agent {
+ public:
+  explicit Agent(AgentOptions options);
+  ~Agent();
+
+  // Connects, serves orders and reconnects until Shutdown().
+  void Run();
+  // Stops every job process (with `grace_s`) and makes Run() return.
+  void Shutdown(double grace_s);
+
+ private:
+  struct TrackedLog {
+    std::string path;
+    int64_t sent = 0;
+  };
+  using AttemptKey = std::pair<std::string, int>;
+
+  void Serve();
+  void HandleStart(const v1::StartAttempt& start);
+  void HandleStop(const v1::StopAttempt& stop);
+  void OnExit(const AttemptExit& exit);
+  bool Send(const v1::AgentMessage& message);
+  void SendUpdate(const v1::AttemptUpdate& update);
+  void HeartbeatLoop();
+  void LogLoop();
+  void LeaseLoop();
+  // Sends what the attempt's logs have beyond what was sent.
+  void FlushLogs(const AttemptKey& key);
+  void FlushAllLogs();
+
+  const AgentOptions options_;
+  std::unique_ptr<Supervisor> supervisor_;
+
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<int64_t> heartbeat_interval_ms_{1000};
+  // Milliseconds (steady clock) of the last sign that the coordinator is
+  // either reachable or down (refusing connections).
+  std::atomic<int64_t> last_contact_ms_{0};
+
+  // The live stream; Send() writes through it.
+  std::mutex stream_mu_;
+  grpc::ClientContext* context_ = nullptr;
+  grpc::ClientReaderWriter<v1::AgentMessage, v1::CoordinatorMessage>* stream_ =
+      nullptr;
+  bool registered_ = false;
+
+  // Starts and exits are sent in order: STARTED before EXITED.
+  std::mutex order_mu_;
+  std::mutex state_mu_;
+  std::map<std::string, int> newest_attempt_;  // fencing
+  // Exit reports not yet known to be delivered; repeated on registration.
+  std::vector<v1::AttemptUpdate> finished_;
+  std::map<AttemptKey, std::map<int, TrackedLog>> logs_;
+  std::mutex logs_mu_;  // held while reading and sending logs
+
+  std::condition_variable wake_;
+  std::mutex wake_mu_;
+  std::thread heartbeat_thread_;
+  std::thread log_thread_;
+  std::thread lease_thread_;
+};
+
+// Probes a TCP address: kRefused means a host answered that nothing
+// listens there; kUnreachable means no answer came in time.
+enum class Reachability { kListening, kRefused, kUnreachable };
+Reachability ProbeTcp(const std::string& host_port, int timeout_ms);
+
+// A free TCP port on this machine, chosen by the kernel.
+int PickFreePort();
+
+}  // namespace dcvlr
+
+#endif  // DCVLR_WORKER_AGENT_AGENT_H_

@@ -1,0 +1,94 @@
+// dcvlr-agent: runs the jobs the coordinator places on this machine. See
+// DESIGN.md "Processes" and "Process contract".
+#include <limits.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "worker/agent/agent.h"
+#include "worker/agent/gpu_discovery.h"
+
+namespace fs = std::filesystem;
+
+int main(int argc, char** argv) {
+  CLI::App app{"dcvlr-agent: runs dcvlr jobs on this machine's GPUs"};
+  dcvlr::AgentOptions options;
+  int gpus = -1;
+  char hostname[HOST_NAME_MAX + 1] = {};
+  gethostname(hostname, sizeof(hostname));
+  options.name = hostname;
+  options.work_dir = "dcvlr-work";
+  if (const char* env = getenv("DCVLR_COORDINATOR")) options.coordinator = env;
+  // Worker programs are looked for beside the agent unless given.
+  const fs::path self_dir = fs::read_symlink("/proc/self/exe").parent_path();
+  options.trainer_bin = (self_dir / "dcvlr-train").string();
+  options.eval_bin = (self_dir / "dcvlr-eval").string();
+
+  app.add_option("--coordinator", options.coordinator,
+                 "coordinator HOST:PORT (default: $DCVLR_COORDINATOR)");
+  app.add_option("--name", options.name, "this node's name (default: hostname)");
+  app.add_option("--gpus", gpus,
+                 "pretend this many GPUs; default: discover them with NVML")
+      ->check(CLI::Range(0, 64));
+  app.add_option("--work-dir", options.work_dir,
+                 "where job logs, outputs and checkpoints go");
+  app.add_option("--advertise-host", options.advertise_host,
+                 "host other nodes reach this one on (MASTER_ADDR); default: "
+                 "the address the coordinator sees");
+  app.add_option("--lease-ms", options.lease_ms,
+                 "stop every job if the coordinator is unreachable this long; "
+                 "keep it below the coordinator's --node-timeout-ms")
+      ->check(CLI::Range(int64_t{100}, int64_t{3600000}));
+  app.add_option("--trainer-bin", options.trainer_bin, "dcvlr-train to run");
+  app.add_option("--eval-bin", options.eval_bin, "dcvlr-eval to run");
+  CLI11_PARSE(app, argc, argv);
+
+  if (options.coordinator.empty()) {
+    fprintf(stderr, "dcvlr-agent: --coordinator (or DCVLR_COORDINATOR) is "
+                    "required\n");
+    return 2;
+  }
+  std::error_code ec;
+  fs::create_directories(options.work_dir, ec);
+  if (ec) {
+    fprintf(stderr, "dcvlr-agent: --work-dir %s: %s\n",
+            options.work_dir.c_str(), ec.message().c_str());
+    return 2;
+  }
+  options.work_dir = fs::absolute(options.work_dir).string();
+  if (gpus >= 0) {
+    options.gpus = dcvlr::PretendGpus(options.name, gpus);
+  } else {
+    auto found = dcvlr::DiscoverGpus();
+    if (found.ok()) {
+      options.gpus = *std::move(found);
+    } else {
+      fprintf(stderr, "dcvlr-agent: no GPUs: %s\n",
+              found.status().ToString().c_str());
+    }
+  }
+  fprintf(stderr, "dcvlr-agent: node=%s gpus=%zu work_dir=%s\n",
+          options.name.c_str(), options.gpus.size(), options.work_dir.c_str());
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  dcvlr::Agent agent(options);
+  std::thread signal_thread([&] {
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    fprintf(stderr, "dcvlr-agent: signal %d, stopping jobs\n", signal_number);
+    agent.Shutdown(10);
+  });
+  agent.Run();
+  signal_thread.join();
+  return 0;
+}

@@ -1,0 +1,84 @@
+// The packed shard cache: hf_vision JSONL rows converted once into one
+// memory-mapped file per dataset (tokens, loss start, resized RGB image),
+// keyed by a hash of the input bytes and everything the conversion depends
+// on. One process per machine builds it (the others wait for the file to
+// appear, which the builder makes atomic with a rename).
+#ifndef DCVLR_WORKER_TRAINER_DATA_CACHE_H_
+#define DCVLR_WORKER_TRAINER_DATA_CACHE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "worker/trainer/config.h"
+#include "worker/trainer/presets.h"
+
+namespace dcvlr::trainer {
+
+// A read-only view of one shard file. Thread-compatible; the mapping lives
+// as long as the object.
+class Shard {
+ public:
+  static std::unique_ptr<Shard> Open(const std::string& path, std::string* error);
+  ~Shard();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  int64_t size() const { return num_examples_; }
+  int image_size() const { return image_size_; }
+  const uint16_t* tokens(int64_t i) const;
+  int length(int64_t i) const;
+  int answer_start(int64_t i) const;
+  // image_size * image_size * 3 bytes, HWC.
+  const uint8_t* image(int64_t i) const;
+
+ private:
+  Shard() = default;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  int64_t num_examples_ = 0;
+  int image_size_ = 0;
+  const uint8_t* index_ = nullptr;
+  const uint16_t* tokens_ = nullptr;
+  const uint8_t* images_ = nullptr;
+};
+
+// Several shards seen as one indexable dataset.
+class Dataset {
+ public:
+  void Add(std::unique_ptr<Shard> shard);
+  int64_t size() const { return total_; }
+  // The shard and local index holding global example `i`.
+  const Shard& Locate(int64_t i, int64_t* local) const;
+
+ private:
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<int64_t> starts_;
+  int64_t total_ = 0;
+};
+
+struct CacheOptions {
+  std::string cache_dir;
+  bool builder = true;            // this process converts; others wait
+  int wait_timeout_s = 1800;      // how long a non-builder waits
+};
+
+// Makes sure the shard for `files` exists (building it if this process is
+// the builder) and returns its path. Rows that fail to parse are errors that
+// name the file and line.
+bool EnsureShard(const std::vector<std::string>& files, const ModelPreset& preset,
+                 const CacheOptions& options, std::string* shard_path, std::string* error);
+
+// Resolves a dataset spec to its JSONL files, generating synthetic data into
+// the cache first where the spec asks for it.
+bool ResolveDatasetFiles(const DatasetSpec& spec, const CacheOptions& options,
+                         std::vector<std::string>* files, std::string* error);
+
+// ResolveDatasetFiles + EnsureShard + Open for every spec.
+bool LoadDataset(const std::vector<DatasetSpec>& specs, const ModelPreset& preset,
+                 const CacheOptions& options, Dataset* out, std::string* error);
+
+}  // namespace dcvlr::trainer
+
+#endif  // DCVLR_WORKER_TRAINER_DATA_CACHE_H_

@@ -1,0 +1,233 @@
+// The Qwen2-VL-shaped model; see model.h.
+//
+// Departures from Hugging Face's Qwen2-VL, each to keep the model small and
+// the code short: patches are embedded with a Linear (equal to its Conv3d at
+// one temporal frame), images have a fixed size with a learned position
+// table instead of 2D RoPE in the vision tower, and the decoder uses 1D RoPE
+// over token positions instead of M-RoPE.
+#include "worker/trainer/model.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/version.h>
+
+#include "worker/trainer/tokenizer.h"
+
+namespace dcvlr::trainer {
+
+VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
+                   at::ScalarType compute_dtype)
+    : preset_(p), dtype_(compute_dtype), init_gen_(at::make_generator<at::CPUGeneratorImpl>(seed)) {
+  const int64_t pd = int64_t(p.patch_size) * p.patch_size * 3, vw = p.vision_width;
+  patch_w_ = NewParam("visual.patch_embed.proj.weight", {vw, pd}, 'n');
+  patch_b_ = NewParam("visual.patch_embed.proj.bias", {vw}, 'z');
+  pos_ = NewParam("visual.pos_embed", {p.num_patches(), vw}, 'n');
+  for (int i = 0; i < p.vision_layers; ++i) {
+    std::string b = "visual.blocks." + std::to_string(i) + ".";
+    VisionBlock v;
+    v.norm1 = NewParam(b + "norm1.weight", {vw}, '1');
+    v.qkv_w = NewParam(b + "attn.qkv.weight", {3 * vw, vw}, 'n');
+    v.qkv_b = NewParam(b + "attn.qkv.bias", {3 * vw}, 'z');
+    v.proj_w = NewParam(b + "attn.proj.weight", {vw, vw}, 'o');
+    v.proj_b = NewParam(b + "attn.proj.bias", {vw}, 'z');
+    v.norm2 = NewParam(b + "norm2.weight", {vw}, '1');
+    v.fc1_w = NewParam(b + "mlp.fc1.weight", {p.vision_mlp, vw}, 'n');
+    v.fc1_b = NewParam(b + "mlp.fc1.bias", {p.vision_mlp}, 'z');
+    v.fc2_w = NewParam(b + "mlp.fc2.weight", {vw, p.vision_mlp}, 'o');
+    v.fc2_b = NewParam(b + "mlp.fc2.bias", {vw}, 'z');
+    vblocks_.push_back(v);
+  }
+  const int64_t mi = vw * p.merge_size * p.merge_size, h = p.hidden;
+  merger_norm_ = NewParam("visual.merger.ln_q.weight", {vw}, '1');
+  merger_fc1_w_ = NewParam("visual.merger.mlp.0.weight", {p.merger_hidden, mi}, 'n');
+  merger_fc1_b_ = NewParam("visual.merger.mlp.0.bias", {p.merger_hidden}, 'z');
+  merger_fc2_w_ = NewParam("visual.merger.mlp.2.weight", {h, p.merger_hidden}, 'n');
+  merger_fc2_b_ = NewParam("visual.merger.mlp.2.bias", {h}, 'z');
+  embed_ = NewParam("model.embed_tokens.weight", {p.vocab_size, h}, 'n');
+  const int64_t kv = int64_t(p.kv_heads) * p.head_dim();
+  for (int i = 0; i < p.layers; ++i) {
+    std::string b = "model.layers." + std::to_string(i) + ".";
+    DecoderLayer l;
+    l.in_norm = NewParam(b + "input_layernorm.weight", {h}, '1');
+    l.q_w = NewParam(b + "self_attn.q_proj.weight", {h, h}, 'n');
+    l.q_b = NewParam(b + "self_attn.q_proj.bias", {h}, 'z');
+    l.k_w = NewParam(b + "self_attn.k_proj.weight", {kv, h}, 'n');
+    l.k_b = NewParam(b + "self_attn.k_proj.bias", {kv}, 'z');
+    l.v_w = NewParam(b + "self_attn.v_proj.weight", {kv, h}, 'n');
+    l.v_b = NewParam(b + "self_attn.v_proj.bias", {kv}, 'z');
+    l.o_w = NewParam(b + "self_attn.o_proj.weight", {h, h}, 'o');
+    l.post_norm = NewParam(b + "post_attention_layernorm.weight", {h}, '1');
+    l.gate = NewParam(b + "mlp.gate_proj.weight", {p.intermediate, h}, 'n');
+    l.up = NewParam(b + "mlp.up_proj.weight", {p.intermediate, h}, 'n');
+    l.down = NewParam(b + "mlp.down_proj.weight", {h, p.intermediate}, 'o');
+    layers_.push_back(l);
+  }
+  final_norm_ = NewParam("model.norm.weight", {h}, '1');
+  lm_head_ = p.tie_embeddings ? embed_ : NewParam("lm_head.weight", {p.vocab_size, h}, 'n');
+  Flatten(device);
+
+  // RoPE tables, Qwen2's rotate-half layout: [cos(t*f), cos(t*f)] per row.
+  const int64_t d = p.head_dim();
+  auto inv_freq = at::pow(p.rope_theta, at::arange(0, d, 2, at::kDouble) / double(d)).reciprocal();
+  auto t = at::arange(p.max_seq_len, at::kDouble);
+  auto freqs = at::outer(t, inv_freq);
+  auto emb = at::cat({freqs, freqs}, -1);
+  rope_cos_ = emb.cos().to(device, dtype_);
+  rope_sin_ = emb.sin().to(device, dtype_);
+}
+
+int VlmModel::NewParam(const std::string& name, std::vector<int64_t> shape, char init) {
+  // Created on CPU from one generator in a fixed order, so every rank and
+  // every device starts from the same weights.
+  auto& gen = init_gen_;
+  at::Tensor t = at::empty(shape, at::kFloat);
+  // 'n': N(0, 0.02); 'o': output projections scaled down by depth as in
+  // GPT-2, so the residual stream does not grow with the layer count.
+  if (init == 'z') t.zero_();
+  else if (init == '1') t.fill_(1.0);
+  else if (init == 'o') t.normal_(0.0, 0.02 / std::sqrt(2.0 * std::max(1, preset_.layers)), gen);
+  else t.normal_(0.0, 0.02, gen);
+  params_.push_back({name, t, 0, shape.size() >= 2 && init != '1'});
+  return int(params_.size()) - 1;
+}
+
+void VlmModel::Flatten(at::Device device) {
+  int64_t total = 0;
+  for (auto it = params_.rbegin(); it != params_.rend(); ++it) {
+    it->offset = total;
+    total += it->tensor.numel();
+  }
+  auto cpu = at::empty({total}, at::kFloat);
+  auto mask = at::zeros({total}, at::kFloat);
+  for (const Parameter& p : params_) {
+    cpu.narrow(0, p.offset, p.tensor.numel()).copy_(p.tensor.reshape(-1));
+    if (p.decay) mask.narrow(0, p.offset, p.tensor.numel()).fill_(1.0);
+  }
+  flat_params_ = cpu.to(device);
+  flat_grads_ = at::zeros({total}, flat_params_.options());
+  decay_mask_ = mask.to(device);
+  for (Parameter& p : params_) {
+    auto shape = p.tensor.sizes().vec();
+    int64_t n = p.tensor.numel();
+    // A detached view is a leaf sharing the flat storage; the optimizer's
+    // in-place updates of the flat buffer are what the model sees.
+    p.tensor = flat_params_.narrow(0, p.offset, n).view(shape).detach();
+    p.tensor.set_requires_grad(true);
+    p.tensor.mutable_grad() = flat_grads_.narrow(0, p.offset, n).view(shape);
+  }
+}
+
+at::Tensor VlmModel::W(int index) const {
+  const at::Tensor& t = params_[index].tensor;
+  return dtype_ == at::kFloat ? t : t.to(dtype_);
+}
+
+at::Tensor VlmModel::Linear(const at::Tensor& x, int weight, int bias) const {
+  return bias >= 0 ? at::linear(x, W(weight), W(bias)) : at::linear(x, W(weight));
+}
+
+at::Tensor VlmModel::RmsNorm(const at::Tensor& x, int weight) const {
+  // Statistics in fp32 whatever the compute dtype, as Qwen2RMSNorm does.
+  auto xf = x.to(at::kFloat);
+  auto y = xf * at::rsqrt(xf.pow(2).mean(-1, true) + preset_.rms_eps);
+  return y.to(dtype_) * W(weight);
+}
+
+at::Tensor VlmModel::Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               bool causal) const {
+  // q, k, v: [B, heads, T, D] with equal head counts.
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
+#else
+  const int64_t t = q.size(2);
+  auto scores = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(3))));
+  if (causal) {
+    auto mask = at::ones({t, t}, q.options().dtype(at::kBool)).triu(1);
+    scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  }
+  return at::matmul(at::softmax(scores, -1), v);
+#endif
+}
+
+at::Tensor VlmModel::Vision(const at::Tensor& images) const {
+  const ModelPreset& p = preset_;
+  const int64_t b = images.size(0), side = p.patches_per_side(), ps = p.patch_size;
+  const int64_t n = p.num_patches(), vw = p.vision_width, heads = p.vision_heads;
+  // uint8 HWC -> [-1, 1], then (row, col) patches of ps*ps*3 values.
+  auto x = images.to(dtype_).mul(2.0 / 255.0).sub(1.0);
+  x = x.view({b, side, ps, side, ps, 3}).permute({0, 1, 3, 2, 4, 5}).reshape({b, n, ps * ps * 3});
+  auto h = Linear(x, patch_w_, patch_b_) + W(pos_);
+  for (const VisionBlock& blk : vblocks_) {
+    auto qkv = Linear(RmsNorm(h, blk.norm1), blk.qkv_w, blk.qkv_b)
+                   .view({b, n, 3, heads, vw / heads})
+                   .permute({2, 0, 3, 1, 4});
+    auto a = Attention(qkv[0], qkv[1], qkv[2], /*causal=*/false);
+    h = h + Linear(a.transpose(1, 2).reshape({b, n, vw}), blk.proj_w, blk.proj_b);
+    h = h + Linear(at::gelu(Linear(RmsNorm(h, blk.norm2), blk.fc1_w, blk.fc1_b)), blk.fc2_w,
+                   blk.fc2_b);
+  }
+  // Merge each 2x2 group of neighbouring patches into one decoder token.
+  const int64_t m = p.merge_size, ms = side / m;
+  h = RmsNorm(h, merger_norm_)
+          .view({b, ms, m, ms, m, vw})
+          .permute({0, 1, 3, 2, 4, 5})
+          .reshape({b, ms * ms, m * m * vw});
+  return Linear(at::gelu(Linear(h, merger_fc1_w_, merger_fc1_b_)), merger_fc2_w_, merger_fc2_b_);
+}
+
+at::Tensor VlmModel::Hidden(const Batch& batch) const {
+  const ModelPreset& p = preset_;
+  const int64_t b = batch.tokens.size(0), t = batch.tokens.size(1);
+  const int64_t h = p.hidden, hd = p.head_dim(), heads = p.heads, kvh = p.kv_heads;
+  auto x = at::embedding(W(embed_), batch.tokens);
+  // Image features replace the <|image_pad|> embeddings, row by row in order.
+  auto vis = Vision(batch.images);
+  auto image_mask = batch.tokens.eq(kImagePadId).unsqueeze(-1);
+  x = x.masked_scatter(image_mask, vis);
+  auto cos = rope_cos_.narrow(0, 0, t), sin = rope_sin_.narrow(0, 0, t);
+  auto rope = [&](const at::Tensor& q) {
+    auto halves = q.chunk(2, -1);
+    return q * cos + at::cat({-halves[1], halves[0]}, -1) * sin;
+  };
+  for (const DecoderLayer& l : layers_) {
+    auto n = RmsNorm(x, l.in_norm);
+    auto q = rope(Linear(n, l.q_w, l.q_b).view({b, t, heads, hd}).transpose(1, 2));
+    auto k = rope(Linear(n, l.k_w, l.k_b).view({b, t, kvh, hd}).transpose(1, 2));
+    auto v = Linear(n, l.v_w, l.v_b).view({b, t, kvh, hd}).transpose(1, 2);
+    if (kvh != heads) {  // GQA: each KV head serves heads/kvh query heads
+      k = k.unsqueeze(2).expand({b, kvh, heads / kvh, t, hd}).reshape({b, heads, t, hd});
+      v = v.unsqueeze(2).expand({b, kvh, heads / kvh, t, hd}).reshape({b, heads, t, hd});
+    }
+    auto a = Attention(q, k, v, /*causal=*/true).transpose(1, 2).reshape({b, t, h});
+    x = x + Linear(a, l.o_w);
+    auto n2 = RmsNorm(x, l.post_norm);
+    x = x + Linear(at::silu(Linear(n2, l.gate)) * Linear(n2, l.up), l.down);
+  }
+  // Only scored positions go through the final norm and the lm_head.
+  auto picked = x.reshape({b * t, h}).index_select(0, batch.loss_index);
+  return RmsNorm(picked, final_norm_);
+}
+
+at::Tensor VlmModel::Logits(const at::Tensor& hidden) const {
+  return Linear(hidden, lm_head_).to(at::kFloat);
+}
+
+at::Tensor VlmModel::Loss(const Batch& batch) const {
+  return at::cross_entropy_loss(Logits(Hidden(batch)), batch.targets);
+}
+
+EvalCounts VlmModel::Evaluate(const Batch& batch) const {
+  auto logits = Logits(Hidden(batch));
+  auto token_loss = at::cross_entropy_loss(logits, batch.targets, {}, at::Reduction::Sum);
+  auto wrong = logits.argmax(-1).ne(batch.targets).to(at::kFloat);
+  auto wrong_rows = at::zeros({batch.rows}, wrong.options()).index_add_(0, batch.loss_row, wrong);
+  EvalCounts c;
+  c.loss_sum = token_loss;
+  c.tokens = at::scalar_tensor(double(batch.targets.numel()), wrong.options());
+  c.correct = wrong_rows.eq(0).sum().to(at::kFloat);
+  return c;
+}
+
+}  // namespace dcvlr::trainer

@@ -1,0 +1,108 @@
+// The Qwen2-VL-shaped model: a patch-embedding vision encoder, a 2x2 patch
+// merger into the decoder's width, and a Qwen2 decoder (RMSNorm, RoPE, GQA,
+// SwiGLU, q/k/v bias). Built from a ModelPreset.
+//
+// Parameters are views into one flat fp32 buffer, and their gradients views
+// into a second, laid out in reverse registration order: roughly the order
+// backward produces them, so the gradient reducer's buckets are contiguous
+// slices that fill one after another, and the optimizer updates the whole
+// model in a few large element-wise kernels.
+//
+// Not thread-safe; one model per process.
+#ifndef DCVLR_WORKER_TRAINER_MODEL_H_
+#define DCVLR_WORKER_TRAINER_MODEL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include "worker/trainer/presets.h"
+
+namespace dcvlr::trainer {
+
+struct Parameter {
+  std::string name;  // Hugging Face style, e.g. model.layers.0.mlp.up_proj.weight
+  at::Tensor tensor;
+  int64_t offset = 0;  // in the flat buffers
+  bool decay = false;  // weight decay applies (matrices, not biases or norms)
+};
+
+// One batch, already on the model's device.
+struct Batch {
+  at::Tensor tokens;       // int64 [B, T], right-padded with kPadId
+  at::Tensor images;       // uint8 [B, S, S, 3]
+  at::Tensor loss_index;   // int64 [L]: flat b*T+t positions whose next token is scored
+  at::Tensor targets;      // int64 [L]: those next tokens
+  at::Tensor loss_row;     // int64 [L]: the batch row of each scored position
+  int64_t rows = 0;
+  int64_t real_tokens = 0;  // non-pad tokens
+};
+
+struct EvalCounts {
+  at::Tensor loss_sum;  // float scalar: summed token loss
+  at::Tensor tokens;    // scored tokens
+  at::Tensor correct;   // rows whose every scored token is the argmax
+};
+
+class VlmModel {
+ public:
+  // Initializes weights from `seed` (identically on every rank) on `device`.
+  // `compute_dtype` is the matmul dtype (kFloat or kBFloat16); weights stay
+  // fp32 and are cast per use, so their gradients and the optimizer are fp32.
+  VlmModel(const ModelPreset& preset, uint64_t seed, at::Device device,
+           at::ScalarType compute_dtype);
+
+  // Mean cross-entropy over the batch's scored tokens.
+  at::Tensor Loss(const Batch& batch) const;
+  // Loss sum, token count and exact-match rows; call under no-grad.
+  EvalCounts Evaluate(const Batch& batch) const;
+
+  const std::vector<Parameter>& parameters() const { return params_; }
+  const at::Tensor& flat_params() const { return flat_params_; }
+  const at::Tensor& flat_grads() const { return flat_grads_; }
+  // 1 where weight decay applies, 0 elsewhere; same layout as flat_params.
+  const at::Tensor& decay_mask() const { return decay_mask_; }
+  int64_t num_params() const { return flat_params_.numel(); }
+  const ModelPreset& preset() const { return preset_; }
+
+ private:
+  int NewParam(const std::string& name, std::vector<int64_t> shape, char init);
+  void Flatten(at::Device device);
+
+  at::Tensor W(int index) const;  // parameter `index` in the compute dtype
+  at::Tensor Linear(const at::Tensor& x, int weight, int bias = -1) const;
+  at::Tensor RmsNorm(const at::Tensor& x, int weight) const;
+  at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       bool causal) const;
+  at::Tensor Vision(const at::Tensor& images) const;
+  at::Tensor Hidden(const Batch& batch) const;  // final-norm decoder states at scored positions
+  at::Tensor Logits(const at::Tensor& hidden) const;
+
+  struct VisionBlock {
+    int norm1, qkv_w, qkv_b, proj_w, proj_b, norm2, fc1_w, fc1_b, fc2_w, fc2_b;
+  };
+  struct DecoderLayer {
+    int in_norm, q_w, q_b, k_w, k_b, v_w, v_b, o_w, post_norm, gate, up, down;
+  };
+
+  ModelPreset preset_;
+  at::ScalarType dtype_;
+  std::vector<Parameter> params_;
+  at::Tensor flat_params_, flat_grads_, decay_mask_;
+  at::Tensor rope_cos_, rope_sin_;  // [max_seq_len, head_dim], compute dtype
+  at::Generator init_gen_;  // weight init, used only while constructing
+
+  int patch_w_, patch_b_, pos_;
+  std::vector<VisionBlock> vblocks_;
+  int merger_norm_, merger_fc1_w_, merger_fc1_b_, merger_fc2_w_, merger_fc2_b_;
+  int embed_;
+  std::vector<DecoderLayer> layers_;
+  int final_norm_, lm_head_;
+};
+
+}  // namespace dcvlr::trainer
+
+#endif  // DCVLR_WORKER_TRAINER_MODEL_H_

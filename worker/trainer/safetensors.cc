@@ -1,0 +1,96 @@
+// safetensors writer and reader; see safetensors.h.
+#include "worker/trainer/safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+namespace dcvlr::trainer {
+
+bool WriteSafetensors(const std::string& path, const std::vector<TensorView>& tensors,
+                      const std::map<std::string, std::string>& metadata, std::string* error) {
+  // nlohmann's ordered_json keeps the header in data order, which is what
+  // the reference implementation writes too (it sorts by dtype then name,
+  // but readers accept any order).
+  nlohmann::ordered_json header;
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const TensorView& t : tensors) {
+    header[t.name] = {{"dtype", t.dtype},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + t.nbytes}}};
+    offset += t.nbytes;
+  }
+  std::string text = header.dump();
+  // Pad with spaces so the data starts 8-byte aligned.
+  while ((8 + text.size()) % 8 != 0) text += ' ';
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) {
+    *error = path + ": cannot open for writing";
+    return false;
+  }
+  uint8_t size_le[8];
+  uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i) size_le[i] = (n >> (8 * i)) & 0xff;
+  bool ok = std::fwrite(size_le, 1, 8, f) == 8 && std::fwrite(text.data(), 1, n, f) == n;
+  for (const TensorView& t : tensors)
+    ok = ok && (t.nbytes == 0 || std::fwrite(t.data, 1, t.nbytes, f) == t.nbytes);
+  ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) *error = path + ": write failed";
+  return ok;
+}
+
+bool ReadSafetensors(const std::string& path, SafetensorsFile* out, std::string* error) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) {
+    *error = path + ": cannot open";
+    return false;
+  }
+  size_t size = in.tellg();
+  in.seekg(0);
+  out->buffer.resize(size);
+  if (!in.read(reinterpret_cast<char*>(out->buffer.data()), size) || size < 8) {
+    *error = path + ": short read";
+    return false;
+  }
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | out->buffer[i];
+  if (n > size - 8) {
+    *error = path + ": header size past end of file";
+    return false;
+  }
+  auto header = nlohmann::json::parse(out->buffer.begin() + 8, out->buffer.begin() + 8 + n,
+                                      nullptr, false);
+  if (header.is_discarded() || !header.is_object()) {
+    *error = path + ": header is not a JSON object";
+    return false;
+  }
+  size_t data_start = 8 + n;
+  for (const auto& [name, v] : header.items()) {
+    if (name == "__metadata__") {
+      for (const auto& [k, m] : v.items())
+        if (m.is_string()) out->metadata[k] = m.get<std::string>();
+      continue;
+    }
+    TensorView t;
+    t.name = name;
+    t.dtype = v.value("dtype", "");
+    t.shape = v.value("shape", std::vector<int64_t>{});
+    auto offs = v.value("data_offsets", std::vector<uint64_t>{});
+    if (offs.size() != 2 || offs[0] > offs[1] || data_start + offs[1] > size) {
+      *error = path + ": bad data_offsets for " + name;
+      return false;
+    }
+    t.data = out->buffer.data() + data_start + offs[0];
+    t.nbytes = offs[1] - offs[0];
+    out->tensors[name] = std::move(t);
+  }
+  return true;
+}
+
+}  // namespace dcvlr::trainer

@@ -1,0 +1,39 @@
+// The training loop: data, model, optimizer, gradient reduction, metrics,
+// evaluation and checkpoints, for one rank.
+#ifndef DCVLR_WORKER_TRAINER_TRAINER_H_
+#define DCVLR_WORKER_TRAINER_TRAINER_H_
+
+#include <atomic>
+#include <string>
+
+#include "worker/trainer/config.h"
+
+namespace dcvlr::trainer {
+
+// Exit codes of dcvlr-train (the agent's process contract).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;
+inline constexpr int kExitBadConfig = 2;
+inline constexpr int kExitRequeue = 75;  // EX_TEMPFAIL: stopped by SIGTERM, checkpointed
+
+// Where a run reads and writes, from the agent's environment with fallbacks
+// for runs by hand.
+struct RunPaths {
+  std::string output_dir;      // DCVLR_OUTPUT_DIR, else training.output_dir
+  std::string checkpoint_dir;  // DCVLR_CHECKPOINT_DIR, else <output_dir>/checkpoints
+  std::string metrics_file;    // DCVLR_METRICS_FILE, else <output_dir>/metrics.jsonl
+  std::string cache_dir;       // DCVLR_CACHE_DIR, else <output_dir>/cache
+  std::string job_id;          // DCVLR_JOB_ID, for log lines
+
+  static RunPaths FromEnvironment(const TrainerConfig& config);
+};
+
+// Runs training to the end (or until `stop` is set, after which every rank
+// finishes its step, a checkpoint is committed and kExitRequeue returned).
+// Returns one of the exit codes above.
+int RunTraining(const TrainerConfig& config, const RunPaths& paths,
+                const std::atomic<bool>& stop);
+
+}  // namespace dcvlr::trainer
+
+#endif  // DCVLR_WORKER_TRAINER_TRAINER_H_

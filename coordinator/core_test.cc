@@ -1,1 +1,334 @@
+#include "coordinator/core.h"
 
+#include <cstdlib>
+#include <filesystem>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dcvlr {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Records what the core sends to one agent.
+class FakeChannel : public AgentChannel {
+ public:
+  void Send(const v1::CoordinatorMessage& message) override {
+    sent.push_back(message);
+  }
+  void Close() override { closed = true; }
+
+  std::vector<v1::StartAttempt> Starts() const {
+    std::vector<v1::StartAttempt> out;
+    for (const auto& m : sent) {
+      if (m.has_start()) out.push_back(m.start());
+    }
+    return out;
+  }
+  std::vector<v1::StopAttempt> Stops() const {
+    std::vector<v1::StopAttempt> out;
+    for (const auto& m : sent) {
+      if (m.has_stop()) out.push_back(m.stop());
+    }
+    return out;
+  }
+
+  std::vector<v1::CoordinatorMessage> sent;
+  bool closed = false;
+};
+
+class CoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/dcvlr-core-test-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    logs_ = std::make_unique<LogStore>(dir_ + "/logs");
+    core_ = MakeCore();
+  }
+  void TearDown() override {
+    core_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::unique_ptr<Core> MakeCore() {
+    CoreOptions options;
+    options.now_ms = [this] { return now_ms_; };
+    options.node_timeout_ms = 10000;
+    auto store = Store::Open(dir_ + "/state.db");
+    EXPECT_TRUE(store.ok()) << store.status();
+    auto core = std::make_unique<Core>(options, *std::move(store), logs_.get(),
+                                       std::make_unique<FirstFitPolicy>());
+    EXPECT_TRUE(core->Recover().ok());
+    return core;
+  }
+
+  std::shared_ptr<FakeChannel> Register(const std::string& name, int gpus,
+                                        int64_t* session,
+                                        std::vector<v1::RunningAttempt> running = {}) {
+    auto channel = std::make_shared<FakeChannel>();
+    v1::RegisterRequest request;
+    request.set_name(name);
+    for (int i = 0; i < gpus; ++i) request.add_gpus()->set_index(i);
+    for (const auto& r : running) *request.add_running() = r;
+    auto result = core_->RegisterAgent(request, "10.0.0.1", channel);
+    EXPECT_TRUE(result.ok()) << result.status();
+    *session = result.ok() ? *result : 0;
+    return channel;
+  }
+
+  std::string Submit(const std::string& yaml) {
+    auto job = core_->Submit("alice", "job.yaml", yaml, false);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? job->id() : "";
+  }
+
+  v1::JobState StateOf(const std::string& id) {
+    auto job = core_->GetJob(id);
+    EXPECT_TRUE(job.ok());
+    return job.ok() ? job->state() : v1::JOB_STATE_UNSPECIFIED;
+  }
+
+  void Report(const std::string& node, int64_t session, const std::string& id,
+              int attempt, v1::AttemptUpdate::Phase phase, int exit_code = 0,
+              int port = 0) {
+    v1::AttemptUpdate update;
+    update.set_job_id(id);
+    update.set_attempt(attempt);
+    update.set_phase(phase);
+    update.set_exit_code(exit_code);
+    update.set_master_port(port);
+    core_->OnAttemptUpdate(node, session, update);
+  }
+
+  std::string dir_;
+  int64_t now_ms_ = 1'000'000;
+  std::unique_ptr<LogStore> logs_;
+  std::unique_ptr<Core> core_;
+};
+
+constexpr char kOneGpu[] =
+    "kind: command\ncommand: [\"true\"]\nresources: {gpus_per_node: 1}\n"
+    "retry: {backoff_s: 0}\n";
+
+TEST_F(CoreTest, RunsAJobFromPendingToSucceeded) {
+  int64_t session;
+  auto channel = Register("n1", 2, &session);
+  const std::string id = Submit(kOneGpu);
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_PENDING);
+
+  core_->Tick();
+  ASSERT_EQ(channel->Starts().size(), 1u);
+  const v1::StartAttempt start = channel->Starts()[0];
+  EXPECT_EQ(start.job_id(), id);
+  EXPECT_EQ(start.attempt(), 1);
+  EXPECT_EQ(start.master_addr(), "10.0.0.1");
+  EXPECT_THAT(start.gpus(), ::testing::ElementsAre(0));
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_SCHEDULED);
+
+  Report("n1", session, id, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 29500);
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_RUNNING);
+  Report("n1", session, id, 1, v1::AttemptUpdate::PHASE_EXITED, 0);
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_TRUE(core_->ListNodes()[0].gpus_in_use().empty());
+}
+
+TEST_F(CoreTest, GangStartsPeersOnlyAfterRankZeroHasAPort) {
+  int64_t s1, s2;
+  auto c1 = Register("n1", 1, &s1);
+  auto c2 = Register("n2", 1, &s2);
+  const std::string id = Submit(
+      "kind: command\ncommand: [\"true\"]\n"
+      "resources: {nodes: 2, gpus_per_node: 1}\n");
+  core_->Tick();
+  ASSERT_EQ(c1->Starts().size(), 1u);
+  EXPECT_EQ(c1->Starts()[0].node_rank(), 0);
+  EXPECT_EQ(c1->Starts()[0].master_port(), 0);
+  EXPECT_TRUE(c2->Starts().empty());
+
+  Report("n1", s1, id, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 29500);
+  ASSERT_EQ(c2->Starts().size(), 1u);
+  EXPECT_EQ(c2->Starts()[0].node_rank(), 1);
+  EXPECT_EQ(c2->Starts()[0].num_nodes(), 2);
+  EXPECT_EQ(c2->Starts()[0].master_port(), 29500);
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_SCHEDULED);
+  Report("n2", s2, id, 1, v1::AttemptUpdate::PHASE_STARTED);
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_RUNNING);
+
+  // One node failing stops the other; the job fails once both are gone.
+  Report("n2", s2, id, 1, v1::AttemptUpdate::PHASE_EXITED, 3);
+  ASSERT_EQ(c1->Stops().size(), 1u);
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_RUNNING);
+  Report("n1", s1, id, 1, v1::AttemptUpdate::PHASE_EXITED, 143);
+  auto job = core_->GetJob(id);
+  EXPECT_EQ(job->state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job->exit_code(), 3);
+  EXPECT_THAT(job->reason(), HasSubstr("exited with code 3 on n2"));
+}
+
+TEST_F(CoreTest, ExitSeventyFiveRequeuesAfterBackoff) {
+  int64_t session;
+  auto channel = Register("n1", 1, &session);
+  const std::string id = Submit(
+      "kind: command\ncommand: [\"true\"]\nresources: {gpus_per_node: 1}\n"
+      "retry: {max_attempts: 2, backoff_s: 5}\n");
+  core_->Tick();
+  Report("n1", session, id, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  Report("n1", session, id, 1, v1::AttemptUpdate::PHASE_EXITED, 75);
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_PENDING);
+  core_->Tick();
+  EXPECT_EQ(channel->Starts().size(), 1u) << "backoff not honoured";
+  now_ms_ += 5000;
+  core_->Tick();
+  ASSERT_EQ(channel->Starts().size(), 2u);
+  EXPECT_EQ(channel->Starts()[1].attempt(), 2);
+  Report("n1", session, id, 2, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  Report("n1", session, id, 2, v1::AttemptUpdate::PHASE_EXITED, 75);
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_FAILED);  // attempts spent
+}
+
+TEST_F(CoreTest, UserFailureIsRetriedOnlyOnFailureTimes) {
+  int64_t session;
+  auto channel = Register("n1", 1, &session);
+  const std::string id = Submit(
+      "kind: command\ncommand: [\"false\"]\n"
+      "retry: {max_attempts: 5, on_failure: 1, backoff_s: 0}\n");
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    core_->Tick();
+    Report("n1", session, id, attempt, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+    Report("n1", session, id, attempt, v1::AttemptUpdate::PHASE_EXITED, 1);
+  }
+  auto job = core_->GetJob(id);
+  EXPECT_EQ(job->state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job->attempt(), 2);
+  EXPECT_EQ(job->exit_code(), 1);
+}
+
+TEST_F(CoreTest, LostNodeRequeuesItsAttemptOnAnotherNode) {
+  int64_t s1, s2;
+  auto c1 = Register("n1", 1, &s1);
+  const std::string id = Submit(kOneGpu);
+  core_->Tick();
+  Report("n1", s1, id, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  auto c2 = Register("n2", 1, &s2);
+  core_->OnAgentDisconnected("n1", s1);
+  now_ms_ += 5000;
+  core_->OnHeartbeat("n2", s2);
+  core_->Tick();
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_RUNNING) << "lost before the timeout";
+  now_ms_ += 5001;
+  core_->OnHeartbeat("n2", s2);
+  core_->Tick();  // n1 lost: requeued
+  core_->Tick();  // and placed again
+  ASSERT_EQ(c2->Starts().size(), 1u);
+  EXPECT_EQ(c2->Starts()[0].attempt(), 2);
+  auto job = core_->GetJob(id);
+  EXPECT_THAT(job->attempts(0).reason(), HasSubstr("node n1 lost"));
+}
+
+TEST_F(CoreTest, CancelOfARunningJobWaitsForItsProcesses) {
+  int64_t session;
+  auto channel = Register("n1", 1, &session);
+  const std::string id = Submit(kOneGpu);
+  core_->Tick();
+  Report("n1", session, id, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  auto job = core_->Cancel(id, "bob");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state(), v1::JOB_STATE_RUNNING);
+  ASSERT_EQ(channel->Stops().size(), 1u);
+  Report("n1", session, id, 1, v1::AttemptUpdate::PHASE_EXITED, 143);
+  job = core_->GetJob(id);
+  EXPECT_EQ(job->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(job->reason(), "cancelled by bob");
+  EXPECT_FALSE(core_->Cancel(id, "bob").ok());
+}
+
+TEST_F(CoreTest, StaleAttemptsAreStoppedWhenAnAgentRegisters) {
+  int64_t session;
+  const std::string id = Submit(kOneGpu);
+  v1::RunningAttempt stale;
+  stale.set_job_id(id);
+  stale.set_attempt(7);
+  auto channel = Register("n1", 1, &session, {stale});
+  ASSERT_EQ(channel->Stops().size(), 1u);
+  EXPECT_EQ(channel->Stops()[0].attempt(), 7);
+  // A STARTED report for an attempt that is not current is fenced too.
+  Report("n1", session, id, 9, v1::AttemptUpdate::PHASE_STARTED);
+  EXPECT_EQ(channel->Stops().size(), 2u);
+}
+
+TEST_F(CoreTest, ChecksJobsAgainstTheClusterWithPositions) {
+  int64_t session;
+  Register("n1", 8, &session);
+  auto too_big = core_->Submit("alice", "big.yaml",
+                               "kind: command\nrun: x\n"
+                               "resources: {gpus_per_node: 16}\n",
+                               false);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_THAT(std::string(too_big.status().message()),
+              HasSubstr("big.yaml:3:28: resources.gpus_per_node: 16 GPUs per "
+                        "node asked for, but the largest node has 8"));
+  auto too_many = core_->Submit("alice", "many.yaml",
+                                "kind: command\nrun: x\n"
+                                "resources: {nodes: 2, gpus_per_node: 8}\n",
+                                false);
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_THAT(std::string(too_many.status().message()), HasSubstr("many.yaml:3:20: resources.nodes"));
+  auto unknown = core_->Submit("alice", "dep.yaml",
+                               "kind: command\nrun: x\nafter: [nope]\n", false);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_THAT(std::string(unknown.status().message()),
+              HasSubstr("dep.yaml:3:9: after[0]: no job with id or name 'nope'"));
+  EXPECT_TRUE(core_->ListJobs({}).empty()) << "a rejected job was stored";
+  auto dry = core_->Submit("alice", "ok.yaml", kOneGpu, true);
+  ASSERT_TRUE(dry.ok());
+  EXPECT_TRUE(core_->ListJobs({}).empty()) << "a dry run was stored";
+}
+
+TEST_F(CoreTest, DependentJobsWaitAndAreCancelledWhenADependencyFails) {
+  int64_t session;
+  auto channel = Register("n1", 2, &session);
+  const std::string first = Submit("name: prep\n" + std::string(kOneGpu));
+  const std::string second = Submit(std::string(kOneGpu) + "after: [prep]\n");
+  core_->Tick();
+  ASSERT_EQ(channel->Starts().size(), 1u) << "the dependent job started early";
+  Report("n1", session, first, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  Report("n1", session, first, 1, v1::AttemptUpdate::PHASE_EXITED, 2);
+  core_->Tick();
+  auto job = core_->GetJob(second);
+  EXPECT_EQ(job->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_THAT(job->reason(), HasSubstr("dependency " + first + " ended FAILED"));
+}
+
+TEST_F(CoreTest, RestartKeepsEveryJobAndItsRunningAttempt) {
+  int64_t session;
+  auto channel = Register("n1", 2, &session);
+  const std::string done = Submit(kOneGpu);
+  const std::string running = Submit(kOneGpu);
+  const std::string pending = Submit(
+      "kind: command\nrun: x\nresources: {gpus_per_node: 2}\n");
+  core_->Tick();
+  Report("n1", session, done, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  Report("n1", session, done, 1, v1::AttemptUpdate::PHASE_EXITED, 0);
+  Report("n1", session, running, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+
+  core_ = MakeCore();  // the old one's state is gone; only the store remains
+  EXPECT_EQ(StateOf(done), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(StateOf(running), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(StateOf(pending), v1::JOB_STATE_PENDING);
+  // The agent comes back still running the attempt: it goes on untouched.
+  v1::RunningAttempt still;
+  still.set_job_id(running);
+  still.set_attempt(1);
+  auto again = Register("n1", 2, &session, {still});
+  EXPECT_TRUE(again->Stops().empty());
+  EXPECT_EQ(StateOf(running), v1::JOB_STATE_RUNNING);
+  auto nodes = core_->ListNodes();
+  ASSERT_EQ(nodes.size(), 1u);
+  EXPECT_EQ(nodes[0].gpus_in_use_size(), 1);
+  // New jobs get new ids.
+  EXPECT_EQ(Submit(kOneGpu), "j-4");
+}
+
+}  // namespace
+}  // namespace dcvlr

@@ -1,0 +1,240 @@
+#include "tests/cluster.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common/names.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+
+namespace dcvlr::testing {
+namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+std::string BinDir() { return DCVLR_BIN_DIR; }
+
+bool Eventually(const std::function<bool()>& condition,
+                std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return condition();
+}
+
+Process::Process(std::vector<std::string> argv, const std::string& log_path,
+                 std::vector<std::string> extra_env) {
+  std::vector<char*> args;
+  for (std::string& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  pid_ = fork();
+  if (pid_ == 0) {
+    setpgid(0, 0);
+    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    for (std::string& e : extra_env) putenv(e.data());
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  setpgid(pid_, pid_);
+}
+
+Process::~Process() {
+  if (!reaped_) {
+    kill(-pid_, SIGKILL);
+    Wait();
+  }
+}
+
+void Process::Signal(int sig) { kill(pid_, sig); }
+
+int Process::Wait() {
+  int status = 0;
+  if (!reaped_) {
+    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    reaped_ = true;
+  }
+  return status;
+}
+
+Cluster::Cluster() {
+  char tmpl[] = "/tmp/dcvlr-cluster-XXXXXX";
+  dir_ = mkdtemp(tmpl);
+}
+
+Cluster::~Cluster() {
+  // Agents first (they stop their jobs), then the coordinator.
+  for (auto& [name, agent] : agents_) {
+    if (agent) agent->Signal(SIGTERM);
+  }
+  for (auto& [name, agent] : agents_) {
+    if (agent) agent->Wait();
+  }
+  agents_.clear();
+  coordinator_.reset();
+  if (!::testing::Test::HasFailure()) {
+    std::filesystem::remove_all(dir_);
+  } else {
+    fprintf(stderr, "cluster files kept in %s\n", dir_.c_str());
+  }
+}
+
+void Cluster::StartCoordinator(std::vector<std::string> extra_args) {
+  const std::string out =
+      dir_ + "/coordinator-" + std::to_string(++coordinator_starts_) + ".log";
+  std::vector<std::string> argv = {BinDir() + "/dcvlr-coordinator",
+                                   "--listen", "127.0.0.1:0", "--state-dir",
+                                   state_dir()};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  coordinator_ = std::make_unique<Process>(argv, out);
+  // Its first stdout line names the address.
+  ASSERT_TRUE(Eventually([&] {
+    return ReadAll(out).find("listening on ") != std::string::npos;
+  })) << ReadAll(out);
+  std::string log = ReadAll(out);
+  size_t at = log.find("listening on ") + strlen("listening on ");
+  address_ = log.substr(at, log.find('\n', at) - at);
+  stub_ = v1::ClientService::NewStub(
+      grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+}
+
+void Cluster::KillCoordinator() {
+  coordinator_->Signal(SIGKILL);
+  coordinator_->Wait();
+  coordinator_.reset();
+}
+
+void Cluster::StartAgent(const std::string& name, int gpus,
+                         std::vector<std::string> extra_args) {
+  std::vector<std::string> argv = {BinDir() + "/dcvlr-agent",
+                                   "--coordinator", addr_file(),
+                                   "--name", name,
+                                   "--gpus", std::to_string(gpus),
+                                   "--work-dir", dir_ + "/work-" + name};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  agents_.emplace_back(name, std::make_unique<Process>(
+                                 argv, dir_ + "/agent-" + name + ".log"));
+}
+
+void Cluster::KillAgent(const std::string& name, int sig) {
+  for (auto& [n, agent] : agents_) {
+    if (n == name && agent) {
+      agent->Signal(sig);
+      agent->Wait();
+      agent.reset();
+    }
+  }
+}
+
+bool Cluster::AwaitReadyNodes(int count) {
+  return Eventually([&] {
+    grpc::ClientContext context;
+    v1::ListNodesResponse response;
+    if (!stub_->ListNodes(&context, v1::ListNodesRequest(), &response).ok()) {
+      return false;
+    }
+    int ready = 0;
+    for (const auto& node : response.nodes()) {
+      ready += node.state() == v1::NODE_STATE_READY;
+    }
+    return ready >= count;
+  });
+}
+
+CommandResult Cluster::Ctl(std::vector<std::string> args) {
+  static int counter = 0;
+  const std::string base = dir_ + "/ctl-" + std::to_string(++counter);
+  std::vector<std::string> argv = {BinDir() + "/dcvlrctl", "--coordinator",
+                                   address_, "--user", "tester"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> raw;
+  for (std::string& a : argv) raw.push_back(a.data());
+  raw.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int out = open((base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = open((base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(out, 1);
+    dup2(err, 2);
+    execv(raw[0], raw.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CommandResult result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.out = ReadAll(base + ".out");
+  result.err = ReadAll(base + ".err");
+  return result;
+}
+
+std::string Cluster::WriteFile(const std::string& name,
+                               const std::string& text) {
+  const std::string path = dir_ + "/" + name;
+  std::ofstream(path, std::ios::trunc) << text;
+  return path;
+}
+
+std::string Cluster::Submit(const std::string& name, const std::string& yaml) {
+  CommandResult result = Ctl({"submit", WriteFile(name, yaml)});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  std::string id = result.out;
+  while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+  return id;
+}
+
+v1::Job Cluster::GetJob(const std::string& id) {
+  grpc::ClientContext context;
+  v1::GetJobRequest request;
+  request.set_job(id);
+  v1::Job job;
+  grpc::Status status = stub_->GetJob(&context, request, &job);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return job;
+}
+
+v1::Job Cluster::AwaitJob(const std::string& id,
+                          const std::function<bool(const v1::Job&)>& done,
+                          std::chrono::seconds timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  v1::WatchJobRequest request;
+  request.set_job(id);
+  auto reader = stub_->WatchJob(&context, request);
+  v1::Job job;
+  while (reader->Read(&job)) {
+    if (done(job)) {
+      context.TryCancel();
+      break;
+    }
+  }
+  reader->Finish();
+  return job;
+}
+
+v1::Job Cluster::AwaitEnd(const std::string& id, std::chrono::seconds timeout) {
+  return AwaitJob(id, [](const v1::Job& j) { return IsTerminal(j.state()); },
+                  timeout);
+}
+
+}  // namespace dcvlr::testing

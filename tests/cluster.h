@@ -1,0 +1,104 @@
+// A local cluster of real dcvlr processes for tests: one dcvlr-coordinator
+// and N dcvlr-agent processes on loopback with ephemeral ports, each in its
+// own process group, all under one temporary directory.
+#ifndef DCVLR_TESTS_CLUSTER_H_
+#define DCVLR_TESTS_CLUSTER_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dcvlr/v1/client.grpc.pb.h"
+
+namespace dcvlr::testing {
+
+// A child process in its own process group; killed (the whole group) when
+// destroyed.
+class Process {
+ public:
+  // Starts `argv` with stdout and stderr appended to `log_path`.
+  Process(std::vector<std::string> argv, const std::string& log_path,
+          std::vector<std::string> extra_env = {});
+  ~Process();
+
+  pid_t pid() const { return pid_; }
+  // Sends `sig` to the process only (not its group).
+  void Signal(int sig);
+  // Waits for it to end and returns its wait status.
+  int Wait();
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+class Cluster {
+ public:
+  // Creates the directory; starts nothing.
+  Cluster();
+  ~Cluster();
+
+  const std::string& dir() const { return dir_; }
+  std::string state_dir() const { return dir_ + "/state"; }
+  std::string addr_file() const { return state_dir() + "/coordinator.addr"; }
+
+  // Starts the coordinator (again, after KillCoordinator) and waits for its
+  // "listening on" line.
+  void StartCoordinator(std::vector<std::string> extra_args = {});
+  // kill -9.
+  void KillCoordinator();
+  // Starts an agent with `gpus` pretend GPUs.
+  void StartAgent(const std::string& name, int gpus,
+                  std::vector<std::string> extra_args = {});
+  void KillAgent(const std::string& name, int sig);
+  // Waits until the coordinator lists `count` READY nodes.
+  bool AwaitReadyNodes(int count);
+
+  // Runs dcvlrctl against this cluster.
+  CommandResult Ctl(std::vector<std::string> args);
+  // Writes a job file under the cluster's directory; returns its path.
+  std::string WriteFile(const std::string& name, const std::string& text);
+  // Submits a job file through dcvlrctl; returns the job id.
+  std::string Submit(const std::string& name, const std::string& yaml);
+
+  v1::Job GetJob(const std::string& id);
+  // Watches the job until `done(job)` holds or `timeout` passes; returns the
+  // job as last seen.
+  v1::Job AwaitJob(const std::string& id,
+                   const std::function<bool(const v1::Job&)>& done,
+                   std::chrono::seconds timeout = std::chrono::seconds(60));
+  v1::Job AwaitEnd(const std::string& id,
+                   std::chrono::seconds timeout = std::chrono::seconds(60));
+
+  v1::ClientService::Stub* stub() { return stub_.get(); }
+  std::string address() const { return address_; }
+
+ private:
+  std::string dir_;
+  std::string address_;
+  std::unique_ptr<Process> coordinator_;
+  std::vector<std::pair<std::string, std::unique_ptr<Process>>> agents_;
+  std::unique_ptr<v1::ClientService::Stub> stub_;
+  int coordinator_starts_ = 0;
+};
+
+// The directory holding the built programs.
+std::string BinDir();
+
+// Waits (polling, bounded) until `condition` holds.
+bool Eventually(const std::function<bool()>& condition,
+                std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+}  // namespace dcvlr::testing
+
+#endif  // DCVLR_TESTS_CLUSTER_H_

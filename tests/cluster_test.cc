@@ -1,0 +1,281 @@
+// Cluster tests: the real dcvlr-coordinator, dcvlr-agent and dcvlrctl as
+// processes on loopback.
+#include <signal.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "common/names.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/cluster.h"
+
+namespace dcvlr::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+bool Alive(pid_t pid) { return kill(pid, 0) == 0; }
+
+TEST(ClusterTest, CommandJobSucceedsAndItsLogsComeBack) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 2);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+
+  const std::string id = cluster.Submit(
+      "hello.yaml",
+      "name: hello\nkind: command\n"
+      "command: [\"/bin/sh\", \"-c\", \"echo hello from $DCVLR_JOB_ID; "
+      "echo to stderr >&2\"]\n");
+  ASSERT_EQ(id, "j-1");
+  CommandResult wait = cluster.Ctl({"wait", id, "--timeout", "60"});
+  EXPECT_EQ(wait.exit_code, 0) << wait.out << wait.err;
+  EXPECT_THAT(wait.out, HasSubstr("SUCCEEDED"));
+
+  CommandResult logs = cluster.Ctl({"logs", id, "--rank", "0"});
+  EXPECT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_EQ(logs.out, "hello from j-1\nto stderr\n");
+
+  CommandResult get = cluster.Ctl({"get", id, "-o", "json"});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  auto json = nlohmann::json::parse(get.out);
+  EXPECT_EQ(json["id"], "j-1");
+  EXPECT_EQ(json["name"], "hello");
+  EXPECT_EQ(json["user"], "tester");
+  EXPECT_EQ(json["state"], "SUCCEEDED");
+  EXPECT_EQ(json["attempt"], 1);
+  EXPECT_EQ(json["nodes"], nlohmann::json::array({"n1"}));
+  EXPECT_EQ(json["exit_code"], 0);
+
+  CommandResult describe = cluster.Ctl({"describe", id});
+  EXPECT_THAT(describe.out, HasSubstr("submitted by tester"));
+  EXPECT_THAT(describe.out, HasSubstr("scheduled"));
+  EXPECT_THAT(describe.out, HasSubstr("started"));
+  EXPECT_THAT(describe.out, HasSubstr("succeeded"));
+
+  CommandResult nodes = cluster.Ctl({"nodes", "-o", "json"});
+  auto node_json = nlohmann::json::parse(nodes.out);
+  ASSERT_EQ(node_json.size(), 1u);
+  EXPECT_EQ(node_json[0]["gpus_total"], 2);
+  EXPECT_EQ(node_json[0]["gpus_free"], 2);
+}
+
+TEST(ClusterTest, FailingJobReportsItsExitCode) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 0);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string id = cluster.Submit(
+      "fail.yaml", "kind: command\nrun: |\n  echo failing\n  exit 3\n");
+  CommandResult wait = cluster.Ctl({"wait", id, "--timeout", "60"});
+  EXPECT_EQ(wait.exit_code, 1);
+  v1::Job job = cluster.GetJob(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.exit_code(), 3);
+  EXPECT_THAT(job.reason(), HasSubstr("exited with code 3"));
+}
+
+TEST(ClusterTest, TwoNodeJobSeesConsistentRendezvousVariables) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 2);
+  cluster.StartAgent("n2", 2);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(2));
+  const std::string id = cluster.Submit(
+      "gang.yaml",
+      "name: gang\nkind: command\n"
+      "resources: {nodes: 2, gpus_per_node: 2, procs_per_node: gpu}\n"
+      "run: |\n"
+      "  echo \"RANK=$RANK LOCAL_RANK=$LOCAL_RANK WORLD_SIZE=$WORLD_SIZE "
+      "LOCAL_WORLD_SIZE=$LOCAL_WORLD_SIZE NODE_RANK=$NODE_RANK "
+      "MASTER_ADDR=$MASTER_ADDR MASTER_PORT=$MASTER_PORT "
+      "NODE=$DCVLR_NODE GPUS=$CUDA_VISIBLE_DEVICES "
+      "ATTEMPT=$DCVLR_ATTEMPT CKPT=$DCVLR_CHECKPOINT_DIR\"\n");
+  v1::Job job = cluster.AwaitEnd(id);
+  ASSERT_EQ(JobStateName(job.state()), "SUCCEEDED") << job.reason();
+
+  CommandResult logs = cluster.Ctl({"logs", id});
+  ASSERT_EQ(logs.exit_code, 0) << logs.err;
+  // "[R] RANK=R ..." per rank.
+  std::map<int, std::map<std::string, std::string>> ranks;
+  for (absl::string_view line : absl::StrSplit(logs.out, '\n', absl::SkipEmpty())) {
+    std::map<std::string, std::string> vars;
+    for (absl::string_view word : absl::StrSplit(line, ' ')) {
+      std::vector<std::string> kv = absl::StrSplit(word, absl::MaxSplits('=', 1));
+      if (kv.size() == 2) vars[kv[0]] = kv[1];
+    }
+    int rank;
+    ASSERT_TRUE(absl::SimpleAtoi(vars["RANK"], &rank)) << line;
+    EXPECT_EQ(ranks.count(rank), 0u) << "rank " << rank << " twice";
+    ranks[rank] = vars;
+  }
+  ASSERT_EQ(ranks.size(), 4u) << logs.out;
+  std::set<std::string> nodes;
+  for (const auto& [rank, vars] : ranks) {
+    EXPECT_EQ(vars.at("WORLD_SIZE"), "4");
+    EXPECT_EQ(vars.at("LOCAL_WORLD_SIZE"), "2");
+    EXPECT_EQ(vars.at("NODE_RANK"), std::to_string(rank / 2));
+    EXPECT_EQ(vars.at("LOCAL_RANK"), std::to_string(rank % 2));
+    EXPECT_EQ(vars.at("MASTER_ADDR"), ranks[0].at("MASTER_ADDR"));
+    EXPECT_EQ(vars.at("MASTER_PORT"), ranks[0].at("MASTER_PORT"));
+    EXPECT_EQ(vars.at("GPUS"), "0,1");
+    EXPECT_EQ(vars.at("ATTEMPT"), "1");
+    nodes.insert(vars.at("NODE"));
+  }
+  EXPECT_EQ(nodes.size(), 2u) << "both ranks of a node ran on one agent";
+  EXPECT_EQ(ranks[0].at("NODE"), ranks[1].at("NODE"));
+  EXPECT_EQ(ranks[0].at("MASTER_ADDR"), "127.0.0.1");
+  int port = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(ranks[0].at("MASTER_PORT"), &port) && port > 0);
+}
+
+TEST(ClusterTest, CancelKillsTheWholeProcessTree) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 1);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string pids = cluster.dir() + "/pids";
+  const std::string id = cluster.Submit(
+      "tree.yaml",
+      "kind: command\n"
+      "env: {PIDS: " + pids + "}\n"
+      "run: |\n"
+      "  sleep 300 & echo $! >> $PIDS\n"
+      "  bash -c 'sleep 301 & echo $! >> $PIDS; sleep 302' & echo $! >> $PIDS\n"
+      "  setsid sleep 303 & echo $! >> $PIDS\n"
+      "  echo $$ >> $PIDS\n"
+      "  wait\n");
+  std::vector<pid_t> tree;
+  ASSERT_TRUE(Eventually([&] {
+    std::ifstream in(pids);
+    tree.clear();
+    pid_t pid;
+    while (in >> pid) tree.push_back(pid);
+    return tree.size() >= 5;
+  }));
+  for (pid_t pid : tree) ASSERT_TRUE(Alive(pid));
+  ASSERT_EQ(cluster.AwaitJob(id, [](const v1::Job& j) {
+                      return j.state() == v1::JOB_STATE_RUNNING;
+                    }).state(),
+            v1::JOB_STATE_RUNNING);
+
+  CommandResult cancel = cluster.Ctl({"cancel", id, "--wait"});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.err;
+  EXPECT_EQ(cluster.GetJob(id).state(), v1::JOB_STATE_CANCELLED);
+  // Once the job is CANCELLED nothing of it may remain, not even zombies
+  // (the agent reaps what it kills before reporting the exit).
+  for (pid_t pid : tree) EXPECT_FALSE(Alive(pid)) << "pid " << pid << " survived";
+}
+
+TEST(ClusterTest, CoordinatorKill9AndRestartKeepsEveryJob) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 2);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string release = cluster.dir() + "/release";
+
+  const std::string done = cluster.Submit("done.yaml", "kind: command\nrun: echo done\n");
+  ASSERT_EQ(cluster.AwaitEnd(done).state(), v1::JOB_STATE_SUCCEEDED);
+  const std::string failed = cluster.Submit("failed.yaml", "kind: command\nrun: exit 4\n");
+  ASSERT_EQ(cluster.AwaitEnd(failed).state(), v1::JOB_STATE_FAILED);
+  // Runs until the test creates a file.
+  const std::string running = cluster.Submit(
+      "running.yaml",
+      "kind: command\nresources: {gpus_per_node: 2}\n"
+      "run: |\n  echo before\n  while [ ! -e " + release + " ]; do sleep 0.05; done\n"
+      "  echo after\n");
+  ASSERT_EQ(cluster.AwaitJob(running, [](const v1::Job& j) {
+                      return j.state() == v1::JOB_STATE_RUNNING;
+                    }).state(),
+            v1::JOB_STATE_RUNNING);
+  // Waits for the GPUs that `running` holds.
+  const std::string pending = cluster.Submit(
+      "pending.yaml", "kind: command\nresources: {gpus_per_node: 1}\nrun: echo later\n");
+  const std::string cancelled = cluster.Submit(
+      "cancelled.yaml", "kind: command\nresources: {gpus_per_node: 2}\nrun: echo never\n");
+  ASSERT_EQ(cluster.Ctl({"cancel", cancelled}).exit_code, 0);
+
+  std::map<std::string, v1::Job> before;
+  for (const std::string& id : {done, failed, running, pending, cancelled}) {
+    before[id] = cluster.GetJob(id);
+  }
+  cluster.KillCoordinator();
+  cluster.StartCoordinator();
+
+  for (const auto& [id, job] : before) {
+    v1::Job after = cluster.GetJob(id);
+    EXPECT_EQ(JobStateName(after.state()), JobStateName(job.state())) << id;
+    EXPECT_EQ(after.attempt(), job.attempt()) << id;
+    EXPECT_EQ(after.exit_code(), job.exit_code()) << id;
+    EXPECT_EQ(after.spec().name(), job.spec().name()) << id;
+  }
+  // The running attempt goes on untouched once its agent is back, and
+  // finishes as attempt 1.
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  std::ofstream(release) << "go\n";
+  v1::Job finished = cluster.AwaitEnd(running);
+  EXPECT_EQ(JobStateName(finished.state()), "SUCCEEDED") << finished.reason();
+  EXPECT_EQ(finished.attempt(), 1);
+  CommandResult logs = cluster.Ctl({"logs", running});
+  EXPECT_EQ(logs.out, "[0] before\n[0] after\n");
+  // And the job that waited for its GPUs runs now.
+  EXPECT_EQ(cluster.AwaitEnd(pending).state(), v1::JOB_STATE_SUCCEEDED);
+  // New ids continue after the old ones.
+  EXPECT_EQ(cluster.Submit("next.yaml", "kind: command\nrun: 'true'\n"), "j-6");
+}
+
+TEST(ClusterTest, BadJobFilesAreRejectedWithFileLineAndKey) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 8);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  struct Case {
+    std::string name;
+    std::string text;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {"syntax.yaml", "kind: command\nrun: [unclosed\n", "syntax.yaml:3:1: invalid YAML"},
+      {"binary.yaml", std::string("kind: command\n\x00\xff\xfe", 16),
+       "binary.yaml:2:1: byte 0x00"},
+      {"unknown.yaml", "kind: command\nrun: x\nretries: 3\n",
+       "unknown.yaml:3:1: retries: unknown key"},
+      {"type.yaml", "kind: command\nrun: x\nresources: {nodes: two}\n",
+       "type.yaml:3:20: resources.nodes: expected an integer, got 'two'"},
+      {"zero.yaml", "kind: command\nrun: x\nresources: {nodes: 0}\n",
+       "zero.yaml:3:20: resources.nodes: must be from 1 to 1024"},
+      {"negative.yaml", "kind: command\nrun: x\nresources: {gpus_per_node: -2}\n",
+       "negative.yaml:3:28: resources.gpus_per_node: must be from 0 to 64"},
+      {"absurd.yaml", "kind: command\nrun: x\nresources: {nodes: 100000}\n",
+       "absurd.yaml:3:20: resources.nodes: must be from 1 to 1024"},
+      {"after.yaml", "kind: command\nrun: x\nafter: [j-99]\n",
+       "after.yaml:3:9: after[0]: no job with id or name 'j-99'"},
+      {"toobig.yaml", "kind: command\nrun: x\nresources: {gpus_per_node: 16}\n",
+       "toobig.yaml:3:28: resources.gpus_per_node: 16 GPUs per node asked for, "
+       "but the largest node has 8"},
+  };
+  for (const Case& c : cases) {
+    CommandResult result = cluster.Ctl({"submit", cluster.WriteFile(c.name, c.text)});
+    EXPECT_EQ(result.exit_code, 2) << c.name << ": " << result.err;
+    EXPECT_THAT(result.err, HasSubstr(c.expected)) << c.name;
+    CommandResult dry = cluster.Ctl({"submit", "--dry-run", cluster.WriteFile(c.name, c.text)});
+    EXPECT_EQ(dry.exit_code, 2) << c.name;
+  }
+  CommandResult missing = cluster.Ctl({"submit", cluster.dir() + "/nope.yaml"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("nope.yaml"));
+  // Nothing was submitted.
+  CommandResult list = cluster.Ctl({"list", "-o", "json"});
+  EXPECT_EQ(nlohmann::json::parse(list.out).size(), 0u) << list.out;
+  // The coordinator is still there.
+  EXPECT_EQ(cluster.Submit("ok.yaml", "kind: command\nrun: 'true'\n"), "j-1");
+}
+
+}  // namespace
+}  // namespace dcvlr::testing

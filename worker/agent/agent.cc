@@ -136,7 +136,7 @@ Reachability ProbeTcp(const std::string& host_port, int timeout_ms) {
 
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {
   supervisor_ = std::make_unique<Supervisor>(
-      [this](const AttemptExit& exit) { OnExit(exit); });
+      options_.name, [this](const AttemptExit& exit) { OnExit(exit); });
   last_contact_ms_ = SteadyMs();
 }
 

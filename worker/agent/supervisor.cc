@@ -31,7 +31,9 @@ bool Failed(int status) {
 
 }  // namespace
 
-int SignalTaggedProcesses(const std::string& job_id, int attempt, int sig) {
+int SignalTaggedProcesses(const std::string& node, const std::string& job_id,
+                          int attempt, int sig) {
+  const std::string want_node = "DCVLR_NODE=" + node;
   const std::string want_job = "DCVLR_JOB_ID=" + job_id;
   const std::string want_attempt = absl::StrCat("DCVLR_ATTEMPT=", attempt);
   const pid_t self = getpid();
@@ -45,13 +47,14 @@ int SignalTaggedProcesses(const std::string& job_id, int attempt, int sig) {
     std::ifstream environ(absl::StrCat("/proc/", pid, "/environ"),
                           std::ios::binary);
     if (!environ) continue;
-    bool job_match = false, attempt_match = false;
+    bool node_match = false, job_match = false, attempt_match = false;
     std::string var;
     while (std::getline(environ, var, '\0')) {
+      node_match |= var == want_node;
       job_match |= var == want_job;
       attempt_match |= var == want_attempt;
     }
-    if (job_match && attempt_match && kill(static_cast<pid_t>(pid), sig) == 0) {
+    if (node_match && job_match && attempt_match && kill(static_cast<pid_t>(pid), sig) == 0) {
       ++signalled;
     }
   }
@@ -59,7 +62,8 @@ int SignalTaggedProcesses(const std::string& job_id, int attempt, int sig) {
   return signalled;
 }
 
-Supervisor::Supervisor(ExitCallback on_exit) : on_exit_(std::move(on_exit)) {
+Supervisor::Supervisor(std::string node, ExitCallback on_exit)
+    : node_(std::move(node)), on_exit_(std::move(on_exit)) {
   // Orphaned descendants of our children come to us, not to init.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   launcher_ = std::thread([this] { LauncherLoop(); });
@@ -274,7 +278,7 @@ void Supervisor::KillerLoop() {
         for (const Process& proc : attempt.processes) {
           if (!proc.exited) kill(-proc.pid, SIGKILL);
         }
-        SignalTaggedProcesses(attempt.job_id, attempt.number, SIGKILL);
+        SignalTaggedProcesses(node_, attempt.job_id, attempt.number, SIGKILL);
         // Check again shortly in case a new process escaped meanwhile.
         next = std::min(next, now + std::chrono::milliseconds(200));
       } else {
@@ -348,7 +352,7 @@ void Supervisor::ReaperLoop() {
         all_exited = all_exited && proc.exited;
       }
       if (all_exited) {
-        SignalTaggedProcesses(attempt.job_id, attempt.number, SIGKILL);
+        SignalTaggedProcesses(node_, attempt.job_id, attempt.number, SIGKILL);
         const bool launch_failed = attempt.stop_reason == "launch failed";
         AttemptExit exit = Finish(attempt);
         attempts_.erase(it);

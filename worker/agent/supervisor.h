@@ -5,8 +5,9 @@
 // reaches its whole tree: SIGTERM to the group, the grace period, then
 // SIGKILL. The agent is made a child subreaper, so descendants that escape
 // their group are reparented to it and reaped here; before an attempt is
-// reported ended, any process still carrying the attempt's DCVLR_JOB_ID and
-// DCVLR_ATTEMPT in its environment is killed. Nothing of an ended attempt is
+// reported ended, any process still carrying the attempt's DCVLR_JOB_ID,
+// DCVLR_ATTEMPT and this node's DCVLR_NODE in its environment is killed
+// (the node name keeps agents that share a machine, as in tests, apart). Nothing of an ended attempt is
 // left running, and no zombies stay.
 //
 // Thread-safe. The exit callback runs on the supervisor's reaper thread.
@@ -61,7 +62,8 @@ class Supervisor {
  public:
   using ExitCallback = std::function<void(const AttemptExit&)>;
 
-  explicit Supervisor(ExitCallback on_exit);
+  // `node` must match the DCVLR_NODE of the processes' environments.
+  Supervisor(std::string node, ExitCallback on_exit);
   // Kills every process still running and waits for them.
   ~Supervisor();
 
@@ -115,6 +117,7 @@ class Supervisor {
   // Called with mu_ held once every process of `attempt` has exited.
   AttemptExit Finish(Attempt& attempt);
 
+  const std::string node_;
   const ExitCallback on_exit_;
 
   mutable std::mutex mu_;
@@ -129,9 +132,10 @@ class Supervisor {
   std::thread killer_;
 };
 
-// Sends `sig` to every process whose environment names this attempt
-// (DCVLR_JOB_ID and DCVLR_ATTEMPT). Returns how many were signalled.
-int SignalTaggedProcesses(const std::string& job_id, int attempt, int sig);
+// Sends `sig` to every process whose environment names this attempt on this
+// node (DCVLR_JOB_ID, DCVLR_ATTEMPT, DCVLR_NODE). Returns how many.
+int SignalTaggedProcesses(const std::string& node, const std::string& job_id,
+                          int attempt, int sig);
 
 }  // namespace dcvlr
 

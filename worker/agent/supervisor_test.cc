@@ -33,7 +33,7 @@ class SupervisorTest : public ::testing::Test {
   void SetUp() override {
     char tmpl[] = "/tmp/dcvlr-supervisor-test-XXXXXX";
     dir_ = mkdtemp(tmpl);
-    supervisor_ = std::make_unique<Supervisor>([this](const AttemptExit& e) {
+    supervisor_ = std::make_unique<Supervisor>("test-node", [this](const AttemptExit& e) {
       std::lock_guard<std::mutex> lock(mu_);
       exits_.push_back(e);
       cv_.notify_all();
@@ -55,6 +55,7 @@ class SupervisorTest : public ::testing::Test {
       p.rank = static_cast<int>(rank);
       p.argv = {"/bin/bash", "-c", scripts[rank]};
       p.env = {"PATH=/usr/bin:/bin", "DCVLR_JOB_ID=" + job, "DCVLR_ATTEMPT=1",
+               "DCVLR_NODE=test-node",
                "OUT=" + dir_};
       p.log_path = dir_ + "/" + job + "-rank-" + std::to_string(rank) + ".log";
       spec.processes.push_back(p);
@@ -164,6 +165,28 @@ TEST_F(SupervisorTest, AProgramThatCannotRunExits127WithAMessage) {
   EXPECT_EQ(exit.exit_code, 127);
   EXPECT_THAT(Read(spec.processes[0].log_path),
               HasSubstr("cannot run /nonexistent/program"));
+}
+
+TEST_F(SupervisorTest, EndingAnAttemptSparesAnotherNodesRanksOnTheSameMachine) {
+  // Two agents on one machine run the two node ranks of one attempt.
+  std::mutex other_mu;
+  std::condition_variable other_cv;
+  bool other_done = false;
+  Supervisor other("other-node", [&](const AttemptExit&) {
+    std::lock_guard<std::mutex> lock(other_mu);
+    other_done = true;
+    other_cv.notify_all();
+  });
+  AttemptSpec long_rank = Spec("j-7", {"echo $$ > $OUT/long; sleep 100"});
+  long_rank.processes[0].env.push_back("DCVLR_NODE=other-node");
+  ASSERT_TRUE(other.Start(long_rank).ok());
+  pid_t pid = AwaitPids(dir_ + "/long", 1).at(0);
+  ASSERT_TRUE(supervisor_->Start(Spec("j-7", {"exit 0"})).ok());
+  AwaitExit("j-7");
+  EXPECT_TRUE(Alive(pid)) << "another node's rank was killed";
+  other.StopAll(1, "test");
+  std::unique_lock<std::mutex> lock(other_mu);
+  other_cv.wait(lock, [&] { return other_done; });
 }
 
 TEST_F(SupervisorTest, RefusesToStartTheSameAttemptTwice) {

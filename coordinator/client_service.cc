@@ -78,6 +78,12 @@ grpc::Status ClientServiceImpl::StreamLogs(
     grpc::ServerWriter<v1::LogData>* writer) {
   absl::StatusOr<v1::Job> job = core_->GetJob(request->job());
   if (!job.ok()) return ToGrpcStatus(job.status());
+  // Following a job that has not started yet waits for its first attempt.
+  while (request->follow() && job->attempt() < 1 &&
+         !IsTerminal(job->state()) && !Done(context)) {
+    job = core_->AwaitChange(job->id(), job->version(), absl::Milliseconds(500));
+    if (!job.ok()) return ToGrpcStatus(job.status());
+  }
   const int attempt = request->attempt() > 0 ? request->attempt()
                                              : job->attempt();
   if (attempt < 1 || attempt > job->attempt()) {

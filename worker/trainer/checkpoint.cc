@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "worker/trainer/base64.h"
@@ -167,7 +168,7 @@ bool CheckpointManager::Load(int64_t step, VlmModel* model, FlatAdamW* optimizer
   if (!ReadSafetensors(dir + "/model.safetensors", &weights, error) ||
       !ReadSafetensors(dir + "/optimizer.safetensors", &opt, error))
     return false;
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   auto flat = at::empty({model->num_params()}, at::kFloat);
   for (const Parameter& p : model->parameters()) {
     auto it = weights.tensors.find(p.name);

@@ -308,10 +308,11 @@ bool ParseConfig(const json& doc, const std::string& config_dir, TrainerConfig* 
     s.String("mixed_precision_dtype", &t.mixed_precision_dtype);
     s.Int("num_threads", &t.num_threads);
     s.Bool("pad_to_max_length", &t.pad_to_max_length);
+    s.Bool("save_final_model", &t.save_final_model);
     std::string optimizer = "adamw_torch";
     s.String("optimizer", &optimizer);
     s.Ignore({"trainer_type", "enable_wandb", "enable_tensorboard", "enable_mlflow",
-              "save_final_model", "include_performance_metrics", "log_model_summary",
+              "include_performance_metrics", "log_model_summary",
               "dataloader_num_workers", "dataloader_prefetch_factor", "ddp_find_unused_parameters",
               "enable_gradient_checkpointing", "gradient_checkpointing_kwargs", "compile",
               "use_peft", "run_name", "log_level", "dep_log_level", "logging_strategy",

@@ -4,17 +4,29 @@
 #include <cstdlib>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
+#ifdef DCVLR_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 #ifdef DCVLR_WITH_CUDA
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 namespace dcvlr::trainer {
 namespace {
+
+// Since libtorch 2.0 the Gloo and NCCL process groups are c10d Backends
+// behind a ProcessGroup facade; before, they were ProcessGroups themselves.
+#if TORCH_VERSION_MAJOR >= 2
+using PgBase = c10d::Backend;
+#else
+using PgBase = c10d::ProcessGroup;
+#endif
 
 int EnvInt(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -36,7 +48,7 @@ class SingleProcess : public Communicator {
 class C10dCommunicator : public Communicator {
  public:
   C10dCommunicator(c10::intrusive_ptr<c10d::Store> store,
-                   c10::intrusive_ptr<c10d::ProcessGroup> pg, int rank, int world)
+                   c10::intrusive_ptr<PgBase> pg, int rank, int world)
       : store_(std::move(store)), pg_(std::move(pg)) {
     rank_ = rank;
     world_size_ = world;
@@ -80,7 +92,7 @@ class C10dCommunicator : public Communicator {
 
  private:
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  c10::intrusive_ptr<PgBase> pg_;
 };
 
 }  // namespace
@@ -107,7 +119,7 @@ std::unique_ptr<Communicator> Communicator::Create(const DistEnv& env, at::Devic
     opts.waitWorkers = true;
     opts.timeout = std::chrono::seconds(300);
     auto store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, opts);
-    c10::intrusive_ptr<c10d::ProcessGroup> pg;
+    c10::intrusive_ptr<PgBase> pg;
     if (device.is_cuda()) {
 #ifdef DCVLR_WITH_CUDA
       auto nopts = c10d::ProcessGroupNCCL::Options::create();
@@ -117,6 +129,10 @@ std::unique_ptr<Communicator> Communicator::Create(const DistEnv& env, at::Devic
       return nullptr;
 #endif
     } else {
+#ifndef DCVLR_WITH_GLOO
+      *error = "CPU ranks need Gloo, which this build lacks";
+      return nullptr;
+#else
       auto gopts = c10d::ProcessGroupGloo::Options::create();
       gopts->timeout = std::chrono::seconds(300);
       // Loopback for a single machine; otherwise the interface that routes
@@ -126,6 +142,7 @@ std::unique_ptr<Communicator> Communicator::Create(const DistEnv& env, at::Devic
           local ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
                 : c10d::ProcessGroupGloo::createDefaultDevice());
       pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, env.rank, env.world_size, gopts);
+#endif
     }
     auto comm = std::make_unique<C10dCommunicator>(store, pg, env.rank, env.world_size);
     comm->device_options_ = at::TensorOptions(at::kFloat).device(device);
@@ -198,7 +215,7 @@ void GradReducer::Finish() {
   LaunchReady();
   for (auto& w : inflight_) w->Wait();
   inflight_.clear();
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   grads_.div_(double(comm_->world_size()));
   armed_ = false;
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 namespace dcvlr::trainer {
 
@@ -20,7 +21,7 @@ FlatAdamW::FlatAdamW(at::Tensor params, at::Tensor grads, at::Tensor decay_mask,
       weight_decay_(c.weight_decay) {}
 
 void FlatAdamW::Step(double lr) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   ++step_;
   const double bc1 = 1.0 - std::pow(beta1_, double(step_));
   const double bc2 = 1.0 - std::pow(beta2_, double(step_));
@@ -32,7 +33,7 @@ void FlatAdamW::Step(double lr) {
 }
 
 at::Tensor ClipGradNorm(at::Tensor& grads, double max_norm) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   auto norm = grads.norm();
   if (max_norm > 0) grads.mul_(at::clamp_max(max_norm / (norm + 1e-6), 1.0));
   return norm;

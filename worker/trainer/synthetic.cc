@@ -62,9 +62,10 @@ std::vector<int> PickCells(Rng* rng, int n) {
   return cells;
 }
 
-Shape InCell(Rng* rng, int cell, int kind, int color) {
-  int r = 2 + rng->Uniform(2);
-  return {kind, color, (cell % 4) * kCell + 4, (cell / 4) * kCell + 4, r};
+// A shape filling most of its cell, so each of tiny-vlm's 16 image tokens
+// (one per 8x8 cell after the 2x2 merge) sees at most one whole shape.
+Shape InCell(int cell, int kind, int color) {
+  return {kind, color, (cell % 4) * kCell + 4, (cell / 4) * kCell + 4, 3};
 }
 
 }  // namespace
@@ -87,11 +88,12 @@ SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed, int6
   int type = rng.Uniform(4);
   std::vector<Shape> shapes;
   if (type == 0) {
-    // Colour of the one shape of a given kind among up to three kinds.
-    int n = 1 + rng.Uniform(3);
+    // Colour of a lone shape (naming its kind; one shape keeps the task
+    // learnable by tiny-vlm within the demo's few minutes on two CPU cores).
+    int n = 1;
     int first_kind = rng.Uniform(3);
     std::vector<int> cells = PickCells(&rng, n);
-    for (int i = 0; i < n; ++i) shapes.push_back(InCell(&rng, cells[i], (first_kind + i) % 3, rng.Uniform(4)));
+    for (int i = 0; i < n; ++i) shapes.push_back(InCell(cells[i], (first_kind + i) % 3, rng.Uniform(4)));
     const Shape& target = shapes[rng.Uniform(n)];
     ex.category = "color";
     ex.stem = std::string("Color of the ") + kShapeNames[target.kind] + "?";
@@ -100,19 +102,20 @@ SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed, int6
   } else if (type == 1) {
     int n = 1 + rng.Uniform(4);
     std::vector<int> cells = PickCells(&rng, n);
-    for (int i = 0; i < n; ++i) shapes.push_back(InCell(&rng, cells[i], rng.Uniform(3), rng.Uniform(4)));
+    for (int i = 0; i < n; ++i) shapes.push_back(InCell(cells[i], rng.Uniform(3), rng.Uniform(4)));
     ex.category = "count";
     ex.stem = "How many shapes?";
     for (int i = 0; i < 4; ++i) ex.options[i] = std::to_string(i + 1);
     ex.answer = n - 1;
   } else if (type == 2) {
-    // One shape in the left, right, top or bottom band's middle.
+    // One shape in a middle cell of the left or right column, or of the top
+    // or bottom row.
     int where = rng.Uniform(4);
     int kind = rng.Uniform(3);
-    int lo = 4 + rng.Uniform(4), mid = 12 + rng.Uniform(8), hi = 24 + rng.Uniform(4);
-    int cx = where == 0 ? lo : where == 1 ? hi : mid;
-    int cy = where == 2 ? lo : where == 3 ? hi : mid;
-    shapes.push_back({kind, rng.Uniform(4), cx, cy, 3});
+    int mid = 1 + rng.Uniform(2);
+    int col = where == 0 ? 0 : where == 1 ? 3 : mid;
+    int row = where == 2 ? 0 : where == 3 ? 3 : mid;
+    shapes.push_back(InCell(row * 4 + col, kind, rng.Uniform(4)));
     ex.category = "position";
     ex.stem = std::string("Where is the ") + kShapeNames[kind] + "?";
     const char* names[4] = {"left", "right", "top", "bottom"};
@@ -121,19 +124,19 @@ SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed, int6
   } else {
     // Which colour has the most shapes; the winner is unique by construction.
     int winner = rng.Uniform(4);
-    int top = 2 + rng.Uniform(2);
+    int top = 2 + rng.Uniform(2);  // the winner's count; the total stays <= 6
     std::vector<int> counts(4, 0);
     counts[winner] = top;
     int total = top;
     for (int c = 0; c < 4; ++c)
-      if (c != winner && total < 7) {
-        counts[c] = rng.Uniform(top);
+      if (c != winner && total < 6) {
+        counts[c] = std::min(rng.Uniform(top), 6 - total);
         total += counts[c];
       }
     std::vector<int> cells = PickCells(&rng, total);
     int k = 0;
     for (int c = 0; c < 4; ++c)
-      for (int i = 0; i < counts[c]; ++i) shapes.push_back(InCell(&rng, cells[k++], rng.Uniform(3), c));
+      for (int i = 0; i < counts[c]; ++i) shapes.push_back(InCell(cells[k++], rng.Uniform(3), c));
     ex.category = "comparison";
     ex.stem = "Most common color?";
     for (int i = 0; i < 4; ++i) ex.options[i] = kColorNames[i];

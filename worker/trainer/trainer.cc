@@ -15,6 +15,7 @@
 //   4. log / evaluate / checkpoint when their step counts come round.
 #include "worker/trainer/trainer.h"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -25,6 +26,7 @@
 #include <fstream>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 #ifdef DCVLR_WITH_CUDA
@@ -148,7 +150,7 @@ struct EvalResult {
 // Each rank scores a strided share of the validation split; counts are summed.
 EvalResult Evaluate(const VlmModel& model, const Dataset& data, Communicator* comm,
                     const TrainingConfig& t, int pad_to, at::Device device) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   int64_t n = data.size();
   if (t.eval_max_samples > 0) n = std::min(n, t.eval_max_samples);
   auto totals = at::zeros({3}, at::TensorOptions(at::kFloat).device(device));
@@ -171,6 +173,18 @@ EvalResult Evaluate(const VlmModel& model, const Dataset& data, Communicator* co
   r.loss = v[1] > 0 ? v[0] / v[1] : 0;
   r.accuracy = n > 0 ? v[2] / double(n) : 0;
   return r;
+}
+
+// ATen's thread setting does not reach OpenBLAS, whose pool (one thread per
+// core by default) would then fight the other ranks for the cores. The
+// symbol is looked up at run time so other BLAS builds link unchanged.
+void SetBlasThreads(int n) {
+  for (const char* name : {"openblas_set_num_threads", "goto_set_num_threads"}) {
+    if (auto fn = reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, name))) {
+      fn(n);
+      return;
+    }
+  }
 }
 
 double PeakFlops(at::Device device, std::string* name) {
@@ -238,6 +252,7 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
   // One intra-op thread per rank on CPU: ranks already fill the cores, and
   // oversubscription costs more than it gives.
   at::set_num_threads(t.num_threads > 0 ? t.num_threads : (device.is_cuda() ? 4 : 1));
+  SetBlasThreads(at::get_num_threads());
   const bool bf16 = device.is_cuda() ? t.mixed_precision_dtype != "none"
                                      : t.mixed_precision_dtype == "bf16";
   const at::ScalarType dtype = bf16 ? at::kBFloat16 : at::kFloat;
@@ -291,7 +306,7 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
   } else {
     // Every rank builds the same weights from the seed; the broadcast makes
     // that a guarantee rather than an assumption.
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     at::Tensor flat = model.flat_params();
     comm->Broadcast(flat, 0);
   }
@@ -383,7 +398,7 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
     const double lr = LearningRate(t, step, total_steps);
     optimizer.Step(lr);
     {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       grads.zero_();
     }
     ++step;
@@ -444,7 +459,7 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
     }
   }
 
-  if (last_saved != step && !save(step)) return kExitError;
+  if (t.save_final_model && last_saved != step && !save(step)) return kExitError;
   EvalResult final_eval = evaluate(step);
   {
     // Every rank reports a checksum of its weights: ranks that stayed in

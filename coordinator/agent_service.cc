@@ -130,7 +130,7 @@ grpc::Status AgentServiceImpl::Connect(
           fprintf(stderr, "node=%s log chunk refused: %s\n", name.c_str(),
                   s.ToString().c_str());
         }
-        core_->OnHeartbeat(name, *session);
+        core_->OnActivity(name, *session);
         break;
       }
       default:

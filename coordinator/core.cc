@@ -398,6 +398,19 @@ void Core::OnHeartbeat(const std::string& name, int64_t session) {
   auto it = nodes_.find(name);
   if (it == nodes_.end() || it->second.session != session) return;
   it->second.last_seen_ms = Now();
+  if (it->second.channel != nullptr) {
+    v1::CoordinatorMessage pong;
+    pong.mutable_heartbeat()->set_time_ms(Now());
+    it->second.channel->Send(pong);
+  }
+}
+
+void Core::OnActivity(const std::string& name, int64_t session) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(name);
+  if (it != nodes_.end() && it->second.session == session) {
+    it->second.last_seen_ms = Now();
+  }
 }
 
 void Core::OnAttemptUpdate(const std::string& name, int64_t session,
@@ -569,8 +582,9 @@ void Core::FinishAttemptIfDone(v1::Job& job) {
   }
   attempt->set_ended_ms(Now());
   const AttemptOutcome outcome = ClassifyAttempt(job, *attempt);
-  const NextStep next = DecideNext(job, *attempt, outcome, Now(),
-                                   options_.max_backoff_s);
+  const NextStep next =
+      DecideNext(job, *attempt, outcome, Now(), options_.max_backoff_s,
+                 options_.random ? options_.random() : 0.5);
   if (next.counts_as_failure) job.set_failures(job.failures() + 1);
   job.set_exit_code(attempt->exit_code());
   if (outcome == AttemptOutcome::kPreempted) {

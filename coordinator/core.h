@@ -47,9 +47,14 @@ class AgentChannel {
 struct CoreOptions {
   // Milliseconds since the epoch.
   std::function<int64_t()> now_ms;
+  // Uniform in [0, 1), for retry jitter; default: a fixed midpoint.
+  std::function<double()> random;
   // A node silent (or disconnected) this long is lost, and its attempts are
   // requeued.
-  int64_t node_timeout_ms = 10000;
+  // Must exceed an agent's lease plus its stop grace plus one heartbeat
+  // interval, so that a cut-off agent has stopped its processes before they
+  // are placed elsewhere (4 s + 2 s + 1 s < 8 s by default).
+  int64_t node_timeout_ms = 8000;
   int64_t heartbeat_interval_ms = 1000;
   double max_backoff_s = 300;
   // Grace given to processes stopped because a peer node failed.
@@ -89,7 +94,10 @@ class Core {
   absl::StatusOr<int64_t> RegisterAgent(const v1::RegisterRequest& request,
                                         const std::string& peer_host,
                                         std::shared_ptr<AgentChannel> channel);
+  // Records a sign of life and answers it on the node's channel.
   void OnHeartbeat(const std::string& node, int64_t session);
+  // Records a sign of life without answering it (log chunks).
+  void OnActivity(const std::string& node, int64_t session);
   void OnAttemptUpdate(const std::string& node, int64_t session,
                        const v1::AttemptUpdate& update);
   void OnAgentDisconnected(const std::string& node, int64_t session);

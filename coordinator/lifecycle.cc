@@ -42,12 +42,16 @@ AttemptOutcome ClassifyAttempt(const v1::Job& job, const v1::Attempt& attempt) {
 
 NextStep DecideNext(const v1::Job& job, const v1::Attempt& attempt,
                     AttemptOutcome outcome, int64_t now_ms,
-                    double max_backoff_s) {
+                    double max_backoff_s, double jitter) {
   const v1::RetryPolicy& retry = job.spec().retry();
   const bool attempts_left = attempt.number() < retry.max_attempts();
   const double backoff_s =
-      std::min(max_backoff_s,
-               retry.backoff_s() * std::pow(2.0, std::max(0, attempt.number() - 1)));
+      attempt.node_lost()
+          ? 0
+          : std::min(max_backoff_s,
+                     retry.backoff_s() *
+                         std::pow(2.0, std::max(0, attempt.number() - 1))) *
+                (0.8 + 0.4 * jitter);
   const int64_t not_before = now_ms + static_cast<int64_t>(backoff_s * 1000);
   switch (outcome) {
     case AttemptOutcome::kSucceeded:

@@ -40,10 +40,13 @@ struct NextStep {
 
 // What the job does after an attempt with `outcome`. Preemptions requeue
 // while attempts remain; user failures requeue only `retry.on_failure` times.
-// The backoff doubles per attempt from retry.backoff_s up to `max_backoff_s`.
+// The backoff doubles per attempt from retry.backoff_s up to `max_backoff_s`
+// and is spread by +-20% with `jitter` (uniform in [0, 1)) so that jobs that
+// failed together do not return together. An attempt that lost its node is
+// requeued at once: the node, not the job, was at fault.
 NextStep DecideNext(const v1::Job& job, const v1::Attempt& attempt,
                     AttemptOutcome outcome, int64_t now_ms,
-                    double max_backoff_s);
+                    double max_backoff_s, double jitter = 0.5);
 
 }  // namespace dcvlr
 

@@ -70,6 +70,26 @@ TEST(LifecycleTest, PreemptionRequeuesWithDoublingBackoffUntilAttemptsSpent) {
   EXPECT_EQ(last.state, v1::JOB_STATE_FAILED);
 }
 
+TEST(LifecycleTest, BackoffIsJitteredByTwentyPercent) {
+  v1::Job job = JobWithRetry(3, 0, 10);
+  EXPECT_EQ(DecideNext(job, Ended(1, 75), AttemptOutcome::kPreempted, 0, 300, 0)
+                .not_before_ms,
+            8000);
+  EXPECT_EQ(DecideNext(job, Ended(1, 75), AttemptOutcome::kPreempted, 0, 300,
+                       0.999)
+                .not_before_ms,
+            11996);
+}
+
+TEST(LifecycleTest, LostNodeRequeuesWithoutBackoff) {
+  v1::Job job = JobWithRetry(3, 0, 60);
+  v1::Attempt lost = Ended(2, -1);
+  lost.set_node_lost(true);
+  NextStep next = DecideNext(job, lost, AttemptOutcome::kPreempted, 500, 300);
+  EXPECT_EQ(next.state, v1::JOB_STATE_PENDING);
+  EXPECT_EQ(next.not_before_ms, 500);
+}
+
 TEST(LifecycleTest, UserFailuresRetryOnlyOnFailureTimes) {
   v1::Job job = JobWithRetry(5, 1, 0);
   NextStep first = DecideNext(job, Ended(1, 3), AttemptOutcome::kFailed, 0, 300);

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "coordinator/core.h"
@@ -38,7 +39,7 @@ int main(int argc, char** argv) {
   CLI::App app{"dcvlr-coordinator: queues and schedules dcvlr jobs"};
   std::string listen = "127.0.0.1:7070";
   std::string state_dir = "dcvlr-state";
-  int64_t node_timeout_ms = 10000;
+  int64_t node_timeout_ms = 8000;
   int64_t heartbeat_interval_ms = 1000;
   app.add_option("--listen", listen,
                  "HOST:PORT to serve on; port 0 picks a free one");
@@ -75,6 +76,12 @@ int main(int argc, char** argv) {
   dcvlr::LogStore logs(state_dir + "/logs");
   dcvlr::CoreOptions options;
   options.now_ms = [] { return absl::ToUnixMillis(absl::Now()); };
+  absl::BitGen bitgen;
+  absl::Mutex bitgen_mu;
+  options.random = [&bitgen, &bitgen_mu] {
+    absl::MutexLock lock(&bitgen_mu);
+    return absl::Uniform<double>(bitgen, 0.0, 1.0);
+  };
   options.node_timeout_ms = node_timeout_ms;
   options.heartbeat_interval_ms = heartbeat_interval_ms;
   dcvlr::Core core(options, *std::move(store), &logs,

@@ -563,7 +563,7 @@ void Agent::LeaseLoop() {
       registered = registered_;
     }
     if (registered) {
-      last_contact_ms_ = SteadyMs();
+      // last_contact_ms_ moves with every message received on the stream.
       expired = false;
     } else if (ProbeTcp(ResolveAddress(options_.coordinator), 500) == Reachability::kRefused) {
       // The coordinator is down, not cut off from us: it cannot place our

@@ -34,7 +34,7 @@ struct AgentOptions {
   std::string advertise_host;
   std::string trainer_bin;  // dcvlr-train
   std::string eval_bin;     // dcvlr-eval
-  int64_t lease_ms = 5000;
+  int64_t lease_ms = 4000;
 };
 
 class Agent {

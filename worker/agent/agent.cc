@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <fstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/address.h"
@@ -135,9 +137,43 @@ Reachability ProbeTcp(const std::string& host_port, int timeout_ms) {
 }
 
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {
+  CleanUpPreviousLife();
   supervisor_ = std::make_unique<Supervisor>(
       options_.name, [this](const AttemptExit& exit) { OnExit(exit); });
   last_contact_ms_ = SteadyMs();
+}
+
+void Agent::CleanUpPreviousLife() {
+  std::error_code ec;
+  const fs::path jobs = fs::path(options_.work_dir) / "jobs";
+  int killed = 0;
+  for (const auto& job : fs::directory_iterator(jobs, ec)) {
+    for (const auto& attempt_dir : fs::directory_iterator(job.path(), ec)) {
+      const std::string name = attempt_dir.path().filename().string();
+      int attempt = 0;
+      if (name.rfind("attempt-", 0) != 0 ||
+          !absl::SimpleAtoi(name.substr(8), &attempt)) {
+        continue;
+      }
+      bool had_pid_file = false;
+      for (const auto& file : fs::directory_iterator(attempt_dir.path(), ec)) {
+        if (file.path().extension() == ".pid") {
+          had_pid_file = true;
+          fs::remove(file.path(), ec);
+        }
+      }
+      if (had_pid_file) {
+        killed += SignalTaggedProcesses(options_.name,
+                                        job.path().filename().string(),
+                                        attempt, SIGKILL);
+      }
+    }
+  }
+  if (killed > 0) {
+    fprintf(stderr, "dcvlr-agent: node=%s killed %d process%s left by a "
+            "previous agent\n", options_.name.c_str(), killed,
+            killed == 1 ? "" : "es");
+  }
 }
 
 Agent::~Agent() {

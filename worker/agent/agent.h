@@ -54,6 +54,10 @@ class Agent {
   };
   using AttemptKey = std::pair<std::string, int>;
 
+  // Kills what a previous agent process on this work dir left running
+  // (descendants that escaped their group outlive a killed agent) and
+  // removes its pid files. Its attempts then count as lost.
+  void CleanUpPreviousLife();
   void Serve();
   void HandleStart(const v1::StartAttempt& start);
   void HandleStop(const v1::StopAttempt& stop);

@@ -29,6 +29,86 @@ bool Failed(int status) {
   return !WIFEXITED(status) || WEXITSTATUS(status) != 0;
 }
 
+
+// After fork, in the child of a multithreaded process: only async-signal-safe
+// calls from here on.
+void WriteError(const char* what, const char* detail) {
+  ssize_t ignored = write(2, what, strlen(what));
+  if (detail != nullptr) {
+    ignored = write(2, detail, strlen(detail));
+    ignored = write(2, ": ", 2);
+    const char* error = strerror(errno);
+    ignored = write(2, error, strlen(error));
+  }
+  ignored = write(2, "\n", 1);
+  (void)ignored;
+}
+
+// The process the agent starts for each rank leads a new session (so a stop
+// reaches its whole process group) and stays as a small shim between the
+// agent and the job's program:
+//   1. It asks the kernel for SIGHUP when the agent dies (PR_SET_PDEATHSIG)
+//      and then kills its whole group: a killed agent leaves nothing behind.
+//   2. It forks the program, which gets the default signal mask, and waits.
+//   3. SIGTERM and SIGINT reach the program through the group; the shim
+//      itself outlives them.
+//   4. When the program ends, the shim ends the same way (exit code or
+//      signal), so the agent sees the program's own status.
+[[noreturn]] void RunShim(pid_t agent, int null_fd, int log_fd, const char* cwd,
+                          char* const argv[], char* const envp[]) {
+  setsid();
+  prctl(PR_SET_PDEATHSIG, SIGHUP);
+  if (getppid() != agent) _exit(137);
+  sigset_t shim_signals;
+  sigemptyset(&shim_signals);
+  for (int sig : {SIGCHLD, SIGHUP, SIGTERM, SIGINT}) sigaddset(&shim_signals, sig);
+  sigprocmask(SIG_SETMASK, &shim_signals, nullptr);
+  signal(SIGCHLD, SIG_DFL);
+  signal(SIGPIPE, SIG_DFL);
+  dup2(null_fd, 0);
+  dup2(log_fd, 1);
+  dup2(log_fd, 2);
+  if (cwd != nullptr && chdir(cwd) != 0) {
+    WriteError("dcvlr: cannot enter the working directory ", cwd);
+    _exit(127);
+  }
+  const pid_t program = fork();
+  if (program == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execvpe(argv[0], argv, envp);
+    WriteError("dcvlr: cannot run ", argv[0]);
+    _exit(127);
+  }
+  if (program < 0) {
+    WriteError("dcvlr: fork failed", nullptr);
+    _exit(127);
+  }
+  while (true) {
+    siginfo_t info;
+    const int sig = sigwaitinfo(&shim_signals, &info);
+    if (sig == SIGHUP) {
+      kill(0, SIGKILL);  // the agent is gone: so is the job, shim included
+    }
+    if (sig != SIGCHLD) continue;
+    int status = 0;
+    pid_t done;
+    while ((done = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (done != program) continue;
+      if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
+      const int term = WTERMSIG(status);
+      signal(term, SIG_DFL);
+      sigset_t only;
+      sigemptyset(&only);
+      sigaddset(&only, term);
+      sigprocmask(SIG_UNBLOCK, &only, nullptr);
+      kill(getpid(), term);
+      _exit(128 + term);
+    }
+  }
+}
+
 }  // namespace
 
 int SignalTaggedProcesses(const std::string& node, const std::string& job_id,
@@ -155,35 +235,11 @@ absl::Status Supervisor::LaunchOnThisThread(const AttemptSpec& spec,
       std::lock_guard<std::mutex> lock(mu_);
       pid = fork();
       if (pid == 0) {
-        setsid();
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) _exit(137);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, nullptr);
-        signal(SIGPIPE, SIG_DFL);
-        dup2(null_fd, 0);
-        dup2(log_fd, 1);
-        dup2(log_fd, 2);
-        if (!p.cwd.empty() && chdir(p.cwd.c_str()) != 0) {
-          const char msg[] = "dcvlr: cannot enter the working directory\n";
-          ssize_t ignored = write(2, msg, sizeof(msg) - 1);
-          (void)ignored;
-          _exit(127);
-        }
-        execvpe(argv[0], argv.data(), envp.data());
-        const char* error = strerror(errno);
-        const char prefix[] = "dcvlr: cannot run ";
-        ssize_t ignored = write(2, prefix, sizeof(prefix) - 1);
-        ignored = write(2, argv[0], strlen(argv[0]));
-        ignored = write(2, ": ", 2);
-        ignored = write(2, error, strlen(error));
-        ignored = write(2, "\n", 1);
-        (void)ignored;
-        _exit(127);
+        RunShim(parent, null_fd, log_fd, p.cwd.empty() ? nullptr : p.cwd.c_str(),
+                argv.data(), envp.data());
       }
       if (pid > 0) {
-        attempts_[key].processes.push_back({pid, p.rank});
+        attempts_[key].processes.push_back({pid, p.rank, p.pid_path});
         pid_to_attempt_[pid] = key;
       }
     }
@@ -290,6 +346,10 @@ void Supervisor::KillerLoop() {
 }
 
 AttemptExit Supervisor::Finish(Attempt& attempt) {
+  // Pid files mark attempts that may still run; this one no longer does.
+  for (const Process& proc : attempt.processes) {
+    if (!proc.pid_path.empty()) unlink(proc.pid_path.c_str());
+  }
   AttemptExit exit;
   exit.job_id = attempt.job_id;
   exit.attempt = attempt.number;

@@ -90,6 +90,7 @@ class Supervisor {
   struct Process {
     pid_t pid = 0;
     int rank = 0;
+    std::string pid_path;
     bool exited = false;
     int status = 0;
   };

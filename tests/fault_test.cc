@@ -1,0 +1,97 @@
+// Fault tests with the real binaries: agents killed and restarted.
+#include <signal.h>
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/cluster.h"
+
+namespace dcvlr::testing {
+namespace {
+
+// A process that is gone or a zombie (whoever reaps it may be slow).
+bool Dead(pid_t pid) {
+  if (kill(pid, 0) != 0) return true;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string field;
+  for (int i = 0; i < 3 && stat >> field; ++i) {
+  }
+  return field == "Z";
+}
+
+std::vector<pid_t> AwaitPids(const std::string& path, size_t count) {
+  std::vector<pid_t> pids;
+  Eventually([&] {
+    std::ifstream in(path);
+    pids.clear();
+    pid_t pid;
+    while (in >> pid) pids.push_back(pid);
+    return pids.size() >= count;
+  });
+  return pids;
+}
+
+TEST(FaultTest, KilledAgentTakesItsJobWithItAndTheJobMovesOn) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 1);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string pids = cluster.dir() + "/pids";
+  const std::string id = cluster.Submit(
+      "tree.yaml",
+      "kind: command\nresources: {gpus_per_node: 1}\n"
+      "retry: {max_attempts: 3}\n"
+      "env: {PIDS: " + pids + "}\n"
+      "run: |\n"
+      "  if [ \"$DCVLR_ATTEMPT\" = 1 ]; then\n"
+      "    sleep 300 & echo $! >> $PIDS\n"
+      "    bash -c 'sleep 301 & echo $! >> $PIDS; wait' &\n"
+      "    echo $$ >> $PIDS\n"
+      "    wait\n"
+      "  fi\n"
+      "  echo attempt $DCVLR_ATTEMPT on $DCVLR_NODE\n");
+  std::vector<pid_t> tree = AwaitPids(pids, 3);
+  ASSERT_EQ(tree.size(), 3u);
+  cluster.StartAgent("n2", 1);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(2));
+
+  cluster.KillAgent("n1", SIGKILL);
+  // The job's whole process group dies with its agent...
+  for (pid_t pid : tree) {
+    EXPECT_TRUE(Eventually([&] { return Dead(pid); }))
+        << "pid " << pid << " outlived its agent";
+  }
+  // ...and once n1 counts as lost the job runs again on n2.
+  v1::Job job = cluster.AwaitEnd(id, std::chrono::seconds(60));
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.reason();
+  ASSERT_EQ(job.attempts_size(), 2);
+  EXPECT_THAT(job.attempts(0).reason(), ::testing::HasSubstr("node n1 lost"));
+  EXPECT_EQ(job.attempts(1).placements(0).node(), "n2");
+  EXPECT_EQ(cluster.Ctl({"logs", id, "--rank", "0"}).out, "attempt 2 on n2\n");
+}
+
+TEST(FaultTest, RestartedAgentKillsWhatItsPreviousLifeLeft) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 1);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string pids = cluster.dir() + "/pids";
+  // setsid leaves the job's process group: only the agent's environment
+  // scan can find it once the agent is gone.
+  cluster.Submit("escape.yaml",
+                 "kind: command\nretry: {max_attempts: 1}\n"
+                 "env: {PIDS: " + pids + "}\n"
+                 "run: |\n  setsid sleep 300 & echo $! >> $PIDS\n  wait\n");
+  std::vector<pid_t> escaped = AwaitPids(pids, 1);
+  ASSERT_EQ(escaped.size(), 1u);
+  cluster.KillAgent("n1", SIGKILL);
+  ASSERT_FALSE(Dead(escaped[0])) << "nothing escaped; the test proves nothing";
+
+  cluster.StartAgent("n1", 1);
+  EXPECT_TRUE(Eventually([&] { return Dead(escaped[0]); }));
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+}
+
+}  // namespace
+}  // namespace dcvlr::testing

@@ -359,10 +359,11 @@ int Nodes(Client& client) {
   return 0;
 }
 
-int Drain(Client& client, const std::string& name, bool drain) {
+int Drain(Client& client, const std::string& name, bool drain, bool evict) {
   v1::DrainNodeRequest request;
   request.set_node(name);
   request.set_drain(drain);
+  request.set_evict(evict);
   v1::Node node;
   grpc::ClientContext context;
   client.Prepare(&context);
@@ -371,7 +372,8 @@ int Drain(Client& client, const std::string& name, bool drain) {
   if (client.globals().json()) {
     PrintJson(NodeToJson(node));
   } else {
-    printf("%s %s\n", node.name().c_str(), drain ? "drained" : "undrained");
+    printf("%s %s%s\n", node.name().c_str(), drain ? "drained" : "undrained",
+           evict ? "; its jobs are being evicted" : "");
   }
   return 0;
 }
@@ -480,6 +482,9 @@ int main(int argc, char** argv) {
   auto* nodes = app.add_subcommand("nodes", "the cluster's nodes and their GPUs");
   auto* drain = app.add_subcommand("drain", "place no new work on a node");
   drain->add_option("NODE", node)->required();
+  bool evict = false;
+  drain->add_flag("--evict", evict,
+                  "also stop the jobs there (with grace); they resume elsewhere");
   auto* undrain = app.add_subcommand("undrain", "place work on a node again");
   undrain->add_option("NODE", node)->required();
 
@@ -503,7 +508,7 @@ int main(int argc, char** argv) {
   if (wait->parsed()) return Wait(client, job, timeout_s, false);
   if (watch->parsed()) return Wait(client, job, 0, true);
   if (nodes->parsed()) return Nodes(client);
-  if (drain->parsed()) return Drain(client, node, true);
-  if (undrain->parsed()) return Drain(client, node, false);
+  if (drain->parsed()) return Drain(client, node, true, evict);
+  if (undrain->parsed()) return Drain(client, node, false, false);
   return kBadInput;
 }

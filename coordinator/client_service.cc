@@ -138,7 +138,7 @@ grpc::Status ClientServiceImpl::DrainNode(grpc::ServerContext*,
                                           const v1::DrainNodeRequest* request,
                                           v1::Node* response) {
   absl::StatusOr<v1::Node> node =
-      core_->SetDrained(request->node(), request->drain());
+      core_->SetDrained(request->node(), request->drain(), request->evict());
   if (!node.ok()) return ToGrpcStatus(node.status());
   *response = *std::move(node);
   return grpc::Status::OK;

@@ -290,7 +290,7 @@ std::vector<v1::Node> Core::ListNodes() const {
 }
 
 absl::StatusOr<v1::Node> Core::SetDrained(const std::string& name,
-                                          bool drained) {
+                                          bool drained, bool evict) {
   {
     absl::MutexLock lock(&mu_);
     auto it = nodes_.find(name);
@@ -300,6 +300,20 @@ absl::StatusOr<v1::Node> Core::SetDrained(const std::string& name,
     it->second.info.set_drained(drained);
     if (absl::Status s = store_->PutNode(it->second.info); !s.ok()) return s;
     work_pending_ = true;
+    if (drained && evict) {
+      std::vector<AttemptKey> held;
+      for (const auto& [key, gpus] : it->second.holds) held.push_back(key);
+      for (const AttemptKey& key : held) {
+        v1::Job* job = FindJob(key.job_id);
+        if (job == nullptr || job->attempt() != key.attempt ||
+            !IsActive(job->state())) {
+          continue;
+        }
+        StopAttempt(*job, job->spec().grace_s(),
+                    absl::StrCat("evicted from drained node ", name));
+        Commit(*job);
+      }
+    }
   }
   for (v1::Node& node : ListNodes()) {
     if (node.name() == name) return node;

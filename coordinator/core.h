@@ -85,7 +85,9 @@ class Core {
   absl::StatusOr<v1::Job> AwaitChange(const std::string& id, int64_t version,
                                       absl::Duration timeout) const;
   std::vector<v1::Node> ListNodes() const;
-  absl::StatusOr<v1::Node> SetDrained(const std::string& node, bool drained);
+  // With `evict`, the attempts on a drained node are stopped and requeued.
+  absl::StatusOr<v1::Node> SetDrained(const std::string& node, bool drained,
+                                      bool evict = false);
 
   // ---- Agent API ----
   // Registers (or re-registers) an agent. Sends the RegisterAck, and any

@@ -45,8 +45,10 @@ NextStep DecideNext(const v1::Job& job, const v1::Attempt& attempt,
                     double max_backoff_s, double jitter) {
   const v1::RetryPolicy& retry = job.spec().retry();
   const bool attempts_left = attempt.number() < retry.max_attempts();
+  const bool ended_by_cluster =
+      attempt.node_lost() || !attempt.stop_reason().empty();
   const double backoff_s =
-      attempt.node_lost()
+      ended_by_cluster
           ? 0
           : std::min(max_backoff_s,
                      retry.backoff_s() *

@@ -42,8 +42,9 @@ struct NextStep {
 // while attempts remain; user failures requeue only `retry.on_failure` times.
 // The backoff doubles per attempt from retry.backoff_s up to `max_backoff_s`
 // and is spread by +-20% with `jitter` (uniform in [0, 1)) so that jobs that
-// failed together do not return together. An attempt that lost its node is
-// requeued at once: the node, not the job, was at fault.
+// failed together do not return together. An attempt that lost its node or
+// that the coordinator stopped (drain, preemption) is requeued at once: the
+// cluster, not the job, ended it.
 NextStep DecideNext(const v1::Job& job, const v1::Attempt& attempt,
                     AttemptOutcome outcome, int64_t now_ms,
                     double max_backoff_s, double jitter = 0.5);

@@ -81,6 +81,15 @@ TEST(LifecycleTest, BackoffIsJitteredByTwentyPercent) {
             11996);
 }
 
+TEST(LifecycleTest, AttemptsTheCoordinatorStoppedRequeueWithoutBackoff) {
+  v1::Job job = JobWithRetry(3, 0, 60);
+  v1::Attempt evicted = Ended(1, 75);
+  evicted.set_stop_reason("evicted");
+  NextStep next = DecideNext(job, evicted, AttemptOutcome::kPreempted, 500, 300);
+  EXPECT_EQ(next.state, v1::JOB_STATE_PENDING);
+  EXPECT_EQ(next.not_before_ms, 500);
+}
+
 TEST(LifecycleTest, LostNodeRequeuesWithoutBackoff) {
   v1::Job job = JobWithRetry(3, 0, 60);
   v1::Attempt lost = Ended(2, -1);

@@ -230,6 +230,49 @@ TEST(ClusterTest, CoordinatorKill9AndRestartKeepsEveryJob) {
   EXPECT_EQ(cluster.Submit("next.yaml", "kind: command\nrun: 'true'\n"), "j-6");
 }
 
+TEST(ClusterTest, DrainStopsPlacementsAndEvictMovesRunningJobs) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 1);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  // Runs until stopped on its first attempt; succeeds on the next.
+  const std::string id = cluster.Submit(
+      "move.yaml",
+      "kind: command\nresources: {gpus_per_node: 1}\n"
+      "run: |\n"
+      "  if [ \"$DCVLR_ATTEMPT\" = 1 ]; then exec sleep 300; fi\n"
+      "  echo resumed on $DCVLR_NODE\n");
+  ASSERT_EQ(cluster.AwaitJob(id, [](const v1::Job& j) {
+                      return j.state() == v1::JOB_STATE_RUNNING;
+                    }).state(),
+            v1::JOB_STATE_RUNNING);
+  cluster.StartAgent("n2", 1);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(2));
+  ASSERT_EQ(cluster.Ctl({"drain", "n2"}).exit_code, 0);
+  // A job submitted now must wait: n1 is busy and n2 is drained.
+  const std::string waiting = cluster.Submit(
+      "wait.yaml", "kind: command\nresources: {gpus_per_node: 1}\nrun: 'true'\n");
+  ASSERT_TRUE(Eventually([&] {
+    return cluster.GetJob(waiting).reason().find("waiting for") !=
+           std::string::npos;
+  })) << "no scheduling pass looked at the job";
+  EXPECT_EQ(cluster.GetJob(waiting).state(), v1::JOB_STATE_PENDING);
+  ASSERT_EQ(cluster.Ctl({"undrain", "n2"}).exit_code, 0);
+  EXPECT_EQ(cluster.AwaitEnd(waiting).state(), v1::JOB_STATE_SUCCEEDED);
+
+  CommandResult evict = cluster.Ctl({"drain", "n1", "--evict"});
+  ASSERT_EQ(evict.exit_code, 0) << evict.err;
+  v1::Job job = cluster.AwaitEnd(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.reason();
+  ASSERT_EQ(job.attempts_size(), 2);
+  EXPECT_THAT(job.attempts(0).reason(), HasSubstr("killed by signal 15"));
+  EXPECT_EQ(job.attempts(1).placements(0).node(), "n2");
+  EXPECT_EQ(cluster.Ctl({"logs", id, "--rank", "0"}).out, "resumed on n2\n");
+  CommandResult nodes = cluster.Ctl({"nodes", "-o", "json"});
+  auto json = nlohmann::json::parse(nodes.out);
+  EXPECT_EQ(json[0]["state"], "DRAINED");
+}
+
 TEST(ClusterTest, BadJobFilesAreRejectedWithFileLineAndKey) {
   Cluster cluster;
   cluster.StartCoordinator();

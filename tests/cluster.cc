@@ -125,9 +125,11 @@ void Cluster::KillCoordinator() {
 }
 
 void Cluster::StartAgent(const std::string& name, int gpus,
-                         std::vector<std::string> extra_args) {
+                         std::vector<std::string> extra_args,
+                         const std::string& coordinator) {
   std::vector<std::string> argv = {BinDir() + "/dcvlr-agent",
-                                   "--coordinator", addr_file(),
+                                   "--coordinator",
+                                   coordinator.empty() ? addr_file() : coordinator,
                                    "--name", name,
                                    "--gpus", std::to_string(gpus),
                                    "--work-dir", dir_ + "/work-" + name};

@@ -57,9 +57,11 @@ class Cluster {
   void StartCoordinator(std::vector<std::string> extra_args = {});
   // kill -9.
   void KillCoordinator();
-  // Starts an agent with `gpus` pretend GPUs.
+  // Starts an agent with `gpus` pretend GPUs. It dials `coordinator`
+  // (default: the coordinator's address file).
   void StartAgent(const std::string& name, int gpus,
-                  std::vector<std::string> extra_args = {});
+                  std::vector<std::string> extra_args = {},
+                  const std::string& coordinator = "");
   void KillAgent(const std::string& name, int sig);
   // Waits until the coordinator lists `count` READY nodes.
   bool AwaitReadyNodes(int count);

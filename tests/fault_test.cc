@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/cluster.h"
+#include "tests/tcp_proxy.h"
 
 namespace dcvlr::testing {
 namespace {
@@ -91,6 +92,49 @@ TEST(FaultTest, RestartedAgentKillsWhatItsPreviousLifeLeft) {
   cluster.StartAgent("n1", 1);
   EXPECT_TRUE(Eventually([&] { return Dead(escaped[0]); }));
   ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+}
+
+TEST(FaultTest, CutOffAgentStopsItsAttemptBeforeItRunsElsewhere) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  TcpProxy proxy(cluster.address());
+  cluster.StartAgent("n1", 1, {}, proxy.address());
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string marks = cluster.dir();
+  // Attempt 1 runs until killed; attempt 2 says whether attempt 1 was
+  // still alive when it began.
+  const std::string id = cluster.Submit(
+      "partition.yaml",
+      "kind: command\nresources: {gpus_per_node: 1}\nretry: {max_attempts: 3}\n"
+      "env: {MARKS: " + marks + "}\n"
+      "run: |\n"
+      "  if [ \"$DCVLR_ATTEMPT\" = 1 ]; then\n"
+      "    echo $$ > $MARKS/attempt1.pid\n"
+      "    exec sleep 300\n"
+      "  fi\n"
+      "  if kill -0 $(cat $MARKS/attempt1.pid) 2>/dev/null; then\n"
+      "    echo OVERLAP\n"
+      "  else\n"
+      "    echo clean\n"
+      "  fi\n");
+  std::vector<pid_t> first = AwaitPids(marks + "/attempt1.pid", 1);
+  ASSERT_EQ(first.size(), 1u);
+  cluster.StartAgent("n2", 1);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(2));
+
+  proxy.Cut();  // n1 lives on, but nothing it says arrives, nor the reverse
+  v1::Job job = cluster.AwaitEnd(id, std::chrono::seconds(90));
+  ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.reason();
+  ASSERT_EQ(job.attempts_size(), 2);
+  EXPECT_THAT(job.attempts(0).reason(), ::testing::HasSubstr("node n1 lost"));
+  EXPECT_EQ(job.attempts(1).placements(0).node(), "n2");
+  EXPECT_EQ(cluster.Ctl({"logs", id, "--rank", "0"}).out, "clean\n")
+      << "attempt 2 started while attempt 1 still ran";
+  EXPECT_TRUE(Dead(first[0]));
+  std::ifstream log(cluster.dir() + "/agent-n1.log");
+  std::string text((std::istreambuf_iterator<char>(log)),
+                   std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, ::testing::HasSubstr("lease expired"));
 }
 
 }  // namespace

@@ -1,54 +1,391 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "coordinator/scheduler_book.h"
+#include "coordinator/scheduler_victims.h"
 
 namespace dcvlr {
+namespace {
 
-SchedulerDecisions FirstFitPolicy::Schedule(const SchedulerInput& input) const {
-  std::vector<const PendingJob*> order;
-  order.reserve(input.queue.size());
-  for (const PendingJob& job : input.queue) order.push_back(&job);
-  std::stable_sort(order.begin(), order.end(),
-                   [](const PendingJob* a, const PendingJob* b) {
-                     if (a->priority != b->priority) {
-                       return a->priority > b->priority;
-                     }
-                     return a->seq < b->seq;
-                   });
+const ClusterConfig& DefaultConfig() {
+  static const ClusterConfig* const kConfig = new ClusterConfig();
+  return *kConfig;
+}
 
-  std::vector<std::vector<int>> free;
-  free.reserve(input.nodes.size());
-  for (const NodeSnapshot& node : input.nodes) free.push_back(node.free_gpus);
-
-  SchedulerDecisions decisions;
-  for (const PendingJob* job : order) {
-    std::vector<size_t> chosen;
-    for (size_t i = 0; i < free.size() && chosen.size() < size_t(job->nodes);
-         ++i) {
-      if (free[i].size() >= size_t(job->gpus_per_node)) chosen.push_back(i);
-    }
-    if (chosen.size() < size_t(job->nodes)) {
-      decisions.waiting.push_back(
-          {job->id,
-           absl::StrCat("waiting for ", job->nodes, " node",
-                        job->nodes == 1 ? "" : "s", " with ",
-                        job->gpus_per_node, " free GPU",
-                        job->gpus_per_node == 1 ? "" : "s")});
-      continue;
-    }
-    Placement placement{job->id, {}};
-    for (size_t i : chosen) {
-      std::vector<int>& gpus = free[i];
-      placement.nodes.push_back(
-          {input.nodes[i].name,
-           std::vector<int>(gpus.begin(), gpus.begin() + job->gpus_per_node)});
-      gpus.erase(gpus.begin(), gpus.begin() + job->gpus_per_node);
-    }
-    decisions.placements.push_back(std::move(placement));
+// "45s", "12m", "3h5m", "2d4h".
+std::string FormatDuration(int64_t ms) {
+  int64_t s = std::max<int64_t>(0, (ms + 999) / 1000);
+  if (s < 60) return absl::StrCat(s, "s");
+  if (s < 3600) return absl::StrCat(s / 60, "m");
+  if (s < 86400) {
+    return absl::StrCat(s / 3600, "h", s % 3600 / 60 ? absl::StrCat(s % 3600 / 60, "m") : "");
   }
-  return decisions;
+  return absl::StrCat(s / 86400, "d", s % 86400 / 3600 ? absl::StrCat(s % 86400 / 3600, "h") : "");
+}
+
+std::string Plural(int n, absl::string_view word) {
+  return absl::StrCat(n, " ", word, n == 1 ? "" : "s");
+}
+
+// One pass of LabPolicy over one input; the numbered steps are LabPolicy's.
+class Pass {
+ public:
+  explicit Pass(const SchedulerInput& input)
+      : in_(input),
+        config_(input.config ? *input.config : DefaultConfig()),
+        book_(input.nodes, input.now_ms),
+        grace_ms_(static_cast<int64_t>(config_.default_grace_s * 1000)) {}
+
+  SchedulerDecisions Run();
+
+ private:
+  struct Job {
+    const PendingJob* spec;
+    int account;  // index into out_.fair_shares
+    double effective_priority;
+    int64_t tier;
+  };
+
+  int AccountOf(const std::string& user, const std::string& group);
+  std::string GroupOf(const std::string& user, const std::string& group) const;
+  void BuildAccounts();
+  std::vector<Job> Order();
+  void BuildTimeline();
+  std::string QuotaReason(const Job& job, int total) const;
+  // Steps 4b-d for one job; returns the reason it waits, "" when placed.
+  std::string Schedule(const Job& job);
+  std::string Block(const Job& job, int n, int g);
+  // The `count` nodes where `gpus` GPUs come free soonest, and when.
+  std::pair<int64_t, std::vector<int>> BestStart(int count, int gpus) const;
+  int64_t StartOn(const std::vector<int>& nodes, int gpus) const;
+  void Reserve(const Job& job, const std::vector<int>& nodes, int64_t start);
+  std::string Where(const std::vector<int>& nodes, int64_t start) const;
+
+  const SchedulerInput& in_;
+  const ClusterConfig& config_;
+  ClusterBook book_;
+  const int64_t grace_ms_;
+  SchedulerDecisions out_;
+
+  absl::flat_hash_map<std::string, int> account_index_;
+  std::vector<int> user_quota_;   // by account
+  absl::flat_hash_map<std::string, int> user_used_;
+  absl::flat_hash_map<std::string, int> group_used_;
+  std::vector<int> node_sizes_;   // total GPUs per node, descending
+  absl::flat_hash_map<std::string, int> node_index_;
+  VictimFinder victims_;
+  int reservations_left_ = 0;
+  // Shapes (nodes, gpus) known to find no GPUs within a grace, and shapes
+  // with the priority for which preemption found no victims. Either holds
+  // for every later job at least as large (and, for preemption, at most as
+  // urgent), since within a pass the cluster only fills (GPUs a preemption
+  // frees beyond what its job claims are seen by the next pass).
+  struct Shape {
+    int nodes, gpus, priority;
+  };
+  static bool Covered(const std::vector<Shape>& known, int n, int g, int p) {
+    for (const Shape& s : known) {
+      if (n >= s.nodes && g >= s.gpus && p <= s.priority) return true;
+    }
+    return false;
+  }
+  std::vector<Shape> not_soon_;
+  std::vector<Shape> preempt_failed_;
+};
+
+std::string Pass::GroupOf(const std::string& user,
+                          const std::string& group) const {
+  auto it = config_.users.find(user);
+  if (it != config_.users.end()) return it->second.group;
+  return group.empty() ? std::string(kDefaultGroup) : group;
+}
+
+int Pass::AccountOf(const std::string& user, const std::string& group) {
+  auto [it, inserted] = account_index_.try_emplace(
+      user, static_cast<int>(out_.fair_shares.size()));
+  if (inserted) {
+    FairShare share;
+    share.user = user;
+    share.group = GroupOf(user, group);
+    out_.fair_shares.push_back(std::move(share));
+  }
+  return it->second;
+}
+
+// Step 1.
+void Pass::BuildAccounts() {
+  for (const auto& [user, entry] : config_.users) AccountOf(user, "");
+  for (const PendingJob& job : in_.queue) AccountOf(job.user, job.group);
+  for (const RunningAttempt& r : in_.running) AccountOf(r.user, r.group);
+  for (const auto& [user, usage] : in_.usage.user_gpu_s) AccountOf(user, "");
+  std::vector<ShareAccount> accounts;
+  accounts.reserve(out_.fair_shares.size());
+  for (const FairShare& f : out_.fair_shares) {
+    auto it = config_.users.find(f.user);
+    accounts.push_back({f.user, f.group,
+                        it == config_.users.end() ? 1.0 : it->second.shares,
+                        config_.Group(f.group).shares});
+  }
+  out_.fair_shares = ComputeFairShares(accounts, in_.usage);
+  user_quota_.resize(out_.fair_shares.size());
+  for (size_t i = 0; i < out_.fair_shares.size(); ++i) {
+    auto it = config_.users.find(out_.fair_shares[i].user);
+    user_quota_[i] = it == config_.users.end() ? 0 : it->second.max_gpus;
+  }
+  for (const RunningAttempt& r : in_.running) {
+    int gpus = 0;
+    for (const NodePlacement& p : r.placements) gpus += p.gpus.size();
+    user_used_[r.user] += gpus;
+    group_used_[out_.fair_shares[account_index_[r.user]].group] += gpus;
+  }
+}
+
+// Step 2.
+std::vector<Pass::Job> Pass::Order() {
+  std::vector<Job> jobs;
+  jobs.reserve(in_.queue.size());
+  for (const PendingJob& spec : in_.queue) {
+    double aging = 0;
+    if (spec.submit_ms > 0 && in_.now_ms > spec.submit_ms) {
+      aging = std::min(config_.aging_max_points,
+                       config_.aging_points_per_hour *
+                           (in_.now_ms - spec.submit_ms) / 3.6e6);
+    }
+    const double effective = spec.priority + aging;
+    jobs.push_back({&spec, account_index_[spec.user], effective,
+                    static_cast<int64_t>(std::floor(effective))});
+  }
+  const std::vector<FairShare>& shares = out_.fair_shares;
+  std::sort(jobs.begin(), jobs.end(), [&](const Job& a, const Job& b) {
+    if (a.tier != b.tier) return a.tier > b.tier;
+    const double fa = shares[a.account].factor, fb = shares[b.account].factor;
+    if (fa != fb) return fa > fb;
+    if (a.spec->submit_ms != b.spec->submit_ms) {
+      return a.spec->submit_ms < b.spec->submit_ms;
+    }
+    if (a.spec->seq != b.spec->seq) return a.spec->seq < b.spec->seq;
+    return a.spec->id < b.spec->id;
+  });
+  return jobs;
+}
+
+// Step 3.
+void Pass::BuildTimeline() {
+  for (size_t i = 0; i < in_.nodes.size(); ++i) {
+    node_index_[in_.nodes[i].name] = static_cast<int>(i);
+    node_sizes_.push_back(in_.nodes[i].total_gpus);
+  }
+  std::sort(node_sizes_.begin(), node_sizes_.end(), std::greater<int>());
+  const int64_t now = in_.now_ms;
+  std::vector<VictimFinder::Holding> holdings;
+  for (size_t i = 0; i < in_.running.size(); ++i) {
+    const RunningAttempt& r = in_.running[i];
+    int64_t release = kNever;
+    if (r.stopping) {
+      release = r.stop_deadline_ms > 0 ? r.stop_deadline_ms : now + grace_ms_;
+    } else if (r.time_limit_ms > 0) {
+      release = r.started_ms + r.time_limit_ms;
+      // Past its limit: the core is stopping it, or will.
+      if (release < now) release = now + grace_ms_;
+    }
+    for (const NodePlacement& p : r.placements) {
+      auto it = node_index_.find(p.node);
+      if (it == node_index_.end()) continue;
+      const int gpus = static_cast<int>(p.gpus.size());
+      book_.AddRelease(it->second, release, gpus, static_cast<int>(i));
+      holdings.push_back({it->second, static_cast<int>(i), gpus});
+    }
+  }
+  victims_.Init(in_, book_.size(), holdings);
+}
+
+std::string Pass::QuotaReason(const Job& job, int total) const {
+  const FairShare& account = out_.fair_shares[job.account];
+  auto check = [&](absl::string_view kind, const std::string& name, int max,
+                   const absl::flat_hash_map<std::string, int>& used_map)
+      -> std::string {
+    if (max <= 0) return "";
+    auto it = used_map.find(name);
+    const int used = it == used_map.end() ? 0 : it->second;
+    if (used + total <= max) return "";
+    if (total > max) {
+      return absl::StrCat("waiting: needs ", total, " GPUs, more than ", kind,
+                          " ", name, "'s quota of ", max);
+    }
+    std::string reason = absl::StrCat("waiting: ", kind, " ", name,
+                                      " at quota ", used, "/", max, " GPUs");
+    if (used < max) absl::StrAppend(&reason, "; job needs ", total);
+    return reason;
+  };
+  std::string reason =
+      check("user", account.user, user_quota_[job.account], user_used_);
+  if (reason.empty()) {
+    reason = check("group", account.group,
+                   config_.Group(account.group).max_gpus, group_used_);
+  }
+  return reason;
+}
+
+std::pair<int64_t, std::vector<int>> Pass::BestStart(int count,
+                                                     int gpus) const {
+  std::vector<std::pair<int64_t, int>> starts;
+  starts.reserve(book_.size());
+  for (int node = 0; node < book_.size(); ++node) {
+    const int64_t start = book_.EarliestStart(node, gpus);
+    if (start != kNever) starts.push_back({start, node});
+  }
+  if (static_cast<int>(starts.size()) < count) return {kNever, {}};
+  std::nth_element(starts.begin(), starts.begin() + (count - 1), starts.end());
+  std::sort(starts.begin(), starts.begin() + count);
+  std::vector<int> nodes;
+  for (int i = 0; i < count; ++i) nodes.push_back(starts[i].second);
+  std::sort(nodes.begin(), nodes.end());
+  return {starts[count - 1].first, nodes};
+}
+
+int64_t Pass::StartOn(const std::vector<int>& nodes, int gpus) const {
+  int64_t start = book_.now_ms();
+  for (int node : nodes) start = std::max(start, book_.EarliestStart(node, gpus));
+  return start;
+}
+
+void Pass::Reserve(const Job& job, const std::vector<int>& nodes,
+                   int64_t start) {
+  Reservation reservation{job.spec->id, start, {}, job.spec->gpus_per_node};
+  for (int node : nodes) {
+    book_.AddClaim(node, start, job.spec->gpus_per_node);
+    reservation.nodes.push_back(in_.nodes[node].name);
+  }
+  out_.reservations.push_back(std::move(reservation));
+}
+
+std::string Pass::Where(const std::vector<int>& nodes, int64_t start) const {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < nodes.size() && i < 4; ++i) {
+    names.push_back(in_.nodes[nodes[i]].name);
+  }
+  if (nodes.size() > 4) names.push_back("...");
+  return absl::StrCat("reserved ", absl::StrJoin(names, ","),
+                      start <= in_.now_ms
+                          ? std::string(" now")
+                          : absl::StrCat(" in ",
+                                         FormatDuration(start - in_.now_ms)));
+}
+
+// Steps 4c and 4d: the job cannot start now.
+std::string Pass::Block(const Job& job, int n, int g) {
+  const PendingJob& spec = *job.spec;
+  std::string wanted = absl::StrCat("waiting for ", Plural(n, "node"),
+                                    " with ", Plural(g, "free GPU"));
+  if (book_.FindNodes(n, g, book_.now_ms()).size() == static_cast<size_t>(n)) {
+    wanted = spec.time_limit_ms > 0
+                 ? "waiting: the free GPUs are reserved for earlier jobs and "
+                   "its time_limit ends after their start"
+                 : "waiting: the free GPUs are reserved for earlier jobs; a "
+                   "time_limit ending before their start would let it "
+                   "backfill";
+  }
+  const bool may_preempt =
+      config_.preemption && !Covered(preempt_failed_, n, g, spec.priority);
+  const int64_t soon = in_.now_ms + grace_ms_;
+  int64_t start = kNever;
+  std::vector<int> nodes;
+  if (!Covered(not_soon_, n, g, 100)) {
+    std::tie(start, nodes) = BestStart(n, g);
+    if (start <= soon) {
+      // GPUs come free within a grace (stopping victims, limits): hold them.
+      Reserve(job, nodes, start);
+      return absl::StrCat("waiting for GPUs that are being freed; ",
+                          Where(nodes, start));
+    }
+    not_soon_.push_back({n, g, 100});
+  }
+  if (may_preempt) {
+    std::optional<VictimFinder::Choice> choice =
+        victims_.Choose(book_, n, g, spec.priority, soon);
+    if (!choice) {
+      preempt_failed_.push_back({n, g, spec.priority});
+    } else {
+      for (int victim : choice->victims) {
+        const RunningAttempt& r = in_.running[victim];
+        out_.preemptions.push_back(
+            {r.job_id, r.attempt, spec.id,
+             absl::StrCat("preempted for ", spec.id, " (priority ",
+                          spec.priority, " > ", r.priority, ")")});
+        victims_.MarkStopping(&book_, victim, soon);
+      }
+      const int64_t at = StartOn(choice->nodes, g);
+      Reserve(job, choice->nodes, at);
+      return absl::StrCat("waiting for ",
+                          Plural(choice->victims.size(), "preempted attempt"),
+                          " to stop; ", Where(choice->nodes, at));
+    }
+  }
+  if (reservations_left_ > 0) {
+    if (nodes.empty()) std::tie(start, nodes) = BestStart(n, g);
+    if (start == kNever) return wanted;
+    --reservations_left_;
+    Reserve(job, nodes, start);
+    return absl::StrCat(wanted, "; ", Where(nodes, start));
+  }
+  return wanted;
+}
+
+// Step 4.
+std::string Pass::Schedule(const Job& job) {
+  const PendingJob& spec = *job.spec;
+  const int n = std::max(1, spec.nodes), g = std::max(0, spec.gpus_per_node);
+  const int total = n * g;
+  // 4a.
+  std::string reason = QuotaReason(job, total);
+  if (!reason.empty()) return reason;
+  if (static_cast<int>(node_sizes_.size()) < n || node_sizes_[n - 1] < g) {
+    return absl::StrCat("waiting: the cluster has no ", Plural(n, "node"),
+                        " with ", Plural(g, "GPU"));
+  }
+  // 4b.
+  const int64_t end =
+      spec.time_limit_ms > 0 ? in_.now_ms + spec.time_limit_ms : kNever;
+  std::vector<int> nodes = book_.FindNodes(n, g, end);
+  if (static_cast<int>(nodes.size()) < n) return Block(job, n, g);
+  Placement placement{spec.id, {}};
+  for (int node : nodes) {
+    placement.nodes.push_back({in_.nodes[node].name, book_.Take(node, g, end)});
+  }
+  out_.placements.push_back(std::move(placement));
+  user_used_[spec.user] += total;
+  group_used_[out_.fair_shares[job.account].group] += total;
+  return "";
+}
+
+SchedulerDecisions Pass::Run() {
+  reservations_left_ = config_.max_reservations;
+  BuildAccounts();
+  std::vector<Job> jobs = Order();
+  BuildTimeline();
+  out_.queue.reserve(jobs.size());
+  for (const Job& job : jobs) {
+    std::string reason = Schedule(job);
+    if (!reason.empty()) out_.waiting.push_back({job.spec->id, reason});
+    const FairShare& account = out_.fair_shares[job.account];
+    out_.queue.push_back({job.spec->id, account.user, account.group,
+                          job.spec->priority, job.effective_priority,
+                          account.factor, std::move(reason)});
+  }
+  return std::move(out_);
+}
+
+}  // namespace
+
+SchedulerDecisions LabPolicy::Schedule(const SchedulerInput& input) const {
+  return Pass(input).Run();
 }
 
 }  // namespace dcvlr

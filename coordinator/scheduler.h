@@ -1,38 +1,79 @@
-// Scheduling policy: a pure function from a snapshot of the cluster to
-// placement decisions. It does no IO and reads no clock; the coordinator core
-// builds the snapshot and applies the decisions.
+// Scheduling policy: a pure function from a snapshot of the cluster (queue,
+// nodes, running attempts, usage, configuration, now) to decisions (place
+// these jobs on these GPUs, preempt these attempts, hold these reservations).
+// It does no IO and reads no clock; the coordinator core builds the snapshot
+// and applies the decisions. The policy keeps no state between passes:
+// reservations are recomputed each pass from the same inputs, so they hold
+// as long as the inputs do.
 #ifndef DCVLR_COORDINATOR_SCHEDULER_H_
 #define DCVLR_COORDINATOR_SCHEDULER_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "coordinator/cluster_config.h"
+#include "coordinator/fair_share.h"
+
 namespace dcvlr {
 
+// A job waiting to start. The first five fields are what the core has always
+// filled; the rest default to "unknown".
 struct PendingJob {
   std::string id;
-  int priority = 50;
-  int64_t seq = 0;  // submission order
+  int priority = 50;  // 0..100
+  int64_t seq = 0;    // submission order; the last tie-break
   int nodes = 1;
   int gpus_per_node = 0;
+  std::string user;           // "" counts as a user of its own
+  std::string group;          // used only when the config names no group
+  int64_t submit_ms = 0;      // when it became pending (aging); 0: unknown
+  int64_t time_limit_ms = 0;  // 0: none; a job without one is never backfilled
+                              // ahead of a reservation on the same node
 };
 
 struct NodeSnapshot {
   std::string name;
   int total_gpus = 0;
   std::vector<int> free_gpus;  // indices, ascending
-};
-
-struct SchedulerInput {
-  std::vector<PendingJob> queue;  // any order
-  std::vector<NodeSnapshot> nodes;  // schedulable nodes only
-  int64_t now_ms = 0;
+  // Locality domain per GPU index (gpu_domain[i] for GPU i): GPUs with equal
+  // values share the fast path (an NVLink island, else a NUMA node / PCIe
+  // switch). Empty when the agent reports no topology.
+  std::vector<int> gpu_domain;
 };
 
 struct NodePlacement {
   std::string node;
   std::vector<int> gpus;
+};
+
+// An attempt that holds GPUs (SCHEDULED or RUNNING, or stopping).
+struct RunningAttempt {
+  std::string job_id;
+  int attempt = 0;
+  std::string user;
+  std::string group;
+  int priority = 50;
+  std::vector<NodePlacement> placements;
+  int64_t started_ms = 0;
+  int64_t time_limit_ms = 0;       // 0: none (never ends by itself)
+  int64_t last_checkpoint_ms = 0;  // last complete checkpoint; 0: none yet
+  // A stop was already sent (preempted, cancelled, over its limit): its GPUs
+  // come free by stop_deadline_ms (0: now + the default grace) and it is
+  // never chosen as a victim again.
+  bool stopping = false;
+  int64_t stop_deadline_ms = 0;
+};
+
+struct SchedulerInput {
+  std::vector<PendingJob> queue;    // any order
+  std::vector<NodeSnapshot> nodes;  // schedulable nodes only
+  int64_t now_ms = 0;
+  std::vector<RunningAttempt> running;
+  Usage usage;  // decayed GPU-seconds as of about now_ms (UsageLedger)
+  // Null: ClusterConfig's defaults (equal shares, no quotas, no preemption).
+  std::shared_ptr<const ClusterConfig> config;
 };
 
 struct Placement {
@@ -45,9 +86,42 @@ struct Waiting {
   std::string reason;
 };
 
+// Stop this attempt (SIGTERM, grace, SIGKILL) and requeue its job; the
+// attempt should be reported with stopping = true until its GPUs are free.
+struct Preemption {
+  std::string job_id;
+  int attempt = 0;
+  std::string for_job_id;  // the job that needs its GPUs
+  std::string reason;      // for the victim's events
+};
+
+// `job_id` may start on `nodes` (gpus_per_node each) at start_ms; no job
+// placed in this pass ends later than that on those nodes' reserved GPUs.
+struct Reservation {
+  std::string job_id;
+  int64_t start_ms = 0;
+  std::vector<std::string> nodes;
+  int gpus_per_node = 0;
+};
+
+// One pending job in queue order, for `dcvlrctl queue` / `describe`.
+struct QueueEntry {
+  std::string job_id;
+  std::string user;
+  std::string group;
+  int priority = 0;
+  double effective_priority = 0;  // priority + aging
+  double fair_share = 1;          // the user's factor
+  std::string reason;             // "" when placed in this pass
+};
+
 struct SchedulerDecisions {
   std::vector<Placement> placements;
-  std::vector<Waiting> waiting;
+  std::vector<Waiting> waiting;  // every pending job not placed
+  std::vector<Preemption> preemptions;
+  std::vector<Reservation> reservations;
+  std::vector<QueueEntry> queue;  // every pending job, in order
+  std::vector<FairShare> fair_shares;  // users with work, usage or config
 };
 
 class SchedulingPolicy {
@@ -56,15 +130,49 @@ class SchedulingPolicy {
   virtual SchedulerDecisions Schedule(const SchedulerInput& input) const = 0;
 };
 
-// First fit, in order of priority (high first) then submission:
-//   1. Sort the queue by (priority desc, seq asc).
-//   2. For each job, take the first `nodes` distinct nodes (in snapshot
-//      order) that each have `gpus_per_node` free GPUs, lowest indices first.
-//   3. If fewer such nodes exist the job waits; nothing is placed partially.
-class FirstFitPolicy : public SchedulingPolicy {
+// The lab cluster's policy. Stateless and thread-compatible: Schedule() is
+// const and may run concurrently on different inputs.
+//
+//   1. Accounts: each job's user belongs to the group the config names (else
+//      the job's group, else "default"); fair-share factors come from the
+//      usage (fair_share.h). GPUs in use per user and group come from the
+//      running attempts.
+//   2. Order: effective priority = priority + min(aging max, aging per hour
+//      × hours waited), compared in whole points, high first; then the
+//      user's fair-share factor, high first; then submit time, then seq.
+//   3. Cluster view: free GPUs per node now, and when GPUs come free later:
+//      stopping attempts at their stop deadline, attempts with a time limit
+//      at start + limit. A job without a time limit holds its GPUs forever.
+//   4. Each job in order:
+//      a. Quota: if its GPUs would take its user or group past max_gpus, it
+//         waits ("waiting: group vision at quota 16/16 GPUs") and takes
+//         nothing else in this pass.
+//      b. Placement: `nodes` distinct nodes, all or nothing, chosen best-fit
+//         (fewest free GPUs that suffice, so whole nodes stay whole), among
+//         nodes where the job would not delay a reservation: it ends (now +
+//         time limit) before the reserved start, or leaves enough GPUs
+//         free for it. GPUs within a node: the fullest-fitting locality
+//         domain, else the fewest domains, lowest indices first.
+//      c. Otherwise, with preemption on, when the job would not start
+//         within the default grace anyway: victims among running attempts
+//         of strictly lower priority, not already stopping, chosen per node
+//         to lose the least work (GPU-seconds since their last checkpoint),
+//         then to be fewest; nodes cheapest first; victims that turn out
+//         redundant are dropped. Nothing is preempted unless the job fits
+//         once they stop. Victims count as stopping for the rest of the pass.
+//      d. A blocked job that preempted, or one of the first max_reservations
+//         blocked jobs, reserves the nodes where it can start earliest;
+//         later jobs (step b) must not delay it.
+//   No loops: only strictly lower priority is preempted, and a job whose
+//   victims are stopping waits for them (its reservation covers their
+//   GPUs) instead of choosing more.
+class LabPolicy : public SchedulingPolicy {
  public:
   SchedulerDecisions Schedule(const SchedulerInput& input) const override;
 };
+
+// The name main.cc and core_test.cc use.
+using FirstFitPolicy = LabPolicy;
 
 }  // namespace dcvlr
 

@@ -1,5 +1,8 @@
 #include "coordinator/scheduler.h"
 
+#include <map>
+#include <random>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -7,16 +10,105 @@ namespace dcvlr {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAre;
 
-NodeSnapshot Node(std::string name, std::vector<int> free) {
-  return {std::move(name), 8, std::move(free)};
+constexpr int64_t kSecond = 1000;
+constexpr int64_t kMinute = 60 * kSecond;
+constexpr int64_t kHour = 60 * kMinute;
+constexpr int64_t kNow = 1000 * kHour;  // the fake clock
+
+NodeSnapshot Node(std::string name, std::vector<int> free, int total = 8) {
+  return {std::move(name), total, std::move(free), {}};
 }
 
-TEST(FirstFitPolicyTest, PlacesHighPriorityFirstThenBySubmission) {
+NodeSnapshot FreeNode(std::string name) {
+  return Node(std::move(name), {0, 1, 2, 3, 4, 5, 6, 7});
+}
+
+PendingJob Job(std::string id, int priority, int nodes, int gpus,
+               std::string user = "u", int64_t limit_ms = 0) {
+  static int64_t seq = 0;
+  PendingJob job{std::move(id), priority, ++seq, nodes, gpus};
+  job.user = std::move(user);
+  job.time_limit_ms = limit_ms;
+  return job;
+}
+
+RunningAttempt Running(std::string id, int priority,
+                       std::vector<NodePlacement> where,
+                       std::string user = "other") {
+  RunningAttempt r;
+  r.job_id = std::move(id);
+  r.attempt = 1;
+  r.user = std::move(user);
+  r.priority = priority;
+  r.placements = std::move(where);
+  r.started_ms = kNow - kHour;
+  return r;
+}
+
+std::shared_ptr<const ClusterConfig> Config(bool preemption) {
+  auto config = std::make_shared<ClusterConfig>();
+  config->preemption = preemption;
+  return config;
+}
+
+const Placement* Placed(const SchedulerDecisions& d, const std::string& id) {
+  for (const Placement& p : d.placements) {
+    if (p.job_id == id) return &p;
+  }
+  return nullptr;
+}
+
+std::string ReasonOf(const SchedulerDecisions& d, const std::string& id) {
+  for (const Waiting& w : d.waiting) {
+    if (w.job_id == id) return w.reason;
+  }
+  return "(placed)";
+}
+
+std::vector<std::string> Victims(const SchedulerDecisions& d) {
+  std::vector<std::string> ids;
+  for (const Preemption& p : d.preemptions) ids.push_back(p.job_id);
+  return ids;
+}
+
+// Snapshot of GPUs in use: removes `placement`'s GPUs from the nodes and
+// adds it to the running attempts, as the core would.
+void Apply(SchedulerInput* input, const Placement& placement,
+           int64_t limit_ms, int priority = 50) {
+  for (const NodePlacement& p : placement.nodes) {
+    for (NodeSnapshot& node : input->nodes) {
+      if (node.name != p.node) continue;
+      for (int gpu : p.gpus) {
+        node.free_gpus.erase(
+            std::find(node.free_gpus.begin(), node.free_gpus.end(), gpu));
+      }
+    }
+  }
+  RunningAttempt r = Running(placement.job_id, priority, placement.nodes);
+  r.started_ms = input->now_ms;
+  r.time_limit_ms = limit_ms;
+  input->running.push_back(r);
+  for (size_t i = 0; i < input->queue.size(); ++i) {
+    if (input->queue[i].id == placement.job_id) {
+      input->queue.erase(input->queue.begin() + i);
+      break;
+    }
+  }
+}
+
+// --- Order -----------------------------------------------------------------
+
+TEST(LabPolicyTest, PlacesHighPriorityFirstThenBySubmission) {
   SchedulerInput input;
-  input.queue = {{"j-1", 50, 1, 1, 2}, {"j-2", 90, 2, 1, 2}, {"j-3", 50, 3, 1, 2}};
+  input.now_ms = kNow;
+  input.queue = {Job("j-1", 50, 1, 2), Job("j-2", 90, 1, 2),
+                 Job("j-3", 50, 1, 2)};
   input.nodes = {Node("a", {0, 1, 2, 3})};
-  SchedulerDecisions d = FirstFitPolicy().Schedule(input);
+  SchedulerDecisions d = LabPolicy().Schedule(input);
   ASSERT_EQ(d.placements.size(), 2u);
   EXPECT_EQ(d.placements[0].job_id, "j-2");
   EXPECT_THAT(d.placements[0].nodes[0].gpus, ElementsAre(0, 1));
@@ -24,32 +116,443 @@ TEST(FirstFitPolicyTest, PlacesHighPriorityFirstThenBySubmission) {
   EXPECT_THAT(d.placements[1].nodes[0].gpus, ElementsAre(2, 3));
   ASSERT_EQ(d.waiting.size(), 1u);
   EXPECT_EQ(d.waiting[0].job_id, "j-3");
+  ASSERT_EQ(d.queue.size(), 3u);
+  EXPECT_EQ(d.queue[0].job_id, "j-2");
+  EXPECT_EQ(d.queue[2].reason, d.waiting[0].reason);
 }
 
-TEST(FirstFitPolicyTest, GangGoesOnDistinctNodesOrNotAtAll) {
+TEST(LabPolicyTest, LessUsedUserGoesFirstAtEqualPriority) {
   SchedulerInput input;
-  input.queue = {{"j-1", 50, 1, 2, 4}};
-  input.nodes = {Node("a", {0, 1, 2, 3, 4, 5, 6, 7}), Node("b", {0, 1, 2})};
-  SchedulerDecisions d = FirstFitPolicy().Schedule(input);
-  EXPECT_TRUE(d.placements.empty());
-  ASSERT_EQ(d.waiting.size(), 1u);
-  EXPECT_EQ(d.waiting[0].reason, "waiting for 2 nodes with 4 free GPUs");
+  input.now_ms = kNow;
+  input.queue = {Job("heavy", 50, 1, 8, "alice"), Job("light", 50, 1, 8, "bob")};
+  input.nodes = {FreeNode("a")};
+  input.usage.user_gpu_s = {{"alice", 1e6}, {"bob", 1e3}};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  ASSERT_EQ(d.placements.size(), 1u);
+  EXPECT_EQ(d.placements[0].job_id, "light");
+  EXPECT_EQ(d.queue[0].job_id, "light");
+  EXPECT_GT(d.queue[0].fair_share, d.queue[1].fair_share);
+  // Priority still comes first.
+  input.queue[0].priority = 51;
+  d = LabPolicy().Schedule(input);
+  EXPECT_EQ(d.placements[0].job_id, "heavy");
+}
+
+TEST(LabPolicyTest, AgingLetsAnOldLowPriorityJobOvertake) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.queue = {Job("old", 20, 1, 8), Job("new", 40, 1, 8)};
+  input.queue[0].submit_ms = kNow - 30 * kHour;  // +30 points (1 per hour)
+  input.queue[1].submit_ms = kNow;
+  input.nodes = {FreeNode("a")};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  ASSERT_EQ(d.placements.size(), 1u);
+  EXPECT_EQ(d.placements[0].job_id, "old");
+  EXPECT_DOUBLE_EQ(d.queue[0].effective_priority, 50);
+
+  input.queue[0].submit_ms = kNow - 10 * kHour;  // 30 < 40
+  d = LabPolicy().Schedule(input);
+  EXPECT_EQ(d.placements[0].job_id, "new");
+}
+
+// --- Fair share ----------------------------------------------------------
+
+// Two users, shares 3:1, each with more 1-GPU work than the cluster holds,
+// on a fake clock: the GPU-seconds they receive converge to 3:1.
+TEST(LabPolicyTest, FairSharesConvergeUnderContention) {
+  auto config = std::make_shared<ClusterConfig>();
+  config->users["alice"].shares = 3;
+  config->users["bob"].shares = 1;
+  config->fair_share_half_life_s = 3600;
+  UsageLedger ledger(config->fair_share_half_life_s);
+  const int64_t kRun = 5 * kMinute, kStep = kMinute;
+  struct Live {
+    RunningAttempt attempt;
+    int64_t end_ms;
+  };
+  std::vector<Live> live;
+  std::map<std::string, double> received;  // GPU-seconds in the last half
+  int next = 0;
+  const int64_t start = kNow, stop = kNow + 48 * kHour;
+  for (int64_t now = start; now < stop; now += kStep) {
+    // Charge the last step, retire finished attempts.
+    ledger.AdvanceTo(now);
+    for (const Live& l : live) {
+      ledger.Charge(l.attempt.user, 1, kStep);
+      if (now >= start + 24 * kHour) received[l.attempt.user] += 60;
+    }
+    std::erase_if(live, [&](const Live& l) { return l.end_ms <= now; });
+    SchedulerInput input;
+    input.now_ms = now;
+    input.config = config;
+    input.usage = ledger.usage();
+    std::vector<int> free = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (const Live& l : live) {
+      input.running.push_back(l.attempt);
+      std::erase(free, l.attempt.placements[0].gpus[0]);
+    }
+    input.nodes = {Node("a", free)};
+    for (const std::string user : {"alice", "bob"}) {
+      for (int i = 0; i < 8; ++i) {  // a standing backlog
+        input.queue.push_back(Job(absl::StrCat(user, "-", next++), 50, 1, 1,
+                                  user, kRun));
+      }
+    }
+    SchedulerDecisions d = LabPolicy().Schedule(input);
+    for (const Placement& p : d.placements) {
+      const std::string user = p.job_id.substr(0, p.job_id.find('-'));
+      RunningAttempt r = Running(p.job_id, 50, p.nodes, user);
+      r.started_ms = now;
+      live.push_back({r, now + kRun});
+    }
+  }
+  const double total = received["alice"] + received["bob"];
+  ASSERT_GT(total, 0);
+  EXPECT_NEAR(received["alice"] / total, 0.75, 0.03);
+  EXPECT_NEAR(received["bob"] / total, 0.25, 0.03);
+}
+
+// --- Quotas --------------------------------------------------------------
+
+TEST(LabPolicyTest, QuotaHoldsBackAHigherPriorityJobAndSaysWhy) {
+  auto config = std::make_shared<ClusterConfig>();
+  config->groups["vision"].max_gpus = 16;
+  config->users["alice"].group = "vision";
+  config->users["carol"].group = "vision";
+  config->users["bob"].group = kDefaultGroup;
+  config->preemption = true;
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.config = config;
+  input.nodes = {Node("a", {}), FreeNode("b"), FreeNode("c")};
+  input.running = {
+      Running("r-1", 10, {{"a", {0, 1, 2, 3, 4, 5, 6, 7}}}, "alice"),
+      Running("r-2", 10, {{"b", {0, 1, 2, 3}}}, "carol")};
+  input.nodes[1].free_gpus = {4, 5, 6, 7};
+  input.queue = {Job("hi", 90, 1, 8, "alice"), Job("lo", 10, 1, 8, "bob")};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  EXPECT_EQ(ReasonOf(d, "hi"), "waiting: group vision at quota 12/16 GPUs; "
+                               "job needs 8");
+  ASSERT_NE(Placed(d, "lo"), nullptr);  // lower priority, but within quota
+  EXPECT_THAT(d.preemptions, IsEmpty());  // a quota is not a reason to preempt
+  EXPECT_THAT(d.reservations, IsEmpty());
+
+  input.running[1].placements[0].gpus = {0, 1, 2, 3, 4, 5, 6, 7};
+  input.nodes[1].free_gpus = {};
+  d = LabPolicy().Schedule(input);
+  EXPECT_EQ(ReasonOf(d, "hi"), "waiting: group vision at quota 16/16 GPUs");
+
+  config->users["alice"].max_gpus = 4;
+  d = LabPolicy().Schedule(input);
+  EXPECT_EQ(ReasonOf(d, "hi"),
+            "waiting: needs 8 GPUs, more than user alice's quota of 4");
+}
+
+TEST(LabPolicyTest, QuotaCountsJobsPlacedInTheSamePass) {
+  auto config = std::make_shared<ClusterConfig>();
+  config->users["alice"].max_gpus = 8;
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.config = config;
+  input.nodes = {FreeNode("a"), FreeNode("b")};
+  input.queue = {Job("j-1", 50, 1, 4, "alice"), Job("j-2", 50, 1, 4, "alice"),
+                 Job("j-3", 50, 1, 4, "alice")};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  EXPECT_EQ(d.placements.size(), 2u);
+  EXPECT_EQ(ReasonOf(d, "j-3"), "waiting: user alice at quota 8/8 GPUs");
+}
+
+// --- Placement -----------------------------------------------------------
+
+TEST(LabPolicyTest, GangIsNeverPartlyStarted) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.queue = {Job("gang", 50, 3, 4)};
+  input.nodes = {FreeNode("a"), Node("b", {0, 1, 2}), FreeNode("c")};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  EXPECT_THAT(d.placements, IsEmpty());
+  EXPECT_EQ(ReasonOf(d, "gang"), "waiting for 3 nodes with 4 free GPUs");
 
   input.nodes[1] = Node("b", {4, 5, 6, 7});
-  d = FirstFitPolicy().Schedule(input);
+  d = LabPolicy().Schedule(input);
   ASSERT_EQ(d.placements.size(), 1u);
-  ASSERT_EQ(d.placements[0].nodes.size(), 2u);
-  EXPECT_EQ(d.placements[0].nodes[0].node, "a");
-  EXPECT_EQ(d.placements[0].nodes[1].node, "b");
-  EXPECT_THAT(d.placements[0].nodes[1].gpus, ElementsAre(4, 5, 6, 7));
+  ASSERT_EQ(d.placements[0].nodes.size(), 3u);
+  std::vector<std::string> nodes;
+  for (const NodePlacement& p : d.placements[0].nodes) {
+    nodes.push_back(p.node);
+    EXPECT_EQ(p.gpus.size(), 4u);
+  }
+  EXPECT_THAT(nodes, UnorderedElementsAre("a", "b", "c"));
 }
 
-TEST(FirstFitPolicyTest, CpuJobsNeedNoGpus) {
+TEST(LabPolicyTest, SmallJobsShareOneNodeSoAWholeNodeStaysFree) {
   SchedulerInput input;
-  input.queue = {{"j-1", 50, 1, 1, 0}, {"j-2", 50, 2, 1, 0}};
+  input.now_ms = kNow;
+  input.queue = {Job("s-1", 60, 1, 2), Job("s-2", 60, 1, 2),
+                 Job("s-3", 60, 1, 2), Job("s-4", 60, 1, 2),
+                 Job("big", 50, 1, 8)};
+  input.nodes = {FreeNode("a"), FreeNode("b")};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  ASSERT_EQ(d.placements.size(), 5u);
+  const std::string small_node = Placed(d, "s-1")->nodes[0].node;
+  std::vector<int> used;
+  for (const std::string id : {"s-1", "s-2", "s-3", "s-4"}) {
+    ASSERT_EQ(Placed(d, id)->nodes[0].node, small_node) << id;
+    for (int gpu : Placed(d, id)->nodes[0].gpus) used.push_back(gpu);
+  }
+  EXPECT_THAT(used, UnorderedElementsAre(0, 1, 2, 3, 4, 5, 6, 7));
+  EXPECT_NE(Placed(d, "big")->nodes[0].node, small_node);
+}
+
+TEST(LabPolicyTest, SmallJobPrefersThePartlyUsedNode) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.queue = {Job("s", 50, 1, 2)};
+  input.nodes = {FreeNode("a"), Node("b", {5, 6, 7}), FreeNode("c")};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  ASSERT_EQ(d.placements.size(), 1u);
+  EXPECT_EQ(d.placements[0].nodes[0].node, "b");
+}
+
+TEST(LabPolicyTest, GpusInsideANodeFollowTopology) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  NodeSnapshot node = Node("a", {2, 3, 4, 5, 6, 7});
+  node.gpu_domain = {0, 0, 0, 0, 1, 1, 1, 1};  // two NVLink islands
+  input.nodes = {node};
+  // The 2-GPU job fills island 0's remainder; island 1 stays whole.
+  input.queue = {Job("two", 60, 1, 2), Job("four", 50, 1, 4)};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  ASSERT_EQ(d.placements.size(), 2u);
+  EXPECT_THAT(Placed(d, "two")->nodes[0].gpus, ElementsAre(2, 3));
+  EXPECT_THAT(Placed(d, "four")->nodes[0].gpus, ElementsAre(4, 5, 6, 7));
+
+  // Spanning islands, the job takes as few as it can.
+  node = Node("a", {0, 4, 5, 6});
+  node.gpu_domain = {0, 0, 0, 0, 1, 1, 1, 1};
+  input.nodes = {node};
+  input.queue = {Job("three", 50, 1, 3)};
+  d = LabPolicy().Schedule(input);
+  EXPECT_THAT(Placed(d, "three")->nodes[0].gpus, ElementsAre(4, 5, 6));
+}
+
+TEST(LabPolicyTest, CpuJobsNeedNoGpus) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.queue = {Job("j-1", 50, 1, 0), Job("j-2", 50, 1, 0)};
   input.nodes = {Node("a", {})};
-  SchedulerDecisions d = FirstFitPolicy().Schedule(input);
+  SchedulerDecisions d = LabPolicy().Schedule(input);
   EXPECT_EQ(d.placements.size(), 2u);
+}
+
+TEST(LabPolicyTest, JobLargerThanAnyNodeSaysSo) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.queue = {Job("huge", 50, 1, 16)};
+  input.nodes = {FreeNode("a")};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  EXPECT_EQ(ReasonOf(d, "huge"),
+            "waiting: the cluster has no 1 node with 16 GPUs");
+}
+
+// --- Reservations and backfill -------------------------------------------
+
+TEST(LabPolicyTest, BlockedGangReservesAndOnlyShortJobsBackfill) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  // a is busy for 100 s more; c is free.
+  input.nodes = {Node("a", {}), FreeNode("c")};
+  input.running = {Running("r-a", 50, {{"a", {0, 1, 2, 3, 4, 5, 6, 7}}})};
+  input.running[0].started_ms = kNow - 100 * kSecond;
+  input.running[0].time_limit_ms = 200 * kSecond;
+  input.queue = {Job("gang", 90, 2, 8),
+                 Job("short", 50, 1, 4, "u", 90 * kSecond),
+                 Job("long", 50, 1, 4, "u", 300 * kSecond),
+                 Job("unbounded", 50, 1, 4)};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  ASSERT_EQ(d.reservations.size(), 1u);
+  EXPECT_EQ(d.reservations[0].job_id, "gang");
+  EXPECT_EQ(d.reservations[0].start_ms, kNow + 100 * kSecond);
+  EXPECT_THAT(d.reservations[0].nodes, UnorderedElementsAre("a", "c"));
+  EXPECT_EQ(ReasonOf(d, "gang"),
+            "waiting for 2 nodes with 8 free GPUs; reserved a,c in 1m");
+  // Only the job that ends before the reserved start fills the gap.
+  ASSERT_NE(Placed(d, "short"), nullptr);
+  EXPECT_EQ(Placed(d, "short")->nodes[0].node, "c");
+  EXPECT_THAT(ReasonOf(d, "long"),
+              HasSubstr("its time_limit ends after their start"));
+  EXPECT_THAT(ReasonOf(d, "unbounded"),
+              HasSubstr("a time_limit ending before their start"));
+}
+
+// Backfill never delays the reservation: on random clusters, the
+// reservation of the first blocked job, recomputed after everything placed
+// behind it has started, starts no later than first promised.
+TEST(LabPolicyTest, BackfillNeverDelaysTheReservation) {
+  std::mt19937 rng(7);
+  int checked = 0;
+  for (int round = 0; round < 300; ++round) {
+    SchedulerInput input;
+    input.now_ms = kNow;
+    const int node_count = 2 + rng() % 5;
+    for (int n = 0; n < node_count; ++n) {
+      NodeSnapshot node = FreeNode(absl::StrCat("n", n));
+      // Some running attempts with limits, a few without.
+      int gpu = 0;
+      while (gpu < 8 && rng() % 4 != 0) {
+        const int size = std::min<int>(8 - gpu, 1 << (rng() % 4));
+        RunningAttempt r =
+            Running(absl::StrCat("r", n, "-", gpu), 50,
+                    {{node.name, {}}});
+        for (int k = 0; k < size; ++k) r.placements[0].gpus.push_back(gpu + k);
+        r.started_ms = kNow - (rng() % 100) * kSecond;
+        r.time_limit_ms =
+            rng() % 8 == 0 ? 0 : (100 + rng() % 1000) * kSecond;
+        input.running.push_back(r);
+        gpu += size;
+      }
+      node.free_gpus.erase(node.free_gpus.begin(), node.free_gpus.begin() + gpu);
+      input.nodes.push_back(node);
+    }
+    input.queue.push_back(Job("big", 90, 1 + rng() % node_count, 8));
+    for (int j = 0; j < 12; ++j) {
+      input.queue.push_back(Job(absl::StrCat("s", j), 50, 1 + rng() % 2,
+                                1 << (rng() % 4), "u",
+                                rng() % 5 == 0 ? 0 : (50 + rng() % 1500) * kSecond));
+    }
+    SchedulerDecisions first = LabPolicy().Schedule(input);
+    if (first.reservations.empty() || first.reservations[0].job_id != "big") {
+      continue;
+    }
+    const int64_t promised = first.reservations[0].start_ms;
+    for (const Placement& p : first.placements) {
+      int64_t limit = 0;
+      for (const PendingJob& q : input.queue) {
+        if (q.id == p.job_id) limit = q.time_limit_ms;
+      }
+      Apply(&input, p, limit);
+    }
+    SchedulerDecisions second = LabPolicy().Schedule(input);
+    ASSERT_FALSE(second.reservations.empty()) << "round " << round;
+    EXPECT_EQ(second.reservations[0].job_id, "big");
+    EXPECT_LE(second.reservations[0].start_ms, promised) << "round " << round;
+    ++checked;
+  }
+  EXPECT_GT(checked, 50);
+}
+
+// --- Preemption ----------------------------------------------------------
+
+TEST(LabPolicyTest, PreemptionPicksTheVictimThatLosesLeastWork) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.config = Config(true);
+  input.nodes = {Node("a", {})};
+  input.running = {Running("stale", 10, {{"a", {0, 1, 2, 3}}}),
+                   Running("fresh", 10, {{"a", {4, 5, 6, 7}}})};
+  input.running[0].last_checkpoint_ms = kNow - 30 * kMinute;
+  input.running[1].last_checkpoint_ms = kNow - 1 * kMinute;
+  input.queue = {Job("urgent", 90, 1, 4)};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  EXPECT_THAT(Victims(d), ElementsAre("fresh"));
+  EXPECT_EQ(d.preemptions[0].for_job_id, "urgent");
+  EXPECT_THAT(d.preemptions[0].reason, HasSubstr("priority 90 > 10"));
+  EXPECT_THAT(d.placements, IsEmpty());  // it starts once the victim stops
+  ASSERT_EQ(d.reservations.size(), 1u);
+  EXPECT_EQ(d.reservations[0].job_id, "urgent");
+  EXPECT_THAT(ReasonOf(d, "urgent"),
+              HasSubstr("waiting for 1 preempted attempt to stop"));
+}
+
+TEST(LabPolicyTest, PreemptionPrefersFewerVictimsAtEqualLoss) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.config = Config(true);
+  input.nodes = {Node("a", {}), Node("b", {})};
+  // a: two 4-GPU attempts; b: one 8-GPU attempt that lost as much as both.
+  input.running = {Running("a1", 10, {{"a", {0, 1, 2, 3}}}),
+                   Running("a2", 10, {{"a", {4, 5, 6, 7}}}),
+                   Running("b1", 10, {{"b", {0, 1, 2, 3, 4, 5, 6, 7}}})};
+  for (RunningAttempt& r : input.running) r.last_checkpoint_ms = kNow - kHour;
+  input.queue = {Job("urgent", 90, 1, 8)};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  EXPECT_THAT(Victims(d), ElementsAre("b1"));
+}
+
+TEST(LabPolicyTest, NoPreemptionForAJobThatStillWouldNotFit) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.config = Config(true);
+  input.nodes = {Node("a", {}), Node("b", {})};
+  // Only a's attempt is of lower priority; the gang needs both nodes.
+  input.running = {Running("low", 10, {{"a", {0, 1, 2, 3, 4, 5, 6, 7}}}),
+                   Running("high", 95, {{"b", {0, 1, 2, 3, 4, 5, 6, 7}}})};
+  input.queue = {Job("gang", 90, 2, 8)};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  EXPECT_THAT(d.preemptions, IsEmpty());
+  EXPECT_THAT(d.placements, IsEmpty());
+}
+
+TEST(LabPolicyTest, NoPreemptionLoops) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.config = Config(true);
+  input.nodes = {Node("a", {})};
+  input.running = {Running("victim", 10, {{"a", {0, 1, 2, 3, 4, 5, 6, 7}}})};
+  input.queue = {Job("urgent", 90, 1, 8), Job("peer", 10, 1, 8)};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  ASSERT_THAT(Victims(d), ElementsAre("victim"));
+
+  // Next pass: the victim is stopping. Nothing more is preempted, and the
+  // job holds the GPUs being freed.
+  input.now_ms += 5 * kSecond;
+  input.running[0].stopping = true;
+  input.running[0].stop_deadline_ms = kNow + 30 * kSecond;
+  d = LabPolicy().Schedule(input);
+  EXPECT_THAT(d.preemptions, IsEmpty());
+  ASSERT_EQ(d.reservations.size(), 1u);
+  EXPECT_EQ(d.reservations[0].job_id, "urgent");
+  EXPECT_THAT(ReasonOf(d, "urgent"), HasSubstr("being freed"));
+
+  // The victim stopped and the urgent job runs; the requeued victim (same
+  // priority as before) and its peers cannot preempt it back.
+  input.running = {Running("urgent", 90, {{"a", {0, 1, 2, 3, 4, 5, 6, 7}}})};
+  input.queue = {Job("victim", 10, 1, 8), Job("peer", 10, 1, 8)};
+  d = LabPolicy().Schedule(input);
+  EXPECT_THAT(d.preemptions, IsEmpty());
+
+  // Equal priority never preempts.
+  input.queue = {Job("equal", 90, 1, 8)};
+  d = LabPolicy().Schedule(input);
+  EXPECT_THAT(d.preemptions, IsEmpty());
+}
+
+TEST(LabPolicyTest, PreemptionIsOffByDefault) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.nodes = {Node("a", {})};
+  input.running = {Running("low", 10, {{"a", {0, 1, 2, 3, 4, 5, 6, 7}}})};
+  input.queue = {Job("urgent", 90, 1, 8)};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  EXPECT_THAT(d.preemptions, IsEmpty());
+}
+
+TEST(LabPolicyTest, MultiNodeVictimMakesOthersRedundant) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.config = Config(true);
+  input.nodes = {Node("a", {}), Node("b", {})};
+  // A 2-node gang with little lost work, and a single-node attempt on b
+  // that lost even less; freeing the gang alone frees both nodes.
+  input.running = {
+      Running("gang", 10, {{"a", {0, 1, 2, 3, 4, 5, 6, 7}},
+                           {"b", {0, 1, 2, 3}}}),
+      Running("single", 10, {{"b", {4, 5, 6, 7}}})};
+  input.running[0].last_checkpoint_ms = kNow - 2 * kMinute;
+  input.running[1].last_checkpoint_ms = kNow - 1 * kMinute;
+  input.queue = {Job("urgent", 90, 2, 4)};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  EXPECT_THAT(Victims(d), ElementsAre("gang"));
 }
 
 }  // namespace

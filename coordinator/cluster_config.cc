@@ -1,0 +1,381 @@
+#include "coordinator/cluster_config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "yaml-cpp/yaml.h"
+
+namespace dcvlr {
+namespace {
+
+constexpr size_t kMaxFileBytes = 1 << 20;
+constexpr int kMaxGpus = 1 << 20;
+constexpr double kMaxShares = 1e6;
+
+size_t EditDistance(absl::string_view a, absl::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1,
+                         diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string Suggest(const std::string& key,
+                    const std::vector<std::string>& known) {
+  std::string best;
+  size_t best_distance = 3;
+  for (const std::string& candidate : known) {
+    size_t d = EditDistance(key, candidate);
+    if (d < best_distance) {
+      best_distance = d;
+      best = candidate;
+    }
+  }
+  return best.empty() ? "" : absl::StrCat(" (did you mean '", best, "'?)");
+}
+
+bool ValidName(const std::string& name) {
+  if (name.empty() || name.size() > 63 ||
+      !absl::ascii_isalnum(static_cast<unsigned char>(name[0]))) {
+    return false;
+  }
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+           c == '_' || c == '.';
+  });
+}
+
+class Parser {
+ public:
+  Parser(absl::string_view source, ClusterConfig* out)
+      : source_(source), out_(out) {}
+
+  void Parse(const YAML::Node& root);
+  const std::vector<std::string>& errors() const { return errors_; }
+
+ private:
+  void Error(const YAML::Node& at, const std::string& key,
+             const std::string& message) {
+    YAML::Mark mark = at.Mark();
+    errors_.push_back(absl::StrCat(source_, ":", mark.line + 1, ":",
+                                   mark.column + 1, ": ", key, ": ", message));
+  }
+
+  static std::string Describe(const YAML::Node& node) {
+    if (node.IsNull()) return "nothing";
+    if (node.IsMap()) return "a mapping";
+    if (node.IsSequence()) return "a list";
+    std::string value = node.Scalar();
+    if (value.size() > 40) value = value.substr(0, 37) + "...";
+    return absl::StrCat("'", value, "'");
+  }
+
+  bool CheckMap(const YAML::Node& node, const std::string& key,
+                const std::vector<std::string>& known) {
+    if (!node.IsMap()) {
+      Error(node, key, absl::StrCat("expected a mapping, got ", Describe(node)));
+      return false;
+    }
+    for (const auto& entry : node) {
+      if (!entry.first.IsScalar()) {
+        Error(entry.first, key, "keys must be plain names");
+        continue;
+      }
+      const std::string& name = entry.first.Scalar();
+      if (std::find(known.begin(), known.end(), name) == known.end()) {
+        Error(entry.first, key.empty() ? name : absl::StrCat(key, ".", name),
+              absl::StrCat("unknown key", Suggest(name, known), "; known: ",
+                           absl::StrJoin(known, ", ")));
+      }
+    }
+    return true;
+  }
+
+  std::optional<double> Number(const YAML::Node& node, const std::string& key,
+                               double min, double max) {
+    double value = 0;
+    if (!node.IsScalar() || node.Tag() == "!" ||
+        !absl::SimpleAtod(node.Scalar(), &value) || !std::isfinite(value)) {
+      Error(node, key, absl::StrCat("expected a number, got ", Describe(node)));
+      return std::nullopt;
+    }
+    if (value < min || value > max) {
+      Error(node, key,
+            absl::StrCat("must be from ", min, " to ", max, ", got ", value));
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  std::optional<int> Int(const YAML::Node& node, const std::string& key,
+                         int min, int max) {
+    int value = 0;
+    if (!node.IsScalar() || node.Tag() == "!" ||
+        !absl::SimpleAtoi(node.Scalar(), &value)) {
+      Error(node, key,
+            absl::StrCat("expected an integer, got ", Describe(node)));
+      return std::nullopt;
+    }
+    if (value < min || value > max) {
+      Error(node, key,
+            absl::StrCat("must be from ", min, " to ", max, ", got ", value));
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  std::optional<bool> Bool(const YAML::Node& node, const std::string& key) {
+    if (node.IsScalar() && node.Tag() != "!") {
+      const std::string v = absl::AsciiStrToLower(node.Scalar());
+      if (v == "true" || v == "yes" || v == "on") return true;
+      if (v == "false" || v == "no" || v == "off") return false;
+    }
+    Error(node, key, absl::StrCat("expected true or false, got ",
+                                  Describe(node)));
+    return std::nullopt;
+  }
+
+  void ParseGroups(const YAML::Node& node);
+  void ParseUsers(const YAML::Node& node);
+  void ParseAging(const YAML::Node& node);
+  void ParseBackfill(const YAML::Node& node);
+
+  std::string source_;
+  ClusterConfig* out_;
+  std::vector<std::string> errors_;
+};
+
+void Parser::ParseGroups(const YAML::Node& node) {
+  if (!node.IsMap()) {
+    Error(node, "groups",
+          absl::StrCat("expected a mapping of group names, got ",
+                       Describe(node)));
+    return;
+  }
+  for (const auto& entry : node) {
+    const std::string name = entry.first.Scalar();
+    const std::string key = absl::StrCat("groups.", name);
+    if (!ValidName(name)) {
+      Error(entry.first, key,
+            "not a valid group name: 1-63 letters, digits, '-', '_' or '.'");
+      continue;
+    }
+    GroupConfig group;
+    if (!entry.second.IsNull() &&
+        CheckMap(entry.second, key, {"shares", "max_gpus"})) {
+      if (YAML::Node n = entry.second["shares"]) {
+        if (auto v = Number(n, key + ".shares", 0, kMaxShares)) {
+          group.shares = *v;
+        }
+      }
+      if (YAML::Node n = entry.second["max_gpus"]) {
+        if (auto v = Int(n, key + ".max_gpus", 0, kMaxGpus)) group.max_gpus = *v;
+      }
+    }
+    out_->groups[name] = group;
+  }
+}
+
+void Parser::ParseUsers(const YAML::Node& node) {
+  if (!node.IsMap()) {
+    Error(node, "users",
+          absl::StrCat("expected a mapping of user names, got ",
+                       Describe(node)));
+    return;
+  }
+  std::vector<std::string> groups = {kDefaultGroup};
+  for (const auto& [name, group] : out_->groups) groups.push_back(name);
+  for (const auto& entry : node) {
+    const std::string name = entry.first.Scalar();
+    const std::string key = absl::StrCat("users.", name);
+    if (!ValidName(name)) {
+      Error(entry.first, key,
+            "not a valid user name: 1-63 letters, digits, '-', '_' or '.'");
+      continue;
+    }
+    UserConfig user;
+    if (!entry.second.IsNull() &&
+        CheckMap(entry.second, key, {"group", "shares", "max_gpus"})) {
+      if (YAML::Node n = entry.second["group"]) {
+        if (!n.IsScalar()) {
+          Error(n, key + ".group",
+                absl::StrCat("expected a group name, got ", Describe(n)));
+        } else if (std::find(groups.begin(), groups.end(), n.Scalar()) ==
+                   groups.end()) {
+          Error(n, key + ".group",
+                absl::StrCat("unknown group '", n.Scalar(), "'",
+                             Suggest(n.Scalar(), groups),
+                             "; declare it under groups"));
+        } else {
+          user.group = n.Scalar();
+        }
+      }
+      if (YAML::Node n = entry.second["shares"]) {
+        if (auto v = Number(n, key + ".shares", 0, kMaxShares)) {
+          user.shares = *v;
+        }
+      }
+      if (YAML::Node n = entry.second["max_gpus"]) {
+        if (auto v = Int(n, key + ".max_gpus", 0, kMaxGpus)) user.max_gpus = *v;
+      }
+    }
+    out_->users[name] = user;
+  }
+}
+
+void Parser::ParseAging(const YAML::Node& node) {
+  if (!CheckMap(node, "aging", {"points_per_hour", "max_points"})) return;
+  if (YAML::Node n = node["points_per_hour"]) {
+    if (auto v = Number(n, "aging.points_per_hour", 0, 100)) {
+      out_->aging_points_per_hour = *v;
+    }
+  }
+  if (YAML::Node n = node["max_points"]) {
+    if (auto v = Number(n, "aging.max_points", 0, 100)) {
+      out_->aging_max_points = *v;
+    }
+  }
+}
+
+void Parser::ParseBackfill(const YAML::Node& node) {
+  if (!CheckMap(node, "backfill", {"max_reservations"})) return;
+  if (YAML::Node n = node["max_reservations"]) {
+    if (auto v = Int(n, "backfill.max_reservations", 0, 1000)) {
+      out_->max_reservations = *v;
+    }
+  }
+}
+
+void Parser::Parse(const YAML::Node& root) {
+  if (!CheckMap(root, "", {"preemption", "fair_share_half_life",
+                           "default_grace_s", "aging", "backfill", "groups",
+                           "users"})) {
+    return;
+  }
+  if (YAML::Node n = root["preemption"]) {
+    if (auto v = Bool(n, "preemption")) out_->preemption = *v;
+  }
+  if (YAML::Node n = root["fair_share_half_life"]) {
+    absl::StatusOr<double> v =
+        n.IsScalar() ? ParseDurationSeconds(n.Scalar())
+                     : absl::InvalidArgumentError(
+                           absl::StrCat("expected a duration such as 7d, 12h "
+                                        "or 3600, got ",
+                                        Describe(n)));
+    if (!v.ok()) {
+      Error(n, "fair_share_half_life", std::string(v.status().message()));
+    } else if (*v <= 0 || *v > 3650 * 86400.0) {
+      Error(n, "fair_share_half_life",
+            "must be more than 0 and at most 3650d");
+    } else {
+      out_->fair_share_half_life_s = *v;
+    }
+  }
+  if (YAML::Node n = root["default_grace_s"]) {
+    if (auto v = Number(n, "default_grace_s", 0, 3600)) {
+      out_->default_grace_s = *v;
+    }
+  }
+  if (YAML::Node n = root["aging"]) ParseAging(n);
+  if (YAML::Node n = root["backfill"]) ParseBackfill(n);
+  // Groups before users: a user names its group.
+  if (YAML::Node n = root["groups"]) ParseGroups(n);
+  if (YAML::Node n = root["users"]) ParseUsers(n);
+}
+
+}  // namespace
+
+const UserConfig& ClusterConfig::User(const std::string& name) const {
+  static const UserConfig* const kDefault = new UserConfig();
+  auto it = users.find(name);
+  return it == users.end() ? *kDefault : it->second;
+}
+
+const GroupConfig& ClusterConfig::Group(const std::string& name) const {
+  static const GroupConfig* const kDefault = new GroupConfig();
+  auto it = groups.find(name);
+  return it == groups.end() ? *kDefault : it->second;
+}
+
+absl::StatusOr<double> ParseDurationSeconds(absl::string_view text) {
+  std::string s(absl::StripAsciiWhitespace(text));
+  double unit = 1;
+  if (!s.empty()) {
+    switch (s.back()) {
+      case 's': unit = 1; s.pop_back(); break;
+      case 'm': unit = 60; s.pop_back(); break;
+      case 'h': unit = 3600; s.pop_back(); break;
+      case 'd': unit = 86400; s.pop_back(); break;
+      default: break;
+    }
+  }
+  double value = 0;
+  if (s.empty() || !absl::SimpleAtod(s, &value) || !std::isfinite(value) ||
+      value < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected a duration such as 7d, 12h, 30m, 45s or 3600, got '", text,
+        "'"));
+  }
+  return value * unit;
+}
+
+absl::StatusOr<ClusterConfig> ParseClusterConfig(absl::string_view source_name,
+                                                 absl::string_view text) {
+  if (text.size() > kMaxFileBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ": ", text.size(),
+                     " bytes; a cluster config may have at most ",
+                     kMaxFileBytes));
+  }
+  ClusterConfig config;
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ":", e.mark.line + 1, ":",
+                     e.mark.column + 1, ": invalid YAML: ", e.msg));
+  }
+  if (root.IsNull()) return config;  // an empty file: all defaults
+  Parser parser(source_name, &config);
+  try {
+    parser.Parse(root);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ":", e.mark.line + 1, ":",
+                     e.mark.column + 1, ": ", e.msg));
+  }
+  if (!parser.errors().empty()) {
+    return absl::InvalidArgumentError(absl::StrJoin(parser.errors(), "\n"));
+  }
+  return config;
+}
+
+absl::StatusOr<ClusterConfig> LoadClusterConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot be read"));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return ParseClusterConfig(path, text.str());
+}
+
+}  // namespace dcvlr

@@ -1,0 +1,79 @@
+// The cluster configuration (`--cluster-config`): users, groups, their
+// fair-share weights and GPU quotas, and the scheduler's switches.
+//
+//   preemption: true                 # default false
+//   fair_share_half_life: 7d         # s, m, h, d suffix or plain seconds
+//   default_grace_s: 30              # stop grace when a job gives none
+//   aging: {points_per_hour: 1, max_points: 50}
+//   backfill: {max_reservations: 4}
+//   groups:
+//     vision: {shares: 3, max_gpus: 16}
+//     nlp: {shares: 1}
+//   users:
+//     alice: {group: vision, shares: 2, max_gpus: 8}
+//     bob: {group: nlp}
+//
+// Everything is optional; an empty file (or none) gives every user one share
+// in the group "default", no quotas and no preemption. Parsing is pure: the
+// daemon reads the file (again on SIGHUP) and keeps its old configuration
+// when the new one is rejected.
+#ifndef DCVLR_COORDINATOR_CLUSTER_CONFIG_H_
+#define DCVLR_COORDINATOR_CLUSTER_CONFIG_H_
+
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace dcvlr {
+
+// The group of users the configuration does not place in one.
+inline constexpr char kDefaultGroup[] = "default";
+
+struct GroupConfig {
+  double shares = 1;
+  int max_gpus = 0;  // GPUs in use at once; 0: no quota
+};
+
+struct UserConfig {
+  std::string group = kDefaultGroup;
+  double shares = 1;  // weight among the users of its group
+  int max_gpus = 0;   // 0: no quota
+};
+
+struct ClusterConfig {
+  std::map<std::string, GroupConfig> groups;
+  std::map<std::string, UserConfig> users;
+  bool preemption = false;
+  double fair_share_half_life_s = 7 * 86400.0;
+  double default_grace_s = 30;
+  // Aging: a pending job gains points_per_hour priority points per hour it
+  // has waited, up to max_points, so that nothing starves.
+  double aging_points_per_hour = 1;
+  double aging_max_points = 50;
+  // Blocked jobs (in queue order) that hold a reservation; backfill must not
+  // delay them. Jobs that preempted always hold one.
+  int max_reservations = 4;
+
+  // The user's entry, or the defaults for a user the file does not name
+  // (group "default", one share, no quota).
+  const UserConfig& User(const std::string& name) const;
+  // The group's entry, or the defaults.
+  const GroupConfig& Group(const std::string& name) const;
+};
+
+// Parses the YAML text of a cluster configuration. Errors read
+// "SOURCE:LINE:COL: KEY: what is wrong", one per line, all at once.
+absl::StatusOr<ClusterConfig> ParseClusterConfig(absl::string_view source_name,
+                                                 absl::string_view text);
+
+// Reads and parses the file at `path` (kNotFound when it cannot be read).
+absl::StatusOr<ClusterConfig> LoadClusterConfigFile(const std::string& path);
+
+// "7d", "12h", "30m", "45s" or plain seconds ("3600", "1.5") → seconds.
+absl::StatusOr<double> ParseDurationSeconds(absl::string_view text);
+
+}  // namespace dcvlr
+
+#endif  // DCVLR_COORDINATOR_CLUSTER_CONFIG_H_

@@ -1,0 +1,120 @@
+#include "coordinator/cluster_config.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dcvlr {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kExample[] = R"(preemption: true
+fair_share_half_life: 12h
+default_grace_s: 45
+aging: {points_per_hour: 2, max_points: 30}
+backfill: {max_reservations: 2}
+groups:
+  vision: {shares: 3, max_gpus: 16}
+  nlp: {shares: 1}
+users:
+  alice: {group: vision, shares: 2, max_gpus: 8}
+  bob: {group: nlp}
+  carol:
+)";
+
+TEST(ClusterConfigTest, ParsesEveryKey) {
+  absl::StatusOr<ClusterConfig> config =
+      ParseClusterConfig("cluster.yaml", kExample);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->preemption);
+  EXPECT_DOUBLE_EQ(config->fair_share_half_life_s, 12 * 3600);
+  EXPECT_DOUBLE_EQ(config->default_grace_s, 45);
+  EXPECT_DOUBLE_EQ(config->aging_points_per_hour, 2);
+  EXPECT_DOUBLE_EQ(config->aging_max_points, 30);
+  EXPECT_EQ(config->max_reservations, 2);
+  EXPECT_DOUBLE_EQ(config->Group("vision").shares, 3);
+  EXPECT_EQ(config->Group("vision").max_gpus, 16);
+  EXPECT_EQ(config->Group("nlp").max_gpus, 0);
+  EXPECT_EQ(config->User("alice").group, "vision");
+  EXPECT_DOUBLE_EQ(config->User("alice").shares, 2);
+  EXPECT_EQ(config->User("alice").max_gpus, 8);
+  EXPECT_EQ(config->User("bob").group, "nlp");
+  EXPECT_EQ(config->User("carol").group, kDefaultGroup);
+  EXPECT_EQ(config->User("nobody").group, kDefaultGroup);
+  EXPECT_DOUBLE_EQ(config->User("nobody").shares, 1);
+}
+
+TEST(ClusterConfigTest, EmptyFileGivesTheDefaults) {
+  absl::StatusOr<ClusterConfig> config = ParseClusterConfig("c.yaml", "");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->preemption);
+  EXPECT_DOUBLE_EQ(config->fair_share_half_life_s, 7 * 86400);
+  EXPECT_TRUE(config->users.empty());
+}
+
+TEST(ClusterConfigTest, ErrorsNameFileLineColumnAndKey) {
+  absl::StatusOr<ClusterConfig> config = ParseClusterConfig("c.yaml",
+                                                            "preemption: true\n"
+                                                            "fair_share_halflife: 7d\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().message(),
+            "c.yaml:2:1: fair_share_halflife: unknown key (did you mean "
+            "'fair_share_half_life'?); known: preemption, "
+            "fair_share_half_life, default_grace_s, aging, backfill, groups, "
+            "users");
+}
+
+TEST(ClusterConfigTest, ReportsEveryErrorAtOnce) {
+  absl::StatusOr<ClusterConfig> config = ParseClusterConfig(
+      "c.yaml",
+      "preemption: maybe\n"
+      "fair_share_half_life: 7 weeks\n"
+      "groups:\n"
+      "  vision: {shares: -1, max_gpus: 2.5}\n"
+      "users:\n"
+      "  alice: {group: visoin, quota: 3}\n");
+  ASSERT_FALSE(config.ok());
+  const std::string message(config.status().message());
+  EXPECT_THAT(message,
+              HasSubstr("c.yaml:1:13: preemption: expected true or false, "
+                        "got 'maybe'"));
+  EXPECT_THAT(message, HasSubstr("c.yaml:2:23: fair_share_half_life: expected "
+                                 "a duration such as 7d"));
+  EXPECT_THAT(message, HasSubstr("c.yaml:4:20: groups.vision.shares: must be "
+                                 "from 0 to 1e+06, got -1"));
+  EXPECT_THAT(message, HasSubstr("c.yaml:4:34: groups.vision.max_gpus: "
+                                 "expected an integer, got '2.5'"));
+  EXPECT_THAT(message, HasSubstr("c.yaml:6:18: users.alice.group: unknown "
+                                 "group 'visoin' (did you mean 'vision'?)"));
+  EXPECT_THAT(message, HasSubstr("c.yaml:6:26: users.alice.quota: unknown "
+                                 "key"));
+}
+
+TEST(ClusterConfigTest, InvalidYamlIsPositioned) {
+  absl::StatusOr<ClusterConfig> config =
+      ParseClusterConfig("c.yaml", "users: {alice: [\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("c.yaml:"));
+  EXPECT_THAT(config.status().message(), HasSubstr("invalid YAML"));
+}
+
+TEST(ClusterConfigTest, DurationsTakeUnits) {
+  EXPECT_DOUBLE_EQ(*ParseDurationSeconds("7d"), 7 * 86400);
+  EXPECT_DOUBLE_EQ(*ParseDurationSeconds("12h"), 12 * 3600);
+  EXPECT_DOUBLE_EQ(*ParseDurationSeconds("30m"), 1800);
+  EXPECT_DOUBLE_EQ(*ParseDurationSeconds("45s"), 45);
+  EXPECT_DOUBLE_EQ(*ParseDurationSeconds("3600"), 3600);
+  EXPECT_DOUBLE_EQ(*ParseDurationSeconds("1.5h"), 5400);
+  EXPECT_FALSE(ParseDurationSeconds("h").ok());
+  EXPECT_FALSE(ParseDurationSeconds("-1d").ok());
+  EXPECT_FALSE(ParseDurationSeconds("7w").ok());
+}
+
+TEST(ClusterConfigTest, MissingFileIsNotFound) {
+  absl::StatusOr<ClusterConfig> config =
+      LoadClusterConfigFile("/nonexistent/cluster.yaml");
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace dcvlr

@@ -1,0 +1,110 @@
+// The scheduling policy's working view of the cluster during one pass: free
+// GPUs per node now, and a per-node timeline of when GPUs come free
+// (releases) or are promised to a blocked job (claims). Internal to
+// LabPolicy; a value that lives for one pass and is not thread-safe.
+#ifndef DCVLR_COORDINATOR_SCHEDULER_BOOK_H_
+#define DCVLR_COORDINATOR_SCHEDULER_BOOK_H_
+
+#include <cstdint>
+#include <limits>
+#include <set>
+#include <vector>
+
+#include "coordinator/scheduler.h"
+
+namespace dcvlr {
+
+inline constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+
+class ClusterBook {
+ public:
+  // A change in a node's free GPU count at `at_ms`: +n for a release, -n
+  // for a claim. `owner` names the running attempt a release belongs to
+  // (its index in the input), -1 for none.
+  struct Event {
+    int64_t at_ms;
+    int delta;
+    int owner;
+  };
+
+  ClusterBook(const std::vector<NodeSnapshot>& nodes, int64_t now_ms);
+
+  int size() const { return static_cast<int>(nodes_.size()); }
+  int64_t now_ms() const { return now_ms_; }
+  int free_now(int node) const {
+    return static_cast<int>(nodes_[node].free.size());
+  }
+  const std::vector<Event>& events(int node) const {
+    return nodes_[node].events;
+  }
+
+  // Records that `gpus` GPUs of `node` come free at `at_ms` (kNever: not by
+  // themselves), owned by running attempt `owner`.
+  void AddRelease(int node, int64_t at_ms, int gpus, int owner);
+  // Moves the releases `owner` holds on `node` to `at_ms` when that is
+  // earlier (or adds one of `gpus` if it had none): the attempt was told to
+  // stop.
+  void ExpediteRelease(int node, int owner, int gpus, int64_t at_ms);
+  // Promises `gpus` GPUs of `node` to a reservation from `at_ms` on.
+  void AddClaim(int node, int64_t at_ms, int gpus);
+
+  // Whether `gpus` GPUs of `node` can be taken now until `end_ms` (kNever:
+  // for good) without breaking a claim.
+  bool CanTake(int node, int gpus, int64_t end_ms) const;
+
+  // Up to `count` distinct nodes, best fit first (fewest free GPUs that
+  // suffice, then node order), where CanTake(node, gpus, end_ms). Returns
+  // fewer when there are not enough.
+  std::vector<int> FindNodes(int count, int gpus, int64_t end_ms) const;
+
+  // Takes `gpus` free GPUs of `node` until `end_ms`, chosen for locality
+  // (see LabPolicy), and returns their indices, ascending.
+  std::vector<int> Take(int node, int gpus, int64_t end_ms);
+
+  // The earliest time from which `node` has `gpus` free GPUs for good,
+  // counting releases and claims; kNever if it never does.
+  int64_t EarliestStart(int node, int gpus) const;
+
+  // The fewest free GPUs `node` has at any time from `from_ms` on, counting
+  // every event except releases whose owner `skip` returns true for.
+  template <typename Skip>
+  int MinFreeFrom(int node, int64_t from_ms, Skip skip) const;
+
+ private:
+  struct NodeState {
+    std::vector<int> free;  // GPU indices, ascending
+    std::vector<int> domain;
+    std::vector<Event> events;  // by at_ms
+    bool has_claims = false;
+  };
+
+  void Insert(int node, Event event);
+  void Rebucket(int node, int old_free);
+
+  int64_t now_ms_;
+  std::vector<NodeState> nodes_;
+  // buckets_[k]: the nodes with exactly k free GPUs, in node order.
+  std::vector<std::set<int>> buckets_;
+};
+
+template <typename Skip>
+int ClusterBook::MinFreeFrom(int node, int64_t from_ms, Skip skip) const {
+  const NodeState& n = nodes_[node];
+  int value = static_cast<int>(n.free.size());
+  int lowest = std::numeric_limits<int>::max();
+  for (size_t i = 0; i < n.events.size();) {
+    const int64_t at = n.events[i].at_ms;
+    if (at == kNever) break;
+    if (at > from_ms) lowest = std::min(lowest, value);
+    for (; i < n.events.size() && n.events[i].at_ms == at; ++i) {
+      const Event& e = n.events[i];
+      if (e.delta > 0 && e.owner >= 0 && skip(e.owner)) continue;
+      value += e.delta;
+    }
+  }
+  return std::min(lowest, value);
+}
+
+}  // namespace dcvlr
+
+#endif  // DCVLR_COORDINATOR_SCHEDULER_BOOK_H_

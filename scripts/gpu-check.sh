@@ -8,7 +8,7 @@
 #
 # Env: PYTHON (default python3), BUILD_DIR (default build-gpu), JOBS (16),
 #      DCVLR_JSON_INCLUDE_DIR (dir with nlohmann/json.hpp if not installed),
-#      MICRO_BATCH (64), STEPS (30, the first 10 are warmup), PRESET.
+#      MICRO_BATCH (128), STEPS (30, the first 10 are warmup), PRESET.
 # Without a GPU (or with a CPU-only libtorch) it still builds, then says so
 # and runs two steps on the CPU so the path is exercised.
 set -euo pipefail
@@ -18,7 +18,7 @@ py=${PYTHON:-python3}
 build=${BUILD_DIR:-$root/build-gpu}
 jobs=${JOBS:-16}
 steps=${STEPS:-30}
-micro=${MICRO_BATCH:-64}
+micro=${MICRO_BATCH:-128}
 preset=${PRESET:-qwen2-vl-0.5b}
 
 prefix=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')

@@ -106,7 +106,7 @@ TEST(SyntheticTest, QuestionsFitTinyVlmWithoutTruncation) {
   ByteTokenizer tok(16);
   for (int i = 0; i < 500; ++i) {
     SyntheticExample ex = GenerateSynthetic("train", 1, i);
-    EXPECT_FALSE(tok.EncodeExample(ex.Question(), ex.AnswerLetter(), 96).truncated)
+    EXPECT_FALSE(tok.EncodeExample(ex.Question(), ex.AnswerText(), 96).truncated)
         << ex.Question();
   }
 }
@@ -130,7 +130,7 @@ TEST(ShardCacheTest, BuildsOnceAndReadsBack) {
   ByteTokenizer tok(preset.image_tokens());
   for (int i = 0; i < 20; ++i) {
     SyntheticExample ex = GenerateSynthetic("train", 5, i);
-    EncodedExample enc = tok.EncodeExample(ex.Question(), ex.AnswerLetter(), preset.max_seq_len);
+    EncodedExample enc = tok.EncodeExample(ex.Question(), ex.AnswerText(), preset.max_seq_len);
     ASSERT_EQ(shard->length(i), int(enc.tokens.size()));
     EXPECT_EQ(shard->answer_start(i), enc.answer_start);
     EXPECT_TRUE(std::equal(enc.tokens.begin(), enc.tokens.end(), shard->tokens(i)));

@@ -129,7 +129,11 @@ at::Tensor VlmModel::Linear(const at::Tensor& x, int weight, int bias) const {
 }
 
 at::Tensor VlmModel::RmsNorm(const at::Tensor& x, int weight) const {
-  // Statistics in fp32 whatever the compute dtype, as Qwen2RMSNorm does.
+  // Statistics in fp32 whatever the compute dtype, as Qwen2RMSNorm does;
+  // libtorch >= 2.4 has a kernel for it on CUDA.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  if (x.is_cuda()) return at::rms_norm(x, {x.size(-1)}, W(weight), preset_.rms_eps);
+#endif
   auto xf = x.to(at::kFloat);
   auto y = xf * at::rsqrt(xf.pow(2).mean(-1, true) + preset_.rms_eps);
   return y.to(dtype_) * W(weight);

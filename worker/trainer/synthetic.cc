@@ -183,7 +183,8 @@ bool WriteSyntheticJsonl(const std::string& path, const std::string& split, uint
           SyntheticExample ex = GenerateSynthetic(split, seed, i);
           nlohmann::json row = {{"image", Base64Encode(EncodePng(ex.image))},
                                 {"question", ex.Question()},
-                                {"answer", ex.AnswerLetter()},
+                                {"answer", ex.AnswerText()},
+                                {"answer_letter", ex.AnswerLetter()},
                                 {"category", ex.category}};
           out << row.dump() << '\n';
         }

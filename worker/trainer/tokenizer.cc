@@ -49,10 +49,10 @@ EncodedExample ByteTokenizer::EncodeExample(std::string_view question, std::stri
   auto& t = ex.tokens;
   t.push_back(kImStartId);
   Append(&t, "user\n");
+  Append(&t, question);
   t.push_back(kVisionStartId);
   t.insert(t.end(), image_tokens_, kImagePadId);
   t.push_back(kVisionEndId);
-  Append(&t, question);
   t.push_back(kImEndId);
   Append(&t, "\n");
   t.push_back(kImStartId);

@@ -10,8 +10,8 @@ TEST(TokenizerTest, RendersQwenChatTemplateWithImagePlaceholders) {
   ByteTokenizer tok(/*image_tokens=*/4);
   EncodedExample ex = tok.EncodeExample("Q?", "B", 96);
   EXPECT_EQ(tok.Decode(ex.tokens),
-            "<|im_start|>user\n<|vision_start|><|image_pad|><|image_pad|><|image_pad|>"
-            "<|image_pad|><|vision_end|>Q?<|im_end|>\n<|im_start|>assistant\nB<|im_end|>");
+            "<|im_start|>user\nQ?<|vision_start|><|image_pad|><|image_pad|><|image_pad|>"
+            "<|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\nB<|im_end|>");
   EXPECT_FALSE(ex.truncated);
   EXPECT_EQ(int(ex.tokens.size()), tok.TemplateOverhead() + 2 + 1);
 }

@@ -149,18 +149,34 @@ void Pass::BuildAccounts() {
 
 // Step 2.
 std::vector<Pass::Job> Pass::Order() {
+  // present[p]: some pending job has base priority p. highest[x]: the
+  // highest present priority <= x, -1 for none.
+  constexpr int kMax = 100;
+  std::vector<bool> present(kMax + 1, false);
+  for (const PendingJob& spec : in_.queue) {
+    present[std::clamp(spec.priority, 0, kMax)] = true;
+  }
+  std::vector<int> highest(kMax + 1, -1);
+  for (int p = 0, last = -1; p <= kMax; ++p) {
+    if (present[p]) last = p;
+    highest[p] = last;
+  }
   std::vector<Job> jobs;
   jobs.reserve(in_.queue.size());
   for (const PendingJob& spec : in_.queue) {
+    const int base = std::clamp(spec.priority, 0, kMax);
     double aging = 0;
     if (spec.submit_ms > 0 && in_.now_ms > spec.submit_ms) {
       aging = std::min(config_.aging_max_points,
                        config_.aging_points_per_hour *
                            (in_.now_ms - spec.submit_ms) / 3.6e6);
     }
-    const double effective = spec.priority + aging;
-    jobs.push_back({&spec, account_index_[spec.user], effective,
-                    static_cast<int64_t>(std::floor(effective))});
+    // The job competes in the highest tier of pending priorities its aged
+    // priority reaches, so aging lifts it past other priorities but does
+    // not reorder it among jobs of its own priority (fair share does).
+    const int reached = static_cast<int>(std::min<double>(kMax, base + aging));
+    const int tier = std::max(base, highest[reached]);
+    jobs.push_back({&spec, account_index_[spec.user], base + aging, tier});
   }
   const std::vector<FairShare>& shares = out_.fair_shares;
   std::sort(jobs.begin(), jobs.end(), [&](const Job& a, const Job& b) {

@@ -110,7 +110,7 @@ struct QueueEntry {
   std::string user;
   std::string group;
   int priority = 0;
-  double effective_priority = 0;  // priority + aging
+  double effective_priority = 0;  // priority + aging points
   double fair_share = 1;          // the user's factor
   std::string reason;             // "" when placed in this pass
 };
@@ -137,9 +137,12 @@ class SchedulingPolicy {
 //      the job's group, else "default"); fair-share factors come from the
 //      usage (fair_share.h). GPUs in use per user and group come from the
 //      running attempts.
-//   2. Order: effective priority = priority + min(aging max, aging per hour
-//      × hours waited), compared in whole points, high first; then the
-//      user's fair-share factor, high first; then submit time, then seq.
+//   2. Order: by tier, high first: the highest priority among pending jobs
+//      that the job's priority plus aging (min(aging max, aging per hour ×
+//      hours waited)) reaches, at least its own. So aging lifts a job into
+//      higher priorities' tier without reordering it among its peers.
+//      Within a tier: the user's fair-share factor, high first; then
+//      submit time, then seq.
 //   3. Cluster view: free GPUs per node now, and when GPUs come free later:
 //      stopping attempts at their stop deadline, attempts with a time limit
 //      at start + limit. A job without a time limit holds its GPUs forever.

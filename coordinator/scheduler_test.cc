@@ -155,6 +155,19 @@ TEST(LabPolicyTest, AgingLetsAnOldLowPriorityJobOvertake) {
   EXPECT_EQ(d.placements[0].job_id, "new");
 }
 
+TEST(LabPolicyTest, AgingDoesNotOverrideFairShareAmongPeers) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.queue = {Job("waited", 50, 1, 8, "heavy"), Job("fresh", 50, 1, 8, "light")};
+  input.queue[0].submit_ms = kNow - 20 * kHour;
+  input.queue[1].submit_ms = kNow;
+  input.usage.user_gpu_s = {{"heavy", 1e6}};
+  input.nodes = {FreeNode("a")};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  ASSERT_EQ(d.placements.size(), 1u);
+  EXPECT_EQ(d.placements[0].job_id, "fresh");
+}
+
 // --- Fair share ----------------------------------------------------------
 
 // Two users, shares 3:1, each with more 1-GPU work than the cluster holds,

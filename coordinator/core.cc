@@ -186,6 +186,10 @@ absl::StatusOr<v1::Job> Core::Submit(const std::string& user,
   if (dry_run) return job;
 
   job.set_id(absl::StrCat("j-", next_seq_));
+  if (job.spec().checkpoint_dir().empty() && !options_.checkpoint_root.empty()) {
+    job.mutable_spec()->set_checkpoint_dir(
+        absl::StrCat(options_.checkpoint_root, "/", job.id()));
+  }
   AddEvent(job, v1::EVENT_TYPE_SUBMITTED,
            absl::StrCat("submitted by ", user, " from ", source_name));
   job.set_version(version_ + 1);

@@ -59,6 +59,10 @@ struct CoreOptions {
   double max_backoff_s = 300;
   // Grace given to processes stopped because a peer node failed.
   double peer_failure_grace_s = 10;
+  // A directory every node mounts (a shared file system). When set, a job
+  // without checkpoint_dir gets <checkpoint_root>/<job id>, so that every
+  // attempt, on whichever node, resumes from the same checkpoints.
+  std::string checkpoint_root;
 };
 
 class Core {

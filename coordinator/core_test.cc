@@ -300,6 +300,21 @@ TEST_F(CoreTest, DependentJobsWaitAndAreCancelledWhenADependencyFails) {
   EXPECT_THAT(job->reason(), HasSubstr("dependency " + first + " ended FAILED"));
 }
 
+TEST_F(CoreTest, CheckpointRootGivesEveryAttemptTheSameDirectory) {
+  CoreOptions options;
+  options.now_ms = [this] { return now_ms_; };
+  options.checkpoint_root = "/shared/ckpt";
+  auto store = Store::Open(dir_ + "/state.db");
+  ASSERT_TRUE(store.ok());
+  core_ = std::make_unique<Core>(options, *std::move(store), logs_.get(),
+                                 std::make_unique<FirstFitPolicy>());
+  ASSERT_TRUE(core_->Recover().ok());
+  const std::string id = Submit(kOneGpu);
+  EXPECT_EQ(core_->GetJob(id)->spec().checkpoint_dir(), "/shared/ckpt/" + id);
+  const std::string own = Submit(std::string(kOneGpu) + "checkpoint_dir: /mine\n");
+  EXPECT_EQ(core_->GetJob(own)->spec().checkpoint_dir(), "/mine");
+}
+
 TEST_F(CoreTest, RestartKeepsEveryJobAndItsRunningAttempt) {
   int64_t session;
   auto channel = Register("n1", 2, &session);

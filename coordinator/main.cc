@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   std::string state_dir = "dcvlr-state";
   int64_t node_timeout_ms = 8000;
   int64_t heartbeat_interval_ms = 1000;
+  std::string checkpoint_root;
   app.add_option("--listen", listen,
                  "HOST:PORT to serve on; port 0 picks a free one");
   app.add_option("--state-dir", state_dir,
@@ -51,6 +52,10 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-interval-ms", heartbeat_interval_ms,
                  "how often agents send heartbeats")
       ->check(CLI::Range(int64_t{10}, int64_t{60000}));
+  app.add_option("--checkpoint-root", checkpoint_root,
+                 "a directory every node mounts; jobs without checkpoint_dir "
+                 "checkpoint to <root>/<job id>, so attempts on any node "
+                 "resume from the same place");
   CLI11_PARSE(app, argc, argv);
 
   // Signals are taken by a thread of our own (sigwait); block them everywhere.
@@ -84,6 +89,9 @@ int main(int argc, char** argv) {
   };
   options.node_timeout_ms = node_timeout_ms;
   options.heartbeat_interval_ms = heartbeat_interval_ms;
+  if (!checkpoint_root.empty()) {
+    options.checkpoint_root = fs::absolute(checkpoint_root).string();
+  }
   dcvlr::Core core(options, *std::move(store), &logs,
                    std::make_unique<dcvlr::FirstFitPolicy>());
   if (absl::Status s = core.Recover(); !s.ok()) {

@@ -72,13 +72,19 @@ TEST(ClusterTest, FailingJobReportsItsExitCode) {
   cluster.StartAgent("n1", 0);
   ASSERT_TRUE(cluster.AwaitReadyNodes(1));
   const std::string id = cluster.Submit(
-      "fail.yaml", "kind: command\nrun: |\n  echo failing\n  exit 3\n");
+      "fail.yaml",
+      "kind: command\nretry: {on_failure: 1, backoff_s: 0.1}\n"
+      "run: |\n  echo failing\n  exit 3\n");
   CommandResult wait = cluster.Ctl({"wait", id, "--timeout", "60"});
   EXPECT_EQ(wait.exit_code, 1);
   v1::Job job = cluster.GetJob(id);
   EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
   EXPECT_EQ(job.exit_code(), 3);
+  EXPECT_EQ(job.attempt(), 2) << "on_failure: 1 allows one retry";
   EXPECT_THAT(job.reason(), HasSubstr("exited with code 3"));
+  CommandResult describe = cluster.Ctl({"describe", id});
+  EXPECT_THAT(describe.out, HasSubstr("Exit code:  3"));
+  EXPECT_THAT(describe.out, HasSubstr("retry 1 of 1"));
 }
 
 TEST(ClusterTest, TwoNodeJobSeesConsistentRendezvousVariables) {

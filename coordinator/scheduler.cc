@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <tuple>
 #include <utility>
 
@@ -46,11 +47,16 @@ class Pass {
   SchedulerDecisions Run();
 
  private:
+  // A pending job with its sort key inline (the sort is the pass's
+  // largest cost with a long queue).
   struct Job {
+    int tier;
+    double factor;
+    int64_t submit_ms;
+    int64_t seq;
     const PendingJob* spec;
     int account;  // index into out_.fair_shares
     double effective_priority;
-    int64_t tier;
   };
 
   int AccountOf(const std::string& user, const std::string& group);
@@ -75,7 +81,10 @@ class Pass {
   SchedulerDecisions out_;
 
   absl::flat_hash_map<std::string, int> account_index_;
-  std::vector<int> user_quota_;   // by account
+  std::vector<int> queue_account_;  // by index in the queue
+  std::vector<int> user_quota_;     // by account
+  std::vector<int> group_quota_;    // by account
+  std::map<std::pair<int, int>, std::string> wanted_;  // by (nodes, gpus)
   absl::flat_hash_map<std::string, int> user_used_;
   absl::flat_hash_map<std::string, int> group_used_;
   std::vector<int> node_sizes_;   // total GPUs per node, descending
@@ -122,7 +131,10 @@ int Pass::AccountOf(const std::string& user, const std::string& group) {
 // Step 1.
 void Pass::BuildAccounts() {
   for (const auto& [user, entry] : config_.users) AccountOf(user, "");
-  for (const PendingJob& job : in_.queue) AccountOf(job.user, job.group);
+  queue_account_.reserve(in_.queue.size());
+  for (const PendingJob& job : in_.queue) {
+    queue_account_.push_back(AccountOf(job.user, job.group));
+  }
   for (const RunningAttempt& r : in_.running) AccountOf(r.user, r.group);
   for (const auto& [user, usage] : in_.usage.user_gpu_s) AccountOf(user, "");
   std::vector<ShareAccount> accounts;
@@ -135,9 +147,11 @@ void Pass::BuildAccounts() {
   }
   out_.fair_shares = ComputeFairShares(accounts, in_.usage);
   user_quota_.resize(out_.fair_shares.size());
+  group_quota_.resize(out_.fair_shares.size());
   for (size_t i = 0; i < out_.fair_shares.size(); ++i) {
     auto it = config_.users.find(out_.fair_shares[i].user);
     user_quota_[i] = it == config_.users.end() ? 0 : it->second.max_gpus;
+    group_quota_[i] = config_.Group(out_.fair_shares[i].group).max_gpus;
   }
   for (const RunningAttempt& r : in_.running) {
     int gpus = 0;
@@ -163,7 +177,8 @@ std::vector<Pass::Job> Pass::Order() {
   }
   std::vector<Job> jobs;
   jobs.reserve(in_.queue.size());
-  for (const PendingJob& spec : in_.queue) {
+  for (size_t i = 0; i < in_.queue.size(); ++i) {
+    const PendingJob& spec = in_.queue[i];
     const int base = std::clamp(spec.priority, 0, kMax);
     double aging = 0;
     if (spec.submit_ms > 0 && in_.now_ms > spec.submit_ms) {
@@ -176,17 +191,15 @@ std::vector<Pass::Job> Pass::Order() {
     // not reorder it among jobs of its own priority (fair share does).
     const int reached = static_cast<int>(std::min<double>(kMax, base + aging));
     const int tier = std::max(base, highest[reached]);
-    jobs.push_back({&spec, account_index_[spec.user], base + aging, tier});
+    const int account = queue_account_[i];
+    jobs.push_back({tier, out_.fair_shares[account].factor, spec.submit_ms,
+                    spec.seq, &spec, account, base + aging});
   }
-  const std::vector<FairShare>& shares = out_.fair_shares;
-  std::sort(jobs.begin(), jobs.end(), [&](const Job& a, const Job& b) {
+  std::sort(jobs.begin(), jobs.end(), [](const Job& a, const Job& b) {
     if (a.tier != b.tier) return a.tier > b.tier;
-    const double fa = shares[a.account].factor, fb = shares[b.account].factor;
-    if (fa != fb) return fa > fb;
-    if (a.spec->submit_ms != b.spec->submit_ms) {
-      return a.spec->submit_ms < b.spec->submit_ms;
-    }
-    if (a.spec->seq != b.spec->seq) return a.spec->seq < b.spec->seq;
+    if (a.factor != b.factor) return a.factor > b.factor;
+    if (a.submit_ms != b.submit_ms) return a.submit_ms < b.submit_ms;
+    if (a.seq != b.seq) return a.seq < b.seq;
     return a.spec->id < b.spec->id;
   });
   return jobs;
@@ -216,10 +229,12 @@ void Pass::BuildTimeline() {
       if (it == node_index_.end()) continue;
       const int gpus = static_cast<int>(p.gpus.size());
       book_.AddRelease(it->second, release, gpus, static_cast<int>(i));
-      holdings.push_back({it->second, static_cast<int>(i), gpus});
+      if (config_.preemption) {
+        holdings.push_back({it->second, static_cast<int>(i), gpus});
+      }
     }
   }
-  victims_.Init(in_, book_.size(), holdings);
+  if (config_.preemption) victims_.Init(in_, book_.size(), holdings);
 }
 
 std::string Pass::QuotaReason(const Job& job, int total) const {
@@ -243,8 +258,8 @@ std::string Pass::QuotaReason(const Job& job, int total) const {
   std::string reason =
       check("user", account.user, user_quota_[job.account], user_used_);
   if (reason.empty()) {
-    reason = check("group", account.group,
-                   config_.Group(account.group).max_gpus, group_used_);
+    reason = check("group", account.group, group_quota_[job.account],
+                   group_used_);
   }
   return reason;
 }
@@ -298,8 +313,12 @@ std::string Pass::Where(const std::vector<int>& nodes, int64_t start) const {
 // Steps 4c and 4d: the job cannot start now.
 std::string Pass::Block(const Job& job, int n, int g) {
   const PendingJob& spec = *job.spec;
-  std::string wanted = absl::StrCat("waiting for ", Plural(n, "node"),
-                                    " with ", Plural(g, "free GPU"));
+  auto [cached, inserted] = wanted_.try_emplace({n, g});
+  if (inserted) {
+    cached->second = absl::StrCat("waiting for ", Plural(n, "node"), " with ",
+                                  Plural(g, "free GPU"));
+  }
+  std::string wanted = cached->second;
   if (book_.FindNodes(n, g, book_.now_ms()).size() == static_cast<size_t>(n)) {
     wanted = spec.time_limit_ms > 0
                  ? "waiting: the free GPUs are reserved for earlier jobs and "
@@ -389,11 +408,15 @@ SchedulerDecisions Pass::Run() {
   out_.queue.reserve(jobs.size());
   for (const Job& job : jobs) {
     std::string reason = Schedule(job);
-    if (!reason.empty()) out_.waiting.push_back({job.spec->id, reason});
+    int waiting = -1;
+    if (!reason.empty()) {
+      waiting = static_cast<int>(out_.waiting.size());
+      out_.waiting.push_back({job.spec->id, std::move(reason)});
+    }
     const FairShare& account = out_.fair_shares[job.account];
     out_.queue.push_back({job.spec->id, account.user, account.group,
                           job.spec->priority, job.effective_priority,
-                          account.factor, std::move(reason)});
+                          account.factor, waiting});
   }
   return std::move(out_);
 }

@@ -112,7 +112,7 @@ struct QueueEntry {
   int priority = 0;
   double effective_priority = 0;  // priority + aging points
   double fair_share = 1;          // the user's factor
-  std::string reason;             // "" when placed in this pass
+  int waiting = -1;  // index of its reason in `waiting`; -1: placed
 };
 
 struct SchedulerDecisions {

@@ -1,7 +1,7 @@
 #include "coordinator/scheduler_book.h"
 
 #include <algorithm>
-#include <map>
+#include <iterator>
 
 namespace dcvlr {
 namespace {
@@ -15,35 +15,48 @@ std::vector<int> ChooseGpus(const std::vector<int>& free,
   if (domain.empty()) {
     return std::vector<int>(free.begin(), free.begin() + count);
   }
-  std::map<int, std::vector<int>> by_domain;
+  // (domain, gpu), grouped by domain; GPUs ascending within each.
+  absl::InlinedVector<std::pair<int, int>, 16> gpus;
   for (int gpu : free) {
-    const int d = gpu >= 0 && gpu < static_cast<int>(domain.size())
-                      ? domain[gpu]
-                      : -1;
-    by_domain[d].push_back(gpu);
+    gpus.push_back({gpu >= 0 && gpu < static_cast<int>(domain.size())
+                        ? domain[gpu]
+                        : -1,
+                    gpu});
   }
-  const std::vector<int>* best = nullptr;
-  for (const auto& [d, gpus] : by_domain) {
-    if (static_cast<int>(gpus.size()) >= count &&
-        (best == nullptr || gpus.size() < best->size())) {
-      best = &gpus;
+  std::sort(gpus.begin(), gpus.end());
+  // Runs of one domain: [begin, end).
+  absl::InlinedVector<std::pair<size_t, size_t>, 8> runs;
+  for (size_t i = 0; i < gpus.size();) {
+    size_t j = i;
+    while (j < gpus.size() && gpus[j].first == gpus[i].first) ++j;
+    runs.push_back({i, j});
+    i = j;
+  }
+  auto size = [](const std::pair<size_t, size_t>& r) {
+    return r.second - r.first;
+  };
+  std::vector<int> chosen;
+  const std::pair<size_t, size_t>* best = nullptr;
+  for (const auto& run : runs) {
+    if (size(run) >= static_cast<size_t>(count) &&
+        (best == nullptr || size(run) < size(*best))) {
+      best = &run;
     }
   }
-  std::vector<int> chosen;
   if (best != nullptr) {
-    chosen.assign(best->begin(), best->begin() + count);
+    for (size_t i = best->first; i < best->first + count; ++i) {
+      chosen.push_back(gpus[i].second);
+    }
     return chosen;
   }
-  std::vector<const std::vector<int>*> order;
-  for (const auto& [d, gpus] : by_domain) order.push_back(&gpus);
-  std::stable_sort(order.begin(), order.end(),
-                   [](const std::vector<int>* a, const std::vector<int>* b) {
-                     return a->size() > b->size();
+  std::stable_sort(runs.begin(), runs.end(),
+                   [&](const auto& a, const auto& b) {
+                     return size(a) > size(b);
                    });
-  for (const std::vector<int>* gpus : order) {
-    for (int gpu : *gpus) {
-      if (static_cast<int>(chosen.size()) == count) break;
-      chosen.push_back(gpu);
+  for (const auto& run : runs) {
+    for (size_t i = run.first;
+         i < run.second && static_cast<int>(chosen.size()) < count; ++i) {
+      chosen.push_back(gpus[i].second);
     }
   }
   std::sort(chosen.begin(), chosen.end());
@@ -57,19 +70,26 @@ ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes,
     : now_ms_(now_ms), nodes_(nodes.size()) {
   size_t most = 0;
   for (size_t i = 0; i < nodes.size(); ++i) {
-    nodes_[i].free = nodes[i].free_gpus;
-    std::sort(nodes_[i].free.begin(), nodes_[i].free.end());
-    nodes_[i].domain = nodes[i].gpu_domain;
-    most = std::max(most, nodes_[i].free.size());
+    NodeState& n = nodes_[i];
+    n.free = &nodes[i].free_gpus;
+    if (!std::is_sorted(n.free->begin(), n.free->end())) {
+      n.own = *n.free;
+      std::sort(n.own.begin(), n.own.end());
+      n.free = &n.own;
+    }
+    n.free_count = static_cast<int>(n.free->size());
+    n.domain = &nodes[i].gpu_domain;
+    most = std::max(most, n.free->size());
   }
   buckets_.resize(most + 1);
+  for (NodeSet& bucket : buckets_) bucket.Resize(nodes.size());
   for (size_t i = 0; i < nodes.size(); ++i) {
-    buckets_[nodes_[i].free.size()].insert(static_cast<int>(i));
+    buckets_[nodes_[i].free_count].Insert(static_cast<int>(i));
   }
 }
 
 void ClusterBook::Insert(int node, Event event) {
-  std::vector<Event>& events = nodes_[node].events;
+  auto& events = nodes_[node].events;
   auto at = std::upper_bound(
       events.begin(), events.end(), event.at_ms,
       [](int64_t t, const Event& e) { return t < e.at_ms; });
@@ -83,7 +103,7 @@ void ClusterBook::AddRelease(int node, int64_t at_ms, int gpus, int owner) {
 
 void ClusterBook::ExpediteRelease(int node, int owner, int gpus,
                                   int64_t at_ms) {
-  std::vector<Event>& events = nodes_[node].events;
+  auto& events = nodes_[node].events;
   int found = 0;
   for (size_t i = 0; i < events.size();) {
     if (events[i].owner == owner && events[i].delta > 0) {
@@ -105,7 +125,7 @@ void ClusterBook::AddClaim(int node, int64_t at_ms, int gpus) {
 
 bool ClusterBook::CanTake(int node, int gpus, int64_t end_ms) const {
   const NodeState& n = nodes_[node];
-  int value = static_cast<int>(n.free.size());
+  int value = n.free_count;
   if (value < gpus) return false;
   if (!n.has_claims || gpus == 0) return true;
   for (size_t i = 0; i < n.events.size();) {
@@ -124,39 +144,36 @@ std::vector<int> ClusterBook::FindNodes(int count, int gpus,
   std::vector<int> found;
   if (count <= 0) return found;
   for (size_t k = std::max(gpus, 0); k < buckets_.size(); ++k) {
-    for (int node : buckets_[k]) {
-      if (!CanTake(node, gpus, end_ms)) continue;
-      found.push_back(node);
-      if (static_cast<int>(found.size()) == count) return found;
-    }
+    const bool more = buckets_[k].ForEach([&](int node) {
+      if (CanTake(node, gpus, end_ms)) found.push_back(node);
+      return static_cast<int>(found.size()) < count;
+    });
+    if (!more) break;
   }
   return found;
 }
 
 std::vector<int> ClusterBook::Take(int node, int gpus, int64_t end_ms) {
   NodeState& n = nodes_[node];
-  const int old_free = static_cast<int>(n.free.size());
-  std::vector<int> chosen = ChooseGpus(n.free, n.domain, gpus);
+  std::vector<int> chosen = ChooseGpus(*n.free, *n.domain, gpus);
   std::vector<int> rest;
-  rest.reserve(n.free.size() - chosen.size());
-  std::set_difference(n.free.begin(), n.free.end(), chosen.begin(),
+  rest.reserve(n.free->size() - chosen.size());
+  std::set_difference(n.free->begin(), n.free->end(), chosen.begin(),
                       chosen.end(), std::back_inserter(rest));
-  n.free = std::move(rest);
-  Rebucket(node, old_free);
+  n.own = std::move(rest);
+  n.free = &n.own;
+  buckets_[n.free_count].Erase(node);
+  n.free_count = static_cast<int>(n.own.size());
+  buckets_[n.free_count].Insert(node);
   AddRelease(node, end_ms, gpus, -1);
   return chosen;
-}
-
-void ClusterBook::Rebucket(int node, int old_free) {
-  buckets_[old_free].erase(node);
-  buckets_[nodes_[node].free.size()].insert(node);
 }
 
 int64_t ClusterBook::EarliestStart(int node, int gpus) const {
   const NodeState& n = nodes_[node];
   // Walk the timeline backwards from its final value: the start is the
   // time after which the free count never again drops below `gpus`.
-  int value = static_cast<int>(n.free.size());
+  int value = n.free_count;
   for (const Event& e : n.events) value += e.delta;
   if (value < gpus) return kNever;
   for (size_t i = n.events.size(); i > 0;) {

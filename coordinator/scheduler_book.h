@@ -5,11 +5,12 @@
 #ifndef DCVLR_COORDINATOR_SCHEDULER_BOOK_H_
 #define DCVLR_COORDINATOR_SCHEDULER_BOOK_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <set>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "coordinator/scheduler.h"
 
 namespace dcvlr {
@@ -31,12 +32,7 @@ class ClusterBook {
 
   int size() const { return static_cast<int>(nodes_.size()); }
   int64_t now_ms() const { return now_ms_; }
-  int free_now(int node) const {
-    return static_cast<int>(nodes_[node].free.size());
-  }
-  const std::vector<Event>& events(int node) const {
-    return nodes_[node].events;
-  }
+  int free_now(int node) const { return nodes_[node].free_count; }
 
   // Records that `gpus` GPUs of `node` come free at `at_ms` (kNever: not by
   // themselves), owned by running attempt `owner`.
@@ -72,25 +68,50 @@ class ClusterBook {
 
  private:
   struct NodeState {
-    std::vector<int> free;  // GPU indices, ascending
-    std::vector<int> domain;
-    std::vector<Event> events;  // by at_ms
+    // The snapshot's free GPUs until the first Take() copies them to `own`.
+    const std::vector<int>* free = nullptr;
+    std::vector<int> own;
+    int free_count = 0;
+    const std::vector<int>* domain = nullptr;
+    absl::InlinedVector<Event, 6> events;  // by at_ms
     bool has_claims = false;
   };
 
   void Insert(int node, Event event);
-  void Rebucket(int node, int old_free);
+
+  // A set of nodes as a bitmap, iterated in node order.
+  class NodeSet {
+   public:
+    void Resize(int nodes) { words_.assign((nodes + 63) / 64, 0); }
+    void Insert(int node) { words_[node >> 6] |= uint64_t{1} << (node & 63); }
+    void Erase(int node) { words_[node >> 6] &= ~(uint64_t{1} << (node & 63)); }
+    // Calls f(node) in node order until it returns false.
+    template <typename F>
+    bool ForEach(F f) const {
+      for (size_t w = 0; w < words_.size(); ++w) {
+        for (uint64_t bits = words_[w]; bits != 0; bits &= bits - 1) {
+          if (!f(static_cast<int>(w * 64 + __builtin_ctzll(bits)))) {
+            return false;
+          }
+        }
+      }
+      return true;
+    }
+
+   private:
+    std::vector<uint64_t> words_;
+  };
 
   int64_t now_ms_;
   std::vector<NodeState> nodes_;
-  // buckets_[k]: the nodes with exactly k free GPUs, in node order.
-  std::vector<std::set<int>> buckets_;
+  // buckets_[k]: the nodes with exactly k free GPUs.
+  std::vector<NodeSet> buckets_;
 };
 
 template <typename Skip>
 int ClusterBook::MinFreeFrom(int node, int64_t from_ms, Skip skip) const {
   const NodeState& n = nodes_[node];
-  int value = static_cast<int>(n.free.size());
+  int value = n.free_count;
   int lowest = std::numeric_limits<int>::max();
   for (size_t i = 0; i < n.events.size();) {
     const int64_t at = n.events[i].at_ms;

@@ -118,7 +118,8 @@ TEST(LabPolicyTest, PlacesHighPriorityFirstThenBySubmission) {
   EXPECT_EQ(d.waiting[0].job_id, "j-3");
   ASSERT_EQ(d.queue.size(), 3u);
   EXPECT_EQ(d.queue[0].job_id, "j-2");
-  EXPECT_EQ(d.queue[2].reason, d.waiting[0].reason);
+  EXPECT_EQ(d.queue[0].waiting, -1);
+  EXPECT_EQ(d.queue[2].waiting, 0);
 }
 
 TEST(LabPolicyTest, LessUsedUserGoesFirstAtEqualPriority) {

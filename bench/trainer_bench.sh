@@ -5,7 +5,7 @@
 # Debian's python3-torch), in the same invocation. Prints both and the ratio.
 #
 #   bench/trainer_bench.sh [BUILD_DIR]     (default: build-trainer)
-#   STEPS=80 bench/trainer_bench.sh        (timed steps after 10 warmup steps)
+#   STEPS=80 ROUNDS=5 bench/trainer_bench.sh   (timed steps after 10 warmup; rounds)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,13 +54,25 @@ print(f"native samples_per_s={n / t:.2f} step_time_s={t / (10 * len(timed)):.4f}
 PY
 }
 
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores)"
-native=$(run_native)
-echo "$native"
-ddp=$(OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 /usr/bin/python3 "$root/bench/ddp_baseline.py" \
-        --world 2 --batch 8 --steps $((steps + warmup)) --warmup $warmup --port $((port + 1)) |
-      grep '^ddp ')
-echo "$ddp"
-a=$(sed 's/.*samples_per_s=\([0-9.]*\).*/\1/' <<<"$native")
-b=$(sed 's/.*samples_per_s=\([0-9.]*\).*/\1/' <<<"$ddp")
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores), load $(cut -d' ' -f1-3 /proc/loadavg)"
+# Rounds alternate between the two so that load from anything else on the
+# machine hits both alike; the medians are compared.
+rounds=${ROUNDS:-3}
+natives=() ddps=()
+for ((i = 1; i <= rounds; i++)); do
+  port=$((port + 2))
+  rm -f "$work/metrics.jsonl"; rm -rf "$work/ckpt"
+  native=$(run_native)
+  ddp=$(OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 /usr/bin/python3 "$root/bench/ddp_baseline.py" \
+          --world 2 --batch 8 --steps $((steps + warmup)) --warmup $warmup --port $((port + 1)) |
+        grep '^ddp ')
+  echo "round $i: $native | $ddp"
+  natives+=("$(sed 's/.*samples_per_s=\([0-9.]*\).*/\1/' <<<"$native")")
+  ddps+=("$(sed 's/.*samples_per_s=\([0-9.]*\).*/\1/' <<<"$ddp")")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+a=$(median "${natives[@]}")
+b=$(median "${ddps[@]}")
+echo "median native samples_per_s=$a"
+echo "median ddp samples_per_s=$b"
 awk -v a="$a" -v b="$b" 'BEGIN { printf "ratio native/ddp=%.2f\n", a / b }'

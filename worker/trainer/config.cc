@@ -309,6 +309,7 @@ bool ParseConfig(const json& doc, const std::string& config_dir, TrainerConfig* 
     s.Int("num_threads", &t.num_threads);
     s.Bool("pad_to_max_length", &t.pad_to_max_length);
     s.Bool("save_final_model", &t.save_final_model);
+    s.Double("ddp_bucket_cap_mb", &t.ddp_bucket_cap_mb);
     std::string optimizer = "adamw_torch";
     s.String("optimizer", &optimizer);
     s.Ignore({"trainer_type", "enable_wandb", "enable_tensorboard", "enable_mlflow",

@@ -52,6 +52,7 @@ struct TrainingConfig {
   std::string mixed_precision_dtype = "auto";  // auto (bf16 on CUDA) | none | bf16
   int num_threads = 0;  // intra-op threads per rank; 0: 1 on CPU
   bool pad_to_max_length = false;  // false: pad each batch to its longest row
+  double ddp_bucket_cap_mb = 0;  // gradient bucket size; 0: 1 on CPU, 25 on CUDA
   bool save_final_model = true;    // false skips the final checkpoint (benchmarks)
 };
 

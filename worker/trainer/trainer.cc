@@ -285,7 +285,8 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
 
   VlmModel model(preset, t.seed, device, dtype);
   FlatAdamW optimizer(model.flat_params(), model.flat_grads(), model.decay_mask(), t);
-  GradReducer reducer(model, comm.get(), /*bucket_bytes=*/device.is_cuda() ? 25 << 20 : 1 << 20);
+  const double bucket_mb = t.ddp_bucket_cap_mb > 0 ? t.ddp_bucket_cap_mb : device.is_cuda() ? 25 : 1;
+  GradReducer reducer(model, comm.get(), static_cast<int64_t>(bucket_mb * (1 << 20)));
   CheckpointManager checkpoints(paths.checkpoint_dir, t.save_total_limit, comm.get());
   MetricsWriter metrics(paths.metrics_file, leader);
 

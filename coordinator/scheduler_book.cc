@@ -82,9 +82,11 @@ ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes,
     most = std::max(most, n.free->size());
   }
   buckets_.resize(most + 1);
+  counts_.assign(most + 1, 0);
   for (NodeSet& bucket : buckets_) bucket.Resize(nodes.size());
   for (size_t i = 0; i < nodes.size(); ++i) {
     buckets_[nodes_[i].free_count].Insert(static_cast<int>(i));
+    ++counts_[nodes_[i].free_count];
   }
 }
 
@@ -142,8 +144,9 @@ bool ClusterBook::CanTake(int node, int gpus, int64_t end_ms) const {
 std::vector<int> ClusterBook::FindNodes(int count, int gpus,
                                         int64_t end_ms) const {
   std::vector<int> found;
-  if (count <= 0) return found;
+  if (count <= 0 || NodesWithFree(gpus) < count) return found;
   for (size_t k = std::max(gpus, 0); k < buckets_.size(); ++k) {
+    if (counts_[k] == 0) continue;
     const bool more = buckets_[k].ForEach([&](int node) {
       if (CanTake(node, gpus, end_ms)) found.push_back(node);
       return static_cast<int>(found.size()) < count;
@@ -163,8 +166,10 @@ std::vector<int> ClusterBook::Take(int node, int gpus, int64_t end_ms) {
   n.own = std::move(rest);
   n.free = &n.own;
   buckets_[n.free_count].Erase(node);
+  --counts_[n.free_count];
   n.free_count = static_cast<int>(n.own.size());
   buckets_[n.free_count].Insert(node);
+  ++counts_[n.free_count];
   AddRelease(node, end_ms, gpus, -1);
   return chosen;
 }

@@ -48,6 +48,15 @@ class ClusterBook {
   // for good) without breaking a claim.
   bool CanTake(int node, int gpus, int64_t end_ms) const;
 
+  // How many nodes have at least `gpus` free GPUs now, claims aside.
+  int NodesWithFree(int gpus) const {
+    int nodes = 0;
+    for (size_t k = std::max(gpus, 0); k < counts_.size(); ++k) {
+      nodes += counts_[k];
+    }
+    return nodes;
+  }
+
   // Up to `count` distinct nodes, best fit first (fewest free GPUs that
   // suffice, then node order), where CanTake(node, gpus, end_ms). Returns
   // fewer when there are not enough.
@@ -104,8 +113,9 @@ class ClusterBook {
 
   int64_t now_ms_;
   std::vector<NodeState> nodes_;
-  // buckets_[k]: the nodes with exactly k free GPUs.
+  // buckets_[k]: the nodes with exactly k free GPUs; counts_[k]: how many.
   std::vector<NodeSet> buckets_;
+  std::vector<int> counts_;
 };
 
 template <typename Skip>

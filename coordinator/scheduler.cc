@@ -196,47 +196,51 @@ std::vector<Pass::Job> Pass::Order() {
     jobs.push_back({tier, out_.fair_shares[account].factor, spec.submit_ms,
                     spec.seq, &spec, account, base + aging});
   }
-  // Sorting 16-byte keys is several times cheaper than sorting jobs:
-  // (tier, factor) packed so that larger ranks first (a non-negative
-  // double's bits order as the double does), then the job's rank in
-  // (submit, seq, id) order, which is its queue index when the queue comes
-  // in that order, as the core's does.
+  // Jobs of one (tier, factor) differ only in (submit, seq, id) order, and
+  // a queue has few distinct (tier, factor) pairs, so a counting sort over
+  // those pairs, fed in (submit, seq, id) order, keeps the pass linear. The
+  // core's queue already comes in that order.
   auto before = [&](const Job& a, const Job& b) {
     if (a.submit_ms != b.submit_ms) return a.submit_ms < b.submit_ms;
     if (a.seq != b.seq) return a.seq < b.seq;
     return a.spec->id < b.spec->id;
   };
-  std::vector<uint32_t> rank(jobs.size());
-  if (std::is_sorted(jobs.begin(), jobs.end(), before)) {
-    for (size_t i = 0; i < jobs.size(); ++i) rank[i] = i;
-  } else {
-    std::vector<uint32_t> order(jobs.size());
-    for (size_t i = 0; i < jobs.size(); ++i) order[i] = i;
+  std::vector<uint32_t> order(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) order[i] = i;
+  if (!std::is_sorted(jobs.begin(), jobs.end(), before)) {
     std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
       return before(jobs[a], jobs[b]);
     });
-    for (size_t r = 0; r < order.size(); ++r) rank[order[r]] = r;
   }
-  struct Key {
-    uint64_t primary;
-    uint32_t rank;
-    uint32_t index;
+  // A larger key ranks first: tier in the top bits, then the factor (a
+  // non-negative double's bits order as the double does).
+  auto key_of = [](const Job& job) {
+    uint64_t bits;
+    const double factor = std::clamp(job.factor, 0.0, 1.0);
+    std::memcpy(&bits, &factor, sizeof(bits));
+    return (uint64_t(job.tier) << 56) | (bits >> 8);
   };
-  std::vector<Key> keys(jobs.size());
+  absl::flat_hash_map<uint64_t, uint32_t> bucket_of;
+  std::vector<uint32_t> bucket(jobs.size());
+  std::vector<uint64_t> keys;
   for (size_t i = 0; i < jobs.size(); ++i) {
-    uint64_t factor_bits;
-    const double factor = std::clamp(jobs[i].factor, 0.0, 1.0);
-    std::memcpy(&factor_bits, &factor, sizeof(factor));
-    keys[i] = {(uint64_t(jobs[i].tier) << 56) | (factor_bits >> 8), rank[i],
-               static_cast<uint32_t>(i)};
+    auto [it, inserted] = bucket_of.try_emplace(key_of(jobs[i]), keys.size());
+    if (inserted) keys.push_back(it->first);
+    bucket[i] = it->second;
   }
-  std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) {
-    if (a.primary != b.primary) return a.primary > b.primary;
-    return a.rank < b.rank;
-  });
-  std::vector<Job> sorted;
-  sorted.reserve(jobs.size());
-  for (const Key& key : keys) sorted.push_back(jobs[key.index]);
+  std::vector<uint32_t> by_key(keys.size());
+  for (size_t b = 0; b < keys.size(); ++b) by_key[b] = b;
+  std::sort(by_key.begin(), by_key.end(),
+            [&](uint32_t a, uint32_t b) { return keys[a] > keys[b]; });
+  std::vector<uint32_t> start(keys.size() + 1, 0);
+  for (uint32_t b : bucket) ++start[b + 1];
+  std::vector<uint32_t> offset(keys.size());
+  for (size_t r = 0, at = 0; r < by_key.size(); ++r) {
+    offset[by_key[r]] = at;
+    at += start[by_key[r] + 1];
+  }
+  std::vector<Job> sorted(jobs.size());
+  for (uint32_t i : order) sorted[offset[bucket[i]]++] = jobs[i];
   return sorted;
 }
 

@@ -35,7 +35,9 @@ struct Options {
   int nodes = 1000;
   int gpus_per_node = 8;
   int jobs = 50000;
-  double load = 1.35;  // offered GPU-seconds / capacity while arriving
+  // Offered GPU-seconds / capacity while jobs arrive: enough that more
+  // than 10,000 jobs wait at the peak.
+  double load = 3.5;
   uint64_t seed = 20261126;
   bool preemption = false;
   double pass_interval_s = 30;
@@ -214,6 +216,7 @@ int Run(const Options& o) {
   std::vector<double> window_gpu_s(kUsers, 0), offered_gpu_s(kUsers, 0);
 
   std::vector<double> latency_ms, latency_10k_ms;
+  std::map<std::string, int> preempted_by;
   double schedule_s = 0;
   int64_t placements = 0, preemptions = 0, busy_gpus = 0;
   double busy_waiting_gpu_s = 0, waiting_s = 0;
@@ -323,6 +326,7 @@ int Run(const Options& o) {
       r.group = GroupName(job.user);
       r.priority = job.priority;
       r.placements = p.nodes;
+      r.submit_ms = job.submit_ms;
       r.started_ms = now;
       r.time_limit_ms = job.limit_ms;
       r.last_checkpoint_ms = now;
@@ -337,6 +341,7 @@ int Run(const Options& o) {
     }
     for (const Preemption& p : d.preemptions) {
       const int j = job_index[p.job_id];
+      ++preempted_by[p.for_job_id];
       RunningAttempt& r = input.running[running_index[j]];
       r.stopping = true;
       r.stop_deadline_ms = now + static_cast<int64_t>(config->default_grace_s * 1000);
@@ -389,6 +394,15 @@ int Run(const Options& o) {
               jobs.back().submit_ms / 3.6e6, latency_ms.size(),
               static_cast<long long>(placements),
               static_cast<long long>(preemptions), peak_pending);
+  if (!preempted_by.empty()) {
+    int most = 0;
+    std::string who;
+    for (const auto& [id, n] : preempted_by) {
+      if (n > most) { most = n; who = id; }
+    }
+    std::printf("preempting jobs: %zu; most victims for one job: %d (%s, %d nodes x %d)\n",
+                preempted_by.size(), most, who.c_str(), jobs[job_index[who]].nodes, jobs[job_index[who]].gpus);
+  }
   std::printf("placements/s: %.0f (%.2f s in Schedule())\n",
               placements / schedule_s, schedule_s);
   std::printf("pass latency: p50 %.2f ms, p99 %.2f ms, max %.2f ms "

@@ -60,6 +60,12 @@ class Pass {
     double effective_priority;
   };
 
+  // Priority points a job pending since `since_ms` has gained by `at_ms`.
+  double Aging(int64_t since_ms, int64_t at_ms) const {
+    if (since_ms <= 0 || at_ms <= since_ms) return 0;
+    return std::min(config_.aging_max_points,
+                    config_.aging_points_per_hour * (at_ms - since_ms) / 3.6e6);
+  }
   int AccountOf(const std::string& user, const std::string& group);
   std::string GroupOf(const std::string& user, const std::string& group) const;
   void BuildAccounts();
@@ -181,12 +187,7 @@ std::vector<Pass::Job> Pass::Order() {
   for (size_t i = 0; i < in_.queue.size(); ++i) {
     const PendingJob& spec = in_.queue[i];
     const int base = std::clamp(spec.priority, 0, kMax);
-    double aging = 0;
-    if (spec.submit_ms > 0 && in_.now_ms > spec.submit_ms) {
-      aging = std::min(config_.aging_max_points,
-                       config_.aging_points_per_hour *
-                           (in_.now_ms - spec.submit_ms) / 3.6e6);
-    }
+    const double aging = Aging(spec.submit_ms, in_.now_ms);
     // The job competes in the highest tier of pending priorities its aged
     // priority reaches, so aging lifts it past other priorities but does
     // not reorder it among jobs of its own priority (fair share does).
@@ -273,7 +274,14 @@ void Pass::BuildTimeline() {
       }
     }
   }
-  if (config_.preemption) victims_.Init(in_, book_.size(), holdings);
+  if (config_.preemption) {
+    std::vector<double> aged(in_.running.size());
+    for (size_t i = 0; i < in_.running.size(); ++i) {
+      const RunningAttempt& r = in_.running[i];
+      aged[i] = r.priority + Aging(r.submit_ms, r.started_ms);
+    }
+    victims_.Init(in_, book_.size(), holdings, std::move(aged));
+  }
 }
 
 std::string Pass::QuotaReason(const Job& job, int total) const {
@@ -383,7 +391,7 @@ std::string Pass::Block(const Job& job, int n, int g) {
   }
   if (may_preempt) {
     std::optional<VictimFinder::Choice> choice =
-        victims_.Choose(book_, n, g, spec.priority, soon);
+        victims_.Choose(book_, n, g, spec.priority, job.tier, soon);
     if (!choice) {
       preempt_failed_.push_back({n, g, spec.priority});
     } else {

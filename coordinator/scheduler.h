@@ -56,7 +56,8 @@ struct RunningAttempt {
   std::string group;
   int priority = 50;
   std::vector<NodePlacement> placements;
-  int64_t started_ms = 0;
+  int64_t submit_ms = 0;   // the PendingJob's submit_ms when it was placed
+  int64_t started_ms = 0;  // when it was placed
   int64_t time_limit_ms = 0;       // 0: none (never ends by itself)
   int64_t last_checkpoint_ms = 0;  // last complete checkpoint; 0: none yet
   // A stop was already sent (preempted, cancelled, over its limit): its GPUs
@@ -158,7 +159,8 @@ class SchedulingPolicy {
 //         domain, else the fewest domains, lowest indices first.
 //      c. Otherwise, with preemption on, when the job would not start
 //         within the default grace anyway: victims among running attempts
-//         of strictly lower priority, not already stopping, chosen per node
+//         of strictly lower priority whose aged priority when they started
+//         was below the job's tier, not already stopping, chosen per node
 //         to lose the least work (GPU-seconds since their last checkpoint),
 //         then to be fewest; nodes cheapest first; victims that turn out
 //         redundant are dropped. Nothing is preempted unless the job fits
@@ -166,7 +168,9 @@ class SchedulingPolicy {
 //      d. A blocked job that preempted, or one of the first max_reservations
 //         blocked jobs, reserves the nodes where it can start earliest;
 //         later jobs (step b) must not delay it.
-//   No loops: only strictly lower priority is preempted, and a job whose
+//   No loops: only attempts that rank below the job (lower priority, and
+//   lower aged priority when they started) are preempted, so a requeued
+//   victim cannot outrank the job and take its GPUs back; and a job whose
 //   victims are stopping waits for them (its reservation covers their
 //   GPUs) instead of choosing more.
 class LabPolicy : public SchedulingPolicy {

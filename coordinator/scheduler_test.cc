@@ -541,6 +541,23 @@ TEST(LabPolicyTest, NoPreemptionLoops) {
   EXPECT_THAT(d.preemptions, IsEmpty());
 }
 
+// A low-priority job that aging ranked above the preemptor when it started
+// is not a victim: requeued, it would rank above the preemptor again, take
+// the freed GPUs back and be preempted again, forever.
+TEST(LabPolicyTest, AgedAttemptThatOutrankedThePreemptorIsNoVictim) {
+  SchedulerInput input;
+  input.now_ms = kNow;
+  input.config = Config(true);
+  input.nodes = {Node("a", {}), Node("b", {})};
+  input.running = {Running("aged", 10, {{"a", {0, 1, 2, 3, 4, 5, 6, 7}}}),
+                   Running("young", 10, {{"b", {0, 1, 2, 3, 4, 5, 6, 7}}})};
+  input.running[0].submit_ms = input.running[0].started_ms - 45 * kHour;
+  input.running[1].submit_ms = input.running[1].started_ms - kHour;
+  input.queue = {Job("urgent", 50, 1, 8)};
+  SchedulerDecisions d = LabPolicy().Schedule(input);
+  EXPECT_THAT(Victims(d), ElementsAre("young"));
+}
+
 TEST(LabPolicyTest, PreemptionIsOffByDefault) {
   SchedulerInput input;
   input.now_ms = kNow;

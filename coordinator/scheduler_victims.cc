@@ -27,7 +27,9 @@ struct NodeOption {
 }  // namespace
 
 void VictimFinder::Init(const SchedulerInput& input, int node_count,
-                        const std::vector<Holding>& holdings) {
+                        const std::vector<Holding>& holdings,
+                        std::vector<double> aged_priority) {
+  aged_priority_ = std::move(aged_priority);
   node_gpus_.assign(node_count, 0);
   for (int i = 0; i < node_count; ++i) {
     node_gpus_[i] = input.nodes[i].total_gpus;
@@ -55,9 +57,11 @@ void VictimFinder::Init(const SchedulerInput& input, int node_count,
 }
 
 std::optional<VictimFinder::Choice> VictimFinder::Choose(
-    const ClusterBook& book, int count, int gpus, int priority,
+    const ClusterBook& book, int count, int gpus, int priority, int tier,
     int64_t stop_by_ms) const {
-  auto candidate = [&](int attempt) { return Candidate(attempt, priority); };
+  auto candidate = [&](int attempt) {
+    return Candidate(attempt, priority, tier);
+  };
   std::vector<NodeOption> options;
   for (int node = 0; node < book.size(); ++node) {
     if (node_gpus_[node] < gpus) continue;

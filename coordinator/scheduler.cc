@@ -96,7 +96,11 @@ class Pass {
   absl::flat_hash_map<std::string, int> group_used_;
   std::vector<int> node_sizes_;   // total GPUs per node, descending
   absl::flat_hash_map<std::string, int> node_index_;
+  // Built on the first preemption attempt of the pass.
+  VictimFinder& Victims();
+  std::vector<VictimFinder::Holding> holdings_;
   VictimFinder victims_;
+  bool victims_ready_ = false;
   int reservations_left_ = 0;
   // Shapes (nodes, gpus) known to find no GPUs within a grace, and shapes
   // with the priority for which preemption found no victims. Either holds
@@ -253,7 +257,6 @@ void Pass::BuildTimeline() {
   }
   std::sort(node_sizes_.begin(), node_sizes_.end(), std::greater<int>());
   const int64_t now = in_.now_ms;
-  std::vector<VictimFinder::Holding> holdings;
   for (size_t i = 0; i < in_.running.size(); ++i) {
     const RunningAttempt& r = in_.running[i];
     int64_t release = kNever;
@@ -270,18 +273,23 @@ void Pass::BuildTimeline() {
       const int gpus = static_cast<int>(p.gpus.size());
       book_.AddRelease(it->second, release, gpus, static_cast<int>(i));
       if (config_.preemption) {
-        holdings.push_back({it->second, static_cast<int>(i), gpus});
+        holdings_.push_back({it->second, static_cast<int>(i), gpus});
       }
     }
   }
-  if (config_.preemption) {
+}
+
+VictimFinder& Pass::Victims() {
+  if (!victims_ready_) {
     std::vector<double> aged(in_.running.size());
     for (size_t i = 0; i < in_.running.size(); ++i) {
       const RunningAttempt& r = in_.running[i];
       aged[i] = r.priority + Aging(r.submit_ms, r.started_ms);
     }
-    victims_.Init(in_, book_.size(), holdings, std::move(aged));
+    victims_.Init(in_, book_.size(), holdings_, std::move(aged));
+    victims_ready_ = true;
   }
+  return victims_;
 }
 
 std::string Pass::QuotaReason(const Job& job, int total) const {
@@ -391,7 +399,7 @@ std::string Pass::Block(const Job& job, int n, int g) {
   }
   if (may_preempt) {
     std::optional<VictimFinder::Choice> choice =
-        victims_.Choose(book_, n, g, spec.priority, job.tier, soon);
+        Victims().Choose(book_, n, g, spec.priority, job.tier, soon);
     if (!choice) {
       preempt_failed_.push_back({n, g, spec.priority});
     } else {
@@ -401,7 +409,7 @@ std::string Pass::Block(const Job& job, int n, int g) {
             {r.job_id, r.attempt, spec.id,
              absl::StrCat("preempted for ", spec.id, " (priority ",
                           spec.priority, " > ", r.priority, ")")});
-        victims_.MarkStopping(&book_, victim, soon);
+        Victims().MarkStopping(&book_, victim, soon);
       }
       const int64_t at = StartOn(choice->nodes, g);
       Reserve(job, choice->nodes, at);

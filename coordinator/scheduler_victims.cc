@@ -7,7 +7,7 @@ namespace dcvlr {
 namespace {
 
 // Larger sets are chosen greedily (least lost work per GPU first).
-constexpr size_t kMaxExactCandidates = 12;
+constexpr size_t kMaxExactCandidates = 32;
 
 struct Cost {
   double lost = 0;
@@ -83,20 +83,32 @@ std::optional<VictimFinder::Choice> VictimFinder::Choose(
     if (available < need) continue;
     NodeOption best{node, {1e300, 0}, base, {}};
     if (cands.size() <= kMaxExactCandidates) {
-      for (uint32_t mask = 1; mask < (1u << cands.size()); ++mask) {
+      // 0/1 knapsack over freed GPUs (capped at the need): cheapest[f] is
+      // the cheapest subset freeing f GPUs. (lost, victims) costs add
+      // component-wise, which keeps their order, so the table is exact.
+      struct Subset {
         Cost cost;
-        int freed = 0;
-        for (size_t i = 0; i < cands.size(); ++i) {
-          if (!(mask >> i & 1)) continue;
+        uint32_t mask = 0;
+        bool ok = false;
+      };
+      std::vector<Subset> cheapest(need + 1);
+      cheapest[0].ok = true;
+      for (size_t i = 0; i < cands.size(); ++i) {
+        for (int f = need; f >= 0; --f) {
+          if (!cheapest[f].ok) continue;
+          const int to = std::min(need, f + cands[i].gpus);
+          Cost cost = cheapest[f].cost;
           cost.lost += lost_gpu_s_[cands[i].attempt];
           ++cost.victims;
-          freed += cands[i].gpus;
+          if (!cheapest[to].ok || cost < cheapest[to].cost) {
+            cheapest[to] = {cost, cheapest[f].mask | (1u << i), true};
+          }
         }
-        if (freed < need || !(cost < best.cost)) continue;
-        best.cost = cost;
-        best.victims.clear();
-        for (size_t i = 0; i < cands.size(); ++i) {
-          if (mask >> i & 1) best.victims.push_back(cands[i].attempt);
+      }
+      best.cost = cheapest[need].cost;
+      for (size_t i = 0; i < cands.size(); ++i) {
+        if (cheapest[need].mask >> i & 1) {
+          best.victims.push_back(cands[i].attempt);
         }
       }
     } else {

@@ -243,6 +243,7 @@ int Run(const Options& o) {
   size_t next_arrival = 0, peak_pending = 0;
   int done = 0;
   bool queue_nonempty = false;
+  bool requeued = false;
 
   auto release = [&](int j) {
     for (const NodePlacement& p : held[j]) {
@@ -294,14 +295,23 @@ int Run(const Options& o) {
           at < job.started_ms + std::min(job.runtime_ms, job.limit_ms);
       release(j);
       if (stopped) {
-        // Preempted: resumes from its last checkpoint.
+        // Preempted: resumes from its last checkpoint, keeping its place
+        // (submit time) in the queue, as the core's queue does.
         const int64_t ran = at - job.started_ms;
         job.runtime_ms -= ran / kCheckpointMs * kCheckpointMs;
         enqueue(j);
+        requeued = true;
       } else {
         job.done = true;
         ++done;
       }
+    }
+    if (requeued) {
+      std::sort(input.queue.begin(), input.queue.end(),
+                [](const PendingJob& a, const PendingJob& b) {
+                  return a.seq < b.seq;  // seq follows submit time
+                });
+      requeued = false;
     }
     if (queue_nonempty) {
       busy_waiting_gpu_s += busy_gpu_s;

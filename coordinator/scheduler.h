@@ -68,7 +68,9 @@ struct RunningAttempt {
 };
 
 struct SchedulerInput {
-  std::vector<PendingJob> queue;    // any order
+  // Any order; in (submit_ms, seq) order (the core's, when submit_ms is the
+  // submission time) the pass takes time linear in the queue's length.
+  std::vector<PendingJob> queue;
   std::vector<NodeSnapshot> nodes;  // schedulable nodes only
   int64_t now_ms = 0;
   std::vector<RunningAttempt> running;

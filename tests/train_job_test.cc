@@ -2,6 +2,8 @@
 // coordinator places two ranks, the agent runs dcvlr-train with torchrun's
 // environment, and the trainer's checkpoints land in DCVLR_CHECKPOINT_DIR.
 #include <filesystem>
+#include <map>
+#include <regex>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -49,8 +51,16 @@ TEST(TrainJobTest, TwoRankTrainJobRunsToTheEndAndCheckpoints) {
   CommandResult logs = cluster.Ctl({"logs", id});
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.reason() << "\n"
                                                   << logs.out;
-  EXPECT_THAT(logs.out, HasSubstr("[0] done step=4"));
-  EXPECT_THAT(logs.out, HasSubstr("[1] "));  // both ranks ran
+  EXPECT_THAT(logs.out, HasSubstr("rank=0 done step=4"));
+  // Both ranks ran and ended with the same weights.
+  const std::regex hash(R"(rank=(\d) params_fnv64=([0-9a-f]+))");
+  std::map<std::string, std::string> hashes;
+  for (std::sregex_iterator it(logs.out.begin(), logs.out.end(), hash), end;
+       it != end; ++it) {
+    hashes[(*it)[1]] = (*it)[2];
+  }
+  ASSERT_EQ(hashes.size(), 2u) << logs.out;
+  EXPECT_EQ(hashes["0"], hashes["1"]);
   const std::filesystem::path checkpoints =
       cluster.dir() + "/work-n1/jobs/" + id + "/checkpoints";
   bool found = false;

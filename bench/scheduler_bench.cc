@@ -62,9 +62,9 @@ struct SimJob {
   int nodes = 1;
   int gpus = 1;
   int64_t submit_ms = 0;
-  int64_t runtime_ms = 0;    // work left
+  int64_t runtime_ms = 0;  // work left
   int64_t limit_ms = 0;
-  int64_t started_ms = -1;   // current attempt
+  int64_t started_ms = -1;  // current attempt
   int attempt = 0;
   bool done = false;
 };
@@ -87,10 +87,14 @@ std::vector<SimJob> MakeTrace(const Options& o) {
     j.id = absl::StrCat("j-", i + 1);
     j.user = static_cast<int>(rng() % kUsers);
     const double shape = unit(rng);
-    if (shape < 0.30) j.gpus = 1;
-    else if (shape < 0.50) j.gpus = 2;
-    else if (shape < 0.70) j.gpus = 4;
-    else if (shape < 0.85) j.gpus = 8;
+    if (shape < 0.30)
+      j.gpus = 1;
+    else if (shape < 0.50)
+      j.gpus = 2;
+    else if (shape < 0.70)
+      j.gpus = 4;
+    else if (shape < 0.85)
+      j.gpus = 8;
     else {
       j.gpus = 8;
       j.nodes = 2 + static_cast<int>(rng() % 15);
@@ -184,9 +188,10 @@ void Burst(const Options& o, const std::vector<SimJob>& jobs,
     placed = d.placements.size();
   }
   std::sort(ms.begin(), ms.end());
-  std::printf("burst: %zu pending on the empty cluster, %zu placed in one "
-              "pass of %.2f ms (median of 7): %.0f placements/s\n",
-              input.queue.size(), placed, ms[3], placed / (ms[3] / 1000));
+  std::printf(
+      "burst: %zu pending on the empty cluster, %zu placed in one "
+      "pass of %.2f ms (median of 7): %.0f placements/s\n",
+      input.queue.size(), placed, ms[3], placed / (ms[3] / 1000));
 }
 
 int Run(const Options& o) {
@@ -231,7 +236,8 @@ int Run(const Options& o) {
   const int64_t last_arrival = jobs.back().submit_ms;
   const double capacity = double(o.nodes) * o.gpus_per_node;
   // Fair-share window: the middle of the arrival period.
-  const int64_t window_from = last_arrival / 5, window_to = last_arrival * 4 / 5;
+  const int64_t window_from = last_arrival / 5,
+                window_to = last_arrival * 4 / 5;
   std::vector<double> window_gpu_s(kUsers, 0), offered_gpu_s(kUsers, 0);
 
   std::vector<double> latency_ms, latency_10k_ms, cpu_ms, cpu_10k_ms;
@@ -317,8 +323,7 @@ int Run(const Options& o) {
       busy_waiting_gpu_s += busy_gpu_s;
       waiting_s += interval / 1000.0;
     }
-    while (next_arrival < jobs.size() &&
-           jobs[next_arrival].submit_ms <= now) {
+    while (next_arrival < jobs.size() && jobs[next_arrival].submit_ms <= now) {
       const SimJob& job = jobs[next_arrival];
       offered_gpu_s[job.user] += job.nodes * job.gpus * job.runtime_ms / 1000.0;
       enqueue(static_cast<int>(next_arrival++));
@@ -351,7 +356,8 @@ int Run(const Options& o) {
       SimJob& job = jobs[j];
       for (const NodePlacement& np : p.nodes) {
         std::vector<int>& free = input.nodes[node_index[np.node]].free_gpus;
-        for (int gpu : np.gpus) free.erase(std::find(free.begin(), free.end(), gpu));
+        for (int gpu : np.gpus)
+          free.erase(std::find(free.begin(), free.end(), gpu));
       }
       held[j] = p.nodes;
       job.started_ms = now;
@@ -381,14 +387,16 @@ int Run(const Options& o) {
       ++preempted_by[p.for_job_id];
       RunningAttempt& r = input.running[running_index[j]];
       r.stopping = true;
-      r.stop_deadline_ms = now + static_cast<int64_t>(config->default_grace_s * 1000);
+      r.stop_deadline_ms =
+          now + static_cast<int64_t>(config->default_grace_s * 1000);
       ends.push({r.stop_deadline_ms, j, jobs[j].attempt});
       ++preemptions;
     }
     for (RunningAttempt& r : input.running) {
       // Checkpoints every 30 minutes of running.
       const int64_t since = now - r.started_ms;
-      r.last_checkpoint_ms = r.started_ms + since / kCheckpointMs * kCheckpointMs;
+      r.last_checkpoint_ms =
+          r.started_ms + since / kCheckpointMs * kCheckpointMs;
     }
     std::erase_if(input.queue,
                   [&](const PendingJob& p) { return !pending[p.seq]; });
@@ -421,47 +429,59 @@ int Run(const Options& o) {
     }
   }
 
-  std::printf("cluster: %d nodes x %d GPUs; %d jobs; offered load %.2f; "
-              "pass every %.0f s simulated; preemption %s; seed %llu\n",
-              o.nodes, o.gpus_per_node, o.jobs, o.load, o.pass_interval_s,
-              o.preemption ? "on" : "off",
-              static_cast<unsigned long long>(o.seed));
-  std::printf("simulated: %.1f h, %zu passes, %lld placements, %lld "
-              "preemptions, peak pending %zu\n",
-              jobs.back().submit_ms / 3.6e6, latency_ms.size(),
-              static_cast<long long>(placements),
-              static_cast<long long>(preemptions), peak_pending);
+  std::printf(
+      "cluster: %d nodes x %d GPUs; %d jobs; offered load %.2f; "
+      "pass every %.0f s simulated; preemption %s; seed %llu\n",
+      o.nodes, o.gpus_per_node, o.jobs, o.load, o.pass_interval_s,
+      o.preemption ? "on" : "off", static_cast<unsigned long long>(o.seed));
+  std::printf(
+      "simulated: %.1f h, %zu passes, %lld placements, %lld "
+      "preemptions, peak pending %zu\n",
+      jobs.back().submit_ms / 3.6e6, latency_ms.size(),
+      static_cast<long long>(placements), static_cast<long long>(preemptions),
+      peak_pending);
   if (!preempted_by.empty()) {
     int most = 0;
     std::string who;
     for (const auto& [id, n] : preempted_by) {
-      if (n > most) { most = n; who = id; }
+      if (n > most) {
+        most = n;
+        who = id;
+      }
     }
-    std::printf("preempting jobs: %zu; most victims for one job: %d (%s, %d nodes x %d)\n",
-                preempted_by.size(), most, who.c_str(), jobs[job_index[who]].nodes, jobs[job_index[who]].gpus);
+    std::printf(
+        "preempting jobs: %zu; most victims for one job: %d (%s, %d nodes x "
+        "%d)\n",
+        preempted_by.size(), most, who.c_str(), jobs[job_index[who]].nodes,
+        jobs[job_index[who]].gpus);
   }
-  std::printf("placements/s over the trace: %.0f wall, %.0f CPU (%.2f s "
-              "wall, %.2f s CPU in Schedule())\n",
-              placements / schedule_s, placements / schedule_cpu_s,
-              schedule_s, schedule_cpu_s);
-  std::printf("pass latency: p50 %.2f ms, p99 %.2f ms, max %.2f ms "
-              "(all %zu passes)\n",
-              Percentile(latency_ms, 0.5), Percentile(latency_ms, 0.99),
-              Percentile(latency_ms, 1.0), latency_ms.size());
-  std::printf("pass latency, >= 10000 pending: p50 %.2f ms, p99 %.2f ms "
-              "(%zu passes)\n",
-              Percentile(latency_10k_ms, 0.5), Percentile(latency_10k_ms, 0.99),
-              latency_10k_ms.size());
-  std::printf("pass CPU time: p50 %.2f ms, p99 %.2f ms (all); p50 %.2f ms, "
-              "p99 %.2f ms (>= 10000 pending)\n",
-              Percentile(cpu_ms, 0.5), Percentile(cpu_ms, 0.99),
-              Percentile(cpu_10k_ms, 0.5), Percentile(cpu_10k_ms, 0.99));
+  std::printf(
+      "placements/s over the trace: %.0f wall, %.0f CPU (%.2f s "
+      "wall, %.2f s CPU in Schedule())\n",
+      placements / schedule_s, placements / schedule_cpu_s, schedule_s,
+      schedule_cpu_s);
+  std::printf(
+      "pass latency: p50 %.2f ms, p99 %.2f ms, max %.2f ms "
+      "(all %zu passes)\n",
+      Percentile(latency_ms, 0.5), Percentile(latency_ms, 0.99),
+      Percentile(latency_ms, 1.0), latency_ms.size());
+  std::printf(
+      "pass latency, >= 10000 pending: p50 %.2f ms, p99 %.2f ms "
+      "(%zu passes)\n",
+      Percentile(latency_10k_ms, 0.5), Percentile(latency_10k_ms, 0.99),
+      latency_10k_ms.size());
+  std::printf(
+      "pass CPU time: p50 %.2f ms, p99 %.2f ms (all); p50 %.2f ms, "
+      "p99 %.2f ms (>= 10000 pending)\n",
+      Percentile(cpu_ms, 0.5), Percentile(cpu_ms, 0.99),
+      Percentile(cpu_10k_ms, 0.5), Percentile(cpu_10k_ms, 0.99));
   std::printf("GPU utilisation while jobs wait: %.2f%% (over %.1f h)\n",
               100 * busy_waiting_gpu_s / (capacity * waiting_s),
               waiting_s / 3600);
-  std::printf("fair-share error: %.2f%% of GPU-seconds misallocated "
-              "(worst user %.1f%% off its target)\n",
-              100 * error, 100 * worst);
+  std::printf(
+      "fair-share error: %.2f%% of GPU-seconds misallocated "
+      "(worst user %.1f%% off its target)\n",
+      100 * error, 100 * worst);
   return 0;
 }
 

@@ -90,7 +90,8 @@ class Parser {
   bool CheckMap(const YAML::Node& node, const std::string& key,
                 const std::vector<std::string>& known) {
     if (!node.IsMap()) {
-      Error(node, key, absl::StrCat("expected a mapping, got ", Describe(node)));
+      Error(node, key,
+            absl::StrCat("expected a mapping, got ", Describe(node)));
       return false;
     }
     for (const auto& entry : node) {
@@ -101,8 +102,8 @@ class Parser {
       const std::string& name = entry.first.Scalar();
       if (std::find(known.begin(), known.end(), name) == known.end()) {
         Error(entry.first, key.empty() ? name : absl::StrCat(key, ".", name),
-              absl::StrCat("unknown key", Suggest(name, known), "; known: ",
-                           absl::StrJoin(known, ", ")));
+              absl::StrCat("unknown key", Suggest(name, known),
+                           "; known: ", absl::StrJoin(known, ", ")));
       }
     }
     return true;
@@ -147,8 +148,8 @@ class Parser {
       if (v == "true" || v == "yes" || v == "on") return true;
       if (v == "false" || v == "no" || v == "off") return false;
     }
-    Error(node, key, absl::StrCat("expected true or false, got ",
-                                  Describe(node)));
+    Error(node, key,
+          absl::StrCat("expected true or false, got ", Describe(node)));
     return std::nullopt;
   }
 
@@ -186,7 +187,8 @@ void Parser::ParseGroups(const YAML::Node& node) {
         }
       }
       if (YAML::Node n = entry.second["max_gpus"]) {
-        if (auto v = Int(n, key + ".max_gpus", 0, kMaxGpus)) group.max_gpus = *v;
+        if (auto v = Int(n, key + ".max_gpus", 0, kMaxGpus))
+          group.max_gpus = *v;
       }
     }
     out_->groups[name] = group;
@@ -195,9 +197,9 @@ void Parser::ParseGroups(const YAML::Node& node) {
 
 void Parser::ParseUsers(const YAML::Node& node) {
   if (!node.IsMap()) {
-    Error(node, "users",
-          absl::StrCat("expected a mapping of user names, got ",
-                       Describe(node)));
+    Error(
+        node, "users",
+        absl::StrCat("expected a mapping of user names, got ", Describe(node)));
     return;
   }
   std::vector<std::string> groups = {kDefaultGroup};
@@ -264,26 +266,25 @@ void Parser::ParseBackfill(const YAML::Node& node) {
 }
 
 void Parser::Parse(const YAML::Node& root) {
-  if (!CheckMap(root, "", {"preemption", "fair_share_half_life",
-                           "default_grace_s", "aging", "backfill", "groups",
-                           "users"})) {
+  if (!CheckMap(root, "",
+                {"preemption", "fair_share_half_life", "default_grace_s",
+                 "aging", "backfill", "groups", "users"})) {
     return;
   }
   if (YAML::Node n = root["preemption"]) {
     if (auto v = Bool(n, "preemption")) out_->preemption = *v;
   }
   if (YAML::Node n = root["fair_share_half_life"]) {
-    absl::StatusOr<double> v =
-        n.IsScalar() ? ParseDurationSeconds(n.Scalar())
-                     : absl::InvalidArgumentError(
-                           absl::StrCat("expected a duration such as 7d, 12h "
-                                        "or 3600, got ",
-                                        Describe(n)));
+    absl::StatusOr<double> v = n.IsScalar()
+                                   ? ParseDurationSeconds(n.Scalar())
+                                   : absl::InvalidArgumentError(absl::StrCat(
+                                         "expected a duration such as 7d, 12h "
+                                         "or 3600, got ",
+                                         Describe(n)));
     if (!v.ok()) {
       Error(n, "fair_share_half_life", std::string(v.status().message()));
     } else if (*v <= 0 || *v > 3650 * 86400.0) {
-      Error(n, "fair_share_half_life",
-            "must be more than 0 and at most 3650d");
+      Error(n, "fair_share_half_life", "must be more than 0 and at most 3650d");
     } else {
       out_->fair_share_half_life_s = *v;
     }
@@ -319,11 +320,24 @@ absl::StatusOr<double> ParseDurationSeconds(absl::string_view text) {
   double unit = 1;
   if (!s.empty()) {
     switch (s.back()) {
-      case 's': unit = 1; s.pop_back(); break;
-      case 'm': unit = 60; s.pop_back(); break;
-      case 'h': unit = 3600; s.pop_back(); break;
-      case 'd': unit = 86400; s.pop_back(); break;
-      default: break;
+      case 's':
+        unit = 1;
+        s.pop_back();
+        break;
+      case 'm':
+        unit = 60;
+        s.pop_back();
+        break;
+      case 'h':
+        unit = 3600;
+        s.pop_back();
+        break;
+      case 'd':
+        unit = 86400;
+        s.pop_back();
+        break;
+      default:
+        break;
     }
   }
   double value = 0;
@@ -339,10 +353,9 @@ absl::StatusOr<double> ParseDurationSeconds(absl::string_view text) {
 absl::StatusOr<ClusterConfig> ParseClusterConfig(absl::string_view source_name,
                                                  absl::string_view text) {
   if (text.size() > kMaxFileBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source_name, ": ", text.size(),
-                     " bytes; a cluster config may have at most ",
-                     kMaxFileBytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, ": ", text.size(),
+        " bytes; a cluster config may have at most ", kMaxFileBytes));
   }
   ClusterConfig config;
   YAML::Node root;
@@ -350,8 +363,8 @@ absl::StatusOr<ClusterConfig> ParseClusterConfig(absl::string_view source_name,
     root = YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source_name, ":", e.mark.line + 1, ":",
-                     e.mark.column + 1, ": invalid YAML: ", e.msg));
+        absl::StrCat(source_name, ":", e.mark.line + 1, ":", e.mark.column + 1,
+                     ": invalid YAML: ", e.msg));
   }
   if (root.IsNull()) return config;  // an empty file: all defaults
   Parser parser(source_name, &config);
@@ -359,8 +372,8 @@ absl::StatusOr<ClusterConfig> ParseClusterConfig(absl::string_view source_name,
     parser.Parse(root);
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source_name, ":", e.mark.line + 1, ":",
-                     e.mark.column + 1, ": ", e.msg));
+        absl::StrCat(source_name, ":", e.mark.line + 1, ":", e.mark.column + 1,
+                     ": ", e.msg));
   }
   if (!parser.errors().empty()) {
     return absl::InvalidArgumentError(absl::StrJoin(parser.errors(), "\n"));

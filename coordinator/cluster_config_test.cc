@@ -53,9 +53,10 @@ TEST(ClusterConfigTest, EmptyFileGivesTheDefaults) {
 }
 
 TEST(ClusterConfigTest, ErrorsNameFileLineColumnAndKey) {
-  absl::StatusOr<ClusterConfig> config = ParseClusterConfig("c.yaml",
-                                                            "preemption: true\n"
-                                                            "fair_share_halflife: 7d\n");
+  absl::StatusOr<ClusterConfig> config =
+      ParseClusterConfig("c.yaml",
+                         "preemption: true\n"
+                         "fair_share_halflife: 7d\n");
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().message(),
             "c.yaml:2:1: fair_share_halflife: unknown key (did you mean "
@@ -65,14 +66,14 @@ TEST(ClusterConfigTest, ErrorsNameFileLineColumnAndKey) {
 }
 
 TEST(ClusterConfigTest, ReportsEveryErrorAtOnce) {
-  absl::StatusOr<ClusterConfig> config = ParseClusterConfig(
-      "c.yaml",
-      "preemption: maybe\n"
-      "fair_share_half_life: 7 weeks\n"
-      "groups:\n"
-      "  vision: {shares: -1, max_gpus: 2.5}\n"
-      "users:\n"
-      "  alice: {group: visoin, quota: 3}\n");
+  absl::StatusOr<ClusterConfig> config =
+      ParseClusterConfig("c.yaml",
+                         "preemption: maybe\n"
+                         "fair_share_half_life: 7 weeks\n"
+                         "groups:\n"
+                         "  vision: {shares: -1, max_gpus: 2.5}\n"
+                         "users:\n"
+                         "  alice: {group: visoin, quota: 3}\n");
   ASSERT_FALSE(config.ok());
   const std::string message(config.status().message());
   EXPECT_THAT(message,

@@ -70,10 +70,10 @@ std::vector<FairShare> ComputeFairShares(
     const double user_shares = std::max(0.0, a.user_shares);
     const double siblings = group_user_shares[a.group];
     const double used = Lookup(usage.user_gpu_s, a.user);
-    f.shares_norm = siblings > 0 && all_group_shares > 0
-                        ? user_shares / siblings * group_shares[a.group] /
-                              all_group_shares
-                        : 0.0;
+    f.shares_norm =
+        siblings > 0 && all_group_shares > 0
+            ? user_shares / siblings * group_shares[a.group] / all_group_shares
+            : 0.0;
     f.usage_norm = all_usage > 0 ? used / all_usage : 0.0;
     // Steps 1 and 2.
     f.group_ratio = ratio(group_usage[a.group], all_usage,

@@ -32,7 +32,8 @@ TEST(UsageLedgerTest, ChargeDoesNotDependOnHowTimeIsSplit) {
   const double expected = once.usage().user_gpu_s.at("u");
   EXPECT_NEAR(often.usage().user_gpu_s.at("u"), expected, expected * 1e-9);
   // 4 GPUs for 10 half-lives: close to the 4 · h/ln2 limit.
-  EXPECT_NEAR(expected, 4 * 3600 / std::log(2.0), 4 * 3600 / std::log(2.0) * 1e-3);
+  EXPECT_NEAR(expected, 4 * 3600 / std::log(2.0),
+              4 * 3600 / std::log(2.0) * 1e-3);
 }
 
 TEST(UsageLedgerTest, WithoutDecayUsageIsPlainGpuSeconds) {

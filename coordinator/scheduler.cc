@@ -27,9 +27,12 @@ std::string FormatDuration(int64_t ms) {
   if (s < 60) return absl::StrCat(s, "s");
   if (s < 3600) return absl::StrCat(s / 60, "m");
   if (s < 86400) {
-    return absl::StrCat(s / 3600, "h", s % 3600 / 60 ? absl::StrCat(s % 3600 / 60, "m") : "");
+    return absl::StrCat(s / 3600, "h",
+                        s % 3600 / 60 ? absl::StrCat(s % 3600 / 60, "m") : "");
   }
-  return absl::StrCat(s / 86400, "d", s % 86400 / 3600 ? absl::StrCat(s % 86400 / 3600, "h") : "");
+  return absl::StrCat(
+      s / 86400, "d",
+      s % 86400 / 3600 ? absl::StrCat(s % 86400 / 3600, "h") : "");
 }
 
 std::string Plural(int n, absl::string_view word) {
@@ -88,13 +91,13 @@ class Pass {
   SchedulerDecisions out_;
 
   absl::flat_hash_map<std::string, int> account_index_;
-  std::vector<int> queue_account_;  // by index in the queue
-  std::vector<int> user_quota_;     // by account
-  std::vector<int> group_quota_;    // by account
+  std::vector<int> queue_account_;                     // by index in the queue
+  std::vector<int> user_quota_;                        // by account
+  std::vector<int> group_quota_;                       // by account
   std::map<std::pair<int, int>, std::string> wanted_;  // by (nodes, gpus)
   absl::flat_hash_map<std::string, int> user_used_;
   absl::flat_hash_map<std::string, int> group_used_;
-  std::vector<int> node_sizes_;   // total GPUs per node, descending
+  std::vector<int> node_sizes_;  // total GPUs per node, descending
   absl::flat_hash_map<std::string, int> node_index_;
   // Built on the first preemption attempt of the pass.
   VictimFinder& Victims();
@@ -213,9 +216,8 @@ std::vector<Pass::Job> Pass::Order() {
   std::vector<uint32_t> order(jobs.size());
   for (size_t i = 0; i < jobs.size(); ++i) order[i] = i;
   if (!std::is_sorted(jobs.begin(), jobs.end(), before)) {
-    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-      return before(jobs[a], jobs[b]);
-    });
+    std::sort(order.begin(), order.end(),
+              [&](uint32_t a, uint32_t b) { return before(jobs[a], jobs[b]); });
   }
   // A larger key ranks first: tier in the top bits, then the factor (a
   // non-negative double's bits order as the double does).
@@ -313,8 +315,8 @@ std::string Pass::QuotaReason(const Job& job, int total) const {
   std::string reason =
       check("user", account.user, user_quota_[job.account], user_used_);
   if (reason.empty()) {
-    reason = check("group", account.group, group_quota_[job.account],
-                   group_used_);
+    reason =
+        check("group", account.group, group_quota_[job.account], group_used_);
   }
   return reason;
 }
@@ -338,7 +340,8 @@ std::pair<int64_t, std::vector<int>> Pass::BestStart(int count,
 
 int64_t Pass::StartOn(const std::vector<int>& nodes, int gpus) const {
   int64_t start = book_.now_ms();
-  for (int node : nodes) start = std::max(start, book_.EarliestStart(node, gpus));
+  for (int node : nodes)
+    start = std::max(start, book_.EarliestStart(node, gpus));
   return start;
 }
 
@@ -358,11 +361,11 @@ std::string Pass::Where(const std::vector<int>& nodes, int64_t start) const {
     names.push_back(in_.nodes[nodes[i]].name);
   }
   if (nodes.size() > 4) names.push_back("...");
-  return absl::StrCat("reserved ", absl::StrJoin(names, ","),
-                      start <= in_.now_ms
-                          ? std::string(" now")
-                          : absl::StrCat(" in ",
-                                         FormatDuration(start - in_.now_ms)));
+  return absl::StrCat(
+      "reserved ", absl::StrJoin(names, ","),
+      start <= in_.now_ms
+          ? std::string(" now")
+          : absl::StrCat(" in ", FormatDuration(start - in_.now_ms)));
 }
 
 // Steps 4c and 4d: the job cannot start now.

@@ -56,9 +56,9 @@ struct RunningAttempt {
   std::string group;
   int priority = 50;
   std::vector<NodePlacement> placements;
-  int64_t submit_ms = 0;   // the PendingJob's submit_ms when it was placed
-  int64_t started_ms = 0;  // when it was placed
-  int64_t time_limit_ms = 0;       // 0: none (never ends by itself)
+  int64_t submit_ms = 0;      // the PendingJob's submit_ms when it was placed
+  int64_t started_ms = 0;     // when it was placed
+  int64_t time_limit_ms = 0;  // 0: none (never ends by itself)
   int64_t last_checkpoint_ms = 0;  // last complete checkpoint; 0: none yet
   // A stop was already sent (preempted, cancelled, over its limit): its GPUs
   // come free by stop_deadline_ms (0: now + the default grace) and it is
@@ -123,7 +123,7 @@ struct SchedulerDecisions {
   std::vector<Waiting> waiting;  // every pending job not placed
   std::vector<Preemption> preemptions;
   std::vector<Reservation> reservations;
-  std::vector<QueueEntry> queue;  // every pending job, in order
+  std::vector<QueueEntry> queue;       // every pending job, in order
   std::vector<FairShare> fair_shares;  // users with work, usage or config
 };
 

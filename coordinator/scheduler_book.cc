@@ -18,10 +18,9 @@ std::vector<int> ChooseGpus(const std::vector<int>& free,
   // (domain, gpu), grouped by domain; GPUs ascending within each.
   absl::InlinedVector<std::pair<int, int>, 16> gpus;
   for (int gpu : free) {
-    gpus.push_back({gpu >= 0 && gpu < static_cast<int>(domain.size())
-                        ? domain[gpu]
-                        : -1,
-                    gpu});
+    gpus.push_back(
+        {gpu >= 0 && gpu < static_cast<int>(domain.size()) ? domain[gpu] : -1,
+         gpu});
   }
   std::sort(gpus.begin(), gpus.end());
   // Runs of one domain: [begin, end).
@@ -49,10 +48,9 @@ std::vector<int> ChooseGpus(const std::vector<int>& free,
     }
     return chosen;
   }
-  std::stable_sort(runs.begin(), runs.end(),
-                   [&](const auto& a, const auto& b) {
-                     return size(a) > size(b);
-                   });
+  std::stable_sort(runs.begin(), runs.end(), [&](const auto& a, const auto& b) {
+    return size(a) > size(b);
+  });
   for (const auto& run : runs) {
     for (size_t i = run.first;
          i < run.second && static_cast<int>(chosen.size()) < count; ++i) {
@@ -65,8 +63,7 @@ std::vector<int> ChooseGpus(const std::vector<int>& free,
 
 }  // namespace
 
-ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes,
-                         int64_t now_ms)
+ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes, int64_t now_ms)
     : now_ms_(now_ms), nodes_(nodes.size()) {
   size_t most = 0;
   for (size_t i = 0; i < nodes.size(); ++i) {
@@ -92,9 +89,9 @@ ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes,
 
 void ClusterBook::Insert(int node, Event event) {
   auto& events = nodes_[node].events;
-  auto at = std::upper_bound(
-      events.begin(), events.end(), event.at_ms,
-      [](int64_t t, const Event& e) { return t < e.at_ms; });
+  auto at =
+      std::upper_bound(events.begin(), events.end(), event.at_ms,
+                       [](int64_t t, const Event& e) { return t < e.at_ms; });
   events.insert(at, event);
 }
 

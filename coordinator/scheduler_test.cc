@@ -77,8 +77,8 @@ std::vector<std::string> Victims(const SchedulerDecisions& d) {
 
 // Snapshot of GPUs in use: removes `placement`'s GPUs from the nodes and
 // adds it to the running attempts, as the core would.
-void Apply(SchedulerInput* input, const Placement& placement,
-           int64_t limit_ms, int priority = 50) {
+void Apply(SchedulerInput* input, const Placement& placement, int64_t limit_ms,
+           int priority = 50) {
   for (const NodePlacement& p : placement.nodes) {
     for (NodeSnapshot& node : input->nodes) {
       if (node.name != p.node) continue;
@@ -125,7 +125,8 @@ TEST(LabPolicyTest, PlacesHighPriorityFirstThenBySubmission) {
 TEST(LabPolicyTest, LessUsedUserGoesFirstAtEqualPriority) {
   SchedulerInput input;
   input.now_ms = kNow;
-  input.queue = {Job("heavy", 50, 1, 8, "alice"), Job("light", 50, 1, 8, "bob")};
+  input.queue = {Job("heavy", 50, 1, 8, "alice"),
+                 Job("light", 50, 1, 8, "bob")};
   input.nodes = {FreeNode("a")};
   input.usage.user_gpu_s = {{"alice", 1e6}, {"bob", 1e3}};
   SchedulerDecisions d = LabPolicy().Schedule(input);
@@ -159,7 +160,8 @@ TEST(LabPolicyTest, AgingLetsAnOldLowPriorityJobOvertake) {
 TEST(LabPolicyTest, AgingDoesNotOverrideFairShareAmongPeers) {
   SchedulerInput input;
   input.now_ms = kNow;
-  input.queue = {Job("waited", 50, 1, 8, "heavy"), Job("fresh", 50, 1, 8, "light")};
+  input.queue = {Job("waited", 50, 1, 8, "heavy"),
+                 Job("fresh", 50, 1, 8, "light")};
   input.queue[0].submit_ms = kNow - 20 * kHour;
   input.queue[1].submit_ms = kNow;
   input.usage.user_gpu_s = {{"heavy", 1e6}};
@@ -208,8 +210,8 @@ TEST(LabPolicyTest, FairSharesConvergeUnderContention) {
     input.nodes = {Node("a", free)};
     for (const std::string user : {"alice", "bob"}) {
       for (int i = 0; i < 8; ++i) {  // a standing backlog
-        input.queue.push_back(Job(absl::StrCat(user, "-", next++), 50, 1, 1,
-                                  user, kRun));
+        input.queue.push_back(
+            Job(absl::StrCat(user, "-", next++), 50, 1, 1, user, kRun));
       }
     }
     SchedulerDecisions d = LabPolicy().Schedule(input);
@@ -245,9 +247,10 @@ TEST(LabPolicyTest, QuotaHoldsBackAHigherPriorityJobAndSaysWhy) {
   input.nodes[1].free_gpus = {4, 5, 6, 7};
   input.queue = {Job("hi", 90, 1, 8, "alice"), Job("lo", 10, 1, 8, "bob")};
   SchedulerDecisions d = LabPolicy().Schedule(input);
-  EXPECT_EQ(ReasonOf(d, "hi"), "waiting: group vision at quota 12/16 GPUs; "
-                               "job needs 8");
-  ASSERT_NE(Placed(d, "lo"), nullptr);  // lower priority, but within quota
+  EXPECT_EQ(ReasonOf(d, "hi"),
+            "waiting: group vision at quota 12/16 GPUs; "
+            "job needs 8");
+  ASSERT_NE(Placed(d, "lo"), nullptr);    // lower priority, but within quota
   EXPECT_THAT(d.preemptions, IsEmpty());  // a quota is not a reason to preempt
   EXPECT_THAT(d.reservations, IsEmpty());
 
@@ -379,10 +382,9 @@ TEST(LabPolicyTest, BlockedGangReservesAndOnlyShortJobsBackfill) {
   input.running = {Running("r-a", 50, {{"a", {0, 1, 2, 3, 4, 5, 6, 7}}})};
   input.running[0].started_ms = kNow - 100 * kSecond;
   input.running[0].time_limit_ms = 200 * kSecond;
-  input.queue = {Job("gang", 90, 2, 8),
-                 Job("short", 50, 1, 4, "u", 90 * kSecond),
-                 Job("long", 50, 1, 4, "u", 300 * kSecond),
-                 Job("unbounded", 50, 1, 4)};
+  input.queue = {
+      Job("gang", 90, 2, 8), Job("short", 50, 1, 4, "u", 90 * kSecond),
+      Job("long", 50, 1, 4, "u", 300 * kSecond), Job("unbounded", 50, 1, 4)};
   SchedulerDecisions d = LabPolicy().Schedule(input);
   ASSERT_EQ(d.reservations.size(), 1u);
   EXPECT_EQ(d.reservations[0].job_id, "gang");
@@ -416,23 +418,22 @@ TEST(LabPolicyTest, BackfillNeverDelaysTheReservation) {
       while (gpu < 8 && rng() % 4 != 0) {
         const int size = std::min<int>(8 - gpu, 1 << (rng() % 4));
         RunningAttempt r =
-            Running(absl::StrCat("r", n, "-", gpu), 50,
-                    {{node.name, {}}});
+            Running(absl::StrCat("r", n, "-", gpu), 50, {{node.name, {}}});
         for (int k = 0; k < size; ++k) r.placements[0].gpus.push_back(gpu + k);
         r.started_ms = kNow - (rng() % 100) * kSecond;
-        r.time_limit_ms =
-            rng() % 8 == 0 ? 0 : (100 + rng() % 1000) * kSecond;
+        r.time_limit_ms = rng() % 8 == 0 ? 0 : (100 + rng() % 1000) * kSecond;
         input.running.push_back(r);
         gpu += size;
       }
-      node.free_gpus.erase(node.free_gpus.begin(), node.free_gpus.begin() + gpu);
+      node.free_gpus.erase(node.free_gpus.begin(),
+                           node.free_gpus.begin() + gpu);
       input.nodes.push_back(node);
     }
     input.queue.push_back(Job("big", 90, 1 + rng() % node_count, 8));
     for (int j = 0; j < 12; ++j) {
-      input.queue.push_back(Job(absl::StrCat("s", j), 50, 1 + rng() % 2,
-                                1 << (rng() % 4), "u",
-                                rng() % 5 == 0 ? 0 : (50 + rng() % 1500) * kSecond));
+      input.queue.push_back(
+          Job(absl::StrCat("s", j), 50, 1 + rng() % 2, 1 << (rng() % 4), "u",
+              rng() % 5 == 0 ? 0 : (50 + rng() % 1500) * kSecond));
     }
     SchedulerDecisions first = LabPolicy().Schedule(input);
     if (first.reservations.empty() || first.reservations[0].job_id != "big") {
@@ -576,8 +577,8 @@ TEST(LabPolicyTest, MultiNodeVictimMakesOthersRedundant) {
   // A 2-node gang with little lost work, and a single-node attempt on b
   // that lost even less; freeing the gang alone frees both nodes.
   input.running = {
-      Running("gang", 10, {{"a", {0, 1, 2, 3, 4, 5, 6, 7}},
-                           {"b", {0, 1, 2, 3}}}),
+      Running("gang", 10,
+              {{"a", {0, 1, 2, 3, 4, 5, 6, 7}}, {"b", {0, 1, 2, 3}}}),
       Running("single", 10, {{"b", {4, 5, 6, 7}}})};
   input.running[0].last_checkpoint_ms = kNow - 2 * kMinute;
   input.running[1].last_checkpoint_ms = kNow - 1 * kMinute;

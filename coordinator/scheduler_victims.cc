@@ -51,8 +51,7 @@ void VictimFinder::Init(const SchedulerInput& input, int node_count,
     int gpus = 0;
     for (const NodePlacement& p : r.placements) gpus += p.gpus.size();
     const int64_t since = std::max(r.started_ms, r.last_checkpoint_ms);
-    lost_gpu_s_[i] =
-        std::max<int64_t>(0, input.now_ms - since) / 1000.0 * gpus;
+    lost_gpu_s_[i] = std::max<int64_t>(0, input.now_ms - since) / 1000.0 * gpus;
   }
 }
 
@@ -131,10 +130,9 @@ std::optional<VictimFinder::Choice> VictimFinder::Choose(
   }
   if (static_cast<int>(options.size()) < count) return std::nullopt;
   // Step 3.
-  std::stable_sort(options.begin(), options.end(),
-                   [](const NodeOption& a, const NodeOption& b) {
-                     return a.cost < b.cost;
-                   });
+  std::stable_sort(
+      options.begin(), options.end(),
+      [](const NodeOption& a, const NodeOption& b) { return a.cost < b.cost; });
   options.resize(count);
   Choice choice;
   for (const NodeOption& o : options) {

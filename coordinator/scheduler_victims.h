@@ -61,7 +61,7 @@ class VictimFinder {
            aged_priority_[attempt] < tier;
   }
 
-  std::vector<int> node_gpus_;                 // total per node
+  std::vector<int> node_gpus_;  // total per node
   std::vector<std::vector<Holding>> by_node_;
   std::vector<std::vector<Holding>> by_attempt_;
   std::vector<bool> stopping_;

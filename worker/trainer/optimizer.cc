@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <torch/version.h>
 #include <c10/core/GradMode.h>
 
 namespace dcvlr::trainer {
@@ -20,9 +21,51 @@ FlatAdamW::FlatAdamW(at::Tensor params, at::Tensor grads, at::Tensor decay_mask,
       eps_(c.adam_epsilon),
       weight_decay_(c.weight_decay) {}
 
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+#define DCVLR_HAVE_FUSED_ADAMW 1
+#endif
+
+void FlatAdamW::UseFusedKernel(const std::vector<std::tuple<int64_t, int64_t, bool>>& segments) {
+#ifdef DCVLR_HAVE_FUSED_ADAMW
+  if (!params_.is_cuda()) return;
+  steps_ = at::full({int64_t(segments.size())}, double(step_), params_.options());
+  for (size_t i = 0; i < segments.size(); ++i) {
+    auto [offset, numel, decay] = segments[i];
+    Group& g = decay ? decay_ : no_decay_;
+    g.params.push_back(params_.narrow(0, offset, numel));
+    g.grads.push_back(grads_.narrow(0, offset, numel));
+    g.exp_avgs.push_back(exp_avg_.narrow(0, offset, numel));
+    g.exp_avg_sqs.push_back(exp_avg_sq_.narrow(0, offset, numel));
+    g.steps.push_back(steps_.select(0, int64_t(i)));
+  }
+  fused_ = true;
+#else
+  (void)segments;
+#endif
+}
+
+void FlatAdamW::set_step(int64_t step) {
+  step_ = step;
+  if (steps_.defined()) steps_.fill_(double(step));
+}
+
 void FlatAdamW::Step(double lr) {
   c10::NoGradGuard no_grad;
   ++step_;
+#ifdef DCVLR_HAVE_FUSED_ADAMW
+  if (fused_) {
+    // The kernel reads the step counters but, as in torch.optim.AdamW, the
+    // caller advances them.
+    steps_.add_(1.0);
+    for (Group* g : {&decay_, &no_decay_}) {
+      if (g->params.empty()) continue;
+      at::_fused_adamw_(g->params, g->grads, g->exp_avgs, g->exp_avg_sqs, {}, g->steps, lr,
+                        beta1_, beta2_, g == &decay_ ? weight_decay_ : 0.0, eps_,
+                        /*amsgrad=*/false, /*maximize=*/false);
+    }
+    return;
+  }
+#endif
   const double bc1 = 1.0 - std::pow(beta1_, double(step_));
   const double bc2 = 1.0 - std::pow(beta2_, double(step_));
   if (weight_decay_ > 0) params_.addcmul_(params_, decay_mask_, -lr * weight_decay_);

@@ -285,6 +285,12 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
 
   VlmModel model(preset, t.seed, device, dtype);
   FlatAdamW optimizer(model.flat_params(), model.flat_grads(), model.decay_mask(), t);
+  {
+    std::vector<std::tuple<int64_t, int64_t, bool>> segments;
+    for (const Parameter& p : model.parameters())
+      segments.emplace_back(p.offset, p.tensor.numel(), p.decay);
+    optimizer.UseFusedKernel(segments);
+  }
   const double bucket_mb = t.ddp_bucket_cap_mb > 0 ? t.ddp_bucket_cap_mb : device.is_cuda() ? 25 : 1;
   GradReducer reducer(model, comm.get(), static_cast<int64_t>(bucket_mb * (1 << 20)));
   CheckpointManager checkpoints(paths.checkpoint_dir, t.save_total_limit, comm.get());

@@ -28,9 +28,14 @@ struct PendingJob {
   int gpus_per_node = 0;
   std::string user;           // "" counts as a user of its own
   std::string group;          // used only when the config names no group
-  int64_t submit_ms = 0;      // when it became pending (aging); 0: unknown
-  int64_t time_limit_ms = 0;  // 0: none; a job without one is never backfilled
-                              // ahead of a reservation on the same node
+  // When it was submitted (aging counts from here; kept across requeues,
+  // so that the queue in seq order is also in submit order); 0: unknown, no
+  // aging.
+  int64_t submit_ms = 0;
+  // 0: none. Backfill trusts limits: the core must stop an attempt at
+  // start + limit. A job without one is never backfilled ahead of a
+  // reservation on the same node.
+  int64_t time_limit_ms = 0;
 };
 
 struct NodeSnapshot {

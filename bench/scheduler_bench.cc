@@ -53,6 +53,7 @@ struct Options {
   bool preemption = false;
   double pass_interval_s = 30;
   bool per_user = false;
+  double unlimited = 0;  // fraction of jobs without a time limit
 };
 
 struct SimJob {
@@ -103,6 +104,7 @@ std::vector<SimJob> MakeTrace(const Options& o) {
     const double seconds = std::clamp(runtime_s(rng), 60.0, 3 * 86400.0);
     j.runtime_ms = static_cast<int64_t>(seconds * 1000);
     j.limit_ms = static_cast<int64_t>(seconds * (1 + 2 * unit(rng)) * 1000);
+    if (o.unlimited > 0 && unit(rng) < o.unlimited) j.limit_ms = 0;
     gpu_s += seconds * j.nodes * j.gpus;
   }
   // Poisson arrivals offering `load` × capacity.
@@ -298,7 +300,9 @@ int Run(const Options& o) {
       busy_gpu_s -= job.nodes * job.gpus * ((now - at) / 1000.0);
       // An attempt that ends before its natural end was stopped.
       const bool stopped =
-          at < job.started_ms + std::min(job.runtime_ms, job.limit_ms);
+          at < job.started_ms + (job.limit_ms > 0
+                                     ? std::min(job.runtime_ms, job.limit_ms)
+                                     : job.runtime_ms);
       release(j);
       if (stopped) {
         // Preempted: resumes from its last checkpoint, keeping its place
@@ -378,7 +382,10 @@ int Run(const Options& o) {
       const int gpus = job.nodes * job.gpus;
       busy_gpus += gpus;
       user_gpus[job.user] += gpus;
-      ends.push({now + std::min(job.runtime_ms, job.limit_ms), j, job.attempt});
+      ends.push(
+          {now + (job.limit_ms > 0 ? std::min(job.runtime_ms, job.limit_ms)
+                                   : job.runtime_ms),
+           j, job.attempt});
       pending[j] = false;
       ++placements;
     }
@@ -503,12 +510,15 @@ int main(int argc, char** argv) {
       o.seed = std::strtoull(a + 7, nullptr, 10);
     } else if (std::strncmp(a, "--pass_interval_s=", 18) == 0) {
       o.pass_interval_s = std::atof(a + 18);
+    } else if (std::strncmp(a, "--unlimited=", 12) == 0) {
+      o.unlimited = std::atof(a + 12);
     } else if (std::strncmp(a, "--load=", 7) == 0) {
       o.load = std::atof(a + 7);
     } else {
       std::fprintf(stderr,
                    "usage: %s [--quick] [--preemption] [--seed=N] "
-                   "[--pass_interval_s=S] [--load=X] [--per_user]\n",
+                   "[--pass_interval_s=S] [--load=X] [--unlimited=F] "
+                   "[--per_user]\n",
                    argv[0]);
       return 2;
     }

@@ -120,6 +120,7 @@ class Pass {
     return false;
   }
   std::vector<Shape> not_soon_;
+  std::vector<Shape> never_;  // shapes that no node set can ever hold
   std::vector<Shape> preempt_failed_;
 };
 
@@ -399,6 +400,7 @@ std::string Pass::Block(const Job& job, int n, int g) {
                           Where(nodes, start));
     }
     not_soon_.push_back({n, g, 100});
+    if (start == kNever) never_.push_back({n, g, 100});
   }
   if (may_preempt) {
     std::optional<VictimFinder::Choice> choice =
@@ -421,9 +423,12 @@ std::string Pass::Block(const Job& job, int n, int g) {
                           " to stop; ", Where(choice->nodes, at));
     }
   }
-  if (reservations_left_ > 0) {
+  if (reservations_left_ > 0 && !Covered(never_, n, g, 100)) {
     if (nodes.empty()) std::tie(start, nodes) = BestStart(n, g);
-    if (start == kNever) return wanted;
+    if (start == kNever) {
+      never_.push_back({n, g, 100});
+      return wanted;
+    }
     --reservations_left_;
     Reserve(job, nodes, start);
     return absl::StrCat(wanted, "; ", Where(nodes, start));

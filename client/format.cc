@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/names.h"
 
@@ -161,6 +162,55 @@ std::string NodesTable(const std::vector<v1::Node>& nodes) {
                         : absl::StrJoin(node.attempts(), ",")});
   }
   return Table(rows);
+}
+
+std::string QueueTables(const v1::GetQueueResponse& queue) {
+  std::vector<std::vector<std::string>> jobs = {
+      {"#", "JOB", "NAME", "USER", "GROUP", "PRIO", "EFFECTIVE", "FAIRSHARE",
+       "GPUS", "WAITING"}};
+  int position = 0;
+  for (const v1::QueueEntry& e : queue.entries()) {
+    jobs.push_back({absl::StrCat(++position), e.job_id(), e.name(), e.user(),
+                    e.group(), absl::StrCat(e.priority()),
+                    absl::StrFormat("%.1f", e.effective_priority()),
+                    absl::StrFormat("%.3f", e.fair_share()),
+                    absl::StrCat(e.gpus()), e.reason()});
+  }
+  std::vector<std::vector<std::string>> users = {
+      {"USER", "GROUP", "SHARE", "USAGE", "FAIRSHARE", "GPUS_IN_USE"}};
+  for (const v1::UserShare& u : queue.users()) {
+    users.push_back({u.user(), u.group(),
+                     absl::StrFormat("%.3f", u.shares_norm()),
+                     absl::StrFormat("%.3f", u.usage_norm()),
+                     absl::StrFormat("%.3f", u.factor()),
+                     absl::StrCat(u.gpus_in_use())});
+  }
+  return Table(jobs) + "\n" + Table(users);
+}
+
+nlohmann::json QueueToJson(const v1::GetQueueResponse& queue) {
+  nlohmann::json jobs = nlohmann::json::array();
+  for (const v1::QueueEntry& e : queue.entries()) {
+    jobs.push_back({{"id", e.job_id()},
+                    {"name", e.name()},
+                    {"user", e.user()},
+                    {"group", e.group()},
+                    {"priority", e.priority()},
+                    {"effective_priority", e.effective_priority()},
+                    {"fair_share", e.fair_share()},
+                    {"gpus", e.gpus()},
+                    {"reason", e.reason()}});
+  }
+  nlohmann::json users = nlohmann::json::array();
+  for (const v1::UserShare& u : queue.users()) {
+    users.push_back({{"user", u.user()},
+                     {"group", u.group()},
+                     {"shares_norm", u.shares_norm()},
+                     {"usage_norm", u.usage_norm()},
+                     {"fair_share", u.factor()},
+                     {"gpus_in_use", u.gpus_in_use()}});
+  }
+  return {{"jobs", jobs}, {"users", users}, {"as_of_ms", queue.as_of_ms()}};
 }
 
 std::string DescribeJob(const v1::Job& job) {

@@ -20,6 +20,10 @@ std::string NodesTable(const std::vector<v1::Node>& nodes);
 // `dcvlrctl describe`: the spec in brief, attempts, and every event.
 std::string DescribeJob(const v1::Job& job);
 
+// `dcvlrctl queue`: pending jobs in scheduling order, then users' shares.
+std::string QueueTables(const v1::GetQueueResponse& queue);
+nlohmann::json QueueToJson(const v1::GetQueueResponse& queue);
+
 // "2026-11-26 13:40:01" in local time; "-" for 0.
 std::string FormatTime(int64_t time_ms);
 

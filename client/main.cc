@@ -5,6 +5,7 @@
 //   dcvlrctl logs JOB [-f]        read or follow a job's logs
 //   dcvlrctl wait|watch JOB       block until a job ends / follow its state
 //   dcvlrctl cancel JOB           stop a job
+//   dcvlrctl queue                pending jobs in order, why they wait
 //   dcvlrctl nodes|drain|undrain  look at and manage nodes
 //   dcvlrctl render FILE          show what a job file resolves to
 //
@@ -201,13 +202,56 @@ int Get(Client& client, const std::string& ref) {
   return 0;
 }
 
+int FetchQueue(Client& client, v1::GetQueueResponse* queue) {
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  grpc::Status status =
+      client.stub()->GetQueue(&context, v1::GetQueueRequest(), queue);
+  return status.ok() ? 0 : client.Fail(status);
+}
+
+int Queue(Client& client) {
+  v1::GetQueueResponse queue;
+  if (int rc = FetchQueue(client, &queue); rc != 0) return rc;
+  if (client.globals().json()) {
+    PrintJson(QueueToJson(queue));
+  } else {
+    std::cout << QueueTables(queue);
+  }
+  return 0;
+}
+
 int Describe(Client& client, const std::string& ref) {
   v1::Job job;
   if (int rc = GetJob(client, ref, &job); rc != 0) return rc;
+  v1::GetQueueResponse queue;
+  if (int rc = FetchQueue(client, &queue); rc != 0) return rc;
+  int position = 0;
+  const v1::QueueEntry* entry = nullptr;
+  for (const v1::QueueEntry& e : queue.entries()) {
+    ++position;
+    if (e.job_id() == job.id()) {
+      entry = &e;
+      break;
+    }
+  }
   if (client.globals().json()) {
-    PrintJson(JobToJson(job));
-  } else {
-    std::cout << DescribeJob(job);
+    nlohmann::json out = JobToJson(job);
+    if (entry != nullptr) {
+      out["queue"] = {{"position", position},
+                      {"effective_priority", entry->effective_priority()},
+                      {"fair_share", entry->fair_share()},
+                      {"waiting", entry->reason()}};
+    }
+    PrintJson(out);
+    return 0;
+  }
+  std::cout << DescribeJob(job);
+  if (entry != nullptr) {
+    printf("\nQueue:      position %d of %d, effective priority %.1f, "
+           "%s's fair share %.3f\n            %s\n",
+           position, queue.entries_size(), entry->effective_priority(),
+           entry->user().c_str(), entry->fair_share(), entry->reason().c_str());
   }
   return 0;
 }
@@ -480,6 +524,9 @@ int main(int argc, char** argv) {
   watch->add_option("JOB", job, "job id or name")->required();
 
   auto* nodes = app.add_subcommand("nodes", "the cluster's nodes and their GPUs");
+  auto* queue = app.add_subcommand(
+      "queue", "pending jobs in scheduling order with why each waits, and "
+               "every user's fair share");
   auto* drain = app.add_subcommand("drain", "place no new work on a node");
   drain->add_option("NODE", node)->required();
   bool evict = false;
@@ -508,6 +555,7 @@ int main(int argc, char** argv) {
   if (wait->parsed()) return Wait(client, job, timeout_s, false);
   if (watch->parsed()) return Wait(client, job, 0, true);
   if (nodes->parsed()) return Nodes(client);
+  if (queue->parsed()) return Queue(client);
   if (drain->parsed()) return Drain(client, node, true, evict);
   if (undrain->parsed()) return Drain(client, node, false, false);
   return kBadInput;

@@ -144,4 +144,11 @@ grpc::Status ClientServiceImpl::DrainNode(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status ClientServiceImpl::GetQueue(grpc::ServerContext*,
+                                         const v1::GetQueueRequest*,
+                                         v1::GetQueueResponse* response) {
+  *response = core_->Queue();
+  return grpc::Status::OK;
+}
+
 }  // namespace dcvlr

@@ -32,7 +32,30 @@ Core::Core(CoreOptions options, std::unique_ptr<Store> store, LogStore* logs,
     : options_(std::move(options)),
       logs_(logs),
       policy_(std::move(policy)),
-      store_(std::move(store)) {}
+      store_(std::move(store)) {
+  config_ = options_.cluster_config != nullptr
+                ? options_.cluster_config
+                : std::make_shared<const ClusterConfig>();
+  ledger_.set_half_life_s(config_->fair_share_half_life_s);
+}
+
+void Core::SetClusterConfig(std::shared_ptr<const ClusterConfig> config) {
+  absl::MutexLock lock(&mu_);
+  config_ = config != nullptr ? std::move(config)
+                              : std::make_shared<const ClusterConfig>();
+  ledger_.set_half_life_s(config_->fair_share_half_life_s);
+  work_pending_ = true;
+}
+
+v1::GetQueueResponse Core::Queue() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return queue_;
+}
+
+double Core::GraceFor(const v1::Job& job) const {
+  return job.spec().grace_s() > 0 ? job.spec().grace_s()
+                                  : config_->default_grace_s;
+}
 
 absl::Status Core::Recover() {
   absl::MutexLock lock(&mu_);
@@ -454,6 +477,15 @@ void Core::ApplyUpdate(const std::string& name, int64_t session,
     Commit(*job);
     return;
   }
+  if (update.phase() == v1::AttemptUpdate::PHASE_CHECKPOINT) {
+    if (current) {
+      v1::Attempt* attempt = CurrentAttempt(*job);
+      attempt->set_last_checkpoint_ms(Now());
+      attempt->set_last_checkpoint_step(update.checkpoint_step());
+      Commit(*job);
+    }
+    return;
+  }
   if (update.phase() != v1::AttemptUpdate::PHASE_STARTED) return;
   if (!current) {
     // Fencing: whatever is not the current attempt must not run.
@@ -540,6 +572,7 @@ void Core::StopAttempt(v1::Job& job, double grace_s,
   if (record && attempt->stop_reason().empty()) {
     attempt->set_stop_reason(reason);
   }
+  if (attempt->stop_ms() == 0) attempt->set_stop_ms(Now());
   for (const std::string& node : attempt->ordered_nodes()) {
     if (!Contains(attempt->exited_nodes(), node)) {
       SendStop(node, {job.id(), attempt->number()}, grace_s, reason);
@@ -680,11 +713,79 @@ bool Core::ResolveDependencies() {
   return changed;
 }
 
+void Core::ChargeUsage() {
+  const int64_t now = Now();
+  if (last_charge_ms_ == 0) last_charge_ms_ = now;
+  const int64_t elapsed = now - last_charge_ms_;
+  ledger_.AdvanceTo(now);
+  if (elapsed > 0) {
+    for (const auto& [name, node] : nodes_) {
+      for (const auto& [key, gpus] : node.holds) {
+        const v1::Job* job = FindJob(key.job_id);
+        if (job != nullptr && !gpus.empty()) {
+          ledger_.Charge(job->user(), static_cast<double>(gpus.size()), elapsed);
+        }
+      }
+    }
+  }
+  last_charge_ms_ = now;
+}
+
+bool Core::EnforceTimeLimits() {
+  const int64_t now = Now();
+  bool changed = false;
+  for (auto& [seq, job] : jobs_) {
+    if (!IsActive(job.state()) || job.spec().time_limit_s() <= 0) continue;
+    v1::Attempt* attempt = CurrentAttempt(job);
+    const int64_t limit_ms =
+        static_cast<int64_t>(job.spec().time_limit_s() * 1000);
+    if (attempt == nullptr || attempt->timed_out() ||
+        now - attempt->scheduled_ms() < limit_ms) {
+      continue;
+    }
+    attempt->set_timed_out(true);
+    const std::string why =
+        absl::StrCat("over its time limit of ", job.spec().time_limit_s(), " s");
+    attempt->set_reason(why);
+    AddEvent(job, v1::EVENT_TYPE_EXITED, absl::StrCat("stopping: ", why));
+    StopAttempt(job, GraceFor(job), why, /*record=*/false);
+    FinishAttemptIfDone(job);
+    Commit(job);
+    changed = true;
+  }
+  return changed;
+}
+
 bool Core::SchedulePass() {
   const int64_t now = Now();
   SchedulerInput input;
   input.now_ms = now;
+  input.config = config_;
+  input.usage = ledger_.usage();
   for (const auto& [seq, job] : jobs_) {
+    if (IsActive(job.state())) {
+      const v1::Attempt& attempt = *job.attempts().rbegin();
+      RunningAttempt running;
+      running.job_id = job.id();
+      running.attempt = attempt.number();
+      running.user = job.user();
+      running.priority = job.spec().priority();
+      for (const v1::Placement& p : attempt.placements()) {
+        if (Contains(attempt.exited_nodes(), p.node())) continue;
+        running.placements.push_back(
+            {p.node(), std::vector<int>(p.gpus().begin(), p.gpus().end())});
+      }
+      running.submit_ms = job.submit_time_ms();
+      running.started_ms = attempt.scheduled_ms();
+      running.time_limit_ms =
+          static_cast<int64_t>(job.spec().time_limit_s() * 1000);
+      running.last_checkpoint_ms = attempt.last_checkpoint_ms();
+      running.stopping = attempt.stop_ms() > 0;
+      running.stop_deadline_ms =
+          attempt.stop_ms() + static_cast<int64_t>(GraceFor(job) * 1000);
+      input.running.push_back(std::move(running));
+      continue;
+    }
     if (job.state() != v1::JOB_STATE_PENDING) continue;
     if (job.not_before_ms() > now) continue;
     bool ready = true;
@@ -693,11 +794,23 @@ bool Core::SchedulePass() {
       ready = ready && d != nullptr && d->state() == v1::JOB_STATE_SUCCEEDED;
     }
     if (!ready) continue;
-    input.queue.push_back({job.id(), job.spec().priority(), seq,
-                           job.spec().resources().nodes(),
-                           job.spec().resources().gpus_per_node()});
+    PendingJob pending;
+    pending.id = job.id();
+    pending.priority = job.spec().priority();
+    pending.seq = seq;
+    pending.nodes = job.spec().resources().nodes();
+    pending.gpus_per_node = job.spec().resources().gpus_per_node();
+    pending.user = job.user();
+    pending.submit_ms = job.submit_time_ms();
+    pending.time_limit_ms =
+        static_cast<int64_t>(job.spec().time_limit_s() * 1000);
+    input.queue.push_back(std::move(pending));
   }
-  if (input.queue.empty()) return false;
+  if (input.queue.empty()) {
+    queue_.Clear();
+    queue_.set_as_of_ms(now);
+    return false;
+  }
   for (const auto& [name, node] : nodes_) {
     if (node.state != v1::NODE_STATE_READY || node.info.drained()) continue;
     NodeSnapshot snapshot{name, node.info.gpus_size(), {}};
@@ -717,6 +830,20 @@ bool Core::SchedulePass() {
       // A reason is for people; it is not worth a store write.
       job->set_reason(waiting.reason);
     }
+  }
+  for (const Preemption& preemption : decisions.preemptions) {
+    v1::Job* job = FindJob(preemption.job_id);
+    if (job == nullptr || job->attempt() != preemption.attempt ||
+        !IsActive(job->state())) {
+      continue;
+    }
+    AddEvent(*job, v1::EVENT_TYPE_EXITED,
+             absl::StrCat("preempted for ", preemption.for_job_id, ": ",
+                          preemption.reason));
+    StopAttempt(*job, GraceFor(*job),
+                absl::StrCat("preempted for ", preemption.for_job_id));
+    Commit(*job);
+    changed = true;
   }
   for (const Placement& placement : decisions.placements) {
     v1::Job* job = FindJob(placement.job_id);
@@ -743,6 +870,45 @@ bool Core::SchedulePass() {
     Commit(*job);
     changed = true;
   }
+
+  // What `dcvlrctl queue` shows.
+  queue_.Clear();
+  queue_.set_as_of_ms(now);
+  for (const QueueEntry& entry : decisions.queue) {
+    if (entry.waiting < 0) continue;  // placed in this pass
+    const v1::Job* job = FindJob(entry.job_id);
+    v1::QueueEntry* out = queue_.add_entries();
+    out->set_job_id(entry.job_id);
+    out->set_name(job != nullptr ? job->spec().name() : "");
+    out->set_user(entry.user);
+    out->set_group(entry.group);
+    out->set_priority(entry.priority);
+    out->set_effective_priority(entry.effective_priority);
+    out->set_fair_share(entry.fair_share);
+    out->set_reason(decisions.waiting[entry.waiting].reason);
+    if (job != nullptr) {
+      out->set_gpus(job->spec().resources().nodes() *
+                    job->spec().resources().gpus_per_node());
+    }
+  }
+  // GPUs held now, this pass's placements included.
+  std::map<std::string, int> in_use;
+  for (const auto& [name, node] : nodes_) {
+    for (const auto& [key, gpus] : node.holds) {
+      if (const v1::Job* job = FindJob(key.job_id)) {
+        in_use[job->user()] += static_cast<int>(gpus.size());
+      }
+    }
+  }
+  for (const FairShare& share : decisions.fair_shares) {
+    v1::UserShare* out = queue_.add_users();
+    out->set_user(share.user);
+    out->set_group(share.group);
+    out->set_shares_norm(share.shares_norm);
+    out->set_usage_norm(share.usage_norm);
+    out->set_factor(share.factor);
+    out->set_gpus_in_use(in_use[share.user]);
+  }
   return changed;
 }
 
@@ -760,6 +926,8 @@ bool Core::Tick() {
       changed = true;
     }
   }
+  changed |= EnforceTimeLimits();
+  ChargeUsage();
   changed |= ResolveDependencies();
   changed |= SchedulePass();
   return changed;

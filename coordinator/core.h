@@ -27,6 +27,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/job_file.h"
+#include "coordinator/cluster_config.h"
+#include "coordinator/fair_share.h"
 #include "coordinator/log_store.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/store.h"
@@ -63,6 +65,9 @@ struct CoreOptions {
   // without checkpoint_dir gets <checkpoint_root>/<job id>, so that every
   // attempt, on whichever node, resumes from the same checkpoints.
   std::string checkpoint_root;
+  // Users, groups, shares, quotas, preemption; null: the defaults (equal
+  // shares, no quotas, no preemption).
+  std::shared_ptr<const ClusterConfig> cluster_config;
 };
 
 class Core {
@@ -108,8 +113,13 @@ class Core {
                        const v1::AttemptUpdate& update);
   void OnAgentDisconnected(const std::string& node, int64_t session);
 
-  // Periodic work: lost nodes, backoff expiry, dependencies, a scheduling
-  // pass. Returns true if something changed.
+  // Replaces the cluster config (SIGHUP); takes effect at the next pass.
+  void SetClusterConfig(std::shared_ptr<const ClusterConfig> config);
+  // The queue as the last scheduling pass ordered it.
+  v1::GetQueueResponse Queue() const;
+
+  // Periodic work: lost nodes, time limits, usage, backoff expiry,
+  // dependencies, a scheduling pass. Returns true if something changed.
   bool Tick();
 
   // Blocks until something may have made Tick() worth calling, or
@@ -174,6 +184,11 @@ class Core {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   bool ResolveDependencies() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops attempts that ran past their job's time_limit_s.
+  bool EnforceTimeLimits() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Charges every user the GPU-seconds their attempts held since last time.
+  void ChargeUsage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  double GraceFor(const v1::Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   bool SchedulePass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { work_pending_ = true; }
@@ -190,6 +205,10 @@ class Core {
   int64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   bool work_pending_ ABSL_GUARDED_BY(mu_) = true;
+  std::shared_ptr<const ClusterConfig> config_ ABSL_GUARDED_BY(mu_);
+  UsageLedger ledger_ ABSL_GUARDED_BY(mu_);
+  int64_t last_charge_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  v1::GetQueueResponse queue_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace dcvlr

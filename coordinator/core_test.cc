@@ -51,10 +51,12 @@ class CoreTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  std::unique_ptr<Core> MakeCore() {
+  std::unique_ptr<Core> MakeCore(
+      std::shared_ptr<const ClusterConfig> config = nullptr) {
     CoreOptions options;
     options.now_ms = [this] { return now_ms_; };
     options.node_timeout_ms = 10000;
+    options.cluster_config = std::move(config);
     auto store = Store::Open(dir_ + "/state.db");
     EXPECT_TRUE(store.ok()) << store.status();
     auto core = std::make_unique<Core>(options, *std::move(store), logs_.get(),
@@ -313,6 +315,92 @@ TEST_F(CoreTest, CheckpointRootGivesEveryAttemptTheSameDirectory) {
   EXPECT_EQ(core_->GetJob(id)->spec().checkpoint_dir(), "/shared/ckpt/" + id);
   const std::string own = Submit(std::string(kOneGpu) + "checkpoint_dir: /mine\n");
   EXPECT_EQ(core_->GetJob(own)->spec().checkpoint_dir(), "/mine");
+}
+
+TEST_F(CoreTest, TimeLimitStopsTheAttemptAndFailsTheJob) {
+  int64_t session;
+  auto channel = Register("n1", 1, &session);
+  const std::string id = Submit(std::string(kOneGpu) + "time_limit_s: 60\n");
+  core_->Tick();
+  Report("n1", session, id, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  for (int s = 0; s < 59; ++s) {
+    now_ms_ += 1000;
+    core_->OnHeartbeat("n1", session);
+    core_->Tick();
+  }
+  EXPECT_TRUE(channel->Stops().empty());
+  now_ms_ += 1000;
+  core_->OnHeartbeat("n1", session);
+  core_->Tick();
+  ASSERT_EQ(channel->Stops().size(), 1u);
+  EXPECT_THAT(channel->Stops()[0].reason(), HasSubstr("time limit"));
+  Report("n1", session, id, 1, v1::AttemptUpdate::PHASE_EXITED, 143);
+  auto job = core_->GetJob(id);
+  EXPECT_EQ(job->state(), v1::JOB_STATE_FAILED);
+  EXPECT_THAT(job->reason(), HasSubstr("over its time limit of 60 s"));
+}
+
+TEST_F(CoreTest, PreemptionStopsTheVictimAndPlacesTheUrgentJobOnceFree) {
+  auto config = std::make_shared<ClusterConfig>();
+  config->preemption = true;
+  core_ = MakeCore(config);
+  int64_t session;
+  auto channel = Register("n1", 1, &session);
+  const std::string low = Submit(
+      "kind: command\nrun: x\npriority: 10\nresources: {gpus_per_node: 1}\n");
+  core_->Tick();
+  Report("n1", session, low, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  // The victim reports a checkpoint; the mechanism records it.
+  v1::AttemptUpdate checkpoint;
+  checkpoint.set_job_id(low);
+  checkpoint.set_attempt(1);
+  checkpoint.set_phase(v1::AttemptUpdate::PHASE_CHECKPOINT);
+  checkpoint.set_checkpoint_step(100);
+  core_->OnAttemptUpdate("n1", session, checkpoint);
+  EXPECT_EQ(core_->GetJob(low)->attempts(0).last_checkpoint_step(), 100);
+
+  const std::string urgent = Submit(
+      "kind: command\nrun: x\npriority: 90\nresources: {gpus_per_node: 1}\n");
+  for (int i = 0; i < 5 && channel->Stops().empty(); ++i) {
+    now_ms_ += 60000;
+    core_->OnHeartbeat("n1", session);
+    core_->Tick();
+  }
+  ASSERT_EQ(channel->Stops().size(), 1u) << "no preemption";
+  EXPECT_EQ(channel->Stops()[0].job_id(), low);
+  EXPECT_EQ(channel->Starts().size(), 1u) << "placed before the GPU was free";
+  Report("n1", session, low, 1, v1::AttemptUpdate::PHASE_EXITED, 75);
+  EXPECT_EQ(StateOf(low), v1::JOB_STATE_PENDING);
+  core_->Tick();
+  ASSERT_EQ(channel->Starts().size(), 2u);
+  EXPECT_EQ(channel->Starts()[1].job_id(), urgent);
+  auto victim = core_->GetJob(low);
+  bool recorded = false;
+  for (const auto& event : victim->events()) {
+    recorded |= event.message().find("preempted for " + urgent) != std::string::npos;
+  }
+  EXPECT_TRUE(recorded) << victim->DebugString();
+}
+
+TEST_F(CoreTest, QueueShowsOrderReasonsAndFairShares) {
+  auto config = std::make_shared<ClusterConfig>();
+  config->groups["vision"].max_gpus = 1;
+  config->users["alice"].group = "vision";
+  core_ = MakeCore(config);
+  int64_t session;
+  Register("n1", 4, &session);
+  Submit(kOneGpu);
+  const std::string second = Submit(kOneGpu);
+  core_->Tick();
+  v1::GetQueueResponse queue = core_->Queue();
+  ASSERT_EQ(queue.entries_size(), 1);
+  EXPECT_EQ(queue.entries(0).job_id(), second);
+  EXPECT_EQ(queue.entries(0).user(), "alice");
+  EXPECT_THAT(queue.entries(0).reason(), HasSubstr("group vision at quota 1/1"));
+  EXPECT_THAT(core_->GetJob(second)->reason(), HasSubstr("quota"));
+  ASSERT_GE(queue.users_size(), 1);
+  EXPECT_EQ(queue.users(0).user(), "alice");
+  EXPECT_EQ(queue.users(0).gpus_in_use(), 1);
 }
 
 TEST_F(CoreTest, RestartKeepsEveryJobAndItsRunningAttempt) {

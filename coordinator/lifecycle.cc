@@ -30,6 +30,7 @@ bool IsLegalTransition(JobState from, JobState to) {
 
 AttemptOutcome ClassifyAttempt(const v1::Job& job, const v1::Attempt& attempt) {
   if (job.cancel_requested()) return AttemptOutcome::kCancelled;
+  if (attempt.timed_out()) return AttemptOutcome::kFailed;
   if (attempt.node_lost()) return AttemptOutcome::kPreempted;
   if (attempt.exit_code() == 0 && attempt.signal() == 0) {
     return AttemptOutcome::kSucceeded;
@@ -46,7 +47,8 @@ NextStep DecideNext(const v1::Job& job, const v1::Attempt& attempt,
   const v1::RetryPolicy& retry = job.spec().retry();
   const bool attempts_left = attempt.number() < retry.max_attempts();
   const bool ended_by_cluster =
-      attempt.node_lost() || !attempt.stop_reason().empty();
+      attempt.node_lost() ||
+      (!attempt.stop_reason().empty() && !attempt.timed_out());
   const double backoff_s =
       ended_by_cluster
           ? 0

@@ -24,7 +24,8 @@ enum class AttemptOutcome {
 };
 
 // Classifies an attempt whose nodes have all exited.
-//   1. A cancel the user asked for wins: CANCELLED.
+//   1. A cancel the user asked for wins: CANCELLED. Running over the time
+//      limit is a failure.
 //   2. A lost node means the attempt did not get to finish: preempted.
 //   3. Every node exited 0: succeeded.
 //   4. Exit 75, or a stop order the coordinator gave: preempted.

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   int64_t node_timeout_ms = 8000;
   int64_t heartbeat_interval_ms = 1000;
   std::string checkpoint_root;
+  std::string cluster_config_path;
   app.add_option("--listen", listen,
                  "HOST:PORT to serve on; port 0 picks a free one");
   app.add_option("--state-dir", state_dir,
@@ -56,6 +57,9 @@ int main(int argc, char** argv) {
                  "a directory every node mounts; jobs without checkpoint_dir "
                  "checkpoint to <root>/<job id>, so attempts on any node "
                  "resume from the same place");
+  app.add_option("--cluster-config", cluster_config_path,
+                 "users, groups, shares, quotas, preemption (YAML); reloaded "
+                 "on SIGHUP, and a bad file leaves the old one in force");
   CLI11_PARSE(app, argc, argv);
 
   // Signals are taken by a thread of our own (sigwait); block them everywhere.
@@ -63,6 +67,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   std::error_code ec;
@@ -91,6 +96,16 @@ int main(int argc, char** argv) {
   options.heartbeat_interval_ms = heartbeat_interval_ms;
   if (!checkpoint_root.empty()) {
     options.checkpoint_root = fs::absolute(checkpoint_root).string();
+  }
+  if (!cluster_config_path.empty()) {
+    auto config = dcvlr::LoadClusterConfigFile(cluster_config_path);
+    if (!config.ok()) {
+      fprintf(stderr, "dcvlr-coordinator: %s\n",
+              std::string(config.status().message()).c_str());
+      return 2;
+    }
+    options.cluster_config =
+        std::make_shared<const dcvlr::ClusterConfig>(*std::move(config));
   }
   dcvlr::Core core(options, *std::move(store), &logs,
                    std::make_unique<dcvlr::FirstFitPolicy>());
@@ -138,7 +153,26 @@ int main(int argc, char** argv) {
   });
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    if (cluster_config_path.empty()) {
+      fprintf(stderr, "dcvlr-coordinator: SIGHUP: no --cluster-config to "
+                      "reload\n");
+      continue;
+    }
+    auto config = dcvlr::LoadClusterConfigFile(cluster_config_path);
+    if (!config.ok()) {
+      fprintf(stderr,
+              "dcvlr-coordinator: SIGHUP: %s rejected, the old config stays "
+              "in force:\n%s\n",
+              cluster_config_path.c_str(),
+              std::string(config.status().message()).c_str());
+      continue;
+    }
+    core.SetClusterConfig(
+        std::make_shared<const dcvlr::ClusterConfig>(*std::move(config)));
+    fprintf(stderr, "dcvlr-coordinator: SIGHUP: reloaded %s\n",
+            cluster_config_path.c_str());
+  }
   fprintf(stderr, "dcvlr-coordinator: signal %d, shutting down\n",
           signal_number);
   stopping = true;

@@ -46,6 +46,9 @@ class ClientServiceImpl final : public v1::ClientService::Service {
   grpc::Status DrainNode(grpc::ServerContext* context,
                          const v1::DrainNodeRequest* request,
                          v1::Node* response) override;
+  grpc::Status GetQueue(grpc::ServerContext* context,
+                        const v1::GetQueueRequest* request,
+                        v1::GetQueueResponse* response) override;
 
  private:
   bool Done(grpc::ServerContext* context) const {

@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "common/address.h"
 #include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
 
 extern char** environ;
 
@@ -454,6 +455,7 @@ void Agent::HandleStart(const v1::StartAttempt& start) {
   {
     std::lock_guard<std::mutex> lock(logs_mu_);
     logs_[key] = tracked;
+    metrics_[key].path = (attempt_dir / "metrics.jsonl").string();
   }
 
   absl::Status status = error.empty()
@@ -515,9 +517,11 @@ void Agent::OnExit(const AttemptExit& exit) {
   const AttemptKey key{exit.job_id, exit.attempt};
   // Logs first: whoever reads them after the exit finds them complete.
   FlushLogs(key);
+  ScanMetrics(key);
   {
     std::lock_guard<std::mutex> lock(logs_mu_);
     logs_.erase(key);
+    metrics_.erase(key);
   }
   fprintf(stderr, "dcvlr-agent: job=%s attempt=%d exited code=%d %s\n",
           exit.job_id.c_str(), exit.attempt, exit.exit_code,
@@ -564,7 +568,47 @@ void Agent::FlushAllLogs() {
     std::lock_guard<std::mutex> lock(logs_mu_);
     for (const auto& [key, ranks] : logs_) keys.push_back(key);
   }
-  for (const AttemptKey& key : keys) FlushLogs(key);
+  for (const AttemptKey& key : keys) {
+    FlushLogs(key);
+    ScanMetrics(key);
+  }
+}
+
+void Agent::ScanMetrics(const AttemptKey& key) {
+  std::vector<int64_t> checkpoints;
+  {
+    std::lock_guard<std::mutex> lock(logs_mu_);
+    auto it = metrics_.find(key);
+    if (it == metrics_.end()) return;
+    MetricsTail& tail = it->second;
+    int fd = open(tail.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    std::string buffer(kLogChunkBytes, '\0');
+    ssize_t n;
+    while ((n = pread(fd, buffer.data(), buffer.size(), tail.offset)) > 0) {
+      tail.offset += n;
+      tail.partial.append(buffer.data(), static_cast<size_t>(n));
+    }
+    close(fd);
+    size_t newline;
+    while ((newline = tail.partial.find('\n')) != std::string::npos) {
+      const std::string line = tail.partial.substr(0, newline);
+      tail.partial.erase(0, newline + 1);
+      if (line.find("checkpoint_step") == std::string::npos) continue;
+      auto json = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (json.is_object() && json["checkpoint_step"].is_number()) {
+        checkpoints.push_back(json["checkpoint_step"].get<int64_t>());
+      }
+    }
+  }
+  for (int64_t step : checkpoints) {
+    v1::AttemptUpdate update;
+    update.set_job_id(key.first);
+    update.set_attempt(key.second);
+    update.set_phase(v1::AttemptUpdate::PHASE_CHECKPOINT);
+    update.set_checkpoint_step(step);
+    SendUpdate(update);
+  }
 }
 
 void Agent::LogLoop() {

@@ -52,6 +52,12 @@ class Agent {
     std::string path;
     int64_t sent = 0;
   };
+  // The job's metrics file, read as it grows (DESIGN.md process contract).
+  struct MetricsTail {
+    std::string path;
+    int64_t offset = 0;
+    std::string partial;  // a line not yet complete
+  };
   using AttemptKey = std::pair<std::string, int>;
 
   // Kills what a previous agent process on this work dir left running
@@ -70,6 +76,9 @@ class Agent {
   // Sends what the attempt's logs have beyond what was sent.
   void FlushLogs(const AttemptKey& key);
   void FlushAllLogs();
+  // Reads new lines of the attempt's metrics file and reports committed
+  // checkpoints.
+  void ScanMetrics(const AttemptKey& key);
 
   const AgentOptions options_;
   std::unique_ptr<Supervisor> supervisor_;
@@ -94,6 +103,7 @@ class Agent {
   // Exit reports not yet known to be delivered; repeated on registration.
   std::vector<v1::AttemptUpdate> finished_;
   std::map<AttemptKey, std::map<int, TrackedLog>> logs_;
+  std::map<AttemptKey, MetricsTail> metrics_;
   std::mutex logs_mu_;  // held while reading and sending logs
 
   std::condition_variable wake_;

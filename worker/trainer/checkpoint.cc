@@ -1,6 +1,9 @@
 // Checkpoint save/load; see checkpoint.h.
 #include "worker/trainer/checkpoint.h"
 
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -9,10 +12,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <ATen/ATen.h>
-#include <c10/core/GradMode.h>
-#include <ATen/CPUGeneratorImpl.h>
 
 #include "worker/trainer/base64.h"
 #include "worker/trainer/safetensors.h"
@@ -23,10 +22,13 @@ namespace {
 namespace fs = std::filesystem;
 constexpr char kCommit[] = "COMMIT";
 
-bool WriteFileSynced(const std::string& path, const std::string& content, std::string* error) {
+bool WriteFileSynced(const std::string& path, const std::string& content,
+                     std::string* error) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  bool ok = fd >= 0 && ::write(fd, content.data(), content.size()) == ssize_t(content.size()) &&
-            ::fsync(fd) == 0;
+  bool ok =
+      fd >= 0 &&
+      ::write(fd, content.data(), content.size()) == ssize_t(content.size()) &&
+      ::fsync(fd) == 0;
   if (fd >= 0) ok = (::close(fd) == 0) && ok;
   if (!ok) *error = path + ": write failed: " + std::strerror(errno);
   return ok;
@@ -40,7 +42,8 @@ void SyncDir(const std::string& dir) {
   }
 }
 
-bool ReadJson(const std::string& path, nlohmann::json* out, std::string* error) {
+bool ReadJson(const std::string& path, nlohmann::json* out,
+              std::string* error) {
   std::ifstream in(path);
   std::stringstream buf;
   buf << in.rdbuf();
@@ -62,15 +65,18 @@ int64_t StepOf(const fs::path& p) {
 
 }  // namespace
 
-CheckpointManager::CheckpointManager(std::string dir, int keep_last, Communicator* comm)
+CheckpointManager::CheckpointManager(std::string dir, int keep_last,
+                                     Communicator* comm)
     : dir_(std::move(dir)), keep_last_(keep_last), comm_(comm) {}
 
 std::string CheckpointManager::StepDir(int64_t step) const {
   return (fs::path(dir_) / ("step-" + std::to_string(step))).string();
 }
 
-bool CheckpointManager::Save(int64_t step, const VlmModel& model, FlatAdamW& optimizer,
-                             const nlohmann::json& trainer_state, const nlohmann::json& rank_state,
+bool CheckpointManager::Save(int64_t step, const VlmModel& model,
+                             FlatAdamW& optimizer,
+                             const nlohmann::json& trainer_state,
+                             const nlohmann::json& rank_state,
                              std::string* error) {
   const std::string dir = StepDir(step);
   const bool leader = comm_->rank() == 0;
@@ -91,25 +97,38 @@ bool CheckpointManager::Save(int64_t step, const VlmModel& model, FlatAdamW& opt
     std::vector<TensorView> views;
     for (const Parameter& p : model.parameters())
       views.push_back({p.name, "F32", p.tensor.sizes().vec(),
-                       params.data_ptr<float>() + p.offset, size_t(p.tensor.numel()) * 4});
+                       params.data_ptr<float>() + p.offset,
+                       size_t(p.tensor.numel()) * 4});
     ok = WriteSafetensors(dir + "/model.safetensors", views,
-                          {{"format", "pt"}, {"model", model.preset().name}}, error);
+                          {{"format", "pt"}, {"model", model.preset().name}},
+                          error);
     auto m = optimizer.exp_avg().to(at::kCPU).contiguous();
     auto v = optimizer.exp_avg_sq().to(at::kCPU).contiguous();
-    std::vector<TensorView> opt = {
-        {"exp_avg", "F32", {m.numel()}, m.data_ptr<float>(), size_t(m.numel()) * 4},
-        {"exp_avg_sq", "F32", {v.numel()}, v.data_ptr<float>(), size_t(v.numel()) * 4}};
-    ok = ok && WriteSafetensors(dir + "/optimizer.safetensors", opt,
-                                {{"step", std::to_string(optimizer.step())}}, error);
-    ok = ok && WriteFileSynced(dir + "/trainer_state.json", trainer_state.dump(2) + "\n", error);
+    std::vector<TensorView> opt = {{"exp_avg",
+                                    "F32",
+                                    {m.numel()},
+                                    m.data_ptr<float>(),
+                                    size_t(m.numel()) * 4},
+                                   {"exp_avg_sq",
+                                    "F32",
+                                    {v.numel()},
+                                    v.data_ptr<float>(),
+                                    size_t(v.numel()) * 4}};
+    ok = ok &&
+         WriteSafetensors(dir + "/optimizer.safetensors", opt,
+                          {{"step", std::to_string(optimizer.step())}}, error);
+    ok = ok && WriteFileSynced(dir + "/trainer_state.json",
+                               trainer_state.dump(2) + "\n", error);
   }
   if (ok)
-    ok = WriteFileSynced(dir + "/rank-" + std::to_string(comm_->rank()) + ".json",
-                         rank_state.dump() + "\n", error);
+    ok = WriteFileSynced(
+        dir + "/rank-" + std::to_string(comm_->rank()) + ".json",
+        rank_state.dump() + "\n", error);
   // Every rank's files are durable before the marker exists.
   comm_->Barrier();
   if (leader && ok) {
-    ok = WriteFileSynced(dir + "/" + kCommit + ".tmp", std::to_string(step) + "\n", error);
+    ok = WriteFileSynced(dir + "/" + kCommit + ".tmp",
+                         std::to_string(step) + "\n", error);
     std::error_code ec;
     if (ok) fs::rename(dir + "/" + kCommit + ".tmp", dir + "/" + kCommit, ec);
     if (ec) {
@@ -151,18 +170,23 @@ void CheckpointManager::Prune() const {
   }
 }
 
-bool CheckpointManager::Load(int64_t step, VlmModel* model, FlatAdamW* optimizer,
-                             nlohmann::json* trainer_state, nlohmann::json* rank_state,
+bool CheckpointManager::Load(int64_t step, VlmModel* model,
+                             FlatAdamW* optimizer,
+                             nlohmann::json* trainer_state,
+                             nlohmann::json* rank_state,
                              std::string* error) const {
   const std::string dir = StepDir(step);
-  if (!ReadJson(dir + "/trainer_state.json", trainer_state, error)) return false;
+  if (!ReadJson(dir + "/trainer_state.json", trainer_state, error))
+    return false;
   if (trainer_state->value("world_size", 0) != comm_->world_size()) {
-    *error = dir + ": saved with world_size " + std::to_string(trainer_state->value("world_size", 0)) +
+    *error = dir + ": saved with world_size " +
+             std::to_string(trainer_state->value("world_size", 0)) +
              ", running with " + std::to_string(comm_->world_size()) +
              " (bit-exact resume needs the same world size)";
     return false;
   }
-  if (!ReadJson(dir + "/rank-" + std::to_string(comm_->rank()) + ".json", rank_state, error))
+  if (!ReadJson(dir + "/rank-" + std::to_string(comm_->rank()) + ".json",
+                rank_state, error))
     return false;
   SafetensorsFile weights, opt;
   if (!ReadSafetensors(dir + "/model.safetensors", &weights, error) ||
@@ -177,13 +201,16 @@ bool CheckpointManager::Load(int64_t step, VlmModel* model, FlatAdamW* optimizer
       *error = dir + "/model.safetensors: missing or mismatched " + p.name;
       return false;
     }
-    std::memcpy(flat.data_ptr<float>() + p.offset, it->second.data, it->second.nbytes);
+    std::memcpy(flat.data_ptr<float>() + p.offset, it->second.data,
+                it->second.nbytes);
   }
   const_cast<at::Tensor&>(model->flat_params()).copy_(flat);
-  for (auto [name, dst] : {std::pair<const char*, at::Tensor*>{"exp_avg", &optimizer->exp_avg()},
-                           {"exp_avg_sq", &optimizer->exp_avg_sq()}}) {
+  for (auto [name, dst] :
+       {std::pair<const char*, at::Tensor*>{"exp_avg", &optimizer->exp_avg()},
+        {"exp_avg_sq", &optimizer->exp_avg_sq()}}) {
     auto it = opt.tensors.find(name);
-    if (it == opt.tensors.end() || it->second.nbytes != size_t(dst->numel()) * 4) {
+    if (it == opt.tensors.end() ||
+        it->second.nbytes != size_t(dst->numel()) * 4) {
       *error = dir + "/optimizer.safetensors: missing or mismatched " + name;
       return false;
     }

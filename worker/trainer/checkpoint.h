@@ -10,9 +10,8 @@
 #define DCVLR_WORKER_TRAINER_CHECKPOINT_H_
 
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "worker/trainer/distributed.h"
 #include "worker/trainer/model.h"
@@ -27,16 +26,17 @@ class CheckpointManager {
   CheckpointManager(std::string dir, int keep_last, Communicator* comm);
 
   bool Save(int64_t step, const VlmModel& model, FlatAdamW& optimizer,
-            const nlohmann::json& trainer_state, const nlohmann::json& rank_state,
-            std::string* error);
+            const nlohmann::json& trainer_state,
+            const nlohmann::json& rank_state, std::string* error);
 
   // The newest complete checkpoint's step, or -1 if there is none.
   int64_t LatestComplete() const;
 
   // Restores weights and optimizer state in place and returns the JSON
   // states. The rank file is this rank's (world size must match).
-  bool Load(int64_t step, VlmModel* model, FlatAdamW* optimizer, nlohmann::json* trainer_state,
-            nlohmann::json* rank_state, std::string* error) const;
+  bool Load(int64_t step, VlmModel* model, FlatAdamW* optimizer,
+            nlohmann::json* trainer_state, nlohmann::json* rank_state,
+            std::string* error) const;
 
   std::string StepDir(int64_t step) const;
 

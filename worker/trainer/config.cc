@@ -31,7 +31,8 @@ class Section {
       *out = v->get<T>();
       return;
     }
-    if (v->is_number_float() && std::floor(v->get<double>()) == v->get<double>()) {
+    if (v->is_number_float() &&
+        std::floor(v->get<double>()) == v->get<double>()) {
       *out = static_cast<T>(v->get<double>());
       return;
     }
@@ -76,8 +77,14 @@ class Section {
     }
     if (v->is_string()) {
       const std::string& s = v->get_ref<const std::string&>();
-      if (s == "true" || s == "True") { *out = true; return; }
-      if (s == "false" || s == "False") { *out = false; return; }
+      if (s == "true" || s == "True") {
+        *out = true;
+        return;
+      }
+      if (s == "false" || s == "False") {
+        *out = false;
+        return;
+      }
     }
     Fail(key, "a boolean", *v);
   }
@@ -85,9 +92,12 @@ class Section {
   void String(const char* key, std::string* out) {
     const json* v = Find(key);
     if (!v) return;
-    if (v->is_string()) *out = v->get<std::string>();
-    else if (v->is_number()) *out = v->dump();
-    else Fail(key, "a string", *v);
+    if (v->is_string())
+      *out = v->get<std::string>();
+    else if (v->is_number())
+      *out = v->dump();
+    else
+      Fail(key, "a string", *v);
   }
 
   // Marks a key as known without reading it (the caller handles it).
@@ -100,12 +110,15 @@ class Section {
 
   void WarnUnknown(std::vector<std::string>* warnings) const {
     for (const auto& [key, value] : obj_.items())
-      if (!used_.count(key)) warnings->push_back(path_ + "." + key + ": unknown key, ignored");
+      if (!used_.count(key))
+        warnings->push_back(path_ + "." + key + ": unknown key, ignored");
   }
 
-  void Fail(const std::string& key, const std::string& expected, const json& got) {
+  void Fail(const std::string& key, const std::string& expected,
+            const json& got) {
     if (error_->empty())
-      *error_ = path_ + "." + key + ": expected " + expected + ", got " + got.dump();
+      *error_ =
+          path_ + "." + key + ": expected " + expected + ", got " + got.dump();
   }
 
  private:
@@ -133,14 +146,15 @@ std::string Resolve(const std::string& path, const std::string& base) {
   return (std::filesystem::path(base) / path).lexically_normal().string();
 }
 
-bool ParseDatasets(const json& split, const std::string& path, const std::string& base,
-                   std::vector<DatasetSpec>* out, std::string* error,
-                   std::vector<std::string>* warnings) {
+bool ParseDatasets(const json& split, const std::string& path,
+                   const std::string& base, std::vector<DatasetSpec>* out,
+                   std::string* error, std::vector<std::string>* warnings) {
   if (!RequireObject(split, path, error)) return false;
   Section s(split, path, error);
   const json* list = s.Raw("datasets");
-  s.Ignore({"collation_fn", "pack", "stream", "target_col", "mixture_strategy", "seed",
-            "use_async_dataset", "use_torchdata", "collator_name", "collator_kwargs"});
+  s.Ignore({"collation_fn", "pack", "stream", "target_col", "mixture_strategy",
+            "seed", "use_async_dataset", "use_torchdata", "collator_name",
+            "collator_kwargs"});
   s.WarnUnknown(warnings);
   if (!list) return true;
   if (!list->is_array()) {
@@ -155,13 +169,14 @@ bool ParseDatasets(const json& split, const std::string& path, const std::string
     Section ds(d, dpath, error);
     ds.String("dataset_name", &spec.name);
     const json* kwargs = ds.Raw("dataset_kwargs");
-    ds.Ignore({"split", "subset", "sample_count", "mixture_proportion", "shuffle", "seed",
-               "shuffle_buffer_size", "trust_remote_code", "transform_num_workers",
-               "dataset_path"});
+    ds.Ignore({"split", "subset", "sample_count", "mixture_proportion",
+               "shuffle", "seed", "shuffle_buffer_size", "trust_remote_code",
+               "transform_num_workers", "dataset_path"});
     ds.WarnUnknown(warnings);
     if (!ds.ok()) return false;
     if (spec.name != "hf_vision" && spec.name != "synthetic_shapes") {
-      *error = dpath + ".dataset_name: expected hf_vision or synthetic_shapes, got \"" +
+      *error = dpath +
+               ".dataset_name: expected hf_vision or synthetic_shapes, got \"" +
                spec.name + "\"";
       return false;
     }
@@ -190,21 +205,26 @@ bool ParseDatasets(const json& split, const std::string& path, const std::string
       k.String("split", &spec.split);
       k.Int("num_samples", &spec.num_samples);
       k.Int("seed", &spec.seed);
-      k.Ignore({"processor_name", "return_tensors", "limit", "return_conversations"});
+      k.Ignore({"processor_name", "return_tensors", "limit",
+                "return_conversations"});
       k.WarnUnknown(warnings);
       if (!k.ok()) return false;
     }
     if (spec.name == "hf_vision" && spec.files.empty()) {
-      *error = dpath + ".dataset_kwargs: hf_vision needs hf_dataset_path or data_files";
+      *error = dpath +
+               ".dataset_kwargs: hf_vision needs hf_dataset_path or data_files";
       return false;
     }
     if (spec.name == "synthetic_shapes") {
       if (spec.split != "train" && spec.split != "test") {
-        *error = dpath + ".dataset_kwargs.split: expected train or test, got \"" + spec.split + "\"";
+        *error = dpath +
+                 ".dataset_kwargs.split: expected train or test, got \"" +
+                 spec.split + "\"";
         return false;
       }
       if (spec.num_samples <= 0) {
-        *error = dpath + ".dataset_kwargs.num_samples: expected a positive integer";
+        *error =
+            dpath + ".dataset_kwargs.num_samples: expected a positive integer";
         return false;
       }
     }
@@ -215,8 +235,9 @@ bool ParseDatasets(const json& split, const std::string& path, const std::string
 
 }  // namespace
 
-bool ParseConfig(const json& doc, const std::string& config_dir, TrainerConfig* out,
-                 std::string* error, std::vector<std::string>* warnings) {
+bool ParseConfig(const json& doc, const std::string& config_dir,
+                 TrainerConfig* out, std::string* error,
+                 std::vector<std::string>* warnings) {
   error->clear();
   *out = TrainerConfig{};
   out->config_dir = config_dir;
@@ -234,19 +255,23 @@ bool ParseConfig(const json& doc, const std::string& config_dir, TrainerConfig* 
     const json* overrides = m.Raw("model_config");
     int max_len = 0;
     m.Int("model_max_length", &max_len);
-    m.Ignore({"torch_dtype_str", "trust_remote_code", "attn_implementation", "tokenizer_name",
-              "chat_template", "freeze_layers", "load_pretrained_weights",
-              "tokenizer_pad_token", "model_kwargs", "adapter_model", "device_map",
-              "shard_for_eval", "enable_liger_kernel", "processor_kwargs"});
+    m.Ignore({"torch_dtype_str", "trust_remote_code", "attn_implementation",
+              "tokenizer_name", "chat_template", "freeze_layers",
+              "load_pretrained_weights", "tokenizer_pad_token", "model_kwargs",
+              "adapter_model", "device_map", "shard_for_eval",
+              "enable_liger_kernel", "processor_kwargs"});
     m.WarnUnknown(warnings);
     if (!m.ok()) return false;
     if (!FindPreset(model_name, &out->model)) {
       std::string names;
-      for (const auto& n : PresetNames()) names += (names.empty() ? "" : ", ") + n;
-      *error = "model.model_name: unknown model \"" + model_name + "\" (presets: " + names + ")";
+      for (const auto& n : PresetNames())
+        names += (names.empty() ? "" : ", ") + n;
+      *error = "model.model_name: unknown model \"" + model_name +
+               "\" (presets: " + names + ")";
       return false;
     }
-    if (overrides && !ApplyPresetOverrides(*overrides, &out->model, error)) return false;
+    if (overrides && !ApplyPresetOverrides(*overrides, &out->model, error))
+      return false;
     if (max_len > 0) out->model.max_seq_len = max_len;
   } else {
     FindPreset(model_name, &out->model);
@@ -258,10 +283,12 @@ bool ParseConfig(const json& doc, const std::string& config_dir, TrainerConfig* 
     if (!RequireObject(*it, "data", error)) return false;
     for (const auto& [key, value] : it->items()) {
       if (key == "train") {
-        if (!ParseDatasets(value, "data.train", config_dir, &out->train, error, warnings))
+        if (!ParseDatasets(value, "data.train", config_dir, &out->train, error,
+                           warnings))
           return false;
       } else if (key == "validation" || key == "test") {
-        if (!ParseDatasets(value, "data." + key, config_dir, &out->validation, error, warnings))
+        if (!ParseDatasets(value, "data." + key, config_dir, &out->validation,
+                           error, warnings))
           return false;
       } else {
         warnings->push_back("data." + key + ": unknown key, ignored");
@@ -293,7 +320,8 @@ bool ParseConfig(const json& doc, const std::string& config_dir, TrainerConfig* 
     s.Double("adam_epsilon", &t.adam_epsilon);
     s.String("lr_scheduler_type", &t.lr_scheduler_type);
     if (const json* kw = s.Raw("lr_scheduler_kwargs")) {
-      if (!RequireObject(*kw, "training.lr_scheduler_kwargs", error)) return false;
+      if (!RequireObject(*kw, "training.lr_scheduler_kwargs", error))
+        return false;
       Section k(*kw, "training.lr_scheduler_kwargs", error);
       k.Double("min_lr_ratio", &t.min_lr_ratio);
       k.WarnUnknown(warnings);
@@ -312,25 +340,49 @@ bool ParseConfig(const json& doc, const std::string& config_dir, TrainerConfig* 
     s.Double("ddp_bucket_cap_mb", &t.ddp_bucket_cap_mb);
     std::string optimizer = "adamw_torch";
     s.String("optimizer", &optimizer);
-    s.Ignore({"trainer_type", "enable_wandb", "enable_tensorboard", "enable_mlflow",
-              "include_performance_metrics", "log_model_summary",
-              "dataloader_num_workers", "dataloader_prefetch_factor", "ddp_find_unused_parameters",
-              "enable_gradient_checkpointing", "gradient_checkpointing_kwargs", "compile",
-              "use_peft", "run_name", "log_level", "dep_log_level", "logging_strategy",
-              "save_epoch", "eval_strategy", "empty_device_cache_steps", "trainer_kwargs",
-              "try_resume_from_last_checkpoint", "resume_from_checkpoint", "data_seed",
-              "logging_first_step", "label_ignore_index", "nccl_default_timeout_minutes",
-              "include_alternative_mfu_metrics", "telemetry_dir", "verbose_nan_check",
-              "log_examples", "use_cuda_graphs"});
+    s.Ignore({"trainer_type",
+              "enable_wandb",
+              "enable_tensorboard",
+              "enable_mlflow",
+              "include_performance_metrics",
+              "log_model_summary",
+              "dataloader_num_workers",
+              "dataloader_prefetch_factor",
+              "ddp_find_unused_parameters",
+              "enable_gradient_checkpointing",
+              "gradient_checkpointing_kwargs",
+              "compile",
+              "use_peft",
+              "run_name",
+              "log_level",
+              "dep_log_level",
+              "logging_strategy",
+              "save_epoch",
+              "eval_strategy",
+              "empty_device_cache_steps",
+              "trainer_kwargs",
+              "try_resume_from_last_checkpoint",
+              "resume_from_checkpoint",
+              "data_seed",
+              "logging_first_step",
+              "label_ignore_index",
+              "nccl_default_timeout_minutes",
+              "include_alternative_mfu_metrics",
+              "telemetry_dir",
+              "verbose_nan_check",
+              "log_examples",
+              "use_cuda_graphs"});
     s.WarnUnknown(warnings);
     if (!s.ok()) return false;
-    if (optimizer != "adamw_torch" && optimizer != "adamw" && optimizer != "adamw_torch_fused")
-      warnings->push_back("training.optimizer: \"" + optimizer + "\" not supported, using AdamW");
+    if (optimizer != "adamw_torch" && optimizer != "adamw" &&
+        optimizer != "adamw_torch_fused")
+      warnings->push_back("training.optimizer: \"" + optimizer +
+                          "\" not supported, using AdamW");
   }
   auto positive = [&](int64_t v, const char* key) {
     if (v > 0) return true;
-    *error = std::string("training.") + key + ": expected a positive integer, got " +
-             std::to_string(v);
+    *error = std::string("training.") + key +
+             ": expected a positive integer, got " + std::to_string(v);
     return false;
   };
   if (!positive(t.per_device_train_batch_size, "per_device_train_batch_size") ||
@@ -346,10 +398,13 @@ bool ParseConfig(const json& doc, const std::string& config_dir, TrainerConfig* 
     return false;
   }
   if (t.lr_scheduler_type != "cosine" && t.lr_scheduler_type != "linear" &&
-      t.lr_scheduler_type != "constant" && t.lr_scheduler_type != "constant_with_warmup" &&
+      t.lr_scheduler_type != "constant" &&
+      t.lr_scheduler_type != "constant_with_warmup" &&
       t.lr_scheduler_type != "cosine_with_min_lr") {
-    *error = "training.lr_scheduler_type: expected cosine, linear or constant, got \"" +
-             t.lr_scheduler_type + "\"";
+    *error =
+        "training.lr_scheduler_type: expected cosine, linear or constant, got "
+        "\"" +
+        t.lr_scheduler_type + "\"";
     return false;
   }
   for (char& c : t.mixed_precision_dtype) c = std::tolower(c);
@@ -360,13 +415,14 @@ bool ParseConfig(const json& doc, const std::string& config_dir, TrainerConfig* 
              t.mixed_precision_dtype + "\"";
     return false;
   }
-  if (t.per_device_eval_batch_size <= 0) t.per_device_eval_batch_size = t.per_device_train_batch_size;
+  if (t.per_device_eval_batch_size <= 0)
+    t.per_device_eval_batch_size = t.per_device_train_batch_size;
   t.output_dir = Resolve(t.output_dir, config_dir);
   return true;
 }
 
-bool LoadConfigFile(const std::string& path, TrainerConfig* out, std::string* error,
-                    std::vector<std::string>* warnings) {
+bool LoadConfigFile(const std::string& path, TrainerConfig* out,
+                    std::string* error, std::vector<std::string>* warnings) {
   std::ifstream in(path);
   if (!in) {
     *error = path + ": cannot open config file";

@@ -9,10 +9,9 @@
 #define DCVLR_WORKER_TRAINER_CONFIG_H_
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "worker/trainer/presets.h"
 
@@ -44,16 +43,19 @@ struct TrainingConfig {
   double min_lr_ratio = 0.0;  // floor of the decay, as a fraction of the peak
   uint64_t seed = 42;
   int64_t logging_steps = 10;
-  int64_t save_steps = 0;  // 0: only the final checkpoint
-  int64_t eval_steps = 0;  // 0: only the final evaluation
-  int save_total_limit = 3;  // checkpoints kept (keep-last-K); 0 keeps all
+  int64_t save_steps = 0;        // 0: only the final checkpoint
+  int64_t eval_steps = 0;        // 0: only the final evaluation
+  int save_total_limit = 3;      // checkpoints kept (keep-last-K); 0 keeps all
   int64_t eval_max_samples = 0;  // 0: the whole validation split
   std::string output_dir = "output";
-  std::string mixed_precision_dtype = "auto";  // auto (bf16 on CUDA) | none | bf16
-  int num_threads = 0;  // intra-op threads per rank; 0: 1 on CPU
+  std::string mixed_precision_dtype =
+      "auto";                      // auto (bf16 on CUDA) | none | bf16
+  int num_threads = 0;             // intra-op threads per rank; 0: 1 on CPU
   bool pad_to_max_length = false;  // false: pad each batch to its longest row
-  double ddp_bucket_cap_mb = 0;  // gradient bucket size; 0: 1 on CPU, 25 on CUDA
-  bool save_final_model = true;    // false skips the final checkpoint (benchmarks)
+  double ddp_bucket_cap_mb =
+      0;  // gradient bucket size; 0: 1 on CPU, 25 on CUDA
+  bool save_final_model =
+      true;  // false skips the final checkpoint (benchmarks)
 };
 
 struct TrainerConfig {
@@ -66,12 +68,13 @@ struct TrainerConfig {
 
 // Parses a config document. Returns false with `error` set (naming the key
 // path) on a bad value; unknown keys append to `warnings`.
-bool ParseConfig(const nlohmann::json& doc, const std::string& config_dir, TrainerConfig* out,
-                 std::string* error, std::vector<std::string>* warnings);
+bool ParseConfig(const nlohmann::json& doc, const std::string& config_dir,
+                 TrainerConfig* out, std::string* error,
+                 std::vector<std::string>* warnings);
 
 // Reads and parses a config file.
-bool LoadConfigFile(const std::string& path, TrainerConfig* out, std::string* error,
-                    std::vector<std::string>* warnings);
+bool LoadConfigFile(const std::string& path, TrainerConfig* out,
+                    std::string* error, std::vector<std::string>* warnings);
 
 }  // namespace dcvlr::trainer
 

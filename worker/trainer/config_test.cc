@@ -19,10 +19,15 @@ json Minimal() {
 
 TEST(ConfigTest, ParsesOumiKeysAndNumericStrings) {
   json doc = Minimal();
-  doc["training"] = {{"learning_rate", "3e-4"}, {"max_steps", "300"},
-                     {"per_device_train_batch_size", 8}, {"gradient_accumulation_steps", 2},
-                     {"warmup_ratio", 0.1}, {"max_grad_norm", "0.5"}, {"seed", 7},
-                     {"lr_scheduler_type", "linear"}, {"save_total_limit", 2},
+  doc["training"] = {{"learning_rate", "3e-4"},
+                     {"max_steps", "300"},
+                     {"per_device_train_batch_size", 8},
+                     {"gradient_accumulation_steps", 2},
+                     {"warmup_ratio", 0.1},
+                     {"max_grad_norm", "0.5"},
+                     {"seed", 7},
+                     {"lr_scheduler_type", "linear"},
+                     {"save_total_limit", 2},
                      {"output_dir", "out"}};
   TrainerConfig c;
   std::string error;
@@ -65,7 +70,8 @@ TEST(ConfigTest, UnknownKeysWarnButPass) {
 
 TEST(ConfigTest, PresetsAreDataAndOverridable) {
   json doc = Minimal();
-  doc["model"] = {{"model_name", "qwen2-vl-0.5b"}, {"model_config", {{"layers", 2}}}};
+  doc["model"] = {{"model_name", "qwen2-vl-0.5b"},
+                  {"model_config", {{"layers", 2}}}};
   TrainerConfig c;
   std::string error;
   std::vector<std::string> warnings;
@@ -99,7 +105,8 @@ TEST(ConfigTest, HfVisionPathsResolveAgainstConfigDir) {
   std::string error;
   std::vector<std::string> warnings;
   ASSERT_TRUE(ParseConfig(doc, "/cfg", &c, &error, &warnings)) << error;
-  EXPECT_EQ(c.train[0].files, (std::vector<std::string>{"/cfg/d/a.jsonl", "/abs/b.jsonl"}));
+  EXPECT_EQ(c.train[0].files,
+            (std::vector<std::string>{"/cfg/d/a.jsonl", "/abs/b.jsonl"}));
   doc["data"]["train"]["datasets"][0]["dataset_kwargs"] = json::object();
   EXPECT_FALSE(ParseConfig(doc, "/cfg", &c, &error, &warnings));
 }

@@ -16,10 +16,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "worker/trainer/base64.h"
 #include "worker/trainer/image.h"
@@ -66,11 +65,14 @@ bool ReadFile(const std::string& path, std::string* out) {
 
 // The string a row holds for its image: base64, a data URL, a path, or
 // HF's {"bytes": ..., "path": ...}.
-bool LoadRowImage(const nlohmann::json& v, const fs::path& dir, Image* out, std::string* error) {
+bool LoadRowImage(const nlohmann::json& v, const fs::path& dir, Image* out,
+                  std::string* error) {
   if (v.is_array() && !v.empty()) return LoadRowImage(v[0], dir, out, error);
   if (v.is_object()) {
-    if (v.contains("bytes") && v["bytes"].is_string()) return LoadRowImage(v["bytes"], dir, out, error);
-    if (v.contains("path") && v["path"].is_string()) return LoadRowImage(v["path"], dir, out, error);
+    if (v.contains("bytes") && v["bytes"].is_string())
+      return LoadRowImage(v["bytes"], dir, out, error);
+    if (v.contains("path") && v["path"].is_string())
+      return LoadRowImage(v["path"], dir, out, error);
     *error = "image object without bytes or path";
     return false;
   }
@@ -82,9 +84,10 @@ bool LoadRowImage(const nlohmann::json& v, const fs::path& dir, Image* out, std:
   if (s.rfind("data:", 0) == 0) s = s.substr(s.find(',') + 1);
   std::vector<uint8_t> bytes;
   // Short strings with a dot or slash are paths; long ones are base64.
-  bool looks_like_path = s.size() < 1024 && (s.find('/') != std::string::npos ||
-                                             s.find('.') != std::string::npos) &&
-                         s.find('=') == std::string::npos;
+  bool looks_like_path =
+      s.size() < 1024 &&
+      (s.find('/') != std::string::npos || s.find('.') != std::string::npos) &&
+      s.find('=') == std::string::npos;
   fs::path p = fs::path(s).is_absolute() ? fs::path(s) : dir / s;
   if (looks_like_path && fs::exists(p)) {
     std::string raw;
@@ -102,7 +105,8 @@ bool LoadRowImage(const nlohmann::json& v, const fs::path& dir, Image* out, std:
   return DecodeImage(bytes, out, error);
 }
 
-std::string FirstString(const nlohmann::json& row, std::initializer_list<const char*> keys) {
+std::string FirstString(const nlohmann::json& row,
+                        std::initializer_list<const char*> keys) {
   for (const char* k : keys) {
     auto it = row.find(k);
     if (it != row.end()) {
@@ -113,8 +117,9 @@ std::string FirstString(const nlohmann::json& row, std::initializer_list<const c
   return {};
 }
 
-bool BuildShard(const std::vector<std::string>& files, const ModelPreset& preset,
-                const std::string& path, std::string* error) {
+bool BuildShard(const std::vector<std::string>& files,
+                const ModelPreset& preset, const std::string& path,
+                std::string* error) {
   ByteTokenizer tokenizer(preset.image_tokens());
   std::string index, tokens, images;
   uint64_t examples = 0, truncated = 0;
@@ -154,13 +159,16 @@ bool BuildShard(const std::vector<std::string>& files, const ModelPreset& preset
         return false;
       }
       image = Resize(image, s, s);
-      EncodedExample ex = tokenizer.EncodeExample(question, answer, preset.max_seq_len);
+      EncodedExample ex =
+          tokenizer.EncodeExample(question, answer, preset.max_seq_len);
       truncated += ex.truncated;
       Put<uint64_t>(&index, tokens.size() / 2);
       Put<uint32_t>(&index, ex.tokens.size());
       Put<uint32_t>(&index, ex.answer_start);
-      tokens.append(reinterpret_cast<const char*>(ex.tokens.data()), ex.tokens.size() * 2);
-      images.append(reinterpret_cast<const char*>(image.rgb.data()), image.rgb.size());
+      tokens.append(reinterpret_cast<const char*>(ex.tokens.data()),
+                    ex.tokens.size() * 2);
+      images.append(reinterpret_cast<const char*>(image.rgb.data()),
+                    image.rgb.size());
       ++examples;
     }
   }
@@ -169,8 +177,10 @@ bool BuildShard(const std::vector<std::string>& files, const ModelPreset& preset
     return false;
   }
   if (truncated > 0)
-    fprintf(stderr, "dcvlr-train: %llu of %llu questions cut to fit max_seq_len=%d\n",
-            (unsigned long long)truncated, (unsigned long long)examples, preset.max_seq_len);
+    fprintf(stderr,
+            "dcvlr-train: %llu of %llu questions cut to fit max_seq_len=%d\n",
+            (unsigned long long)truncated, (unsigned long long)examples,
+            preset.max_seq_len);
   std::string header(kMagic, 8);
   Put<uint32_t>(&header, kFormat);
   Put<uint32_t>(&header, s);
@@ -202,7 +212,8 @@ bool BuildShard(const std::vector<std::string>& files, const ModelPreset& preset
 }
 
 bool WaitForFile(const std::string& path, int timeout_s, std::string* error) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   while (!fs::exists(path)) {
     if (std::chrono::steady_clock::now() > deadline) {
       *error = path + ": timed out waiting for another process to build it";
@@ -215,7 +226,8 @@ bool WaitForFile(const std::string& path, int timeout_s, std::string* error) {
 
 }  // namespace
 
-std::unique_ptr<Shard> Shard::Open(const std::string& path, std::string* error) {
+std::unique_ptr<Shard> Shard::Open(const std::string& path,
+                                   std::string* error) {
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) {
     *error = path + ": cannot open shard";
@@ -224,7 +236,9 @@ std::unique_ptr<Shard> Shard::Open(const std::string& path, std::string* error) 
   struct stat st;
   ::fstat(fd, &st);
   size_t size = st.st_size;
-  void* map = size >= kHeaderSize ? ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+  void* map = size >= kHeaderSize
+                  ? ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0)
+                  : MAP_FAILED;
   ::close(fd);
   if (map == MAP_FAILED) {
     *error = path + ": cannot map shard";
@@ -243,8 +257,9 @@ std::unique_ptr<Shard> Shard::Open(const std::string& path, std::string* error) 
   shard->index_ = p + Get<uint64_t>(p + 24);
   shard->tokens_ = reinterpret_cast<const uint16_t*>(p + Get<uint64_t>(p + 32));
   shard->images_ = p + Get<uint64_t>(p + 40);
-  size_t need = Get<uint64_t>(p + 40) +
-                size_t(shard->num_examples_) * shard->image_size_ * shard->image_size_ * 3;
+  size_t need = Get<uint64_t>(p + 40) + size_t(shard->num_examples_) *
+                                            shard->image_size_ *
+                                            shard->image_size_ * 3;
   if (need > size) {
     *error = path + ": truncated shard";
     return nullptr;
@@ -259,8 +274,12 @@ Shard::~Shard() {
 const uint16_t* Shard::tokens(int64_t i) const {
   return tokens_ + Get<uint64_t>(index_ + i * kIndexEntry);
 }
-int Shard::length(int64_t i) const { return Get<uint32_t>(index_ + i * kIndexEntry + 8); }
-int Shard::answer_start(int64_t i) const { return Get<uint32_t>(index_ + i * kIndexEntry + 12); }
+int Shard::length(int64_t i) const {
+  return Get<uint32_t>(index_ + i * kIndexEntry + 8);
+}
+int Shard::answer_start(int64_t i) const {
+  return Get<uint32_t>(index_ + i * kIndexEntry + 12);
+}
 const uint8_t* Shard::image(int64_t i) const {
   return images_ + size_t(i) * image_size_ * image_size_ * 3;
 }
@@ -272,15 +291,18 @@ void Dataset::Add(std::unique_ptr<Shard> shard) {
 }
 
 const Shard& Dataset::Locate(int64_t i, int64_t* local) const {
-  size_t k = std::upper_bound(starts_.begin(), starts_.end(), i) - starts_.begin() - 1;
+  size_t k =
+      std::upper_bound(starts_.begin(), starts_.end(), i) - starts_.begin() - 1;
   *local = i - starts_[k];
   return *shards_[k];
 }
 
-bool EnsureShard(const std::vector<std::string>& files, const ModelPreset& preset,
-                 const CacheOptions& options, std::string* shard_path, std::string* error) {
+bool EnsureShard(const std::vector<std::string>& files,
+                 const ModelPreset& preset, const CacheOptions& options,
+                 std::string* shard_path, std::string* error) {
   uint64_t h = 0xcbf29ce484222325ull;
-  int params[] = {int(kFormat), preset.image_size, preset.image_tokens(), preset.max_seq_len};
+  int params[] = {int(kFormat), preset.image_size, preset.image_tokens(),
+                  preset.max_seq_len};
   h = Fnv1a(params, sizeof(params), h);
   for (const std::string& f : files) {
     std::string content;
@@ -295,9 +317,11 @@ bool EnsureShard(const std::vector<std::string>& files, const ModelPreset& prese
   }
   char name[32];
   snprintf(name, sizeof(name), "%016llx", (unsigned long long)h);
-  *shard_path = (fs::path(options.cache_dir) / "shards" / name / "shard.bin").string();
+  *shard_path =
+      (fs::path(options.cache_dir) / "shards" / name / "shard.bin").string();
   if (fs::exists(*shard_path)) return true;
-  if (!options.builder) return WaitForFile(*shard_path, options.wait_timeout_s, error);
+  if (!options.builder)
+    return WaitForFile(*shard_path, options.wait_timeout_s, error);
   return BuildShard(files, preset, *shard_path, error);
 }
 
@@ -314,11 +338,13 @@ bool ResolveDatasetFiles(const DatasetSpec& spec, const CacheOptions& options,
   files->assign(1, path);
   if (fs::exists(path)) return true;
   if (!options.builder) return WaitForFile(path, options.wait_timeout_s, error);
-  return WriteSyntheticJsonl(path, spec.split, spec.seed, spec.num_samples, error);
+  return WriteSyntheticJsonl(path, spec.split, spec.seed, spec.num_samples,
+                             error);
 }
 
-bool LoadDataset(const std::vector<DatasetSpec>& specs, const ModelPreset& preset,
-                 const CacheOptions& options, Dataset* out, std::string* error) {
+bool LoadDataset(const std::vector<DatasetSpec>& specs,
+                 const ModelPreset& preset, const CacheOptions& options,
+                 Dataset* out, std::string* error) {
   for (const DatasetSpec& spec : specs) {
     std::vector<std::string> files;
     std::string shard_path;

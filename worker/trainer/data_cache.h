@@ -20,7 +20,8 @@ namespace dcvlr::trainer {
 // as long as the object.
 class Shard {
  public:
-  static std::unique_ptr<Shard> Open(const std::string& path, std::string* error);
+  static std::unique_ptr<Shard> Open(const std::string& path,
+                                     std::string* error);
   ~Shard();
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
@@ -60,15 +61,16 @@ class Dataset {
 
 struct CacheOptions {
   std::string cache_dir;
-  bool builder = true;            // this process converts; others wait
-  int wait_timeout_s = 1800;      // how long a non-builder waits
+  bool builder = true;        // this process converts; others wait
+  int wait_timeout_s = 1800;  // how long a non-builder waits
 };
 
 // Makes sure the shard for `files` exists (building it if this process is
 // the builder) and returns its path. Rows that fail to parse are errors that
 // name the file and line.
-bool EnsureShard(const std::vector<std::string>& files, const ModelPreset& preset,
-                 const CacheOptions& options, std::string* shard_path, std::string* error);
+bool EnsureShard(const std::vector<std::string>& files,
+                 const ModelPreset& preset, const CacheOptions& options,
+                 std::string* shard_path, std::string* error);
 
 // Resolves a dataset spec to its JSONL files, generating synthetic data into
 // the cache first where the spec asks for it.
@@ -76,8 +78,9 @@ bool ResolveDatasetFiles(const DatasetSpec& spec, const CacheOptions& options,
                          std::vector<std::string>* files, std::string* error);
 
 // ResolveDatasetFiles + EnsureShard + Open for every spec.
-bool LoadDataset(const std::vector<DatasetSpec>& specs, const ModelPreset& preset,
-                 const CacheOptions& options, Dataset* out, std::string* error);
+bool LoadDataset(const std::vector<DatasetSpec>& specs,
+                 const ModelPreset& preset, const CacheOptions& options,
+                 Dataset* out, std::string* error);
 
 }  // namespace dcvlr::trainer
 

@@ -1,13 +1,12 @@
 // Images, base64, the synthetic generator and the shard cache.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "worker/trainer/base64.h"
 #include "worker/trainer/data_cache.h"
@@ -21,7 +20,8 @@ namespace {
 namespace fs = std::filesystem;
 
 fs::path TempDir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / (name + "." + std::to_string(::getpid()));
+  fs::path p =
+      fs::temp_directory_path() / (name + "." + std::to_string(::getpid()));
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
@@ -52,14 +52,16 @@ TEST(ImageTest, InflatesZlibDynamicHuffman) {
   for (int i = 0; i < 3000; ++i) expected += std::to_string(i * i % 997) + ",";
   std::vector<uint8_t> out;
   std::string error;
-  ASSERT_TRUE(ZlibInflate(reinterpret_cast<const uint8_t*>(z.data()), z.size(), &out, &error))
+  ASSERT_TRUE(ZlibInflate(reinterpret_cast<const uint8_t*>(z.data()), z.size(),
+                          &out, &error))
       << error;
   EXPECT_EQ(std::string(out.begin(), out.end()), expected);
 }
 
 TEST(ImageTest, InflatesZlibFixedHuffman) {
-  const uint8_t z[] = {0x78, 0x01, 0x4b, 0x4c, 0x4a, 0x4e, 0x44, 0x45, 0x00,
-                       0x41, 0x7c, 0x06, 0xe5};  // "abc" * 6, level 1
+  const uint8_t z[] = {
+      0x78, 0x01, 0x4b, 0x4c, 0x4a, 0x4e, 0x44,
+      0x45, 0x00, 0x41, 0x7c, 0x06, 0xe5};  // "abc" * 6, level 1
   std::vector<uint8_t> out;
   std::string error;
   ASSERT_TRUE(ZlibInflate(z, sizeof(z), &out, &error)) << error;
@@ -85,18 +87,21 @@ TEST(Base64Test, RoundTripsAllLengths) {
 }
 
 TEST(SyntheticTest, DeterministicAndSplitsDiffer) {
-  SyntheticExample a = GenerateSynthetic("train", 7, 3), b = GenerateSynthetic("train", 7, 3);
+  SyntheticExample a = GenerateSynthetic("train", 7, 3),
+                   b = GenerateSynthetic("train", 7, 3);
   EXPECT_EQ(a.image.rgb, b.image.rgb);
   EXPECT_EQ(a.Question(), b.Question());
   int same = 0, categories[4] = {};
   for (int i = 0; i < 200; ++i) {
-    SyntheticExample tr = GenerateSynthetic("train", 7, i), te = GenerateSynthetic("test", 7, i);
+    SyntheticExample tr = GenerateSynthetic("train", 7, i),
+                     te = GenerateSynthetic("test", 7, i);
     same += tr.image.rgb == te.image.rgb && tr.Question() == te.Question();
     ASSERT_GE(tr.answer, 0);
     ASSERT_LT(tr.answer, 4);
     for (int c = 0; c < 4; ++c)
-      categories[c] += tr.category == std::vector<std::string>{"color", "count", "position",
-                                                               "comparison"}[c];
+      categories[c] +=
+          tr.category == std::vector<std::string>{"color", "count", "position",
+                                                  "comparison"}[c];
   }
   EXPECT_LT(same, 10);
   for (int c : categories) EXPECT_GT(c, 20);
@@ -106,7 +111,8 @@ TEST(SyntheticTest, QuestionsFitTinyVlmWithoutTruncation) {
   ByteTokenizer tok(16);
   for (int i = 0; i < 500; ++i) {
     SyntheticExample ex = GenerateSynthetic("train", 1, i);
-    EXPECT_FALSE(tok.EncodeExample(ex.Question(), ex.AnswerText(), 96).truncated)
+    EXPECT_FALSE(
+        tok.EncodeExample(ex.Question(), ex.AnswerText(), 96).truncated)
         << ex.Question();
   }
 }
@@ -114,27 +120,37 @@ TEST(SyntheticTest, QuestionsFitTinyVlmWithoutTruncation) {
 TEST(ShardCacheTest, BuildsOnceAndReadsBack) {
   fs::path dir = TempDir("shard_test");
   std::string error;
-  ASSERT_TRUE(WriteSyntheticJsonl((dir / "d.jsonl").string(), "train", 5, 20, &error)) << error;
+  ASSERT_TRUE(
+      WriteSyntheticJsonl((dir / "d.jsonl").string(), "train", 5, 20, &error))
+      << error;
   ModelPreset preset;
   ASSERT_TRUE(FindPreset("tiny-vlm", &preset));
   CacheOptions options{(dir / "cache").string(), true};
   std::string path1, path2;
-  ASSERT_TRUE(EnsureShard({(dir / "d.jsonl").string()}, preset, options, &path1, &error)) << error;
+  ASSERT_TRUE(EnsureShard({(dir / "d.jsonl").string()}, preset, options, &path1,
+                          &error))
+      << error;
   auto mtime = fs::last_write_time(path1);
-  ASSERT_TRUE(EnsureShard({(dir / "d.jsonl").string()}, preset, options, &path2, &error));
+  ASSERT_TRUE(EnsureShard({(dir / "d.jsonl").string()}, preset, options, &path2,
+                          &error));
   EXPECT_EQ(path1, path2);
-  EXPECT_EQ(fs::last_write_time(path2), mtime) << "a cached shard must not be rebuilt";
+  EXPECT_EQ(fs::last_write_time(path2), mtime)
+      << "a cached shard must not be rebuilt";
   auto shard = Shard::Open(path1, &error);
   ASSERT_TRUE(shard) << error;
   ASSERT_EQ(shard->size(), 20);
   ByteTokenizer tok(preset.image_tokens());
   for (int i = 0; i < 20; ++i) {
     SyntheticExample ex = GenerateSynthetic("train", 5, i);
-    EncodedExample enc = tok.EncodeExample(ex.Question(), ex.AnswerText(), preset.max_seq_len);
+    EncodedExample enc =
+        tok.EncodeExample(ex.Question(), ex.AnswerText(), preset.max_seq_len);
     ASSERT_EQ(shard->length(i), int(enc.tokens.size()));
     EXPECT_EQ(shard->answer_start(i), enc.answer_start);
-    EXPECT_TRUE(std::equal(enc.tokens.begin(), enc.tokens.end(), shard->tokens(i)));
-    EXPECT_EQ(std::memcmp(shard->image(i), ex.image.rgb.data(), ex.image.rgb.size()), 0);
+    EXPECT_TRUE(
+        std::equal(enc.tokens.begin(), enc.tokens.end(), shard->tokens(i)));
+    EXPECT_EQ(
+        std::memcmp(shard->image(i), ex.image.rgb.data(), ex.image.rgb.size()),
+        0);
   }
   fs::remove_all(dir);
 }
@@ -146,9 +162,11 @@ TEST(ShardCacheTest, ImagePathsRelativeToTheFileAndResize) {
   auto png = EncodePng(big);
   std::ofstream(dir / "imgs" / "a.png", std::ios::binary)
       .write(reinterpret_cast<const char*>(png.data()), png.size());
-  std::ofstream(dir / "rows.jsonl")
-      << nlohmann::json{{"image", "imgs/a.png"}, {"question", "q"}, {"answer", "a"}}.dump()
-      << "\n";
+  std::ofstream(dir / "rows.jsonl") << nlohmann::json{{"image", "imgs/a.png"},
+                                                      {"question", "q"},
+                                                      {"answer", "a"}}
+                                           .dump()
+                                    << "\n";
   ModelPreset preset;
   FindPreset("tiny-vlm", &preset);
   std::string path, error;
@@ -164,8 +182,9 @@ TEST(ShardCacheTest, ImagePathsRelativeToTheFileAndResize) {
 
 TEST(ShardCacheTest, BadRowNamesFileAndLine) {
   fs::path dir = TempDir("shard_bad");
-  std::ofstream(dir / "rows.jsonl") << "{\"question\": \"q\", \"answer\": \"a\", \"image\": \"x\"}\n"
-                                    << "not json\n";
+  std::ofstream(dir / "rows.jsonl")
+      << "{\"question\": \"q\", \"answer\": \"a\", \"image\": \"x\"}\n"
+      << "not json\n";
   ModelPreset preset;
   FindPreset("tiny-vlm", &preset);
   std::string path, error;

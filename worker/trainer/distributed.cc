@@ -1,18 +1,19 @@
 // c10d process groups and the gradient reducer; see distributed.h.
 #include "worker/trainer/distributed.h"
 
-#include <cstdlib>
-
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
+
+#include <cstdlib>
 #ifdef DCVLR_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/version.h>
+
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef DCVLR_WITH_CUDA
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -40,7 +41,9 @@ class SingleProcess : public Communicator {
     void Wait() override {}
   };
   void AllReduceSum(at::Tensor&) override {}
-  std::unique_ptr<Pending> AllReduceSumAsync(at::Tensor) override { return std::make_unique<Done>(); }
+  std::unique_ptr<Pending> AllReduceSumAsync(at::Tensor) override {
+    return std::make_unique<Done>();
+  }
   void Broadcast(at::Tensor&, int) override {}
   void Barrier() override {}
 };
@@ -108,7 +111,8 @@ DistEnv DistEnv::FromEnvironment() {
   return e;
 }
 
-std::unique_ptr<Communicator> Communicator::Create(const DistEnv& env, at::Device device,
+std::unique_ptr<Communicator> Communicator::Create(const DistEnv& env,
+                                                   at::Device device,
                                                    std::string* error) {
   if (env.world_size <= 1) return std::make_unique<SingleProcess>();
   try {
@@ -123,7 +127,8 @@ std::unique_ptr<Communicator> Communicator::Create(const DistEnv& env, at::Devic
     if (device.is_cuda()) {
 #ifdef DCVLR_WITH_CUDA
       auto nopts = c10d::ProcessGroupNCCL::Options::create();
-      pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env.rank, env.world_size, nopts);
+      pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env.rank,
+                                                       env.world_size, nopts);
 #else
       *error = "CUDA device without NCCL support in this build";
       return nullptr;
@@ -141,10 +146,12 @@ std::unique_ptr<Communicator> Communicator::Create(const DistEnv& env, at::Devic
       gopts->devices.push_back(
           local ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
                 : c10d::ProcessGroupGloo::createDefaultDevice());
-      pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, env.rank, env.world_size, gopts);
+      pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, env.rank,
+                                                       env.world_size, gopts);
 #endif
     }
-    auto comm = std::make_unique<C10dCommunicator>(store, pg, env.rank, env.world_size);
+    auto comm =
+        std::make_unique<C10dCommunicator>(store, pg, env.rank, env.world_size);
     comm->device_options_ = at::TensorOptions(at::kFloat).device(device);
     return comm;
   } catch (const std::exception& e) {
@@ -154,18 +161,22 @@ std::unique_ptr<Communicator> Communicator::Create(const DistEnv& env, at::Devic
   }
 }
 
-GradReducer::GradReducer(const VlmModel& model, Communicator* comm, int64_t bucket_bytes)
+GradReducer::GradReducer(const VlmModel& model, Communicator* comm,
+                         int64_t bucket_bytes)
     : grads_(model.flat_grads()), comm_(comm) {
   const auto& params = model.parameters();
   bucket_of_.assign(params.size(), -1);
   if (comm_->world_size() <= 1) return;
   // Parameters in flat-buffer order (reverse registration), cut into buckets.
   std::vector<int> order(params.size());
-  for (size_t i = 0; i < params.size(); ++i) order[i] = int(params.size() - 1 - i);
-  const int64_t cap = std::max<int64_t>(1, bucket_bytes / int64_t(sizeof(float)));
+  for (size_t i = 0; i < params.size(); ++i)
+    order[i] = int(params.size() - 1 - i);
+  const int64_t cap =
+      std::max<int64_t>(1, bucket_bytes / int64_t(sizeof(float)));
   for (int p : order) {
     const int64_t n = params[p].tensor.numel();
-    if (buckets_.empty() || buckets_.back().numel >= cap) buckets_.push_back({params[p].offset, 0});
+    if (buckets_.empty() || buckets_.back().numel >= cap)
+      buckets_.push_back({params[p].offset, 0});
     Bucket& b = buckets_.back();
     b.numel = params[p].offset + n - b.offset;
     b.params++;
@@ -201,9 +212,11 @@ void GradReducer::OnGradReady(int param) {
 }
 
 void GradReducer::LaunchReady() {
-  while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].pending <= 0) {
+  while (next_bucket_ < buckets_.size() &&
+         buckets_[next_bucket_].pending <= 0) {
     const Bucket& b = buckets_[next_bucket_++];
-    inflight_.push_back(comm_->AllReduceSumAsync(grads_.narrow(0, b.offset, b.numel)));
+    inflight_.push_back(
+        comm_->AllReduceSumAsync(grads_.narrow(0, b.offset, b.numel)));
   }
 }
 

@@ -3,12 +3,12 @@
 #ifndef DCVLR_WORKER_TRAINER_DISTRIBUTED_H_
 #define DCVLR_WORKER_TRAINER_DISTRIBUTED_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "worker/trainer/model.h"
 
@@ -32,7 +32,8 @@ struct DistEnv {
 class Communicator {
  public:
   // Rendezvous on MASTER_ADDR:MASTER_PORT through a TCPStore; rank 0 hosts it.
-  static std::unique_ptr<Communicator> Create(const DistEnv& env, at::Device device,
+  static std::unique_ptr<Communicator> Create(const DistEnv& env,
+                                              at::Device device,
                                               std::string* error);
   virtual ~Communicator() = default;
 
@@ -83,7 +84,7 @@ class GradReducer {
   at::Tensor grads_;
   Communicator* comm_;
   std::vector<Bucket> buckets_;
-  std::vector<int> bucket_of_;  // parameter -> bucket
+  std::vector<int> bucket_of_;                       // parameter -> bucket
   std::vector<std::shared_ptr<void>> accumulators_;  // keeps hooks alive
   std::vector<std::unique_ptr<Communicator::Pending>> inflight_;
   size_t next_bucket_ = 0;

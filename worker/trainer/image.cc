@@ -20,7 +20,8 @@ uint32_t Crc32(const uint8_t* data, size_t size, uint32_t crc = 0) {
     return t;
   }();
   crc = ~crc;
-  for (size_t i = 0; i < size; ++i) crc = table[(crc ^ data[i]) & 0xff] ^ (crc >> 8);
+  for (size_t i = 0; i < size; ++i)
+    crc = table[(crc ^ data[i]) & 0xff] ^ (crc >> 8);
   return ~crc;
 }
 
@@ -32,7 +33,8 @@ uint32_t GetBe32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
 }
 
-void PutChunk(std::vector<uint8_t>* out, const char* type, const std::vector<uint8_t>& data) {
+void PutChunk(std::vector<uint8_t>* out, const char* type,
+              const std::vector<uint8_t>& data) {
   PutBe32(out, data.size());
   size_t start = out->size();
   out->insert(out->end(), type, type + 4);
@@ -57,7 +59,10 @@ class Inflater {
     do {
       last = Bits(1);
       int type = Bits(2);
-      bool ok = type == 0 ? Stored() : type == 1 ? Fixed() : type == 2 ? Dynamic() : false;
+      bool ok = type == 0   ? Stored()
+                : type == 1 ? Fixed()
+                : type == 2 ? Dynamic()
+                            : false;
       if (!ok || overrun_) {
         *error = "corrupt deflate stream";
         return false;
@@ -114,7 +119,8 @@ class Inflater {
     h->count.fill(0);
     for (int s = 0; s < n; ++s) h->count[lengths[s]]++;
     std::array<uint16_t, 16> offs{};
-    for (int len = 1; len < 15; ++len) offs[len + 1] = offs[len] + h->count[len];
+    for (int len = 1; len < 15; ++len)
+      offs[len + 1] = offs[len] + h->count[len];
     h->symbol.assign(n, 0);
     for (int s = 0; s < n; ++s)
       if (lengths[s] != 0) h->symbol[offs[lengths[s]]++] = s;
@@ -122,16 +128,19 @@ class Inflater {
   }
 
   bool Codes(const Huffman& lencode, const Huffman& distcode) {
-    static constexpr uint16_t kLenBase[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,
-                                              15, 17, 19, 23, 27, 31, 35, 43, 51,  59,
-                                              67, 83, 99, 115, 131, 163, 195, 227, 258};
-    static constexpr uint16_t kLenExtra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2,
-                                               2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+    static constexpr uint16_t kLenBase[29] = {
+        3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
+        31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+    static constexpr uint16_t kLenExtra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1,
+                                               1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+                                               4, 4, 4, 4, 5, 5, 5, 5, 0};
     static constexpr uint16_t kDistBase[30] = {
-        1,   2,   3,   4,   5,   7,    9,    13,   17,   25,   33,   49,   65,    97,    129,
-        193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
-    static constexpr uint16_t kDistExtra[30] = {0, 0, 0, 0, 1, 1, 2,  2,  3,  3,  4,  4,  5,  5,  6,
-                                                6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+        1,    2,    3,    4,    5,    7,    9,    13,    17,    25,
+        33,   49,   65,   97,   129,  193,  257,  385,   513,   769,
+        1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+    static constexpr uint16_t kDistExtra[30] = {
+        0, 0, 0, 0, 1, 1, 2, 2,  3,  3,  4,  4,  5,  5,  6,
+        6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
     for (;;) {
       int sym = Decode(lencode);
       if (sym < 0) return false;
@@ -218,12 +227,14 @@ class Inflater {
 // --- PNG / PPM decode --------------------------------------------------------
 
 int Paeth(int a, int b, int c) {
-  int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
+  int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b),
+      pc = std::abs(p - c);
   if (pa <= pb && pa <= pc) return a;
   return pb <= pc ? b : c;
 }
 
-bool DecodePng(const std::vector<uint8_t>& bytes, Image* out, std::string* error) {
+bool DecodePng(const std::vector<uint8_t>& bytes, Image* out,
+               std::string* error) {
   size_t pos = 8;
   int width = 0, height = 0, depth = 0, color = 0, interlace = 0;
   std::vector<uint8_t> idat, palette;
@@ -251,9 +262,15 @@ bool DecodePng(const std::vector<uint8_t>& bytes, Image* out, std::string* error
     *error = "PNG without a valid IHDR";
     return false;
   }
-  int channels = color == 0 ? 1 : color == 2 ? 3 : color == 3 ? 1 : color == 4 ? 2 : color == 6 ? 4 : 0;
+  int channels = color == 0   ? 1
+                 : color == 2 ? 3
+                 : color == 3 ? 1
+                 : color == 4 ? 2
+                 : color == 6 ? 4
+                              : 0;
   if (depth != 8 || channels == 0 || interlace != 0) {
-    *error = "unsupported PNG (only 8-bit, non-interlaced grey/RGB/RGBA/palette)";
+    *error =
+        "unsupported PNG (only 8-bit, non-interlaced grey/RGB/RGBA/palette)";
     return false;
   }
   std::vector<uint8_t> raw;
@@ -278,12 +295,23 @@ bool DecodePng(const std::vector<uint8_t>& bytes, Image* out, std::string* error
       int c = (prev && x >= size_t(channels)) ? prev[x - channels] : 0;
       int v = src[x];
       switch (filter) {
-        case 0: break;
-        case 1: v += a; break;
-        case 2: v += b; break;
-        case 3: v += (a + b) / 2; break;
-        case 4: v += Paeth(a, b, c); break;
-        default: *error = "bad PNG filter"; return false;
+        case 0:
+          break;
+        case 1:
+          v += a;
+          break;
+        case 2:
+          v += b;
+          break;
+        case 3:
+          v += (a + b) / 2;
+          break;
+        case 4:
+          v += Paeth(a, b, c);
+          break;
+        default:
+          *error = "bad PNG filter";
+          return false;
       }
       row[x] = static_cast<uint8_t>(v);
     }
@@ -310,7 +338,8 @@ bool DecodePng(const std::vector<uint8_t>& bytes, Image* out, std::string* error
   return true;
 }
 
-bool DecodePpm(const std::vector<uint8_t>& bytes, Image* out, std::string* error) {
+bool DecodePpm(const std::vector<uint8_t>& bytes, Image* out,
+               std::string* error) {
   size_t pos = 2;
   int fields[3];
   for (int& f : fields) {
@@ -321,11 +350,13 @@ bool DecodePpm(const std::vector<uint8_t>& bytes, Image* out, std::string* error
         ++pos;
     }
     f = 0;
-    while (pos < bytes.size() && isdigit(bytes[pos])) f = f * 10 + (bytes[pos++] - '0');
+    while (pos < bytes.size() && isdigit(bytes[pos]))
+      f = f * 10 + (bytes[pos++] - '0');
   }
   ++pos;
   size_t n = size_t(fields[0]) * fields[1] * 3;
-  if (fields[2] != 255 || fields[0] <= 0 || fields[1] <= 0 || pos + n > bytes.size()) {
+  if (fields[2] != 255 || fields[0] <= 0 || fields[1] <= 0 ||
+      pos + n > bytes.size()) {
     *error = "unsupported or truncated PPM";
     return false;
   }
@@ -339,7 +370,8 @@ bool DecodePpm(const std::vector<uint8_t>& bytes, Image* out, std::string* error
 
 bool ZlibInflate(const uint8_t* data, size_t size, std::vector<uint8_t>* out,
                  std::string* error) {
-  if (size < 2 || (data[0] & 0x0f) != 8 || ((data[0] << 8) | data[1]) % 31 != 0) {
+  if (size < 2 || (data[0] & 0x0f) != 8 ||
+      ((data[0] << 8) | data[1]) % 31 != 0) {
     *error = "not a zlib stream";
     return false;
   }
@@ -348,7 +380,8 @@ bool ZlibInflate(const uint8_t* data, size_t size, std::vector<uint8_t>* out,
 }
 
 std::vector<uint8_t> EncodePng(const Image& image) {
-  static constexpr uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  static constexpr uint8_t kSignature[8] = {0x89, 'P',  'N',  'G',
+                                            '\r', '\n', 0x1a, '\n'};
   std::vector<uint8_t> out(kSignature, kSignature + 8);
   std::vector<uint8_t> ihdr;
   PutBe32(&ihdr, image.width);
@@ -360,7 +393,8 @@ std::vector<uint8_t> EncodePng(const Image& image) {
   size_t stride = size_t(image.width) * 3;
   for (int y = 0; y < image.height; ++y) {
     raw.push_back(0);  // filter: none
-    raw.insert(raw.end(), image.rgb.begin() + y * stride, image.rgb.begin() + (y + 1) * stride);
+    raw.insert(raw.end(), image.rgb.begin() + y * stride,
+               image.rgb.begin() + (y + 1) * stride);
   }
   // zlib wrapper around stored deflate blocks of at most 65535 bytes.
   std::vector<uint8_t> z = {0x78, 0x01};
@@ -387,11 +421,13 @@ std::vector<uint8_t> EncodePng(const Image& image) {
   return out;
 }
 
-bool DecodeImage(const std::vector<uint8_t>& bytes, Image* out, std::string* error) {
-  if (bytes.size() >= 8 && bytes[0] == 0x89 && bytes[1] == 'P' && bytes[2] == 'N' &&
-      bytes[3] == 'G')
+bool DecodeImage(const std::vector<uint8_t>& bytes, Image* out,
+                 std::string* error) {
+  if (bytes.size() >= 8 && bytes[0] == 0x89 && bytes[1] == 'P' &&
+      bytes[2] == 'N' && bytes[3] == 'G')
     return DecodePng(bytes, out, error);
-  if (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == '6') return DecodePpm(bytes, out, error);
+  if (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == '6')
+    return DecodePpm(bytes, out, error);
   if (bytes.size() >= 2 && bytes[0] == 0xff && bytes[1] == 0xd8) {
     *error = "JPEG images are not supported; convert to PNG";
     return false;
@@ -411,24 +447,34 @@ Image Resize(const Image& image, int width, int height) {
           int sum = 0;
           for (int dy = 0; dy < fy; ++dy)
             for (int dx = 0; dx < fx; ++dx)
-              sum += image.rgb[((y * fy + dy) * size_t(image.width) + x * fx + dx) * 3 + c];
-          out.rgb[(y * size_t(width) + x) * 3 + c] = (sum + fx * fy / 2) / (fx * fy);
+              sum +=
+                  image
+                      .rgb[((y * fy + dy) * size_t(image.width) + x * fx + dx) *
+                               3 +
+                           c];
+          out.rgb[(y * size_t(width) + x) * 3 + c] =
+              (sum + fx * fy / 2) / (fx * fy);
         }
     return out;
   }
   for (int y = 0; y < height; ++y) {
     float sy = std::max(0.f, (y + 0.5f) * image.height / height - 0.5f);
-    int y0 = std::min(int(sy), image.height - 1), y1 = std::min(y0 + 1, image.height - 1);
+    int y0 = std::min(int(sy), image.height - 1),
+        y1 = std::min(y0 + 1, image.height - 1);
     float wy = sy - y0;
     for (int x = 0; x < width; ++x) {
       float sx = std::max(0.f, (x + 0.5f) * image.width / width - 0.5f);
-      int x0 = std::min(int(sx), image.width - 1), x1 = std::min(x0 + 1, image.width - 1);
+      int x0 = std::min(int(sx), image.width - 1),
+          x1 = std::min(x0 + 1, image.width - 1);
       float wx = sx - x0;
       for (int c = 0; c < 3; ++c) {
-        auto at = [&](int yy, int xx) { return float(image.rgb[(yy * size_t(image.width) + xx) * 3 + c]); };
+        auto at = [&](int yy, int xx) {
+          return float(image.rgb[(yy * size_t(image.width) + xx) * 3 + c]);
+        };
         float v = (1 - wy) * ((1 - wx) * at(y0, x0) + wx * at(y0, x1)) +
                   wy * ((1 - wx) * at(y1, x0) + wx * at(y1, x1));
-        out.rgb[(y * size_t(width) + x) * 3 + c] = static_cast<uint8_t>(v + 0.5f);
+        out.rgb[(y * size_t(width) + x) * 3 + c] =
+            static_cast<uint8_t>(v + 0.5f);
       }
     }
   }

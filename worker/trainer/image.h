@@ -25,7 +25,8 @@ struct Image {
 std::vector<uint8_t> EncodePng(const Image& image);
 
 // Decodes PNG or binary PPM (P6). On failure returns false and says why.
-bool DecodeImage(const std::vector<uint8_t>& bytes, Image* out, std::string* error);
+bool DecodeImage(const std::vector<uint8_t>& bytes, Image* out,
+                 std::string* error);
 
 // Bilinear resize (area-averaged when shrinking by an integer factor).
 Image Resize(const Image& image, int width, int height);

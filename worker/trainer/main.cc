@@ -4,7 +4,8 @@
 //       Trains as one rank (torchrun's environment gives the rank and world);
 //       exits 0 when done, 75 after a SIGTERM-triggered checkpoint, 2 on a bad
 //       config, 1 on other errors.
-//   dcvlr-train gen-synthetic --out DIR [--train N] [--test M] [--seed S] [--tsv FILE]
+//   dcvlr-train gen-synthetic --out DIR [--train N] [--test M] [--seed S]
+//   [--tsv FILE]
 //       Writes the synthetic shapes dataset as DIR/train.jsonl and
 //       DIR/test.jsonl, and optionally the test split as a VLMEvalKit TSV.
 #include <atomic>
@@ -30,7 +31,8 @@ void OnSignal(int) { g_stop.store(true); }
 void Usage(FILE* out) {
   fprintf(out,
           "usage: dcvlr-train --config FILE.json\n"
-          "       dcvlr-train gen-synthetic --out DIR [--train N] [--test M] [--seed S] "
+          "       dcvlr-train gen-synthetic --out DIR [--train N] [--test M] "
+          "[--seed S] "
           "[--tsv FILE]\n");
 }
 
@@ -46,19 +48,27 @@ int GenSynthetic(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     if (i + 1 >= argc) {
-      fprintf(stderr, "dcvlr-train gen-synthetic: %s needs a value\n", a.c_str());
+      fprintf(stderr, "dcvlr-train gen-synthetic: %s needs a value\n",
+              a.c_str());
       return kExitBadConfig;
     }
     const char* v = argv[++i];
     bool ok = true;
-    if (a == "--out") out = v;
-    else if (a == "--tsv") tsv = v;
-    else if (a == "--train") ok = ParseInt(v, &train) && train >= 0;
-    else if (a == "--test") ok = ParseInt(v, &test) && test >= 0;
-    else if (a == "--seed") ok = ParseInt(v, &seed);
-    else ok = false;
+    if (a == "--out")
+      out = v;
+    else if (a == "--tsv")
+      tsv = v;
+    else if (a == "--train")
+      ok = ParseInt(v, &train) && train >= 0;
+    else if (a == "--test")
+      ok = ParseInt(v, &test) && test >= 0;
+    else if (a == "--seed")
+      ok = ParseInt(v, &seed);
+    else
+      ok = false;
     if (!ok) {
-      fprintf(stderr, "dcvlr-train gen-synthetic: bad argument %s %s\n", a.c_str(), v);
+      fprintf(stderr, "dcvlr-train gen-synthetic: bad argument %s %s\n",
+              a.c_str(), v);
       return kExitBadConfig;
     }
   }
@@ -68,7 +78,8 @@ int GenSynthetic(int argc, char** argv) {
   }
   std::string error;
   if (!out.empty() &&
-      (!WriteSyntheticJsonl(out + "/train.jsonl", "train", seed, train, &error) ||
+      (!WriteSyntheticJsonl(out + "/train.jsonl", "train", seed, train,
+                            &error) ||
        !WriteSyntheticJsonl(out + "/test.jsonl", "test", seed, test, &error))) {
     fprintf(stderr, "dcvlr-train gen-synthetic: %s\n", error.c_str());
     return kExitError;
@@ -83,7 +94,8 @@ int GenSynthetic(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::strcmp(argv[1], "gen-synthetic") == 0) return GenSynthetic(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "gen-synthetic") == 0)
+    return GenSynthetic(argc, argv);
   std::string config_path;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -114,7 +126,8 @@ int main(int argc, char** argv) {
     return kExitBadConfig;
   }
   if (leader)
-    for (const auto& w : warnings) fprintf(stderr, "dcvlr-train: warning: %s\n", w.c_str());
+    for (const auto& w : warnings)
+      fprintf(stderr, "dcvlr-train: warning: %s\n", w.c_str());
 
   // SIGTERM (the agent's stop, or a preemption) and SIGINT only raise a flag;
   // the loop finishes its step, checkpoints and exits 75.

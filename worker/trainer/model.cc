@@ -7,11 +7,11 @@
 // over token positions instead of M-RoPE.
 #include "worker/trainer/model.h"
 
-#include <cmath>
-
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/version.h>
+
+#include <cmath>
 
 #include "worker/trainer/tokenizer.h"
 
@@ -19,8 +19,11 @@ namespace dcvlr::trainer {
 
 VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
                    at::ScalarType compute_dtype)
-    : preset_(p), dtype_(compute_dtype), init_gen_(at::make_generator<at::CPUGeneratorImpl>(seed)) {
-  const int64_t pd = int64_t(p.patch_size) * p.patch_size * 3, vw = p.vision_width;
+    : preset_(p),
+      dtype_(compute_dtype),
+      init_gen_(at::make_generator<at::CPUGeneratorImpl>(seed)) {
+  const int64_t pd = int64_t(p.patch_size) * p.patch_size * 3,
+                vw = p.vision_width;
   patch_w_ = NewParam("visual.patch_embed.proj.weight", {vw, pd}, 'n');
   patch_b_ = NewParam("visual.patch_embed.proj.bias", {vw}, 'z');
   pos_ = NewParam("visual.pos_embed", {p.num_patches(), vw}, 'n');
@@ -41,9 +44,11 @@ VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
   }
   const int64_t mi = vw * p.merge_size * p.merge_size, h = p.hidden;
   merger_norm_ = NewParam("visual.merger.ln_q.weight", {vw}, '1');
-  merger_fc1_w_ = NewParam("visual.merger.mlp.0.weight", {p.merger_hidden, mi}, 'n');
+  merger_fc1_w_ =
+      NewParam("visual.merger.mlp.0.weight", {p.merger_hidden, mi}, 'n');
   merger_fc1_b_ = NewParam("visual.merger.mlp.0.bias", {p.merger_hidden}, 'z');
-  merger_fc2_w_ = NewParam("visual.merger.mlp.2.weight", {h, p.merger_hidden}, 'n');
+  merger_fc2_w_ =
+      NewParam("visual.merger.mlp.2.weight", {h, p.merger_hidden}, 'n');
   merger_fc2_b_ = NewParam("visual.merger.mlp.2.bias", {h}, 'z');
   embed_ = NewParam("model.embed_tokens.weight", {p.vocab_size, h}, 'n');
   const int64_t kv = int64_t(p.kv_heads) * p.head_dim();
@@ -65,12 +70,16 @@ VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
     layers_.push_back(l);
   }
   final_norm_ = NewParam("model.norm.weight", {h}, '1');
-  lm_head_ = p.tie_embeddings ? embed_ : NewParam("lm_head.weight", {p.vocab_size, h}, 'n');
+  lm_head_ = p.tie_embeddings
+                 ? embed_
+                 : NewParam("lm_head.weight", {p.vocab_size, h}, 'n');
   Flatten(device);
 
   // RoPE tables, Qwen2's rotate-half layout: [cos(t*f), cos(t*f)] per row.
   const int64_t d = p.head_dim();
-  auto inv_freq = at::pow(p.rope_theta, at::arange(0, d, 2, at::kDouble) / double(d)).reciprocal();
+  auto inv_freq =
+      at::pow(p.rope_theta, at::arange(0, d, 2, at::kDouble) / double(d))
+          .reciprocal();
   auto t = at::arange(p.max_seq_len, at::kDouble);
   auto freqs = at::outer(t, inv_freq);
   auto emb = at::cat({freqs, freqs}, -1);
@@ -78,17 +87,22 @@ VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
   rope_sin_ = emb.sin().to(device, dtype_);
 }
 
-int VlmModel::NewParam(const std::string& name, std::vector<int64_t> shape, char init) {
+int VlmModel::NewParam(const std::string& name, std::vector<int64_t> shape,
+                       char init) {
   // Created on CPU from one generator in a fixed order, so every rank and
   // every device starts from the same weights.
   auto& gen = init_gen_;
   at::Tensor t = at::empty(shape, at::kFloat);
   // 'n': N(0, 0.02); 'o': output projections scaled down by depth as in
   // GPT-2, so the residual stream does not grow with the layer count.
-  if (init == 'z') t.zero_();
-  else if (init == '1') t.fill_(1.0);
-  else if (init == 'o') t.normal_(0.0, 0.02 / std::sqrt(2.0 * std::max(1, preset_.layers)), gen);
-  else t.normal_(0.0, 0.02, gen);
+  if (init == 'z')
+    t.zero_();
+  else if (init == '1')
+    t.fill_(1.0);
+  else if (init == 'o')
+    t.normal_(0.0, 0.02 / std::sqrt(2.0 * std::max(1, preset_.layers)), gen);
+  else
+    t.normal_(0.0, 0.02, gen);
   params_.push_back({name, t, 0, shape.size() >= 2 && init != '1'});
   return int(params_.size()) - 1;
 }
@@ -125,28 +139,32 @@ at::Tensor VlmModel::W(int index) const {
 }
 
 at::Tensor VlmModel::Linear(const at::Tensor& x, int weight, int bias) const {
-  return bias >= 0 ? at::linear(x, W(weight), W(bias)) : at::linear(x, W(weight));
+  return bias >= 0 ? at::linear(x, W(weight), W(bias))
+                   : at::linear(x, W(weight));
 }
 
 at::Tensor VlmModel::RmsNorm(const at::Tensor& x, int weight) const {
   // Statistics in fp32 whatever the compute dtype, as Qwen2RMSNorm does;
   // libtorch >= 2.4 has a kernel for it on CUDA.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  if (x.is_cuda()) return at::rms_norm(x, {x.size(-1)}, W(weight), preset_.rms_eps);
+#if TORCH_VERSION_MAJOR > 2 || \
+    (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  if (x.is_cuda())
+    return at::rms_norm(x, {x.size(-1)}, W(weight), preset_.rms_eps);
 #endif
   auto xf = x.to(at::kFloat);
   auto y = xf * at::rsqrt(xf.pow(2).mean(-1, true) + preset_.rms_eps);
   return y.to(dtype_) * W(weight);
 }
 
-at::Tensor VlmModel::Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               bool causal) const {
+at::Tensor VlmModel::Attention(const at::Tensor& q, const at::Tensor& k,
+                               const at::Tensor& v, bool causal) const {
   // q, k, v: [B, heads, T, D] with equal head counts.
 #if TORCH_VERSION_MAJOR >= 2
   return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
 #else
   const int64_t t = q.size(2);
-  auto scores = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(3))));
+  auto scores =
+      at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(3))));
   if (causal) {
     auto mask = at::ones({t, t}, q.options().dtype(at::kBool)).triu(1);
     scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
@@ -157,20 +175,26 @@ at::Tensor VlmModel::Attention(const at::Tensor& q, const at::Tensor& k, const a
 
 at::Tensor VlmModel::Vision(const at::Tensor& images) const {
   const ModelPreset& p = preset_;
-  const int64_t b = images.size(0), side = p.patches_per_side(), ps = p.patch_size;
-  const int64_t n = p.num_patches(), vw = p.vision_width, heads = p.vision_heads;
+  const int64_t b = images.size(0), side = p.patches_per_side(),
+                ps = p.patch_size;
+  const int64_t n = p.num_patches(), vw = p.vision_width,
+                heads = p.vision_heads;
   // uint8 HWC -> [-1, 1], then (row, col) patches of ps*ps*3 values.
   auto x = images.to(dtype_).mul(2.0 / 255.0).sub(1.0);
-  x = x.view({b, side, ps, side, ps, 3}).permute({0, 1, 3, 2, 4, 5}).reshape({b, n, ps * ps * 3});
+  x = x.view({b, side, ps, side, ps, 3})
+          .permute({0, 1, 3, 2, 4, 5})
+          .reshape({b, n, ps * ps * 3});
   auto h = Linear(x, patch_w_, patch_b_) + W(pos_);
   for (const VisionBlock& blk : vblocks_) {
     auto qkv = Linear(RmsNorm(h, blk.norm1), blk.qkv_w, blk.qkv_b)
                    .view({b, n, 3, heads, vw / heads})
                    .permute({2, 0, 3, 1, 4});
     auto a = Attention(qkv[0], qkv[1], qkv[2], /*causal=*/false);
-    h = h + Linear(a.transpose(1, 2).reshape({b, n, vw}), blk.proj_w, blk.proj_b);
-    h = h + Linear(at::gelu(Linear(RmsNorm(h, blk.norm2), blk.fc1_w, blk.fc1_b)), blk.fc2_w,
-                   blk.fc2_b);
+    h = h +
+        Linear(a.transpose(1, 2).reshape({b, n, vw}), blk.proj_w, blk.proj_b);
+    h = h +
+        Linear(at::gelu(Linear(RmsNorm(h, blk.norm2), blk.fc1_w, blk.fc1_b)),
+               blk.fc2_w, blk.fc2_b);
   }
   // Merge each 2x2 group of neighbouring patches into one decoder token.
   const int64_t m = p.merge_size, ms = side / m;
@@ -178,13 +202,15 @@ at::Tensor VlmModel::Vision(const at::Tensor& images) const {
           .view({b, ms, m, ms, m, vw})
           .permute({0, 1, 3, 2, 4, 5})
           .reshape({b, ms * ms, m * m * vw});
-  return Linear(at::gelu(Linear(h, merger_fc1_w_, merger_fc1_b_)), merger_fc2_w_, merger_fc2_b_);
+  return Linear(at::gelu(Linear(h, merger_fc1_w_, merger_fc1_b_)),
+                merger_fc2_w_, merger_fc2_b_);
 }
 
 at::Tensor VlmModel::Hidden(const Batch& batch) const {
   const ModelPreset& p = preset_;
   const int64_t b = batch.tokens.size(0), t = batch.tokens.size(1);
-  const int64_t h = p.hidden, hd = p.head_dim(), heads = p.heads, kvh = p.kv_heads;
+  const int64_t h = p.hidden, hd = p.head_dim(), heads = p.heads,
+                kvh = p.kv_heads;
   auto x = at::embedding(W(embed_), batch.tokens);
   // Image features replace the <|image_pad|> embeddings, row by row in order.
   auto vis = Vision(batch.images);
@@ -197,14 +223,21 @@ at::Tensor VlmModel::Hidden(const Batch& batch) const {
   };
   for (const DecoderLayer& l : layers_) {
     auto n = RmsNorm(x, l.in_norm);
-    auto q = rope(Linear(n, l.q_w, l.q_b).view({b, t, heads, hd}).transpose(1, 2));
-    auto k = rope(Linear(n, l.k_w, l.k_b).view({b, t, kvh, hd}).transpose(1, 2));
+    auto q =
+        rope(Linear(n, l.q_w, l.q_b).view({b, t, heads, hd}).transpose(1, 2));
+    auto k =
+        rope(Linear(n, l.k_w, l.k_b).view({b, t, kvh, hd}).transpose(1, 2));
     auto v = Linear(n, l.v_w, l.v_b).view({b, t, kvh, hd}).transpose(1, 2);
     if (kvh != heads) {  // GQA: each KV head serves heads/kvh query heads
-      k = k.unsqueeze(2).expand({b, kvh, heads / kvh, t, hd}).reshape({b, heads, t, hd});
-      v = v.unsqueeze(2).expand({b, kvh, heads / kvh, t, hd}).reshape({b, heads, t, hd});
+      k = k.unsqueeze(2)
+              .expand({b, kvh, heads / kvh, t, hd})
+              .reshape({b, heads, t, hd});
+      v = v.unsqueeze(2)
+              .expand({b, kvh, heads / kvh, t, hd})
+              .reshape({b, heads, t, hd});
     }
-    auto a = Attention(q, k, v, /*causal=*/true).transpose(1, 2).reshape({b, t, h});
+    auto a =
+        Attention(q, k, v, /*causal=*/true).transpose(1, 2).reshape({b, t, h});
     x = x + Linear(a, l.o_w);
     auto n2 = RmsNorm(x, l.post_norm);
     x = x + Linear(at::silu(Linear(n2, l.gate)) * Linear(n2, l.up), l.down);
@@ -224,9 +257,11 @@ at::Tensor VlmModel::Loss(const Batch& batch) const {
 
 EvalCounts VlmModel::Evaluate(const Batch& batch) const {
   auto logits = Logits(Hidden(batch));
-  auto token_loss = at::cross_entropy_loss(logits, batch.targets, {}, at::Reduction::Sum);
+  auto token_loss =
+      at::cross_entropy_loss(logits, batch.targets, {}, at::Reduction::Sum);
   auto wrong = logits.argmax(-1).ne(batch.targets).to(at::kFloat);
-  auto wrong_rows = at::zeros({batch.rows}, wrong.options()).index_add_(0, batch.loss_row, wrong);
+  auto wrong_rows = at::zeros({batch.rows}, wrong.options())
+                        .index_add_(0, batch.loss_row, wrong);
   EvalCounts c;
   c.loss_sum = token_loss;
   c.tokens = at::scalar_tensor(double(batch.targets.numel()), wrong.options());

@@ -12,19 +12,20 @@
 #ifndef DCVLR_WORKER_TRAINER_MODEL_H_
 #define DCVLR_WORKER_TRAINER_MODEL_H_
 
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Generator.h>
-#include <ATen/core/Tensor.h>
 
 #include "worker/trainer/presets.h"
 
 namespace dcvlr::trainer {
 
 struct Parameter {
-  std::string name;  // Hugging Face style, e.g. model.layers.0.mlp.up_proj.weight
+  std::string
+      name;  // Hugging Face style, e.g. model.layers.0.mlp.up_proj.weight
   at::Tensor tensor;
   int64_t offset = 0;  // in the flat buffers
   bool decay = false;  // weight decay applies (matrices, not biases or norms)
@@ -32,11 +33,12 @@ struct Parameter {
 
 // One batch, already on the model's device.
 struct Batch {
-  at::Tensor tokens;       // int64 [B, T], right-padded with kPadId
-  at::Tensor images;       // uint8 [B, S, S, 3]
-  at::Tensor loss_index;   // int64 [L]: flat b*T+t positions whose next token is scored
-  at::Tensor targets;      // int64 [L]: those next tokens
-  at::Tensor loss_row;     // int64 [L]: the batch row of each scored position
+  at::Tensor tokens;  // int64 [B, T], right-padded with kPadId
+  at::Tensor images;  // uint8 [B, S, S, 3]
+  at::Tensor
+      loss_index;  // int64 [L]: flat b*T+t positions whose next token is scored
+  at::Tensor targets;   // int64 [L]: those next tokens
+  at::Tensor loss_row;  // int64 [L]: the batch row of each scored position
   int64_t rows = 0;
   int64_t real_tokens = 0;  // non-pad tokens
 };
@@ -75,10 +77,11 @@ class VlmModel {
   at::Tensor W(int index) const;  // parameter `index` in the compute dtype
   at::Tensor Linear(const at::Tensor& x, int weight, int bias = -1) const;
   at::Tensor RmsNorm(const at::Tensor& x, int weight) const;
-  at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                       bool causal) const;
+  at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
+                       const at::Tensor& v, bool causal) const;
   at::Tensor Vision(const at::Tensor& images) const;
-  at::Tensor Hidden(const Batch& batch) const;  // final-norm decoder states at scored positions
+  at::Tensor Hidden(const Batch& batch)
+      const;  // final-norm decoder states at scored positions
   at::Tensor Logits(const at::Tensor& hidden) const;
 
   struct VisionBlock {
@@ -93,7 +96,7 @@ class VlmModel {
   std::vector<Parameter> params_;
   at::Tensor flat_params_, flat_grads_, decay_mask_;
   at::Tensor rope_cos_, rope_sin_;  // [max_seq_len, head_dim], compute dtype
-  at::Generator init_gen_;  // weight init, used only while constructing
+  at::Generator init_gen_;          // weight init, used only while constructing
 
   int patch_w_, patch_b_, pos_;
   std::vector<VisionBlock> vblocks_;

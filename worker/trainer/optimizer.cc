@@ -1,11 +1,11 @@
 // AdamW and schedule; see optimizer.h.
 #include "worker/trainer/optimizer.h"
 
-#include <cmath>
-
 #include <ATen/ATen.h>
-#include <torch/version.h>
 #include <c10/core/GradMode.h>
+#include <torch/version.h>
+
+#include <cmath>
 
 namespace dcvlr::trainer {
 
@@ -21,14 +21,17 @@ FlatAdamW::FlatAdamW(at::Tensor params, at::Tensor grads, at::Tensor decay_mask,
       eps_(c.adam_epsilon),
       weight_decay_(c.weight_decay) {}
 
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+#if TORCH_VERSION_MAJOR > 2 || \
+    (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
 #define DCVLR_HAVE_FUSED_ADAMW 1
 #endif
 
-void FlatAdamW::UseFusedKernel(const std::vector<std::tuple<int64_t, int64_t, bool>>& segments) {
+void FlatAdamW::UseFusedKernel(
+    const std::vector<std::tuple<int64_t, int64_t, bool>>& segments) {
 #ifdef DCVLR_HAVE_FUSED_ADAMW
   if (!params_.is_cuda()) return;
-  steps_ = at::full({int64_t(segments.size())}, double(step_), params_.options());
+  steps_ =
+      at::full({int64_t(segments.size())}, double(step_), params_.options());
   for (size_t i = 0; i < segments.size(); ++i) {
     auto [offset, numel, decay] = segments[i];
     Group& g = decay ? decay_ : no_decay_;
@@ -59,8 +62,9 @@ void FlatAdamW::Step(double lr) {
     steps_.add_(1.0);
     for (Group* g : {&decay_, &no_decay_}) {
       if (g->params.empty()) continue;
-      at::_fused_adamw_(g->params, g->grads, g->exp_avgs, g->exp_avg_sqs, {}, g->steps, lr,
-                        beta1_, beta2_, g == &decay_ ? weight_decay_ : 0.0, eps_,
+      at::_fused_adamw_(g->params, g->grads, g->exp_avgs, g->exp_avg_sqs, {},
+                        g->steps, lr, beta1_, beta2_,
+                        g == &decay_ ? weight_decay_ : 0.0, eps_,
                         /*amsgrad=*/false, /*maximize=*/false);
     }
     return;
@@ -68,7 +72,8 @@ void FlatAdamW::Step(double lr) {
 #endif
   const double bc1 = 1.0 - std::pow(beta1_, double(step_));
   const double bc2 = 1.0 - std::pow(beta2_, double(step_));
-  if (weight_decay_ > 0) params_.addcmul_(params_, decay_mask_, -lr * weight_decay_);
+  if (weight_decay_ > 0)
+    params_.addcmul_(params_, decay_mask_, -lr * weight_decay_);
   exp_avg_.mul_(beta1_).add_(grads_, 1.0 - beta1_);
   exp_avg_sq_.mul_(beta2_).addcmul_(grads_, grads_, 1.0 - beta2_);
   auto denom = exp_avg_sq_.sqrt().div_(std::sqrt(bc2)).add_(eps_);
@@ -90,12 +95,15 @@ int64_t WarmupSteps(const TrainingConfig& c, int64_t total) {
 double LearningRate(const TrainingConfig& c, int64_t step, int64_t total) {
   const int64_t warmup = WarmupSteps(c, total);
   if (step < warmup) return c.learning_rate * double(step + 1) / double(warmup);
-  if (c.lr_scheduler_type == "constant" || c.lr_scheduler_type == "constant_with_warmup")
+  if (c.lr_scheduler_type == "constant" ||
+      c.lr_scheduler_type == "constant_with_warmup")
     return c.learning_rate;
-  double progress = total > warmup ? double(step - warmup) / double(total - warmup) : 1.0;
+  double progress =
+      total > warmup ? double(step - warmup) / double(total - warmup) : 1.0;
   progress = std::min(1.0, std::max(0.0, progress));
-  double decay = c.lr_scheduler_type == "linear" ? 1.0 - progress
-                                                 : 0.5 * (1.0 + std::cos(M_PI * progress));
+  double decay = c.lr_scheduler_type == "linear"
+                     ? 1.0 - progress
+                     : 0.5 * (1.0 + std::cos(M_PI * progress));
   return c.learning_rate * (c.min_lr_ratio + (1.0 - c.min_lr_ratio) * decay);
 }
 

@@ -7,11 +7,11 @@
 #ifndef DCVLR_WORKER_TRAINER_OPTIMIZER_H_
 #define DCVLR_WORKER_TRAINER_OPTIMIZER_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <tuple>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "worker/trainer/config.h"
 
@@ -27,7 +27,8 @@ class FlatAdamW {
   // On CUDA with libtorch >= 2.1, switches to PyTorch's fused AdamW kernel
   // over per-parameter views of the flat buffers: one pass over memory
   // instead of about ten. `segments` are (offset, numel, decay) triples.
-  void UseFusedKernel(const std::vector<std::tuple<int64_t, int64_t, bool>>& segments);
+  void UseFusedKernel(
+      const std::vector<std::tuple<int64_t, int64_t, bool>>& segments);
 
   // One update with learning rate `lr`.
   void Step(double lr);

@@ -61,22 +61,26 @@ ModelPreset Qwen2Vl2B() {
 }
 
 template <typename T>
-bool Set(const nlohmann::json& v, const std::string& key, T* field, std::string* error) {
+bool Set(const nlohmann::json& v, const std::string& key, T* field,
+         std::string* error) {
   if constexpr (std::is_same_v<T, bool>) {
     if (!v.is_boolean()) {
-      *error = "model.model_config." + key + ": expected a boolean, got " + v.dump();
+      *error =
+          "model.model_config." + key + ": expected a boolean, got " + v.dump();
       return false;
     }
     *field = v.get<bool>();
   } else if constexpr (std::is_integral_v<T>) {
     if (!v.is_number_integer()) {
-      *error = "model.model_config." + key + ": expected an integer, got " + v.dump();
+      *error = "model.model_config." + key + ": expected an integer, got " +
+               v.dump();
       return false;
     }
     *field = v.get<T>();
   } else {
     if (!v.is_number()) {
-      *error = "model.model_config." + key + ": expected a number, got " + v.dump();
+      *error =
+          "model.model_config." + key + ": expected a number, got " + v.dump();
       return false;
     }
     *field = v.get<T>();
@@ -91,12 +95,15 @@ int64_t ModelPreset::ParamCount() const {
   int64_t vw = vision_width;
   int64_t vision = pd * vw + vw + int64_t(num_patches()) * vw;
   int64_t vblock = 2 * vw + (vw * 3 * vw + 3 * vw) + (vw * vw + vw) +
-                   (vw * vision_mlp + vision_mlp) + (int64_t(vision_mlp) * vw + vw);
+                   (vw * vision_mlp + vision_mlp) +
+                   (int64_t(vision_mlp) * vw + vw);
   vision += vision_layers * vblock;
   int64_t mi = vw * merge_size * merge_size;
-  int64_t merger = vw + mi * merger_hidden + merger_hidden + int64_t(merger_hidden) * hidden + hidden;
+  int64_t merger = vw + mi * merger_hidden + merger_hidden +
+                   int64_t(merger_hidden) * hidden + hidden;
   int64_t h = hidden, kv = int64_t(kv_heads) * head_dim();
-  int64_t layer = 2 * h + (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * intermediate;
+  int64_t layer =
+      2 * h + (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * intermediate;
   int64_t decoder = int64_t(vocab_size) * h + layers * layer + h;
   if (!tie_embeddings) decoder += int64_t(vocab_size) * h;
   return vision + merger + decoder;
@@ -112,7 +119,8 @@ double ModelPreset::TrainFlopsPerSample(int seq_len, int scored) const {
   double n = num_patches();
   double vision = n * (6 * vmat + 12 * vision_layers * vw * n);
   double mi = vw * merge_size * merge_size;
-  double merger = image_tokens() * 6 * (mi * merger_hidden + double(merger_hidden) * hidden);
+  double merger = image_tokens() * 6 *
+                  (mi * merger_hidden + double(merger_hidden) * hidden);
   double h = hidden, kv = double(kv_heads) * head_dim();
   double dmat = layers * (2 * h * h + 2 * h * kv + 3 * h * intermediate);
   double decoder = seq_len * (6 * dmat + 12 * layers * h * seq_len) +
@@ -120,41 +128,66 @@ double ModelPreset::TrainFlopsPerSample(int seq_len, int scored) const {
   return vision + merger + decoder;
 }
 
-std::vector<std::string> PresetNames() { return {"tiny-vlm", "qwen2-vl-0.5b", "qwen2-vl-2b"}; }
+std::vector<std::string> PresetNames() {
+  return {"tiny-vlm", "qwen2-vl-0.5b", "qwen2-vl-2b"};
+}
 
 bool FindPreset(const std::string& name, ModelPreset* out) {
-  if (name == "tiny-vlm") *out = TinyVlm();
-  else if (name == "qwen2-vl-0.5b") *out = Qwen2VlHalfB();
-  else if (name == "qwen2-vl-2b") *out = Qwen2Vl2B();
-  else return false;
+  if (name == "tiny-vlm")
+    *out = TinyVlm();
+  else if (name == "qwen2-vl-0.5b")
+    *out = Qwen2VlHalfB();
+  else if (name == "qwen2-vl-2b")
+    *out = Qwen2Vl2B();
+  else
+    return false;
   return true;
 }
 
-bool ApplyPresetOverrides(const nlohmann::json& overrides, ModelPreset* p, std::string* error) {
+bool ApplyPresetOverrides(const nlohmann::json& overrides, ModelPreset* p,
+                          std::string* error) {
   if (!overrides.is_object()) {
     *error = "model.model_config: expected a mapping, got " + overrides.dump();
     return false;
   }
   for (const auto& [key, v] : overrides.items()) {
     bool ok;
-    if (key == "image_size") ok = Set(v, key, &p->image_size, error);
-    else if (key == "patch_size") ok = Set(v, key, &p->patch_size, error);
-    else if (key == "vision_width") ok = Set(v, key, &p->vision_width, error);
-    else if (key == "vision_layers") ok = Set(v, key, &p->vision_layers, error);
-    else if (key == "vision_heads") ok = Set(v, key, &p->vision_heads, error);
-    else if (key == "vision_mlp") ok = Set(v, key, &p->vision_mlp, error);
-    else if (key == "merge_size") ok = Set(v, key, &p->merge_size, error);
-    else if (key == "merger_hidden") ok = Set(v, key, &p->merger_hidden, error);
-    else if (key == "vocab_size") ok = Set(v, key, &p->vocab_size, error);
-    else if (key == "hidden") ok = Set(v, key, &p->hidden, error);
-    else if (key == "layers") ok = Set(v, key, &p->layers, error);
-    else if (key == "heads") ok = Set(v, key, &p->heads, error);
-    else if (key == "kv_heads") ok = Set(v, key, &p->kv_heads, error);
-    else if (key == "intermediate") ok = Set(v, key, &p->intermediate, error);
-    else if (key == "rms_eps") ok = Set(v, key, &p->rms_eps, error);
-    else if (key == "rope_theta") ok = Set(v, key, &p->rope_theta, error);
-    else if (key == "tie_embeddings") ok = Set(v, key, &p->tie_embeddings, error);
-    else if (key == "max_seq_len") ok = Set(v, key, &p->max_seq_len, error);
+    if (key == "image_size")
+      ok = Set(v, key, &p->image_size, error);
+    else if (key == "patch_size")
+      ok = Set(v, key, &p->patch_size, error);
+    else if (key == "vision_width")
+      ok = Set(v, key, &p->vision_width, error);
+    else if (key == "vision_layers")
+      ok = Set(v, key, &p->vision_layers, error);
+    else if (key == "vision_heads")
+      ok = Set(v, key, &p->vision_heads, error);
+    else if (key == "vision_mlp")
+      ok = Set(v, key, &p->vision_mlp, error);
+    else if (key == "merge_size")
+      ok = Set(v, key, &p->merge_size, error);
+    else if (key == "merger_hidden")
+      ok = Set(v, key, &p->merger_hidden, error);
+    else if (key == "vocab_size")
+      ok = Set(v, key, &p->vocab_size, error);
+    else if (key == "hidden")
+      ok = Set(v, key, &p->hidden, error);
+    else if (key == "layers")
+      ok = Set(v, key, &p->layers, error);
+    else if (key == "heads")
+      ok = Set(v, key, &p->heads, error);
+    else if (key == "kv_heads")
+      ok = Set(v, key, &p->kv_heads, error);
+    else if (key == "intermediate")
+      ok = Set(v, key, &p->intermediate, error);
+    else if (key == "rms_eps")
+      ok = Set(v, key, &p->rms_eps, error);
+    else if (key == "rope_theta")
+      ok = Set(v, key, &p->rope_theta, error);
+    else if (key == "tie_embeddings")
+      ok = Set(v, key, &p->tie_embeddings, error);
+    else if (key == "max_seq_len")
+      ok = Set(v, key, &p->max_seq_len, error);
     else {
       *error = "model.model_config." + key + ": unknown model field";
       return false;
@@ -169,28 +202,41 @@ bool ValidatePreset(const ModelPreset& p, std::string* error) {
     *error = "model " + p.name + ": " + m;
     return false;
   };
-  if (p.image_size % p.patch_size != 0) return fail("image_size must be a multiple of patch_size");
+  if (p.image_size % p.patch_size != 0)
+    return fail("image_size must be a multiple of patch_size");
   if (p.patches_per_side() % p.merge_size != 0)
     return fail("patches per side must be a multiple of merge_size");
-  if (p.vision_width % p.vision_heads != 0) return fail("vision_width must divide by vision_heads");
+  if (p.vision_width % p.vision_heads != 0)
+    return fail("vision_width must divide by vision_heads");
   if (p.hidden % p.heads != 0) return fail("hidden must divide by heads");
   if (p.heads % p.kv_heads != 0) return fail("heads must divide by kv_heads");
   if (p.head_dim() % 2 != 0) return fail("head dim must be even for RoPE");
-  if (p.vocab_size < 320) return fail("vocab_size must be at least 320 (bytes + specials)");
-  if (p.max_seq_len < p.image_tokens() + 16) return fail("max_seq_len too short for the image");
+  if (p.vocab_size < 320)
+    return fail("vocab_size must be at least 320 (bytes + specials)");
+  if (p.max_seq_len < p.image_tokens() + 16)
+    return fail("max_seq_len too short for the image");
   return true;
 }
 
 nlohmann::json PresetToJson(const ModelPreset& p) {
-  return {{"name", p.name},           {"image_size", p.image_size},
-          {"patch_size", p.patch_size}, {"vision_width", p.vision_width},
-          {"vision_layers", p.vision_layers}, {"vision_heads", p.vision_heads},
-          {"vision_mlp", p.vision_mlp}, {"merge_size", p.merge_size},
-          {"merger_hidden", p.merger_hidden}, {"vocab_size", p.vocab_size},
-          {"hidden", p.hidden},       {"layers", p.layers},
-          {"heads", p.heads},         {"kv_heads", p.kv_heads},
-          {"intermediate", p.intermediate}, {"rms_eps", p.rms_eps},
-          {"rope_theta", p.rope_theta}, {"tie_embeddings", p.tie_embeddings},
+  return {{"name", p.name},
+          {"image_size", p.image_size},
+          {"patch_size", p.patch_size},
+          {"vision_width", p.vision_width},
+          {"vision_layers", p.vision_layers},
+          {"vision_heads", p.vision_heads},
+          {"vision_mlp", p.vision_mlp},
+          {"merge_size", p.merge_size},
+          {"merger_hidden", p.merger_hidden},
+          {"vocab_size", p.vocab_size},
+          {"hidden", p.hidden},
+          {"layers", p.layers},
+          {"heads", p.heads},
+          {"kv_heads", p.kv_heads},
+          {"intermediate", p.intermediate},
+          {"rms_eps", p.rms_eps},
+          {"rope_theta", p.rope_theta},
+          {"tie_embeddings", p.tie_embeddings},
           {"max_seq_len", p.max_seq_len}};
 }
 

@@ -5,10 +5,9 @@
 #define DCVLR_WORKER_TRAINER_PRESETS_H_
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace dcvlr::trainer {
 

@@ -2,6 +2,7 @@
 // processes with torchrun's environment, rendezvousing over a TCPStore on
 // loopback and reducing gradients over Gloo.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -12,12 +13,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "worker/trainer/safetensors_spec_parser.h"
 
@@ -47,7 +46,8 @@ int FreePort() {
 }
 
 // Starts dcvlr-train with `env` added to ours; stderr goes to `log`.
-pid_t Spawn(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+pid_t Spawn(const std::vector<std::string>& args,
+            const std::map<std::string, std::string>& env,
             const fs::path& log) {
   pid_t pid = ::fork();
   if (pid == 0) {
@@ -94,38 +94,53 @@ class TrainerProcessTest : public ::testing::Test {
          {{"train",
            {{"datasets",
              {{{"dataset_name", "synthetic_shapes"},
-               {"dataset_kwargs", {{"split", "train"}, {"num_samples", 256}, {"seed", 3}}}}}}}},
+               {"dataset_kwargs",
+                {{"split", "train"}, {"num_samples", 256}, {"seed", 3}}}}}}}},
           {"validation",
            {{"datasets",
              {{{"dataset_name", "synthetic_shapes"},
-               {"dataset_kwargs", {{"split", "test"}, {"num_samples", 32}, {"seed", 3}}}}}}}}}},
+               {"dataset_kwargs",
+                {{"split", "test"}, {"num_samples", 32}, {"seed", 3}}}}}}}}}},
         {"training",
-         {{"learning_rate", "1e-3"}, {"max_steps", max_steps}, {"warmup_steps", 2},
-          {"per_device_train_batch_size", 4}, {"gradient_accumulation_steps", 2},
-          {"weight_decay", 0.01}, {"logging_steps", 1}, {"save_steps", save_steps},
-          {"save_total_limit", 2}, {"seed", 11}, {"output_dir", "out"}}}};
+         {{"learning_rate", "1e-3"},
+          {"max_steps", max_steps},
+          {"warmup_steps", 2},
+          {"per_device_train_batch_size", 4},
+          {"gradient_accumulation_steps", 2},
+          {"weight_decay", 0.01},
+          {"logging_steps", 1},
+          {"save_steps", save_steps},
+          {"save_total_limit", 2},
+          {"seed", 11},
+          {"output_dir", "out"}}}};
     fs::path p = root_ / "config.json";
     std::ofstream(p) << c.dump(2);
     return p;
   }
 
   // Starts `world` ranks of one run whose files go under root_/name.
-  std::vector<pid_t> StartRanks(const std::string& name, int world, const fs::path& config) {
+  std::vector<pid_t> StartRanks(const std::string& name, int world,
+                                const fs::path& config) {
     fs::path dir = root_ / name;
     fs::create_directories(dir);
     std::string port = std::to_string(FreePort());
     std::vector<pid_t> pids;
     for (int r = 0; r < world; ++r) {
       std::map<std::string, std::string> env = {
-          {"RANK", std::to_string(r)},          {"LOCAL_RANK", std::to_string(r)},
-          {"WORLD_SIZE", std::to_string(world)}, {"LOCAL_WORLD_SIZE", std::to_string(world)},
-          {"NODE_RANK", "0"},                   {"GROUP_RANK", "0"},
-          {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", port},
+          {"RANK", std::to_string(r)},
+          {"LOCAL_RANK", std::to_string(r)},
+          {"WORLD_SIZE", std::to_string(world)},
+          {"LOCAL_WORLD_SIZE", std::to_string(world)},
+          {"NODE_RANK", "0"},
+          {"GROUP_RANK", "0"},
+          {"MASTER_ADDR", "127.0.0.1"},
+          {"MASTER_PORT", port},
           {"DCVLR_OUTPUT_DIR", (dir / "out").string()},
           {"DCVLR_CHECKPOINT_DIR", (dir / "ckpt").string()},
           {"DCVLR_METRICS_FILE", (dir / "metrics.jsonl").string()},
           {"DCVLR_CACHE_DIR", (root_ / "cache").string()}};
-      pids.push_back(Spawn({"--config", config.string()}, env, LogPath(name, r)));
+      pids.push_back(
+          Spawn({"--config", config.string()}, env, LogPath(name, r)));
     }
     return pids;
   }
@@ -143,7 +158,8 @@ class TrainerProcessTest : public ::testing::Test {
   std::string Checksum(const std::string& name, int rank) {
     std::smatch m;
     std::string log = ReadAll(LogPath(name, rank));
-    if (!std::regex_search(log, m, std::regex("params_fnv64=([0-9a-f]{16})"))) return "none";
+    if (!std::regex_search(log, m, std::regex("params_fnv64=([0-9a-f]{16})")))
+      return "none";
     return m[1];
   }
 
@@ -153,14 +169,16 @@ class TrainerProcessTest : public ::testing::Test {
 TEST_F(TrainerProcessTest, TwoRanksKeepIdenticalParameters) {
   fs::path config = WriteConfig(/*max_steps=*/6, /*save_steps=*/0);
   auto codes = WaitAll(StartRanks("run", 2, config));
-  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << ReadAll(LogPath("run", 0)) << ReadAll(LogPath("run", 1));
+  ASSERT_EQ(codes, (std::vector<int>{0, 0}))
+      << ReadAll(LogPath("run", 0)) << ReadAll(LogPath("run", 1));
   std::string c0 = Checksum("run", 0), c1 = Checksum("run", 1);
   EXPECT_NE(c0, "none");
   EXPECT_EQ(c0, c1) << "ranks diverged after 6 steps";
   std::string log0 = ReadAll(LogPath("run", 0));
   EXPECT_NE(log0.find("params=3593472"), std::string::npos);
   // The last line reports the end.
-  EXPECT_TRUE(std::regex_search(log0, std::regex("done step=6 loss=[0-9.]+ eval_accuracy=[0-9.]+")))
+  EXPECT_TRUE(std::regex_search(
+      log0, std::regex("done step=6 loss=[0-9.]+ eval_accuracy=[0-9.]+")))
       << log0;
   // Every metrics line is an object of numbers with the contract's keys.
   std::ifstream metrics(root_ / "run" / "metrics.jsonl");
@@ -170,8 +188,8 @@ TEST_F(TrainerProcessTest, TwoRanksKeepIdenticalParameters) {
     for (const auto& [k, v] : m.items()) EXPECT_TRUE(v.is_number()) << line;
     if (m.contains("loss")) {
       ++steps;
-      for (const char* k : {"step", "epoch", "lr", "grad_norm", "tokens_per_s", "samples_per_s",
-                            "step_time_s"})
+      for (const char* k : {"step", "epoch", "lr", "grad_norm", "tokens_per_s",
+                            "samples_per_s", "step_time_s"})
         EXPECT_TRUE(m.contains(k)) << k << " missing in " << line;
     }
     checkpoints += m.contains("checkpoint_step");
@@ -184,7 +202,8 @@ TEST_F(TrainerProcessTest, SigtermCheckpointsAndResumeIsBitExact) {
   const int kSteps = 30;
   fs::path config = WriteConfig(kSteps, /*save_steps=*/4);
   // Reference: never interrupted.
-  ASSERT_EQ(WaitAll(StartRanks("straight", 2, config)), (std::vector<int>{0, 0}))
+  ASSERT_EQ(WaitAll(StartRanks("straight", 2, config)),
+            (std::vector<int>{0, 0}))
       << ReadAll(LogPath("straight", 0));
 
   // Interrupted: SIGTERM both ranks once step 5 has been logged.
@@ -195,45 +214,54 @@ TEST_F(TrainerProcessTest, SigtermCheckpointsAndResumeIsBitExact) {
     std::ifstream in(metrics);
     for (std::string line; std::getline(in, line);) {
       json m = json::parse(line, nullptr, false);
-      if (m.is_object() && m.contains("loss") && m["step"].get<int>() >= 5) reached = true;
+      if (m.is_object() && m.contains("loss") && m["step"].get<int>() >= 5)
+        reached = true;
     }
     if (!reached) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ASSERT_TRUE(reached) << ReadAll(LogPath("stopped", 0));
   for (pid_t p : pids) ::kill(p, SIGTERM);
-  ASSERT_EQ(WaitAll(pids), (std::vector<int>{75, 75})) << ReadAll(LogPath("stopped", 0));
+  ASSERT_EQ(WaitAll(pids), (std::vector<int>{75, 75}))
+      << ReadAll(LogPath("stopped", 0));
   // The stop committed a checkpoint before the end.
   int64_t latest = -1;
   for (const auto& e : fs::directory_iterator(root_ / "stopped" / "ckpt"))
     if (fs::exists(e.path() / "COMMIT"))
-      latest = std::max<int64_t>(latest, std::stoll(e.path().filename().string().substr(5)));
+      latest = std::max<int64_t>(
+          latest, std::stoll(e.path().filename().string().substr(5)));
   ASSERT_GE(latest, 5);
   ASSERT_LT(latest, kSteps);
 
   // Resume (a new attempt: same directories, new processes).
   ASSERT_EQ(WaitAll(StartRanks("stopped", 2, config)), (std::vector<int>{0, 0}))
       << ReadAll(LogPath("stopped", 0));
-  EXPECT_NE(ReadAll(LogPath("stopped", 0)).find("resumed from"), std::string::npos);
+  EXPECT_NE(ReadAll(LogPath("stopped", 0)).find("resumed from"),
+            std::string::npos);
 
   const std::string final_dir = "step-" + std::to_string(kSteps);
   for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
     std::string a = ReadAll(root_ / "straight" / "ckpt" / final_dir / file);
     std::string b = ReadAll(root_ / "stopped" / "ckpt" / final_dir / file);
     ASSERT_FALSE(a.empty()) << file;
-    EXPECT_TRUE(a == b) << file << " differs between the straight and the resumed run";
+    EXPECT_TRUE(a == b) << file
+                        << " differs between the straight and the resumed run";
   }
   // keep-last-K: save_total_limit is 2.
   int kept = 0;
-  for (const auto& e : fs::directory_iterator(root_ / "straight" / "ckpt")) kept += fs::is_directory(e);
+  for (const auto& e : fs::directory_iterator(root_ / "straight" / "ckpt"))
+    kept += fs::is_directory(e);
   EXPECT_EQ(kept, 2);
 
   // The weights file is plain safetensors, by a reader written from the spec.
   testing::SpecFile f;
   ASSERT_EQ(testing::ParseSafetensorsBySpec(
-                (root_ / "straight" / "ckpt" / final_dir / "model.safetensors").string(), &f),
+                (root_ / "straight" / "ckpt" / final_dir / "model.safetensors")
+                    .string(),
+                &f),
             "");
   ASSERT_TRUE(f.tensors.count("model.embed_tokens.weight"));
-  EXPECT_EQ(f.tensors["model.embed_tokens.weight"].shape, (std::vector<int64_t>{320, 256}));
+  EXPECT_EQ(f.tensors["model.embed_tokens.weight"].shape,
+            (std::vector<int64_t>{320, 256}));
   EXPECT_EQ(f.tensors["model.embed_tokens.weight"].dtype, "F32");
   EXPECT_EQ(f.metadata["format"], "pt");
   int64_t total = 0;
@@ -243,10 +271,12 @@ TEST_F(TrainerProcessTest, SigtermCheckpointsAndResumeIsBitExact) {
 
 TEST_F(TrainerProcessTest, BadConfigExitsTwoNamingTheKey) {
   fs::path config = root_ / "bad.json";
-  std::ofstream(config) << R"({"data": {"train": {"datasets": [{"dataset_name": "synthetic_shapes"}]}},
+  std::ofstream(config)
+      << R"({"data": {"train": {"datasets": [{"dataset_name": "synthetic_shapes"}]}},
                               "training": {"max_steps": "abc"}})";
   fs::create_directories(root_ / "bad");
-  pid_t pid = Spawn({"--config", config.string()}, {}, root_ / "bad" / "rank0.log");
+  pid_t pid =
+      Spawn({"--config", config.string()}, {}, root_ / "bad" / "rank0.log");
   EXPECT_EQ(WaitExit(pid), 2);
   EXPECT_NE(ReadAll(root_ / "bad" / "rank0.log")
                 .find(R"(training.max_steps: expected an integer, got "abc")"),

@@ -6,13 +6,14 @@
 
 #include <cstdio>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 namespace dcvlr::trainer {
 
-bool WriteSafetensors(const std::string& path, const std::vector<TensorView>& tensors,
-                      const std::map<std::string, std::string>& metadata, std::string* error) {
+bool WriteSafetensors(const std::string& path,
+                      const std::vector<TensorView>& tensors,
+                      const std::map<std::string, std::string>& metadata,
+                      std::string* error) {
   // nlohmann's ordered_json keeps the header in data order, which is what
   // the reference implementation writes too (it sorts by dtype then name,
   // but readers accept any order).
@@ -36,16 +37,19 @@ bool WriteSafetensors(const std::string& path, const std::vector<TensorView>& te
   uint8_t size_le[8];
   uint64_t n = text.size();
   for (int i = 0; i < 8; ++i) size_le[i] = (n >> (8 * i)) & 0xff;
-  bool ok = std::fwrite(size_le, 1, 8, f) == 8 && std::fwrite(text.data(), 1, n, f) == n;
+  bool ok = std::fwrite(size_le, 1, 8, f) == 8 &&
+            std::fwrite(text.data(), 1, n, f) == n;
   for (const TensorView& t : tensors)
-    ok = ok && (t.nbytes == 0 || std::fwrite(t.data, 1, t.nbytes, f) == t.nbytes);
+    ok = ok &&
+         (t.nbytes == 0 || std::fwrite(t.data, 1, t.nbytes, f) == t.nbytes);
   ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
   ok = (std::fclose(f) == 0) && ok;
   if (!ok) *error = path + ": write failed";
   return ok;
 }
 
-bool ReadSafetensors(const std::string& path, SafetensorsFile* out, std::string* error) {
+bool ReadSafetensors(const std::string& path, SafetensorsFile* out,
+                     std::string* error) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) {
     *error = path + ": cannot open";
@@ -64,8 +68,8 @@ bool ReadSafetensors(const std::string& path, SafetensorsFile* out, std::string*
     *error = path + ": header size past end of file";
     return false;
   }
-  auto header = nlohmann::json::parse(out->buffer.begin() + 8, out->buffer.begin() + 8 + n,
-                                      nullptr, false);
+  auto header = nlohmann::json::parse(
+      out->buffer.begin() + 8, out->buffer.begin() + 8 + n, nullptr, false);
   if (header.is_discarded() || !header.is_object()) {
     *error = path + ": header is not a JSON object";
     return false;

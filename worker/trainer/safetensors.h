@@ -22,8 +22,10 @@ struct TensorView {
 
 // Writes `tensors` (in the given order) to `path` and fsyncs it. False on IO
 // error, with a message.
-bool WriteSafetensors(const std::string& path, const std::vector<TensorView>& tensors,
-                      const std::map<std::string, std::string>& metadata, std::string* error);
+bool WriteSafetensors(const std::string& path,
+                      const std::vector<TensorView>& tensors,
+                      const std::map<std::string, std::string>& metadata,
+                      std::string* error);
 
 // A whole file read into memory; views point into `buffer`.
 struct SafetensorsFile {
@@ -32,7 +34,8 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;
 };
 
-bool ReadSafetensors(const std::string& path, SafetensorsFile* out, std::string* error);
+bool ReadSafetensors(const std::string& path, SafetensorsFile* out,
+                     std::string* error);
 
 }  // namespace dcvlr::trainer
 

@@ -12,11 +12,10 @@
 #include <cstdint>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace dcvlr::trainer::testing {
 
@@ -41,7 +40,8 @@ inline size_t SpecDtypeSize(const std::string& d) {
 }
 
 // Returns an empty string on success, else what is wrong.
-inline std::string ParseSafetensorsBySpec(const std::string& path, SpecFile* out) {
+inline std::string ParseSafetensorsBySpec(const std::string& path,
+                                          SpecFile* out) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream buf;
   buf << in.rdbuf();
@@ -52,7 +52,8 @@ inline std::string ParseSafetensorsBySpec(const std::string& path, SpecFile* out
   out->header_size = n;
   if (8 + n > file.size()) return "header length past end of file";
   auto header = nlohmann::json::parse(file.substr(8, n), nullptr, false);
-  if (header.is_discarded() || !header.is_object()) return "header is not a JSON object";
+  if (header.is_discarded() || !header.is_object())
+    return "header is not a JSON object";
   const size_t data_size = file.size() - 8 - n;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   for (const auto& [name, entry] : header.items()) {
@@ -64,8 +65,8 @@ inline std::string ParseSafetensorsBySpec(const std::string& path, SpecFile* out
       }
       continue;
     }
-    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
-        !entry.contains("data_offsets"))
+    if (!entry.is_object() || !entry.contains("dtype") ||
+        !entry.contains("shape") || !entry.contains("data_offsets"))
       return name + ": entry lacks dtype, shape or data_offsets";
     SpecTensor t;
     t.dtype = entry["dtype"].get<std::string>();

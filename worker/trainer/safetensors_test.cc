@@ -1,13 +1,11 @@
 // The safetensors writer, checked by a parser written from the spec.
 #include "worker/trainer/safetensors.h"
 
-#include <cstring>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
-
-#include <gtest/gtest.h>
 
 #include "worker/trainer/safetensors_spec_parser.h"
 
@@ -26,11 +24,12 @@ TEST(SafetensorsTest, WriterOutputParsesBySpec) {
   std::vector<uint8_t> img = {1, 2, 3};  // odd size: forces padding logic
   std::string path = TempPath("st_test.safetensors");
   std::string error;
-  ASSERT_TRUE(WriteSafetensors(path,
-                               {{"layer.weight", "F32", {2, 3}, w.data(), w.size() * 4},
-                                {"ids", "I64", {3}, ids.data(), ids.size() * 8},
-                                {"img", "U8", {1, 3}, img.data(), img.size()}},
-                               {{"format", "pt"}, {"note", "x"}}, &error))
+  ASSERT_TRUE(
+      WriteSafetensors(path,
+                       {{"layer.weight", "F32", {2, 3}, w.data(), w.size() * 4},
+                        {"ids", "I64", {3}, ids.data(), ids.size() * 8},
+                        {"img", "U8", {1, 3}, img.data(), img.size()}},
+                       {{"format", "pt"}, {"note", "x"}}, &error))
       << error;
   testing::SpecFile f;
   ASSERT_EQ(testing::ParseSafetensorsBySpec(path, &f), "");
@@ -52,7 +51,8 @@ TEST(SafetensorsTest, ReaderRoundTripsWriter) {
   std::vector<float> w = {1, 2, 3, 4};
   std::string path = TempPath("st_rt.safetensors");
   std::string error;
-  ASSERT_TRUE(WriteSafetensors(path, {{"a", "F32", {4}, w.data(), 16}}, {{"step", "12"}}, &error));
+  ASSERT_TRUE(WriteSafetensors(path, {{"a", "F32", {4}, w.data(), 16}},
+                               {{"step", "12"}}, &error));
   SafetensorsFile f;
   ASSERT_TRUE(ReadSafetensors(path, &f, &error)) << error;
   ASSERT_EQ(f.tensors.count("a"), 1u);
@@ -63,7 +63,8 @@ TEST(SafetensorsTest, ReaderRoundTripsWriter) {
 
 TEST(SafetensorsTest, SpecParserRejectsHoles) {
   // A hand-made file whose one tensor starts at offset 4: a hole.
-  std::string header = R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})";
+  std::string header =
+      R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})";
   std::string file(8, '\0');
   for (int i = 0; i < 8; ++i) file[i] = char((header.size() >> (8 * i)) & 0xff);
   file += header + std::string(8, 'x');

@@ -1,13 +1,12 @@
 // Synthetic shapes generator; see synthetic.h.
 #include "worker/trainer/synthetic.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
 
 #include "worker/trainer/base64.h"
@@ -18,7 +17,8 @@ namespace {
 constexpr int kSize = 32;
 constexpr int kCell = 8;  // shapes sit in a 4x4 grid of 8px cells
 const char* const kColorNames[4] = {"red", "green", "blue", "yellow"};
-constexpr uint8_t kColors[4][3] = {{220, 30, 30}, {30, 170, 40}, {40, 60, 220}, {230, 200, 20}};
+constexpr uint8_t kColors[4][3] = {
+    {220, 30, 30}, {30, 170, 40}, {40, 60, 220}, {230, 200, 20}};
 const char* const kShapeNames[3] = {"circle", "square", "triangle"};
 
 class Rng {
@@ -45,11 +45,12 @@ void Draw(Image* img, const Shape& s) {
     for (int x = s.cx - s.r; x <= s.cx + s.r; ++x) {
       if (x < 0 || y < 0 || x >= kSize || y >= kSize) continue;
       int dx = x - s.cx, dy = y - s.cy;
-      bool in = s.kind == 0 ? dx * dx + dy * dy <= s.r * s.r + s.r
+      bool in = s.kind == 0   ? dx * dx + dy * dy <= s.r * s.r + s.r
                 : s.kind == 1 ? true
                               : 2 * std::abs(dx) <= dy + s.r;
       if (!in) continue;
-      for (int c = 0; c < 3; ++c) img->rgb[(y * kSize + x) * 3 + c] = kColors[s.color][c];
+      for (int c = 0; c < 3; ++c)
+        img->rgb[(y * kSize + x) * 3 + c] = kColors[s.color][c];
     }
 }
 
@@ -57,7 +58,8 @@ void Draw(Image* img, const Shape& s) {
 std::vector<int> PickCells(Rng* rng, int n) {
   std::vector<int> cells(16);
   for (int i = 0; i < 16; ++i) cells[i] = i;
-  for (int i = 0; i < n; ++i) std::swap(cells[i], cells[i + rng->Uniform(16 - i)]);
+  for (int i = 0; i < n; ++i)
+    std::swap(cells[i], cells[i + rng->Uniform(16 - i)]);
   cells.resize(n);
   return cells;
 }
@@ -72,13 +74,16 @@ Shape InCell(int cell, int kind, int color) {
 
 std::string SyntheticExample::Question() const {
   std::string q = stem;
-  for (int i = 0; i < 4; ++i) q += std::string(" ") + char('A' + i) + ":" + options[i];
+  for (int i = 0; i < 4; ++i)
+    q += std::string(" ") + char('A' + i) + ":" + options[i];
   return q;
 }
 
-SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed, int64_t index) {
+SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed,
+                                   int64_t index) {
   uint64_t stream = split == "train" ? 0x7472ull : 0x7465ull;
-  Rng rng(seed * 0x100000001b3ull ^ (stream << 48) ^ uint64_t(index) * 0x9e3779b97f4a7c15ull);
+  Rng rng(seed * 0x100000001b3ull ^ (stream << 48) ^
+          uint64_t(index) * 0x9e3779b97f4a7c15ull);
   rng.Next();
   SyntheticExample ex;
   ex.image.width = ex.image.height = kSize;
@@ -93,7 +98,8 @@ SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed, int6
     int n = 1;
     int first_kind = rng.Uniform(3);
     std::vector<int> cells = PickCells(&rng, n);
-    for (int i = 0; i < n; ++i) shapes.push_back(InCell(cells[i], (first_kind + i) % 3, rng.Uniform(4)));
+    for (int i = 0; i < n; ++i)
+      shapes.push_back(InCell(cells[i], (first_kind + i) % 3, rng.Uniform(4)));
     const Shape& target = shapes[rng.Uniform(n)];
     ex.category = "color";
     ex.stem = std::string("Color of the ") + kShapeNames[target.kind] + "?";
@@ -102,7 +108,8 @@ SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed, int6
   } else if (type == 1) {
     int n = 1 + rng.Uniform(4);
     std::vector<int> cells = PickCells(&rng, n);
-    for (int i = 0; i < n; ++i) shapes.push_back(InCell(cells[i], rng.Uniform(3), rng.Uniform(4)));
+    for (int i = 0; i < n; ++i)
+      shapes.push_back(InCell(cells[i], rng.Uniform(3), rng.Uniform(4)));
     ex.category = "count";
     ex.stem = "How many shapes?";
     for (int i = 0; i < 4; ++i) ex.options[i] = std::to_string(i + 1);
@@ -136,7 +143,8 @@ SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed, int6
     std::vector<int> cells = PickCells(&rng, total);
     int k = 0;
     for (int c = 0; c < 4; ++c)
-      for (int i = 0; i < counts[c]; ++i) shapes.push_back(InCell(cells[k++], rng.Uniform(3), c));
+      for (int i = 0; i < counts[c]; ++i)
+        shapes.push_back(InCell(cells[k++], rng.Uniform(3), c));
     ex.category = "comparison";
     ex.stem = "Most common color?";
     for (int i = 0; i < 4; ++i) ex.options[i] = kColorNames[i];
@@ -147,7 +155,8 @@ SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed, int6
 }
 
 namespace {
-bool WriteAtomically(const std::string& path, const std::function<void(std::ofstream&)>& body,
+bool WriteAtomically(const std::string& path,
+                     const std::function<void(std::ofstream&)>& body,
                      std::string* error) {
   std::filesystem::path p(path);
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
@@ -174,8 +183,8 @@ bool WriteAtomically(const std::string& path, const std::function<void(std::ofst
 }
 }  // namespace
 
-bool WriteSyntheticJsonl(const std::string& path, const std::string& split, uint64_t seed,
-                         int64_t count, std::string* error) {
+bool WriteSyntheticJsonl(const std::string& path, const std::string& split,
+                         uint64_t seed, int64_t count, std::string* error) {
   return WriteAtomically(
       path,
       [&](std::ofstream& out) {
@@ -192,15 +201,16 @@ bool WriteSyntheticJsonl(const std::string& path, const std::string& split, uint
       error);
 }
 
-bool WriteSyntheticTsv(const std::string& path, const std::string& split, uint64_t seed,
-                       int64_t count, std::string* error) {
+bool WriteSyntheticTsv(const std::string& path, const std::string& split,
+                       uint64_t seed, int64_t count, std::string* error) {
   return WriteAtomically(
       path,
       [&](std::ofstream& out) {
         out << "index\timage\tquestion\tA\tB\tC\tD\tanswer\tcategory\n";
         for (int64_t i = 0; i < count; ++i) {
           SyntheticExample ex = GenerateSynthetic(split, seed, i);
-          out << i << '\t' << Base64Encode(EncodePng(ex.image)) << '\t' << ex.stem;
+          out << i << '\t' << Base64Encode(EncodePng(ex.image)) << '\t'
+              << ex.stem;
           for (const auto& o : ex.options) out << '\t' << o;
           out << '\t' << ex.AnswerLetter() << '\t' << ex.category << '\n';
         }

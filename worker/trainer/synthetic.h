@@ -19,16 +19,19 @@ struct SyntheticExample {
   std::string category;  // color | count | position | comparison
   std::string stem;      // the question without its options
   std::string options[4];
-  int answer = 0;        // 0..3 for A..D
+  int answer = 0;  // 0..3 for A..D
   // The stem followed by the options, as the model sees it.
   std::string Question() const;
-  std::string AnswerLetter() const { return std::string(1, char('A' + answer)); }
+  std::string AnswerLetter() const {
+    return std::string(1, char('A' + answer));
+  }
   // The chosen option's text: what the JSONL's `answer` holds (see below).
   const std::string& AnswerText() const { return options[answer]; }
 };
 
 // Example `index` of a split; the splits draw from disjoint RNG streams.
-SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed, int64_t index);
+SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed,
+                                   int64_t index);
 
 // Writes `count` examples as JSONL rows {image (base64 PNG), question,
 // answer, answer_letter, category}, atomically (temp file, then rename).
@@ -41,13 +44,13 @@ SyntheticExample GenerateSynthetic(const std::string& split, uint64_t seed, int6
 // text, count and position answers are disjoint token sets and tiny-vlm
 // learns the four categories within the demo's few minutes of CPU time.
 // Exact match of the text is as strict as of the letter.
-bool WriteSyntheticJsonl(const std::string& path, const std::string& split, uint64_t seed,
-                         int64_t count, std::string* error);
+bool WriteSyntheticJsonl(const std::string& path, const std::string& split,
+                         uint64_t seed, int64_t count, std::string* error);
 
 // Writes a VLMEvalKit-style TSV (index, image, question, A, B, C, D, answer,
 // category; image is base64 PNG).
-bool WriteSyntheticTsv(const std::string& path, const std::string& split, uint64_t seed,
-                       int64_t count, std::string* error);
+bool WriteSyntheticTsv(const std::string& path, const std::string& split,
+                       uint64_t seed, int64_t count, std::string* error);
 
 }  // namespace dcvlr::trainer
 

@@ -6,7 +6,7 @@
 namespace dcvlr::trainer {
 namespace {
 constexpr std::string_view kSpecialNames[] = {
-    "<|pad|>",        "<|im_start|>",   "<|im_end|>",     "<|vision_start|>",
+    "<|pad|>",        "<|im_start|>",  "<|im_end|>",   "<|vision_start|>",
     "<|vision_end|>", "<|image_pad|>", "<|endoftext|>"};
 
 void Append(std::vector<uint16_t>* out, std::string_view text) {
@@ -23,10 +23,12 @@ std::vector<uint16_t> ByteTokenizer::EncodeText(std::string_view text) const {
 std::string ByteTokenizer::Decode(const std::vector<uint16_t>& ids) const {
   std::string out;
   for (uint16_t id : ids) {
-    if (id < kNumByteTokens) out += static_cast<char>(id);
+    if (id < kNumByteTokens)
+      out += static_cast<char>(id);
     else if (id - kNumByteTokens < int(std::size(kSpecialNames)))
       out += kSpecialNames[id - kNumByteTokens];
-    else out += "<|" + std::to_string(id) + "|>";
+    else
+      out += "<|" + std::to_string(id) + "|>";
   }
   return out;
 }
@@ -37,7 +39,8 @@ int ByteTokenizer::TemplateOverhead() const {
   return 1 + 5 + 1 + image_tokens_ + 1 + 1 + 1 + 1 + 10 + 1;
 }
 
-EncodedExample ByteTokenizer::EncodeExample(std::string_view question, std::string_view answer,
+EncodedExample ByteTokenizer::EncodeExample(std::string_view question,
+                                            std::string_view answer,
                                             int max_len) const {
   EncodedExample ex;
   int budget = max_len - TemplateOverhead() - int(answer.size());

@@ -45,8 +45,8 @@ class ByteTokenizer {
   // Renders the chat template for one (image, question, answer) row. If the
   // result would exceed max_len, the question's tail is cut: the answer and
   // the template are never truncated.
-  EncodedExample EncodeExample(std::string_view question, std::string_view answer,
-                               int max_len) const;
+  EncodedExample EncodeExample(std::string_view question,
+                               std::string_view answer, int max_len) const;
 
   // Tokens around the question and after it, for sizing checks.
   int TemplateOverhead() const;

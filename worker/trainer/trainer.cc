@@ -15,7 +15,11 @@
 //   4. log / evaluate / checkpoint when their step counts come round.
 #include "worker/trainer/trainer.h"
 
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
 #include <dlfcn.h>
+#include <torch/version.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -24,11 +28,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-
-#include <ATen/ATen.h>
-#include <c10/core/GradMode.h>
-#include <ATen/Parallel.h>
-#include <torch/version.h>
 #ifdef DCVLR_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -52,7 +51,9 @@ std::string Env(const char* name) {
   return v ? v : "";
 }
 
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double Seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 // Appends one JSON object per line; only rank 0 writes.
 class MetricsWriter {
@@ -76,7 +77,8 @@ class MetricsWriter {
 std::vector<int64_t> Permutation(int64_t n, uint64_t seed, int64_t epoch) {
   std::vector<int64_t> perm(n);
   for (int64_t i = 0; i < n; ++i) perm[i] = i;
-  uint64_t state = seed * 0x9e3779b97f4a7c15ull + uint64_t(epoch) * 0xd1b54a32d192ed03ull + 1;
+  uint64_t state = seed * 0x9e3779b97f4a7c15ull +
+                   uint64_t(epoch) * 0xd1b54a32d192ed03ull + 1;
   for (int64_t i = n - 1; i > 0; --i) {
     uint64_t z = (state += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -125,12 +127,15 @@ Batch Collate(const Dataset& data, const std::vector<int64_t>& rows, int pad_to,
   const int64_t image_bytes = int64_t(image_size) * image_size * 3;
   auto imgs = at::empty({b, image_size, image_size, 3}, at::kByte);
   for (int64_t i = 0; i < b; ++i)
-    std::memcpy(imgs.data_ptr<uint8_t>() + i * image_bytes, images[i], image_bytes);
+    std::memcpy(imgs.data_ptr<uint8_t>() + i * image_bytes, images[i],
+                image_bytes);
   auto vec = [](const std::vector<int64_t>& v) {
     return at::tensor(at::ArrayRef<int64_t>(v), at::kLong);
   };
   const bool cuda = device.is_cuda();
-  auto move = [&](at::Tensor t) { return cuda ? t.pin_memory().to(device, true) : t; };
+  auto move = [&](at::Tensor t) {
+    return cuda ? t.pin_memory().to(device, true) : t;
+  };
   Batch batch;
   batch.tokens = move(tokens);
   batch.images = move(imgs);
@@ -148,8 +153,9 @@ struct EvalResult {
 };
 
 // Each rank scores a strided share of the validation split; counts are summed.
-EvalResult Evaluate(const VlmModel& model, const Dataset& data, Communicator* comm,
-                    const TrainingConfig& t, int pad_to, at::Device device) {
+EvalResult Evaluate(const VlmModel& model, const Dataset& data,
+                    Communicator* comm, const TrainingConfig& t, int pad_to,
+                    at::Device device) {
   c10::NoGradGuard no_grad;
   int64_t n = data.size();
   if (t.eval_max_samples > 0) n = std::min(n, t.eval_max_samples);
@@ -157,7 +163,8 @@ EvalResult Evaluate(const VlmModel& model, const Dataset& data, Communicator* co
   std::vector<int64_t> rows;
   for (int64_t i = comm->rank(); i < n; i += comm->world_size()) {
     rows.push_back(i);
-    if (int(rows.size()) == t.per_device_eval_batch_size || i + comm->world_size() >= n) {
+    if (int(rows.size()) == t.per_device_eval_batch_size ||
+        i + comm->world_size() >= n) {
       EvalCounts c = model.Evaluate(Collate(data, rows, pad_to, device));
       totals[0] += c.loss_sum;
       totals[1] += c.tokens;
@@ -179,8 +186,10 @@ EvalResult Evaluate(const VlmModel& model, const Dataset& data, Communicator* co
 // core by default) would then fight the other ranks for the cores. The
 // symbol is looked up at run time so other BLAS builds link unchanged.
 void SetBlasThreads(int n) {
-  for (const char* name : {"openblas_set_num_threads", "goto_set_num_threads"}) {
-    if (auto fn = reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, name))) {
+  for (const char* name :
+       {"openblas_set_num_threads", "goto_set_num_threads"}) {
+    if (auto fn =
+            reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, name))) {
       fn(n);
       return;
     }
@@ -193,11 +202,14 @@ double PeakFlops(at::Device device, std::string* name) {
   if (device.is_cuda()) {
     *name = at::cuda::getDeviceProperties(device.index())->name;
     // Dense bf16 peaks (SXM parts).
-    if (name->find("H100") != std::string::npos || name->find("H200") != std::string::npos ||
-        name->find("H800") != std::string::npos || name->find("GH200") != std::string::npos)
+    if (name->find("H100") != std::string::npos ||
+        name->find("H200") != std::string::npos ||
+        name->find("H800") != std::string::npos ||
+        name->find("GH200") != std::string::npos)
       return 989e12;
     if (name->find("B200") != std::string::npos) return 2250e12;
-    if (name->find("A100") != std::string::npos || name->find("A800") != std::string::npos)
+    if (name->find("A100") != std::string::npos ||
+        name->find("A800") != std::string::npos)
       return 312e12;
     if (name->find("L40S") != std::string::npos) return 362e12;
     if (name->find("A10") != std::string::npos) return 125e12;
@@ -214,7 +226,8 @@ RunPaths RunPaths::FromEnvironment(const TrainerConfig& config) {
   p.output_dir = Env("DCVLR_OUTPUT_DIR");
   if (p.output_dir.empty()) p.output_dir = config.training.output_dir;
   p.checkpoint_dir = Env("DCVLR_CHECKPOINT_DIR");
-  if (p.checkpoint_dir.empty()) p.checkpoint_dir = p.output_dir + "/checkpoints";
+  if (p.checkpoint_dir.empty())
+    p.checkpoint_dir = p.output_dir + "/checkpoints";
   p.metrics_file = Env("DCVLR_METRICS_FILE");
   if (p.metrics_file.empty()) p.metrics_file = p.output_dir + "/metrics.jsonl";
   p.cache_dir = Env("DCVLR_CACHE_DIR");
@@ -251,7 +264,8 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
 #endif
   // One intra-op thread per rank on CPU: ranks already fill the cores, and
   // oversubscription costs more than it gives.
-  at::set_num_threads(t.num_threads > 0 ? t.num_threads : (device.is_cuda() ? 4 : 1));
+  at::set_num_threads(t.num_threads > 0 ? t.num_threads
+                                        : (device.is_cuda() ? 4 : 1));
   SetBlasThreads(at::get_num_threads());
   const bool bf16 = device.is_cuda() ? t.mixed_precision_dtype != "none"
                                      : t.mixed_precision_dtype == "bf16";
@@ -271,41 +285,52 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
   if (!LoadDataset(config.train, preset, cache, &train, &error) ||
       !LoadDataset(config.validation, preset, cache, &validation, &error))
     return fail(error);
-  const int64_t world = comm->world_size(), micro = t.per_device_train_batch_size,
+  const int64_t world = comm->world_size(),
+                micro = t.per_device_train_batch_size,
                 accum = t.gradient_accumulation_steps;
   const int64_t global_batch = world * micro * accum;
   const int64_t steps_per_epoch = train.size() / global_batch;
   if (steps_per_epoch < 1)
     return fail("training set has " + std::to_string(train.size()) +
-                " rows, fewer than one global batch of " + std::to_string(global_batch));
+                " rows, fewer than one global batch of " +
+                std::to_string(global_batch));
   const int64_t total_steps =
-      t.max_steps > 0 ? t.max_steps
-                      : std::max<int64_t>(1, std::llround(t.num_train_epochs * steps_per_epoch));
+      t.max_steps > 0
+          ? t.max_steps
+          : std::max<int64_t>(
+                1, std::llround(t.num_train_epochs * steps_per_epoch));
   const int pad_to = t.pad_to_max_length ? preset.max_seq_len : 0;
 
   VlmModel model(preset, t.seed, device, dtype);
-  FlatAdamW optimizer(model.flat_params(), model.flat_grads(), model.decay_mask(), t);
+  FlatAdamW optimizer(model.flat_params(), model.flat_grads(),
+                      model.decay_mask(), t);
   {
     std::vector<std::tuple<int64_t, int64_t, bool>> segments;
     for (const Parameter& p : model.parameters())
       segments.emplace_back(p.offset, p.tensor.numel(), p.decay);
     optimizer.UseFusedKernel(segments);
   }
-  const double bucket_mb = t.ddp_bucket_cap_mb > 0 ? t.ddp_bucket_cap_mb : device.is_cuda() ? 25 : 1;
-  GradReducer reducer(model, comm.get(), static_cast<int64_t>(bucket_mb * (1 << 20)));
-  CheckpointManager checkpoints(paths.checkpoint_dir, t.save_total_limit, comm.get());
+  const double bucket_mb = t.ddp_bucket_cap_mb > 0 ? t.ddp_bucket_cap_mb
+                           : device.is_cuda()      ? 25
+                                                   : 1;
+  GradReducer reducer(model, comm.get(),
+                      static_cast<int64_t>(bucket_mb * (1 << 20)));
+  CheckpointManager checkpoints(paths.checkpoint_dir, t.save_total_limit,
+                                comm.get());
   MetricsWriter metrics(paths.metrics_file, leader);
 
   int64_t step = 0;
   const int64_t resume = checkpoints.LatestComplete();
   // Ranks could disagree if a checkpoint landed between their directory
   // scans; rank 0's view decides.
-  auto resume_t = at::full({1}, leader ? double(resume) : 0.0, at::TensorOptions(at::kFloat).device(device));
+  auto resume_t = at::full({1}, leader ? double(resume) : 0.0,
+                           at::TensorOptions(at::kFloat).device(device));
   comm->Broadcast(resume_t, 0);
   const int64_t resume_step = std::llround(resume_t.cpu().item<float>());
   if (resume_step >= 0) {
     nlohmann::json state, rank_state;
-    if (!checkpoints.Load(resume_step, &model, &optimizer, &state, &rank_state, &error))
+    if (!checkpoints.Load(resume_step, &model, &optimizer, &state, &rank_state,
+                          &error))
       return fail(error);
     step = state.value("step", int64_t{0});
     RestoreCpuRngState(rank_state.value("cpu_rng", ""));
@@ -322,31 +347,36 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
   const double peak = PeakFlops(device, &gpu_name);
   if (leader) {
     char buf[512];
-    snprintf(buf, sizeof(buf),
-             "model=%s params=%lld device=%s%s dtype=%s world=%lld train_rows=%lld "
-             "val_rows=%lld global_batch=%lld steps=%lld threads=%d torch=%s",
-             preset.name.c_str(), (long long)model.num_params(), device.str().c_str(),
-             gpu_name.empty() ? "" : (" (" + gpu_name + ")").c_str(), bf16 ? "bf16" : "fp32",
-             (long long)world, (long long)train.size(), (long long)validation.size(),
-             (long long)global_batch, (long long)total_steps, at::get_num_threads(),
-             TORCH_VERSION);
+    snprintf(
+        buf, sizeof(buf),
+        "model=%s params=%lld device=%s%s dtype=%s world=%lld train_rows=%lld "
+        "val_rows=%lld global_batch=%lld steps=%lld threads=%d torch=%s",
+        preset.name.c_str(), (long long)model.num_params(),
+        device.str().c_str(),
+        gpu_name.empty() ? "" : (" (" + gpu_name + ")").c_str(),
+        bf16 ? "bf16" : "fp32", (long long)world, (long long)train.size(),
+        (long long)validation.size(), (long long)global_batch,
+        (long long)total_steps, at::get_num_threads(), TORCH_VERSION);
     log(buf);
   }
 
   auto save = [&](int64_t at_step) -> bool {
-    nlohmann::json state = {{"step", at_step},
-                            {"epoch", at_step / steps_per_epoch},
-                            {"batch_in_epoch", at_step % steps_per_epoch},
-                            {"world_size", world},
-                            {"global_batch", global_batch},
-                            {"total_steps", total_steps},
-                            {"lr", LearningRate(t, std::max<int64_t>(0, at_step - 1), total_steps)},
-                            {"model", PresetToJson(preset)}};
-    nlohmann::json rank_state = {{"rank", env.rank},
-                                 {"epoch", at_step / steps_per_epoch},
-                                 {"next_sample", (at_step % steps_per_epoch) * global_batch},
-                                 {"cpu_rng", SaveCpuRngState()}};
-    if (!checkpoints.Save(at_step, model, optimizer, state, rank_state, &error)) {
+    nlohmann::json state = {
+        {"step", at_step},
+        {"epoch", at_step / steps_per_epoch},
+        {"batch_in_epoch", at_step % steps_per_epoch},
+        {"world_size", world},
+        {"global_batch", global_batch},
+        {"total_steps", total_steps},
+        {"lr", LearningRate(t, std::max<int64_t>(0, at_step - 1), total_steps)},
+        {"model", PresetToJson(preset)}};
+    nlohmann::json rank_state = {
+        {"rank", env.rank},
+        {"epoch", at_step / steps_per_epoch},
+        {"next_sample", (at_step % steps_per_epoch) * global_batch},
+        {"cpu_rng", SaveCpuRngState()}};
+    if (!checkpoints.Save(at_step, model, optimizer, state, rank_state,
+                          &error)) {
       log("error: checkpoint: " + error);
       return false;
     }
@@ -358,10 +388,13 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
     EvalResult r;
     if (validation.size() == 0) return r;
     r = Evaluate(model, validation, comm.get(), t, pad_to, device);
-    metrics.Write({{"step", at_step}, {"eval_loss", r.loss}, {"eval_accuracy", r.accuracy}});
+    metrics.Write({{"step", at_step},
+                   {"eval_loss", r.loss},
+                   {"eval_accuracy", r.accuracy}});
     if (leader) {
       char buf[160];
-      snprintf(buf, sizeof(buf), "eval step=%lld eval_loss=%.4f eval_accuracy=%.4f samples=%lld",
+      snprintf(buf, sizeof(buf),
+               "eval step=%lld eval_loss=%.4f eval_accuracy=%.4f samples=%lld",
                (long long)at_step, r.loss, r.accuracy, (long long)r.samples);
       log(buf);
     }
@@ -396,8 +429,9 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
       window_loss.add_(loss.detach());
       window_tokens += batch.real_tokens;
       window_samples += micro;
-      window_flops += micro * preset.TrainFlopsPerSample(int(batch.tokens.size(1)),
-                                                         int(batch.targets.numel() / micro));
+      window_flops += micro * preset.TrainFlopsPerSample(
+                                  int(batch.tokens.size(1)),
+                                  int(batch.targets.numel() / micro));
     }
     reducer.Finish();
     at::Tensor grads = model.flat_grads();
@@ -420,7 +454,8 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
     }
 
     if (step % t.logging_steps == 0 || step == total_steps || stopping) {
-      auto stats = at::stack({window_loss / double(window_steps), grad_norm.to(at::kFloat)});
+      auto stats = at::stack(
+          {window_loss / double(window_steps), grad_norm.to(at::kFloat)});
       comm->AllReduceSum(stats);
       auto cpu = stats.cpu();  // the step's only host sync
       const double elapsed = Seconds(Clock::now() - window_start);
@@ -435,18 +470,22 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
           {"tokens_per_s", window_tokens * world / elapsed},
           {"samples_per_s", window_samples * world / elapsed},
           {"step_time_s", elapsed / window_steps}};
-      if (peak > 0) line["mfu"] = window_flops * world / elapsed / (peak * world);
+      if (peak > 0)
+        line["mfu"] = window_flops * world / elapsed / (peak * world);
       metrics.Write(line);
       if (leader) {
         char buf[256];
         snprintf(buf, sizeof(buf),
-                 "step=%lld/%lld loss=%.4f lr=%.3g grad_norm=%.3f samples_per_s=%.1f "
+                 "step=%lld/%lld loss=%.4f lr=%.3g grad_norm=%.3f "
+                 "samples_per_s=%.1f "
                  "tokens_per_s=%.0f step_time_s=%.3f%s",
                  (long long)step, (long long)total_steps, last_loss, lr, gnorm,
-                 window_samples * world / elapsed, window_tokens * world / elapsed,
-                 elapsed / window_steps,
-                 peak > 0 ? (" mfu=" + std::to_string(window_flops / elapsed / peak)).c_str()
-                          : "");
+                 window_samples * world / elapsed,
+                 window_tokens * world / elapsed, elapsed / window_steps,
+                 peak > 0
+                     ? (" mfu=" + std::to_string(window_flops / elapsed / peak))
+                           .c_str()
+                     : "");
         log(buf);
       }
       window_loss.zero_();
@@ -454,19 +493,23 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
       window_flops = 0;
       window_start = Clock::now();
     }
-    if (t.eval_steps > 0 && step % t.eval_steps == 0 && step < total_steps) evaluate(step);
+    if (t.eval_steps > 0 && step % t.eval_steps == 0 && step < total_steps)
+      evaluate(step);
     if (t.save_steps > 0 && step % t.save_steps == 0 && step < total_steps) {
       if (!save(step)) return kExitError;
       last_saved = step;
     }
     if (stopping && step < total_steps) {
       if (last_saved != step && !save(step)) return kExitError;
-      if (leader) log("stopped by signal at step=" + std::to_string(step) + ", exiting 75");
+      if (leader)
+        log("stopped by signal at step=" + std::to_string(step) +
+            ", exiting 75");
       return kExitRequeue;
     }
   }
 
-  if (t.save_final_model && last_saved != step && !save(step)) return kExitError;
+  if (t.save_final_model && last_saved != step && !save(step))
+    return kExitError;
   EvalResult final_eval = evaluate(step);
   {
     // Every rank reports a checksum of its weights: ranks that stayed in
@@ -474,15 +517,18 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
     auto cpu = model.flat_params().to(at::kCPU).contiguous();
     const uint8_t* p = reinterpret_cast<const uint8_t*>(cpu.data_ptr<float>());
     uint64_t h = 0xcbf29ce484222325ull;
-    for (int64_t i = 0; i < cpu.numel() * 4; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+    for (int64_t i = 0; i < cpu.numel() * 4; ++i)
+      h = (h ^ p[i]) * 0x100000001b3ull;
     char buf[64];
     snprintf(buf, sizeof(buf), "params_fnv64=%016llx", (unsigned long long)h);
     log(buf);
   }
   if (leader) {
     char buf[200];
-    snprintf(buf, sizeof(buf), "done step=%lld loss=%.4f eval_accuracy=%.4f wall_s=%.1f",
-             (long long)step, last_loss, final_eval.accuracy, Seconds(Clock::now() - run_start));
+    snprintf(buf, sizeof(buf),
+             "done step=%lld loss=%.4f eval_accuracy=%.4f wall_s=%.1f",
+             (long long)step, last_loss, final_eval.accuracy,
+             Seconds(Clock::now() - run_start));
     log(buf);
   }
   return kExitOk;

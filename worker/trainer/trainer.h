@@ -14,16 +14,19 @@ namespace dcvlr::trainer {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 1;
 inline constexpr int kExitBadConfig = 2;
-inline constexpr int kExitRequeue = 75;  // EX_TEMPFAIL: stopped by SIGTERM, checkpointed
+inline constexpr int kExitRequeue =
+    75;  // EX_TEMPFAIL: stopped by SIGTERM, checkpointed
 
 // Where a run reads and writes, from the agent's environment with fallbacks
 // for runs by hand.
 struct RunPaths {
-  std::string output_dir;      // DCVLR_OUTPUT_DIR, else training.output_dir
-  std::string checkpoint_dir;  // DCVLR_CHECKPOINT_DIR, else <output_dir>/checkpoints
-  std::string metrics_file;    // DCVLR_METRICS_FILE, else <output_dir>/metrics.jsonl
-  std::string cache_dir;       // DCVLR_CACHE_DIR, else <output_dir>/cache
-  std::string job_id;          // DCVLR_JOB_ID, for log lines
+  std::string output_dir;  // DCVLR_OUTPUT_DIR, else training.output_dir
+  std::string
+      checkpoint_dir;  // DCVLR_CHECKPOINT_DIR, else <output_dir>/checkpoints
+  std::string
+      metrics_file;       // DCVLR_METRICS_FILE, else <output_dir>/metrics.jsonl
+  std::string cache_dir;  // DCVLR_CACHE_DIR, else <output_dir>/cache
+  std::string job_id;     // DCVLR_JOB_ID, for log lines
 
   static RunPaths FromEnvironment(const TrainerConfig& config);
 };

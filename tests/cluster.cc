@@ -118,6 +118,13 @@ void Cluster::StartCoordinator(std::vector<std::string> extra_args) {
       grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
 }
 
+void Cluster::SignalCoordinator(int sig) { coordinator_->Signal(sig); }
+
+std::string Cluster::CoordinatorLog() const {
+  return ReadAll(dir_ + "/coordinator-" + std::to_string(coordinator_starts_) +
+                 ".log");
+}
+
 void Cluster::KillCoordinator() {
   coordinator_->Signal(SIGKILL);
   coordinator_->Wait();

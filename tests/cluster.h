@@ -57,6 +57,10 @@ class Cluster {
   void StartCoordinator(std::vector<std::string> extra_args = {});
   // kill -9.
   void KillCoordinator();
+  // Sends `sig` to the coordinator (SIGHUP reloads its cluster config).
+  void SignalCoordinator(int sig);
+  // The coordinator's log (stdout and stderr) so far.
+  std::string CoordinatorLog() const;
   // Starts an agent with `gpus` pretend GPUs. It dials `coordinator`
   // (default: the coordinator's address file).
   void StartAgent(const std::string& name, int gpus,

@@ -279,6 +279,58 @@ TEST(ClusterTest, DrainStopsPlacementsAndEvictMovesRunningJobs) {
   EXPECT_EQ(json[0]["state"], "DRAINED");
 }
 
+TEST(ClusterTest, ClusterConfigQuotasShowInTheQueueAndReloadOnSighup) {
+  Cluster cluster;
+  const std::string config = cluster.WriteFile(
+      "cluster.yaml",
+      "groups:\n  vision: {shares: 3, max_gpus: 1}\n"
+      "users:\n  tester: {group: vision}\n");
+  cluster.StartCoordinator({"--cluster-config", config});
+  cluster.StartAgent("n1", 4);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string job =
+      "kind: command\nresources: {gpus_per_node: 1}\nrun: exec sleep 300\n";
+  const std::string first = cluster.Submit("a.yaml", job);
+  const std::string second = cluster.Submit("b.yaml", job);
+  ASSERT_EQ(cluster.AwaitJob(first, [](const v1::Job& j) {
+                      return j.state() == v1::JOB_STATE_RUNNING;
+                    }).state(),
+            v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(Eventually([&] {
+    return cluster.GetJob(second).reason().find("quota") != std::string::npos;
+  }));
+  CommandResult queue = cluster.Ctl({"queue", "-o", "json"});
+  ASSERT_EQ(queue.exit_code, 0) << queue.err;
+  auto json = nlohmann::json::parse(queue.out);
+  ASSERT_EQ(json["jobs"].size(), 1u);
+  EXPECT_EQ(json["jobs"][0]["id"], second);
+  EXPECT_THAT(json["jobs"][0]["reason"].get<std::string>(),
+              HasSubstr("group vision at quota 1/1 GPUs"));
+  CommandResult describe = cluster.Ctl({"describe", second});
+  EXPECT_THAT(describe.out, HasSubstr("position 1 of 1"));
+
+  // A broken file is refused and the old quota stays...
+  cluster.WriteFile("cluster.yaml", "groups:\n  vision: {max_gpus: lots}\n");
+  cluster.SignalCoordinator(SIGHUP);
+  ASSERT_TRUE(Eventually([&] {
+    return cluster.CoordinatorLog().find("rejected") != std::string::npos;
+  }));
+  EXPECT_THAT(cluster.CoordinatorLog(), HasSubstr("cluster.yaml:2:"));
+  EXPECT_EQ(cluster.GetJob(second).state(), v1::JOB_STATE_PENDING);
+  // ...and a good one takes effect: the quota rises and the job starts.
+  cluster.WriteFile("cluster.yaml",
+                    "groups:\n  vision: {max_gpus: 2}\n"
+                    "users:\n  tester: {group: vision}\n");
+  cluster.SignalCoordinator(SIGHUP);
+  EXPECT_EQ(cluster.AwaitJob(second, [](const v1::Job& j) {
+                      return j.state() == v1::JOB_STATE_RUNNING;
+                    }).state(),
+            v1::JOB_STATE_RUNNING);
+  for (const std::string& id : {first, second}) {
+    EXPECT_EQ(cluster.Ctl({"cancel", id, "--wait"}).exit_code, 0);
+  }
+}
+
 TEST(ClusterTest, BadJobFilesAreRejectedWithFileLineAndKey) {
   Cluster cluster;
   cluster.StartCoordinator();

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/yaml_checker.h"
 #include "common/yaml_json.h"
 #include "yaml-cpp/yaml.h"
 
@@ -47,36 +48,6 @@ bool IsReservedEnv(const std::string& name) {
       "NODE_RANK",   "GROUP_RANK",  "MASTER_ADDR", "MASTER_PORT",
       "CUDA_VISIBLE_DEVICES"};
   return reserved->count(name) > 0 || name.rfind("DCVLR_", 0) == 0;
-}
-
-size_t EditDistance(absl::string_view a, absl::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1,
-                         diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
-std::string Suggest(const std::string& key,
-                    const std::vector<std::string>& known) {
-  std::string best;
-  size_t best_distance = 3;
-  for (const std::string& candidate : known) {
-    size_t d = EditDistance(key, candidate);
-    if (d < best_distance) {
-      best_distance = d;
-      best = candidate;
-    }
-  }
-  return best.empty() ? "" : absl::StrCat(" (did you mean '", best, "'?)");
 }
 
 // Finds the first byte that makes the text unfit to be a job file (a NUL,
@@ -119,128 +90,14 @@ std::optional<std::pair<SourcePos, std::string>> FindBinary(
   return std::nullopt;
 }
 
-class Parser {
+class Parser : public YamlChecker {
  public:
-  explicit Parser(ParsedJobFile* out) : out_(out) {}
+  explicit Parser(ParsedJobFile* out)
+      : YamlChecker(out->source_name, &out->positions), out_(out) {}
 
   void Parse(const YAML::Node& root);
-  const std::vector<std::string>& errors() const { return errors_; }
 
  private:
-  static SourcePos PosOf(const YAML::Node& node) {
-    YAML::Mark mark = node.Mark();
-    return SourcePos{mark.line + 1, mark.column + 1};
-  }
-
-  void Error(const YAML::Node& at, const std::string& key,
-             const std::string& message) {
-    SourcePos pos = PosOf(at);
-    errors_.push_back(absl::StrCat(out_->source_name, ":", pos.line, ":",
-                                   pos.column, ": ", key, ": ", message));
-  }
-
-  void Record(const std::string& key, const YAML::Node& node) {
-    out_->positions[key] = PosOf(node);
-  }
-
-  static std::string Describe(const YAML::Node& node) {
-    if (node.IsNull()) return "nothing";
-    if (node.IsMap()) return "a mapping";
-    if (node.IsSequence()) return "a list";
-    std::string value = node.Scalar();
-    if (value.size() > 40) value = value.substr(0, 37) + "...";
-    return absl::StrCat("'", value, "'");
-  }
-
-  // Reads the keys of a mapping, reporting those not in `known`.
-  bool CheckMap(const YAML::Node& node, const std::string& key,
-                const std::vector<std::string>& known) {
-    if (!node.IsMap()) {
-      Error(node, key, absl::StrCat("expected a mapping, got ", Describe(node)));
-      return false;
-    }
-    for (const auto& entry : node) {
-      if (!entry.first.IsScalar()) {
-        Error(entry.first, key, "keys must be plain names");
-        continue;
-      }
-      const std::string& name = entry.first.Scalar();
-      if (std::find(known.begin(), known.end(), name) == known.end()) {
-        Error(entry.first, absl::StrCat(key, ".", name),
-              absl::StrCat("unknown key", Suggest(name, known), "; known: ",
-                           absl::StrJoin(known, ", ")));
-      }
-    }
-    return true;
-  }
-
-  std::optional<std::string> String(const YAML::Node& node,
-                                    const std::string& key) {
-    Record(key, node);
-    if (!node.IsScalar()) {
-      Error(node, key, absl::StrCat("expected a string, got ", Describe(node)));
-      return std::nullopt;
-    }
-    return node.Scalar();
-  }
-
-  std::optional<int64_t> Int(const YAML::Node& node, const std::string& key,
-                             int64_t min, int64_t max) {
-    Record(key, node);
-    int64_t value = 0;
-    if (!node.IsScalar() || node.Tag() == "!" ||
-        !absl::SimpleAtoi(node.Scalar(), &value)) {
-      Error(node, key,
-            absl::StrCat("expected an integer, got ", Describe(node)));
-      return std::nullopt;
-    }
-    if (value < min || value > max) {
-      Error(node, key,
-            absl::StrCat("must be from ", min, " to ", max, ", got ", value));
-      return std::nullopt;
-    }
-    return value;
-  }
-
-  std::optional<double> Number(const YAML::Node& node, const std::string& key,
-                               double min, double max) {
-    Record(key, node);
-    double value = 0;
-    if (!node.IsScalar() || node.Tag() == "!" ||
-        !absl::SimpleAtod(node.Scalar(), &value) || !std::isfinite(value)) {
-      Error(node, key, absl::StrCat("expected a number, got ", Describe(node)));
-      return std::nullopt;
-    }
-    if (value < min || value > max) {
-      Error(node, key,
-            absl::StrCat("must be from ", min, " to ", max, ", got ", value));
-      return std::nullopt;
-    }
-    return value;
-  }
-
-  std::vector<std::string> StringList(const YAML::Node& node,
-                                      const std::string& key,
-                                      bool allow_single) {
-    Record(key, node);
-    std::vector<std::string> values;
-    if (allow_single && node.IsScalar()) {
-      Record(absl::StrCat(key, "[0]"), node);
-      values.push_back(node.Scalar());
-      return values;
-    }
-    if (!node.IsSequence()) {
-      Error(node, key,
-            absl::StrCat("expected a list of strings, got ", Describe(node)));
-      return values;
-    }
-    for (size_t i = 0; i < node.size(); ++i) {
-      std::string item_key = absl::StrCat(key, "[", i, "]");
-      if (auto value = String(node[i], item_key)) values.push_back(*value);
-    }
-    return values;
-  }
-
   void ParseKind(const YAML::Node& root, bool has_worker_sections);
   void ParseName(const YAML::Node& root);
   void ParseResources(const YAML::Node& node);
@@ -250,7 +107,6 @@ class Parser {
 
   ParsedJobFile* out_;
   JobSpec& spec() { return out_->spec; }
-  std::vector<std::string> errors_;
   // procs_per_node: gpu, resolved once gpus_per_node is known.
   bool procs_per_gpu_ = false;
   YAML::Node procs_node_;
@@ -302,12 +158,7 @@ void Parser::ParseName(const YAML::Node& root) {
       name = name.substr(0, dot);
     }
   }
-  bool valid = !name.empty() && name.size() <= 63 &&
-               absl::ascii_isalnum(static_cast<unsigned char>(name[0]));
-  for (char c : name) {
-    valid = valid && (absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
-                      c == '-' || c == '_' || c == '.');
-  }
+  const bool valid = IsValidName(name);
   bool looks_like_id = name.size() > 2 && name.rfind("j-", 0) == 0 &&
                        std::all_of(name.begin() + 2, name.end(),
                                    [](char c) { return absl::ascii_isdigit(c); });
@@ -464,7 +315,7 @@ void Parser::Parse(const YAML::Node& root) {
       has_worker_sections = true;
     } else if (!TopLevelKeys().count(name)) {
       Error(entry.first, name,
-            absl::StrCat("unknown key", Suggest(name, known)));
+            absl::StrCat("unknown key", SuggestKey(name, known)));
     }
   }
 

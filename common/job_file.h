@@ -14,15 +14,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/yaml_checker.h"
 #include "dcvlr/v1/job.pb.h"
 
 namespace dcvlr {
-
-// A 1-based position in a job file.
-struct SourcePos {
-  int line = 0;
-  int column = 0;
-};
 
 struct ParsedJobFile {
   std::string source_name;

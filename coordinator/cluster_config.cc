@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/yaml_checker.h"
 #include "yaml-cpp/yaml.h"
 
 namespace dcvlr {
@@ -21,146 +22,20 @@ constexpr size_t kMaxFileBytes = 1 << 20;
 constexpr int kMaxGpus = 1 << 20;
 constexpr double kMaxShares = 1e6;
 
-size_t EditDistance(absl::string_view a, absl::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1,
-                         diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
-std::string Suggest(const std::string& key,
-                    const std::vector<std::string>& known) {
-  std::string best;
-  size_t best_distance = 3;
-  for (const std::string& candidate : known) {
-    size_t d = EditDistance(key, candidate);
-    if (d < best_distance) {
-      best_distance = d;
-      best = candidate;
-    }
-  }
-  return best.empty() ? "" : absl::StrCat(" (did you mean '", best, "'?)");
-}
-
-bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > 63 ||
-      !absl::ascii_isalnum(static_cast<unsigned char>(name[0]))) {
-    return false;
-  }
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' ||
-           c == '_' || c == '.';
-  });
-}
-
-class Parser {
+class Parser : public YamlChecker {
  public:
   Parser(absl::string_view source, ClusterConfig* out)
-      : source_(source), out_(out) {}
+      : YamlChecker(std::string(source)), out_(out) {}
 
   void Parse(const YAML::Node& root);
-  const std::vector<std::string>& errors() const { return errors_; }
 
  private:
-  void Error(const YAML::Node& at, const std::string& key,
-             const std::string& message) {
-    YAML::Mark mark = at.Mark();
-    errors_.push_back(absl::StrCat(source_, ":", mark.line + 1, ":",
-                                   mark.column + 1, ": ", key, ": ", message));
-  }
-
-  static std::string Describe(const YAML::Node& node) {
-    if (node.IsNull()) return "nothing";
-    if (node.IsMap()) return "a mapping";
-    if (node.IsSequence()) return "a list";
-    std::string value = node.Scalar();
-    if (value.size() > 40) value = value.substr(0, 37) + "...";
-    return absl::StrCat("'", value, "'");
-  }
-
-  bool CheckMap(const YAML::Node& node, const std::string& key,
-                const std::vector<std::string>& known) {
-    if (!node.IsMap()) {
-      Error(node, key,
-            absl::StrCat("expected a mapping, got ", Describe(node)));
-      return false;
-    }
-    for (const auto& entry : node) {
-      if (!entry.first.IsScalar()) {
-        Error(entry.first, key, "keys must be plain names");
-        continue;
-      }
-      const std::string& name = entry.first.Scalar();
-      if (std::find(known.begin(), known.end(), name) == known.end()) {
-        Error(entry.first, key.empty() ? name : absl::StrCat(key, ".", name),
-              absl::StrCat("unknown key", Suggest(name, known),
-                           "; known: ", absl::StrJoin(known, ", ")));
-      }
-    }
-    return true;
-  }
-
-  std::optional<double> Number(const YAML::Node& node, const std::string& key,
-                               double min, double max) {
-    double value = 0;
-    if (!node.IsScalar() || node.Tag() == "!" ||
-        !absl::SimpleAtod(node.Scalar(), &value) || !std::isfinite(value)) {
-      Error(node, key, absl::StrCat("expected a number, got ", Describe(node)));
-      return std::nullopt;
-    }
-    if (value < min || value > max) {
-      Error(node, key,
-            absl::StrCat("must be from ", min, " to ", max, ", got ", value));
-      return std::nullopt;
-    }
-    return value;
-  }
-
-  std::optional<int> Int(const YAML::Node& node, const std::string& key,
-                         int min, int max) {
-    int value = 0;
-    if (!node.IsScalar() || node.Tag() == "!" ||
-        !absl::SimpleAtoi(node.Scalar(), &value)) {
-      Error(node, key,
-            absl::StrCat("expected an integer, got ", Describe(node)));
-      return std::nullopt;
-    }
-    if (value < min || value > max) {
-      Error(node, key,
-            absl::StrCat("must be from ", min, " to ", max, ", got ", value));
-      return std::nullopt;
-    }
-    return value;
-  }
-
-  std::optional<bool> Bool(const YAML::Node& node, const std::string& key) {
-    if (node.IsScalar() && node.Tag() != "!") {
-      const std::string v = absl::AsciiStrToLower(node.Scalar());
-      if (v == "true" || v == "yes" || v == "on") return true;
-      if (v == "false" || v == "no" || v == "off") return false;
-    }
-    Error(node, key,
-          absl::StrCat("expected true or false, got ", Describe(node)));
-    return std::nullopt;
-  }
-
   void ParseGroups(const YAML::Node& node);
   void ParseUsers(const YAML::Node& node);
   void ParseAging(const YAML::Node& node);
   void ParseBackfill(const YAML::Node& node);
 
-  std::string source_;
   ClusterConfig* out_;
-  std::vector<std::string> errors_;
 };
 
 void Parser::ParseGroups(const YAML::Node& node) {
@@ -173,7 +48,7 @@ void Parser::ParseGroups(const YAML::Node& node) {
   for (const auto& entry : node) {
     const std::string name = entry.first.Scalar();
     const std::string key = absl::StrCat("groups.", name);
-    if (!ValidName(name)) {
+    if (!IsValidName(name)) {
       Error(entry.first, key,
             "not a valid group name: 1-63 letters, digits, '-', '_' or '.'");
       continue;
@@ -207,7 +82,7 @@ void Parser::ParseUsers(const YAML::Node& node) {
   for (const auto& entry : node) {
     const std::string name = entry.first.Scalar();
     const std::string key = absl::StrCat("users.", name);
-    if (!ValidName(name)) {
+    if (!IsValidName(name)) {
       Error(entry.first, key,
             "not a valid user name: 1-63 letters, digits, '-', '_' or '.'");
       continue;
@@ -223,7 +98,7 @@ void Parser::ParseUsers(const YAML::Node& node) {
                    groups.end()) {
           Error(n, key + ".group",
                 absl::StrCat("unknown group '", n.Scalar(), "'",
-                             Suggest(n.Scalar(), groups),
+                             SuggestKey(n.Scalar(), groups),
                              "; declare it under groups"));
         } else {
           user.group = n.Scalar();

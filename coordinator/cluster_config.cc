@@ -143,6 +143,7 @@ void Parser::ParseBackfill(const YAML::Node& node) {
 void Parser::Parse(const YAML::Node& root) {
   if (!CheckMap(root, "",
                 {"preemption", "fair_share_half_life", "default_grace_s",
+                 "checkpoint_root",
                  "aging", "backfill", "groups", "users"})) {
     return;
   }
@@ -162,6 +163,16 @@ void Parser::Parse(const YAML::Node& root) {
       Error(n, "fair_share_half_life", "must be more than 0 and at most 3650d");
     } else {
       out_->fair_share_half_life_s = *v;
+    }
+  }
+  if (YAML::Node n = root["checkpoint_root"]) {
+    if (auto v = String(n, "checkpoint_root")) {
+      if (v->empty() || (*v)[0] != '/') {
+        Error(n, "checkpoint_root",
+              absl::StrCat("must be an absolute path, got '", *v, "'"));
+      } else {
+        out_->checkpoint_root = *v;
+      }
     }
   }
   if (YAML::Node n = root["default_grace_s"]) {

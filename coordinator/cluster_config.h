@@ -4,6 +4,7 @@
 //   preemption: true                 # default false
 //   fair_share_half_life: 7d         # s, m, h, d suffix or plain seconds
 //   default_grace_s: 30              # stop grace when a job gives none
+//   checkpoint_root: /shared/ckpt    # shared checkpoints: <root>/<job id>
 //   aging: {points_per_hour: 1, max_points: 50}
 //   backfill: {max_reservations: 4}
 //   groups:
@@ -48,6 +49,10 @@ struct ClusterConfig {
   bool preemption = false;
   double fair_share_half_life_s = 7 * 86400.0;
   double default_grace_s = 30;
+  // A directory every node mounts; jobs without checkpoint_dir checkpoint to
+  // <checkpoint_root>/<job id>, so attempts on any node resume alike. Empty:
+  // each node's work dir (attempts resume only on the same node).
+  std::string checkpoint_root;
   // Aging: a pending job gains points_per_hour priority points per hour it
   // has waited, up to max_points, so that nothing starves.
   double aging_points_per_hour = 1;

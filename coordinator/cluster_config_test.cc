@@ -11,6 +11,7 @@ using ::testing::HasSubstr;
 constexpr char kExample[] = R"(preemption: true
 fair_share_half_life: 12h
 default_grace_s: 45
+checkpoint_root: /shared/ckpt
 aging: {points_per_hour: 2, max_points: 30}
 backfill: {max_reservations: 2}
 groups:
@@ -22,6 +23,14 @@ users:
   carol:
 )";
 
+TEST(ClusterConfigTest, CheckpointRootMustBeAbsolute) {
+  absl::StatusOr<ClusterConfig> config =
+      ParseClusterConfig("c.yaml", "checkpoint_root: ckpt\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()),
+              HasSubstr("c.yaml:1:18: checkpoint_root: must be an absolute path"));
+}
+
 TEST(ClusterConfigTest, ParsesEveryKey) {
   absl::StatusOr<ClusterConfig> config =
       ParseClusterConfig("cluster.yaml", kExample);
@@ -29,6 +38,7 @@ TEST(ClusterConfigTest, ParsesEveryKey) {
   EXPECT_TRUE(config->preemption);
   EXPECT_DOUBLE_EQ(config->fair_share_half_life_s, 12 * 3600);
   EXPECT_DOUBLE_EQ(config->default_grace_s, 45);
+  EXPECT_EQ(config->checkpoint_root, "/shared/ckpt");
   EXPECT_DOUBLE_EQ(config->aging_points_per_hour, 2);
   EXPECT_DOUBLE_EQ(config->aging_max_points, 30);
   EXPECT_EQ(config->max_reservations, 2);
@@ -61,7 +71,8 @@ TEST(ClusterConfigTest, ErrorsNameFileLineColumnAndKey) {
   EXPECT_EQ(config.status().message(),
             "c.yaml:2:1: fair_share_halflife: unknown key (did you mean "
             "'fair_share_half_life'?); known: preemption, "
-            "fair_share_half_life, default_grace_s, aging, backfill, groups, "
+            "fair_share_half_life, default_grace_s, checkpoint_root, aging, "
+            "backfill, groups, "
             "users");
 }
 

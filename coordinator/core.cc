@@ -209,9 +209,12 @@ absl::StatusOr<v1::Job> Core::Submit(const std::string& user,
   if (dry_run) return job;
 
   job.set_id(absl::StrCat("j-", next_seq_));
-  if (job.spec().checkpoint_dir().empty() && !options_.checkpoint_root.empty()) {
-    job.mutable_spec()->set_checkpoint_dir(
-        absl::StrCat(options_.checkpoint_root, "/", job.id()));
+  // The cluster config's shared root wins over the flag's.
+  const std::string& root = !config_->checkpoint_root.empty()
+                                ? config_->checkpoint_root
+                                : options_.checkpoint_root;
+  if (job.spec().checkpoint_dir().empty() && !root.empty()) {
+    job.mutable_spec()->set_checkpoint_dir(absl::StrCat(root, "/", job.id()));
   }
   AddEvent(job, v1::EVENT_TYPE_SUBMITTED,
            absl::StrCat("submitted by ", user, " from ", source_name));

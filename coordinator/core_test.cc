@@ -315,6 +315,13 @@ TEST_F(CoreTest, CheckpointRootGivesEveryAttemptTheSameDirectory) {
   EXPECT_EQ(core_->GetJob(id)->spec().checkpoint_dir(), "/shared/ckpt/" + id);
   const std::string own = Submit(std::string(kOneGpu) + "checkpoint_dir: /mine\n");
   EXPECT_EQ(core_->GetJob(own)->spec().checkpoint_dir(), "/mine");
+
+  auto config = std::make_shared<ClusterConfig>();
+  config->checkpoint_root = "/cluster/ckpt";
+  core_->SetClusterConfig(config);
+  const std::string third = Submit(kOneGpu);
+  EXPECT_EQ(core_->GetJob(third)->spec().checkpoint_dir(),
+            "/cluster/ckpt/" + third);
 }
 
 TEST_F(CoreTest, TimeLimitStopsTheAttemptAndFailsTheJob) {

@@ -140,7 +140,7 @@ Reachability ProbeTcp(const std::string& host_port, int timeout_ms) {
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {
   CleanUpPreviousLife();
   supervisor_ = std::make_unique<Supervisor>(
-      options_.name, [this](const AttemptExit& exit) { OnExit(exit); });
+      options_.work_dir, [this](const AttemptExit& exit) { OnExit(exit); });
   last_contact_ms_ = SteadyMs();
 }
 
@@ -164,7 +164,7 @@ void Agent::CleanUpPreviousLife() {
         }
       }
       if (had_pid_file) {
-        killed += SignalTaggedProcesses(options_.name,
+        killed += SignalTaggedProcesses(options_.work_dir,
                                         job.path().filename().string(),
                                         attempt, SIGKILL);
       }
@@ -435,6 +435,7 @@ void Agent::HandleStart(const v1::StartAttempt& start) {
     env["DCVLR_USER"] = start.user();
     env["DCVLR_ATTEMPT"] = std::to_string(start.attempt());
     env["DCVLR_NODE"] = options_.name;
+    env["DCVLR_AGENT_DIR"] = options_.work_dir;
     env["DCVLR_CHECKPOINT_DIR"] = checkpoint_dir;
     env["DCVLR_OUTPUT_DIR"] = output_dir.string();
     env["DCVLR_METRICS_FILE"] = (attempt_dir / "metrics.jsonl").string();

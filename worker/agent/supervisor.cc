@@ -111,9 +111,9 @@ void WriteError(const char* what, const char* detail) {
 
 }  // namespace
 
-int SignalTaggedProcesses(const std::string& node, const std::string& job_id,
-                          int attempt, int sig) {
-  const std::string want_node = "DCVLR_NODE=" + node;
+int SignalTaggedProcesses(const std::string& agent_dir,
+                          const std::string& job_id, int attempt, int sig) {
+  const std::string want_node = "DCVLR_AGENT_DIR=" + agent_dir;
   const std::string want_job = "DCVLR_JOB_ID=" + job_id;
   const std::string want_attempt = absl::StrCat("DCVLR_ATTEMPT=", attempt);
   const pid_t self = getpid();
@@ -142,8 +142,8 @@ int SignalTaggedProcesses(const std::string& node, const std::string& job_id,
   return signalled;
 }
 
-Supervisor::Supervisor(std::string node, ExitCallback on_exit)
-    : node_(std::move(node)), on_exit_(std::move(on_exit)) {
+Supervisor::Supervisor(std::string agent_dir, ExitCallback on_exit)
+    : agent_dir_(std::move(agent_dir)), on_exit_(std::move(on_exit)) {
   // Orphaned descendants of our children come to us, not to init.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   launcher_ = std::thread([this] { LauncherLoop(); });
@@ -334,7 +334,7 @@ void Supervisor::KillerLoop() {
         for (const Process& proc : attempt.processes) {
           if (!proc.exited) kill(-proc.pid, SIGKILL);
         }
-        SignalTaggedProcesses(node_, attempt.job_id, attempt.number, SIGKILL);
+        SignalTaggedProcesses(agent_dir_, attempt.job_id, attempt.number, SIGKILL);
         // Check again shortly in case a new process escaped meanwhile.
         next = std::min(next, now + std::chrono::milliseconds(200));
       } else {
@@ -412,7 +412,7 @@ void Supervisor::ReaperLoop() {
         all_exited = all_exited && proc.exited;
       }
       if (all_exited) {
-        SignalTaggedProcesses(node_, attempt.job_id, attempt.number, SIGKILL);
+        SignalTaggedProcesses(agent_dir_, attempt.job_id, attempt.number, SIGKILL);
         const bool launch_failed = attempt.stop_reason == "launch failed";
         AttemptExit exit = Finish(attempt);
         attempts_.erase(it);

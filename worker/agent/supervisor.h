@@ -6,8 +6,11 @@
 // SIGKILL. The agent is made a child subreaper, so descendants that escape
 // their group are reparented to it and reaped here; before an attempt is
 // reported ended, any process still carrying the attempt's DCVLR_JOB_ID,
-// DCVLR_ATTEMPT and this node's DCVLR_NODE in its environment is killed
-// (the node name keeps agents that share a machine, as in tests, apart). Nothing of an ended attempt is
+// DCVLR_ATTEMPT and this agent's DCVLR_AGENT_DIR (its work dir) in its
+// environment is killed. The work dir keeps apart agents that share a
+// machine, even agents of different clusters that reuse node names and job
+// ids, as tests do; and it is what a restarted agent shares with its
+// previous life. Nothing of an ended attempt is
 // left running, and no zombies stay.
 //
 // Thread-safe. The exit callback runs on the supervisor's reaper thread.
@@ -62,8 +65,9 @@ class Supervisor {
  public:
   using ExitCallback = std::function<void(const AttemptExit&)>;
 
-  // `node` must match the DCVLR_NODE of the processes' environments.
-  Supervisor(std::string node, ExitCallback on_exit);
+  // `agent_dir` must match the DCVLR_AGENT_DIR of the processes'
+  // environments.
+  Supervisor(std::string agent_dir, ExitCallback on_exit);
   // Kills every process still running and waits for them.
   ~Supervisor();
 
@@ -118,7 +122,7 @@ class Supervisor {
   // Called with mu_ held once every process of `attempt` has exited.
   AttemptExit Finish(Attempt& attempt);
 
-  const std::string node_;
+  const std::string agent_dir_;
   const ExitCallback on_exit_;
 
   mutable std::mutex mu_;
@@ -134,9 +138,9 @@ class Supervisor {
 };
 
 // Sends `sig` to every process whose environment names this attempt on this
-// node (DCVLR_JOB_ID, DCVLR_ATTEMPT, DCVLR_NODE). Returns how many.
-int SignalTaggedProcesses(const std::string& node, const std::string& job_id,
-                          int attempt, int sig);
+// agent (DCVLR_JOB_ID, DCVLR_ATTEMPT, DCVLR_AGENT_DIR). Returns how many.
+int SignalTaggedProcesses(const std::string& agent_dir,
+                          const std::string& job_id, int attempt, int sig);
 
 }  // namespace dcvlr
 

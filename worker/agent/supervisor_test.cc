@@ -33,7 +33,7 @@ class SupervisorTest : public ::testing::Test {
   void SetUp() override {
     char tmpl[] = "/tmp/dcvlr-supervisor-test-XXXXXX";
     dir_ = mkdtemp(tmpl);
-    supervisor_ = std::make_unique<Supervisor>("test-node", [this](const AttemptExit& e) {
+    supervisor_ = std::make_unique<Supervisor>(dir_, [this](const AttemptExit& e) {
       std::lock_guard<std::mutex> lock(mu_);
       exits_.push_back(e);
       cv_.notify_all();
@@ -55,7 +55,7 @@ class SupervisorTest : public ::testing::Test {
       p.rank = static_cast<int>(rank);
       p.argv = {"/bin/bash", "-c", scripts[rank]};
       p.env = {"PATH=/usr/bin:/bin", "DCVLR_JOB_ID=" + job, "DCVLR_ATTEMPT=1",
-               "DCVLR_NODE=test-node",
+               "DCVLR_AGENT_DIR=" + dir_,
                "OUT=" + dir_};
       p.log_path = dir_ + "/" + job + "-rank-" + std::to_string(rank) + ".log";
       spec.processes.push_back(p);
@@ -168,16 +168,16 @@ TEST_F(SupervisorTest, AProgramThatCannotRunExits127WithAMessage) {
 }
 
 TEST_F(SupervisorTest, TaggedProcessesAreMatchedByNodeJobAndAttempt) {
-  // Agents sharing a machine (as in tests) run ranks of the same attempt:
-  // ending it on one node must spare the other node's ranks.
+  // Agents sharing a machine (as in tests, even of different clusters) may
+  // run the same (job, attempt): ending it on one must spare the other's.
   AttemptSpec spec = Spec("j-7", {"echo $$ > $OUT/pid; sleep 100"});
   ASSERT_TRUE(supervisor_->Start(spec).ok());
   pid_t pid = AwaitPids(dir_ + "/pid", 1).at(0);
-  EXPECT_EQ(SignalTaggedProcesses("other-node", "j-7", 1, SIGKILL), 0);
-  EXPECT_EQ(SignalTaggedProcesses("test-node", "j-7", 2, SIGKILL), 0);
-  EXPECT_EQ(SignalTaggedProcesses("test-node", "j-8", 1, SIGKILL), 0);
+  EXPECT_EQ(SignalTaggedProcesses(dir_ + "-other", "j-7", 1, SIGKILL), 0);
+  EXPECT_EQ(SignalTaggedProcesses(dir_, "j-7", 2, SIGKILL), 0);
+  EXPECT_EQ(SignalTaggedProcesses(dir_, "j-8", 1, SIGKILL), 0);
   EXPECT_TRUE(Alive(pid));
-  EXPECT_EQ(SignalTaggedProcesses("test-node", "j-7", 1, SIGKILL), 1);
+  EXPECT_EQ(SignalTaggedProcesses(dir_, "j-7", 1, SIGKILL), 1);
   EXPECT_EQ(AwaitExit("j-7").signal, SIGKILL);
 }
 

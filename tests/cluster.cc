@@ -40,6 +40,27 @@ bool Eventually(const std::function<bool()>& condition,
   return condition();
 }
 
+std::vector<pid_t> AwaitPids(const std::string& path, size_t count) {
+  std::vector<pid_t> pids;
+  Eventually([&] {
+    std::ifstream in(path);
+    pids.clear();
+    pid_t pid;
+    while (in >> pid) pids.push_back(pid);
+    return pids.size() >= count;
+  });
+  return pids;
+}
+
+bool ProcessDead(pid_t pid) {
+  if (kill(pid, 0) != 0) return true;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string field;
+  for (int i = 0; i < 3 && stat >> field; ++i) {
+  }
+  return field == "Z";
+}
+
 Process::Process(std::vector<std::string> argv, const std::string& log_path,
                  std::vector<std::string> extra_env) {
   std::vector<char*> args;

@@ -105,6 +105,13 @@ std::string BinDir();
 bool Eventually(const std::function<bool()>& condition,
                 std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
+// Waits until the file at `path` holds at least `count` pids (as job scripts
+// write them, one per line) and returns them; fewer if it never does.
+std::vector<pid_t> AwaitPids(const std::string& path, size_t count);
+
+// Gone, or a zombie that whoever reaps it has not reaped yet.
+bool ProcessDead(pid_t pid);
+
 }  // namespace dcvlr::testing
 
 #endif  // DCVLR_TESTS_CLUSTER_H_

@@ -157,14 +157,8 @@ TEST(ClusterTest, CancelKillsTheWholeProcessTree) {
       "  setsid sleep 303 & echo $! >> $PIDS\n"
       "  echo $$ >> $PIDS\n"
       "  wait\n");
-  std::vector<pid_t> tree;
-  ASSERT_TRUE(Eventually([&] {
-    std::ifstream in(pids);
-    tree.clear();
-    pid_t pid;
-    while (in >> pid) tree.push_back(pid);
-    return tree.size() >= 5;
-  }));
+  std::vector<pid_t> tree = AwaitPids(pids, 5);
+  ASSERT_EQ(tree.size(), 5u);
   for (pid_t pid : tree) ASSERT_TRUE(Alive(pid));
   ASSERT_EQ(cluster.AwaitJob(id, [](const v1::Job& j) {
                       return j.state() == v1::JOB_STATE_RUNNING;

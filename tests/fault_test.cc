@@ -11,28 +11,6 @@
 namespace dcvlr::testing {
 namespace {
 
-// A process that is gone or a zombie (whoever reaps it may be slow).
-bool Dead(pid_t pid) {
-  if (kill(pid, 0) != 0) return true;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string field;
-  for (int i = 0; i < 3 && stat >> field; ++i) {
-  }
-  return field == "Z";
-}
-
-std::vector<pid_t> AwaitPids(const std::string& path, size_t count) {
-  std::vector<pid_t> pids;
-  Eventually([&] {
-    std::ifstream in(path);
-    pids.clear();
-    pid_t pid;
-    while (in >> pid) pids.push_back(pid);
-    return pids.size() >= count;
-  });
-  return pids;
-}
-
 TEST(FaultTest, KilledAgentTakesItsJobWithItAndTheJobMovesOn) {
   Cluster cluster;
   cluster.StartCoordinator();
@@ -60,7 +38,7 @@ TEST(FaultTest, KilledAgentTakesItsJobWithItAndTheJobMovesOn) {
   cluster.KillAgent("n1", SIGKILL);
   // The job's whole process group dies with its agent...
   for (pid_t pid : tree) {
-    EXPECT_TRUE(Eventually([&] { return Dead(pid); }))
+    EXPECT_TRUE(Eventually([&] { return ProcessDead(pid); }))
         << "pid " << pid << " outlived its agent";
   }
   // ...and once n1 counts as lost the job runs again on n2.
@@ -87,10 +65,10 @@ TEST(FaultTest, RestartedAgentKillsWhatItsPreviousLifeLeft) {
   std::vector<pid_t> escaped = AwaitPids(pids, 1);
   ASSERT_EQ(escaped.size(), 1u);
   cluster.KillAgent("n1", SIGKILL);
-  ASSERT_FALSE(Dead(escaped[0])) << "nothing escaped; the test proves nothing";
+  ASSERT_FALSE(ProcessDead(escaped[0])) << "nothing escaped; the test proves nothing";
 
   cluster.StartAgent("n1", 1);
-  EXPECT_TRUE(Eventually([&] { return Dead(escaped[0]); }));
+  EXPECT_TRUE(Eventually([&] { return ProcessDead(escaped[0]); }));
   ASSERT_TRUE(cluster.AwaitReadyNodes(1));
 }
 
@@ -130,7 +108,7 @@ TEST(FaultTest, CutOffAgentStopsItsAttemptBeforeItRunsElsewhere) {
   EXPECT_EQ(job.attempts(1).placements(0).node(), "n2");
   EXPECT_EQ(cluster.Ctl({"logs", id, "--rank", "0"}).out, "clean\n")
       << "attempt 2 started while attempt 1 still ran";
-  EXPECT_TRUE(Dead(first[0]));
+  EXPECT_TRUE(ProcessDead(first[0]));
   std::ifstream log(cluster.dir() + "/agent-n1.log");
   std::string text((std::istreambuf_iterator<char>(log)),
                    std::istreambuf_iterator<char>());

@@ -117,7 +117,8 @@ nlohmann::json NodeToJson(const v1::Node& node) {
     gpus.push_back({{"index", g.index()},
                     {"uuid", g.uuid()},
                     {"name", g.name()},
-                    {"memory_bytes", g.memory_bytes()}});
+                    {"memory_bytes", g.memory_bytes()},
+                    {"domain", g.domain()}});
   }
   return {{"name", node.name()},
           {"state", NodeStateName(node.state())},

@@ -817,6 +817,16 @@ bool Core::SchedulePass() {
   for (const auto& [name, node] : nodes_) {
     if (node.state != v1::NODE_STATE_READY || node.info.drained()) continue;
     NodeSnapshot snapshot{name, node.info.gpus_size(), {}};
+    bool topology = false;
+    for (const v1::Gpu& gpu : node.info.gpus()) topology |= gpu.domain() >= 0;
+    if (topology) {
+      snapshot.gpu_domain.assign(node.info.gpus_size(), -1);
+      for (const v1::Gpu& gpu : node.info.gpus()) {
+        if (gpu.index() >= 0 && gpu.index() < node.info.gpus_size()) {
+          snapshot.gpu_domain[gpu.index()] = gpu.domain();
+        }
+      }
+    }
     std::set<int> used;
     for (const auto& [key, gpus] : node.holds) used.insert(gpus.begin(), gpus.end());
     for (const v1::Gpu& gpu : node.info.gpus()) {

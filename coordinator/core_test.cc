@@ -67,11 +67,16 @@ class CoreTest : public ::testing::Test {
 
   std::shared_ptr<FakeChannel> Register(const std::string& name, int gpus,
                                         int64_t* session,
-                                        std::vector<v1::RunningAttempt> running = {}) {
+                                        std::vector<v1::RunningAttempt> running = {},
+                                        std::vector<int> domains = {}) {
     auto channel = std::make_shared<FakeChannel>();
     v1::RegisterRequest request;
     request.set_name(name);
-    for (int i = 0; i < gpus; ++i) request.add_gpus()->set_index(i);
+    for (int i = 0; i < gpus; ++i) {
+      v1::Gpu* gpu = request.add_gpus();
+      gpu->set_index(i);
+      gpu->set_domain(i < static_cast<int>(domains.size()) ? domains[i] : -1);
+    }
     for (const auto& r : running) *request.add_running() = r;
     auto result = core_->RegisterAgent(request, "10.0.0.1", channel);
     EXPECT_TRUE(result.ok()) << result.status();
@@ -408,6 +413,22 @@ TEST_F(CoreTest, QueueShowsOrderReasonsAndFairShares) {
   ASSERT_GE(queue.users_size(), 1);
   EXPECT_EQ(queue.users(0).user(), "alice");
   EXPECT_EQ(queue.users(0).gpus_in_use(), 1);
+}
+
+TEST_F(CoreTest, GpusComeFromOneLocalityDomainWhenTheAgentReportsThem) {
+  int64_t session;
+  auto channel = Register("n1", 8, &session, {}, {0, 0, 0, 0, 1, 1, 1, 1});
+  Submit("kind: command\nrun: x\nresources: {gpus_per_node: 3}\n");
+  core_->Tick();
+  Submit("kind: command\nrun: x\nresources: {gpus_per_node: 2}\n");
+  core_->Tick();
+  const std::vector<v1::StartAttempt> starts = channel->Starts();
+  ASSERT_EQ(starts.size(), 2u);
+  std::vector<int> second(starts[1].gpus().begin(), starts[1].gpus().end());
+  ASSERT_EQ(second.size(), 2u);
+  // GPU 3 is free too, but pairing it with 4 would cross domains.
+  EXPECT_GE(second[0], 4);
+  EXPECT_GE(second[1], 4);
 }
 
 TEST_F(CoreTest, RestartKeepsEveryJobAndItsRunningAttempt) {

@@ -2,6 +2,9 @@
 
 #include <dlfcn.h>
 
+#include <cctype>
+#include <fstream>
+
 #include "absl/strings/str_cat.h"
 
 namespace dcvlr {
@@ -16,6 +19,28 @@ struct NvmlMemory {
   unsigned long long free;
   unsigned long long used;
 };
+// nvmlPciInfo_t as NVML documents it.
+struct NvmlPciInfo {
+  char bus_id_legacy[16];
+  unsigned int domain;
+  unsigned int bus;
+  unsigned int device;
+  unsigned int pci_device_id;
+  unsigned int pci_sub_system_id;
+  char bus_id[32];
+};
+
+// The NUMA node of a PCI device ("00000000:3B:00.0"), from sysfs.
+int NumaNodeOf(const std::string& nvml_bus_id) {
+  // sysfs names devices with a 4-digit, lower-case domain: 0000:3b:00.0.
+  std::string id = nvml_bus_id;
+  if (id.size() > 12) id = id.substr(id.size() - 12);
+  for (char& c : id) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  std::ifstream in("/sys/bus/pci/devices/" + id + "/numa_node");
+  int node = -1;
+  if (!(in >> node)) return -1;
+  return node;
+}
 
 struct Nvml {
   void* library = nullptr;
@@ -26,6 +51,7 @@ struct Nvml {
   NvmlReturn (*device_name)(NvmlDevice, char*, unsigned int) = nullptr;
   NvmlReturn (*device_uuid)(NvmlDevice, char*, unsigned int) = nullptr;
   NvmlReturn (*device_memory)(NvmlDevice, NvmlMemory*) = nullptr;
+  NvmlReturn (*device_pci)(NvmlDevice, NvmlPciInfo*) = nullptr;
 
   ~Nvml() {
     if (shutdown != nullptr) shutdown();
@@ -61,6 +87,7 @@ absl::StatusOr<std::vector<v1::Gpu>> DiscoverGpus() {
     return absl::UnavailableError(absl::StrCat("nvmlInit failed: ", rc));
   }
   Load(nvml.library, "nvmlShutdown", &nvml.shutdown);
+  Load(nvml.library, "nvmlDeviceGetPciInfo_v3", &nvml.device_pci);
   unsigned int count = 0;
   if (NvmlReturn rc = nvml.device_count(&count); rc != 0) {
     return absl::UnavailableError(absl::StrCat("nvmlDeviceGetCount: ", rc));
@@ -78,16 +105,22 @@ absl::StatusOr<std::vector<v1::Gpu>> DiscoverGpus() {
     if (nvml.device_memory(device, &memory) == 0) {
       gpu.set_memory_bytes(static_cast<int64_t>(memory.total));
     }
+    NvmlPciInfo pci{};
+    gpu.set_domain(nvml.device_pci != nullptr && nvml.device_pci(device, &pci) == 0
+                       ? NumaNodeOf(pci.bus_id)
+                       : -1);
     gpus.push_back(std::move(gpu));
   }
   return gpus;
 }
 
-std::vector<v1::Gpu> PretendGpus(const std::string& node, int count) {
+std::vector<v1::Gpu> PretendGpus(const std::string& node, int count,
+                                 const std::vector<int>& domains) {
   std::vector<v1::Gpu> gpus;
   for (int i = 0; i < count; ++i) {
     v1::Gpu gpu;
     gpu.set_index(i);
+    gpu.set_domain(i < static_cast<int>(domains.size()) ? domains[i] : -1);
     gpu.set_name("pretend");
     gpu.set_uuid(absl::StrCat("pretend-", node, "-", i));
     gpus.push_back(std::move(gpu));

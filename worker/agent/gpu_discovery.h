@@ -15,8 +15,10 @@ namespace dcvlr {
 // (no libnvidia-ml, no driver, ...).
 absl::StatusOr<std::vector<v1::Gpu>> DiscoverGpus();
 
-// `count` stand-in GPUs for machines without any (`dcvlr-agent --gpus N`).
-std::vector<v1::Gpu> PretendGpus(const std::string& node, int count);
+// `count` stand-in GPUs for machines without any (`dcvlr-agent --gpus N`),
+// with locality domains from `domains` (`--gpu-domains 0,0,1,1`; -1 beyond).
+std::vector<v1::Gpu> PretendGpus(const std::string& node, int count,
+                                 const std::vector<int>& domains = {});
 
 }  // namespace dcvlr
 

@@ -35,6 +35,12 @@ int main(int argc, char** argv) {
   app.add_option("--gpus", gpus,
                  "pretend this many GPUs; default: discover them with NVML")
       ->check(CLI::Range(0, 64));
+  std::vector<int> gpu_domains;
+  app.add_option("--gpu-domains", gpu_domains,
+                 "with --gpus: each pretend GPU's locality domain (e.g. "
+                 "0,0,0,0,1,1,1,1), as NVML-discovered GPUs report their "
+                 "NUMA node")
+      ->delimiter(',');
   app.add_option("--work-dir", options.work_dir,
                  "where job logs, outputs and checkpoints go");
   app.add_option("--advertise-host", options.advertise_host,
@@ -62,7 +68,7 @@ int main(int argc, char** argv) {
   }
   options.work_dir = fs::absolute(options.work_dir).string();
   if (gpus >= 0) {
-    options.gpus = dcvlr::PretendGpus(options.name, gpus);
+    options.gpus = dcvlr::PretendGpus(options.name, gpus, gpu_domains);
   } else {
     auto found = dcvlr::DiscoverGpus();
     if (found.ok()) {

@@ -57,6 +57,10 @@ bool IsValidName(const std::string& name) {
 void YamlChecker::Error(const YAML::Node& at, const std::string& key,
                         const std::string& message) {
   const YAML::Mark mark = at.Mark();
+  if (mark.line < 0) {  // not from the file (a flag, a default)
+    errors_.push_back(absl::StrCat(source_name_, ": ", key, ": ", message));
+    return;
+  }
   errors_.push_back(absl::StrCat(source_name_, ":", mark.line + 1, ":",
                                  mark.column + 1, ": ", key, ": ", message));
 }
@@ -64,6 +68,7 @@ void YamlChecker::Error(const YAML::Node& at, const std::string& key,
 void YamlChecker::Record(const std::string& key, const YAML::Node& node) {
   if (positions_ == nullptr) return;
   const YAML::Mark mark = node.Mark();
+  if (mark.line < 0) return;
   (*positions_)[key] = SourcePos{mark.line + 1, mark.column + 1};
 }
 

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/address.h"
+#include "common/launch.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 
@@ -364,38 +365,6 @@ void Agent::HandleStart(const v1::StartAttempt& start) {
     fs::create_directories(dir, ec);
   }
 
-  std::string error;
-  std::vector<std::string> argv;
-  switch (spec.kind()) {
-    case v1::JOB_KIND_COMMAND:
-      if (!spec.run().empty()) {
-        const std::string script = (attempt_dir / "run.sh").string();
-        if (!WriteFile(script, spec.run())) error = "cannot write " + script;
-        argv = {"/bin/bash", script};
-      } else {
-        argv.assign(spec.command().begin(), spec.command().end());
-      }
-      break;
-    case v1::JOB_KIND_TRAIN:
-    case v1::JOB_KIND_EVAL: {
-      const std::string& bin = spec.kind() == v1::JOB_KIND_TRAIN
-                                   ? options_.trainer_bin
-                                   : options_.eval_bin;
-      const std::string config = (attempt_dir / "config.json").string();
-      if (!Executable(bin)) {
-        error = absl::StrCat("worker program ", bin,
-                             " not found (build with DCVLR_WORKER=ON, or give "
-                             "--trainer-bin / --eval-bin)");
-      } else if (!WriteFile(config, spec.worker_config_json())) {
-        error = "cannot write " + config;
-      }
-      argv = {bin, "--config", config};
-      break;
-    }
-    default:
-      error = "unknown job kind";
-  }
-
   std::string master_addr = start.master_addr();
   if (master_addr.empty()) {
     master_addr = options_.advertise_host.empty() ? "127.0.0.1"
@@ -403,54 +372,78 @@ void Agent::HandleStart(const v1::StartAttempt& start) {
   }
   int master_port = start.master_port();
   if (master_port == 0 && start.node_rank() == 0) master_port = PickFreePort();
+
+  NodeContext node;
+  node.job_id = start.job_id();
+  node.attempt = start.attempt();
+  node.user = start.user();
+  node.node = options_.name;
+  node.node_rank = start.node_rank();
+  node.num_nodes = std::max(1, start.num_nodes());
+  node.master_addr = master_addr;
+  node.master_port = master_port;
+  node.gpus.assign(start.gpus().begin(), start.gpus().end());
+  node.agent_dir = options_.work_dir;
+  node.attempt_dir = attempt_dir.string();
+  node.output_dir = output_dir.string();
+  node.checkpoint_dir = checkpoint_dir;
+  node.cache_dir = cache_dir.string();
+  node.trainer_bin = options_.trainer_bin;
+  node.eval_bin = options_.eval_bin;
+  node.torchrun = options_.torchrun_bin;
+
+  std::string error;
+  absl::StatusOr<NodePlan> plan = PlanNode(spec, node);
+  if (!plan.ok()) {
+    error = std::string(plan.status().message());
+  } else {
+    if (spec.launcher() == v1::LAUNCHER_DIRECT &&
+        (spec.kind() == v1::JOB_KIND_TRAIN ||
+         spec.kind() == v1::JOB_KIND_EVAL)) {
+      const std::string& bin = plan->processes[0].argv[0];
+      if (!Executable(bin)) {
+        error = absl::StrCat("worker program ", bin,
+                             " not found (build with DCVLR_WORKER=ON, or give "
+                             "--trainer-bin / --eval-bin)");
+      }
+    }
+    for (const PlannedFile& file : plan->files) {
+      if (error.empty() && !WriteFile(file.path, file.content)) {
+        error = "cannot write " + file.path;
+      }
+    }
+  }
   if (master_port == 0 && error.empty()) {
     error = "no rendezvous port (node rank 0 has not reported one)";
   }
 
-  const int procs = std::max(1, spec.resources().procs_per_node());
-  const int world = procs * std::max(1, start.num_nodes());
-  std::vector<std::string> gpus;
-  for (int gpu : start.gpus()) gpus.push_back(std::to_string(gpu));
-
+  const int procs = plan.ok() ? static_cast<int>(plan->processes.size()) : 1;
   AttemptSpec attempt;
   attempt.job_id = start.job_id();
   attempt.attempt = start.attempt();
   attempt.grace_s = spec.grace_s();
   std::map<int, TrackedLog> tracked;
-  for (int local = 0; local < procs; ++local) {
-    const int rank = start.node_rank() * procs + local;
+  if (!plan.ok()) {
+    // Only for the log line that says why nothing started.
+    PlannedProcess none;
+    none.rank = start.node_rank();
+    none.log_name = absl::StrCat("rank-", none.rank, ".log");
+    plan = NodePlan{{}, {none}};
+  }
+  for (const PlannedProcess& planned : plan->processes) {
     std::map<std::string, std::string> env = BaseEnvironment();
-    for (const auto& [name, value] : spec.env()) env[name] = value;
-    env["RANK"] = std::to_string(rank);
-    env["LOCAL_RANK"] = std::to_string(local);
-    env["WORLD_SIZE"] = std::to_string(world);
-    env["LOCAL_WORLD_SIZE"] = std::to_string(procs);
-    env["NODE_RANK"] = std::to_string(start.node_rank());
-    env["GROUP_RANK"] = std::to_string(start.node_rank());
-    env["MASTER_ADDR"] = master_addr;
-    env["MASTER_PORT"] = std::to_string(master_port);
-    env["CUDA_VISIBLE_DEVICES"] = absl::StrJoin(gpus, ",");
-    env["DCVLR_JOB_ID"] = start.job_id();
-    env["DCVLR_JOB_NAME"] = spec.name();
-    env["DCVLR_USER"] = start.user();
-    env["DCVLR_ATTEMPT"] = std::to_string(start.attempt());
-    env["DCVLR_NODE"] = options_.name;
-    env["DCVLR_AGENT_DIR"] = options_.work_dir;
-    env["DCVLR_CHECKPOINT_DIR"] = checkpoint_dir;
-    env["DCVLR_OUTPUT_DIR"] = output_dir.string();
-    env["DCVLR_METRICS_FILE"] = (attempt_dir / "metrics.jsonl").string();
-    env["DCVLR_CACHE_DIR"] = cache_dir.string();
-
+    for (const auto& [name, value] : planned.env) env[name] = value;
     ProcessSpec process;
-    process.rank = rank;
-    process.argv = argv;
+    process.rank = planned.rank;
+    process.argv = planned.argv;
     for (const auto& [name, value] : env) {
       process.env.push_back(absl::StrCat(name, "=", value));
     }
-    process.log_path = (attempt_dir / absl::StrCat("rank-", rank, ".log")).string();
-    process.pid_path = (attempt_dir / absl::StrCat("rank-", rank, ".pid")).string();
+    process.log_path = (attempt_dir / planned.log_name).string();
+    process.pid_path =
+        (attempt_dir / absl::StrCat("rank-", planned.rank, ".pid")).string();
     process.cwd = output_dir.string();
-    tracked[rank].path = process.log_path;
+    tracked[planned.rank].path = process.log_path;
     attempt.processes.push_back(std::move(process));
   }
   {

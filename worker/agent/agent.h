@@ -34,6 +34,7 @@ struct AgentOptions {
   std::string advertise_host;
   std::string trainer_bin;  // dcvlr-train
   std::string eval_bin;     // dcvlr-eval
+  std::string torchrun_bin = "torchrun";  // for Oumi training configs
   int64_t lease_ms = 4000;
 };
 

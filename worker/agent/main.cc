@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{100}, int64_t{3600000}));
   app.add_option("--trainer-bin", options.trainer_bin, "dcvlr-train to run");
   app.add_option("--eval-bin", options.eval_bin, "dcvlr-eval to run");
+  app.add_option("--torchrun", options.torchrun_bin,
+                 "torchrun to start Oumi training configs with (default: "
+                 "torchrun on PATH)");
   CLI11_PARSE(app, argc, argv);
 
   if (options.coordinator.empty()) {

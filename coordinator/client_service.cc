@@ -16,11 +16,19 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 grpc::Status ClientServiceImpl::SubmitJob(grpc::ServerContext*,
                                           const v1::SubmitJobRequest* request,
                                           v1::SubmitJobResponse* response) {
-  absl::StatusOr<v1::Job> job =
-      core_->Submit(request->user(), request->source_name(), request->source(),
-                    request->dry_run());
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *response->mutable_job() = *std::move(job);
+  JobFileOptions options;
+  options.nodes = request->nodes();
+  options.gpus_per_node = request->gpus_per_node();
+  options.source_dir = request->source_dir();
+  absl::StatusOr<SubmitResult> result =
+      core_->SubmitFile(request->user(), request->source_name(),
+                        request->source(), request->dry_run(), options);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response->mutable_job() = result->jobs.front();
+  for (v1::Job& job : result->jobs) *response->add_jobs() = std::move(job);
+  for (std::string& warning : result->warnings) {
+    response->add_warnings(std::move(warning));
+  }
   return grpc::Status::OK;
 }
 

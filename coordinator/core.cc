@@ -7,6 +7,7 @@
 #include "common/job_file.h"
 #include "common/names.h"
 #include "coordinator/lifecycle.h"
+#include "nlohmann/json.hpp"
 
 namespace dcvlr {
 namespace {
@@ -37,6 +38,12 @@ Core::Core(CoreOptions options, std::unique_ptr<Store> store, LogStore* logs,
                 ? options_.cluster_config
                 : std::make_shared<const ClusterConfig>();
   ledger_.set_half_life_s(config_->fair_share_half_life_s);
+  benchmarks_ = options_.benchmarks;
+}
+
+void Core::SetBenchmarks(BenchmarkRegistry benchmarks) {
+  absl::MutexLock lock(&mu_);
+  benchmarks_ = std::move(benchmarks);
 }
 
 void Core::SetClusterConfig(std::shared_ptr<const ClusterConfig> config) {
@@ -146,13 +153,90 @@ void Core::Commit(v1::Job& job) {
 
 // ---------------------------------------------------------------- client API
 
+namespace {
+
+// A job of the same file's earlier documents, by name.
+const v1::Job* FindInBatch(const std::vector<v1::Job>& batch,
+                           const std::string& ref) {
+  for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
+    if (it->spec().name() == ref || it->id() == ref) return &*it;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void Core::ResolveEval(const ParsedJobFile& file,
+                       const std::vector<v1::Job>& batch, v1::JobSpec& spec,
+                       std::vector<std::string>* errors) const {
+  nlohmann::json config =
+      nlohmann::json::parse(spec.worker_config_json(), nullptr, false);
+  if (!config.is_object()) return;  // the parser wrote it; cannot happen
+  if (config.contains("model") && config["model"].contains("from")) {
+    const std::string ref = config["model"]["from"].get<std::string>();
+    const v1::Job* dep = FindInBatch(batch, ref);
+    if (dep == nullptr) dep = FindJob(ref);
+    const std::string where = file.Where("model.from");
+    if (dep == nullptr) {
+      errors->push_back(
+          absl::StrCat(where, ": no job with id or name '", ref, "'"));
+    } else if (dep->spec().kind() != v1::JOB_KIND_TRAIN) {
+      errors->push_back(absl::StrCat(where, ": job ", dep->id(), " ('",
+                                     dep->spec().name(),
+                                     "') is not a train job"));
+    } else if (dep->spec().launcher() == v1::LAUNCHER_TORCHRUN_OUMI) {
+      errors->push_back(absl::StrCat(
+          where, ": job ", dep->id(),
+          " trains with Oumi, whose checkpoints dcvlr-eval does not read; "
+          "score it with a command job (configs/eval/vlmevalkit.yaml)"));
+    } else if (dep->spec().checkpoint_dir().empty()) {
+      errors->push_back(absl::StrCat(
+          where, ": job ", dep->id(),
+          " checkpoints to its node's local disk, which other nodes cannot "
+          "read; give it checkpoint_dir:, or start the coordinator with "
+          "--checkpoint-root (or checkpoint_root in the cluster config)"));
+    } else {
+      config["model"] = {{"checkpoint", dep->spec().checkpoint_dir()},
+                         {"from_job", dep->id()}};
+      if (std::find(spec.after().begin(), spec.after().end(), dep->id()) ==
+          spec.after().end()) {
+        spec.add_after(dep->id());
+      }
+    }
+  }
+  if (config.contains("benchmarks")) {
+    std::vector<std::string> known;
+    for (const auto& [name, entry] : benchmarks_) known.push_back(name);
+    int i = 0;
+    for (nlohmann::json& benchmark : config["benchmarks"]) {
+      const std::string name = benchmark["name"].get<std::string>();
+      if (!benchmark.contains("path")) {
+        auto it = benchmarks_.find(name);
+        if (it == benchmarks_.end()) {
+          errors->push_back(absl::StrCat(
+              file.Where(absl::StrCat("benchmarks[", i, "]")),
+              ": unknown benchmark '", name, "'; known: ",
+              absl::StrJoin(known, ", "),
+              " (the coordinator's --benchmarks file), or give a TSV path"));
+        } else {
+          benchmark.update(it->second);
+        }
+      }
+      ++i;
+    }
+  }
+  spec.set_worker_config_json(config.dump());
+}
+
 absl::Status Core::CheckAgainstCluster(const ParsedJobFile& file,
+                                       const std::vector<v1::Job>& batch,
                                        v1::JobSpec& spec) const {
   std::vector<std::string> errors;
   // `after:` names jobs by id or name; store ids.
   std::vector<std::string> resolved;
   for (int i = 0; i < spec.after_size(); ++i) {
-    const v1::Job* dep = FindJob(spec.after(i));
+    const v1::Job* dep = FindInBatch(batch, spec.after(i));
+    if (dep == nullptr) dep = FindJob(spec.after(i));
     if (dep == nullptr) {
       errors.push_back(absl::StrCat(file.Where(absl::StrCat("after[", i, "]")),
                                     ": no job with id or name '", spec.after(i),
@@ -163,6 +247,7 @@ absl::Status Core::CheckAgainstCluster(const ParsedJobFile& file,
   }
   spec.clear_after();
   for (const std::string& id : resolved) spec.add_after(id);
+  if (spec.kind() == v1::JOB_KIND_EVAL) ResolveEval(file, batch, spec, &errors);
 
   // Only a cluster that has nodes can say a job is too big for it.
   const auto& res = spec.resources();
@@ -191,40 +276,77 @@ absl::Status Core::CheckAgainstCluster(const ParsedJobFile& file,
 absl::StatusOr<v1::Job> Core::Submit(const std::string& user,
                                      const std::string& source_name,
                                      const std::string& source, bool dry_run) {
+  absl::StatusOr<SubmitResult> result =
+      SubmitFile(user, source_name, source, dry_run);
+  if (!result.ok()) return result.status();
+  if (result->jobs.size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ": ", result->jobs.size(),
+                     " YAML documents; one job was expected here"));
+  }
+  return result->jobs.front();
+}
+
+absl::StatusOr<SubmitResult> Core::SubmitFile(const std::string& user,
+                                              const std::string& source_name,
+                                              const std::string& source,
+                                              bool dry_run,
+                                              const JobFileOptions& options) {
   if (user.empty()) return absl::InvalidArgumentError("no user given");
-  absl::StatusOr<ParsedJobFile> file = ParseJobFile(source_name, source);
-  if (!file.ok()) return file.status();
+  absl::StatusOr<std::vector<ParsedJobFile>> files =
+      ParseJobFiles(source_name, source, options);
+  if (!files.ok()) return files.status();
 
   absl::MutexLock lock(&mu_);
-  v1::Job job;
-  *job.mutable_spec() = file->spec;
-  if (absl::Status s = CheckAgainstCluster(*file, *job.mutable_spec());
-      !s.ok()) {
-    return s;
-  }
-  job.set_user(user);
-  job.set_source_name(source_name);
-  job.set_state(v1::JOB_STATE_PENDING);
-  job.set_submit_time_ms(Now());
-  if (dry_run) return job;
-
-  job.set_id(absl::StrCat("j-", next_seq_));
+  SubmitResult result;
+  std::vector<std::string> errors;
   // The cluster config's shared root wins over the flag's.
   const std::string& root = !config_->checkpoint_root.empty()
                                 ? config_->checkpoint_root
                                 : options_.checkpoint_root;
-  if (job.spec().checkpoint_dir().empty() && !root.empty()) {
-    job.mutable_spec()->set_checkpoint_dir(absl::StrCat(root, "/", job.id()));
+  int64_t seq = next_seq_;
+  for (const ParsedJobFile& file : *files) {
+    v1::Job job;
+    *job.mutable_spec() = file.spec;
+    if (absl::Status s =
+            CheckAgainstCluster(file, result.jobs, *job.mutable_spec());
+        !s.ok()) {
+      errors.push_back(std::string(s.message()));
+      continue;
+    }
+    result.warnings.insert(result.warnings.end(), file.warnings.begin(),
+                           file.warnings.end());
+    job.set_user(user);
+    job.set_source_name(source_name);
+    job.set_state(v1::JOB_STATE_PENDING);
+    job.set_submit_time_ms(Now());
+    // Ids are what they will be, so that later documents can name the job.
+    job.set_id(absl::StrCat("j-", seq++));
+    if (job.spec().checkpoint_dir().empty() && !root.empty()) {
+      job.mutable_spec()->set_checkpoint_dir(
+          absl::StrCat(root, "/", job.id()));
+    }
+    result.jobs.push_back(std::move(job));
   }
-  AddEvent(job, v1::EVENT_TYPE_SUBMITTED,
-           absl::StrCat("submitted by ", user, " from ", source_name));
-  job.set_version(version_ + 1);
+  if (!errors.empty()) {
+    return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  }
+  if (dry_run) {
+    for (v1::Job& job : result.jobs) job.clear_id();
+    return result;
+  }
+
+  for (v1::Job& job : result.jobs) {
+    AddEvent(job, v1::EVENT_TYPE_SUBMITTED,
+             absl::StrCat("submitted by ", user, " from ", source_name));
+    job.set_version(version_ + 1);
+  }
   // Acknowledge only what is durable.
-  if (absl::Status s = store_->PutJob(job); !s.ok()) return s;
+  if (absl::Status s = store_->PutJobs(result.jobs); !s.ok()) return s;
   ++version_;
-  jobs_.emplace(next_seq_++, job);
+  for (const v1::Job& job : result.jobs) jobs_.emplace(next_seq_++, job);
   work_pending_ = true;
-  return job;
+  return result;
 }
 
 absl::StatusOr<v1::Job> Core::GetJob(const std::string& ref) const {

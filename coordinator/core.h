@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/job_file.h"
+#include "coordinator/benchmarks.h"
 #include "coordinator/cluster_config.h"
 #include "coordinator/fair_share.h"
 #include "coordinator/log_store.h"
@@ -68,6 +69,14 @@ struct CoreOptions {
   // Users, groups, shares, quotas, preemption; null: the defaults (equal
   // shares, no quotas, no preemption).
   std::shared_ptr<const ClusterConfig> cluster_config;
+  // The benchmarks eval jobs may name.
+  BenchmarkRegistry benchmarks = DefaultBenchmarks();
+};
+
+// What a submitted file became: one job per YAML document.
+struct SubmitResult {
+  std::vector<v1::Job> jobs;
+  std::vector<std::string> warnings;
 };
 
 class Core {
@@ -81,6 +90,15 @@ class Core {
   absl::Status Recover();
 
   // ---- Client API ----
+  // Every document of the file is checked, then all are stored in one
+  // transaction (or, with `dry_run`, none). A document may name the jobs of
+  // earlier documents in `after:` and `model.from`.
+  absl::StatusOr<SubmitResult> SubmitFile(const std::string& user,
+                                          const std::string& source_name,
+                                          const std::string& source,
+                                          bool dry_run,
+                                          const JobFileOptions& options = {});
+  // SubmitFile for a file of one job.
   absl::StatusOr<v1::Job> Submit(const std::string& user,
                                  const std::string& source_name,
                                  const std::string& source, bool dry_run);
@@ -115,6 +133,8 @@ class Core {
 
   // Replaces the cluster config (SIGHUP); takes effect at the next pass.
   void SetClusterConfig(std::shared_ptr<const ClusterConfig> config);
+  // Replaces the benchmark list (SIGHUP); applies to later submissions.
+  void SetBenchmarks(BenchmarkRegistry benchmarks);
   // The queue as the last scheduling pass ordered it.
   v1::GetQueueResponse Queue() const;
 
@@ -157,8 +177,16 @@ class Core {
   void SetState(v1::Job& job, v1::JobState state, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // `batch`: the jobs of the file's earlier documents, which later ones may
+  // name.
   absl::Status CheckAgainstCluster(const ParsedJobFile& file,
+                                   const std::vector<v1::Job>& batch,
                                    v1::JobSpec& spec) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // An eval job's model.from and benchmark names, made concrete.
+  void ResolveEval(const ParsedJobFile& file,
+                   const std::vector<v1::Job>& batch, v1::JobSpec& spec,
+                   std::vector<std::string>* errors) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   void SendStart(v1::Job& job, v1::Attempt& attempt, int node_rank)
@@ -209,6 +237,7 @@ class Core {
   UsageLedger ledger_ ABSL_GUARDED_BY(mu_);
   int64_t last_charge_ms_ ABSL_GUARDED_BY(mu_) = 0;
   v1::GetQueueResponse queue_ ABSL_GUARDED_BY(mu_);
+  BenchmarkRegistry benchmarks_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace dcvlr

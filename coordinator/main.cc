@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   int64_t heartbeat_interval_ms = 1000;
   std::string checkpoint_root;
   std::string cluster_config_path;
+  std::string benchmarks_path;
   app.add_option("--listen", listen,
                  "HOST:PORT to serve on; port 0 picks a free one");
   app.add_option("--state-dir", state_dir,
@@ -60,6 +61,9 @@ int main(int argc, char** argv) {
   app.add_option("--cluster-config", cluster_config_path,
                  "users, groups, shares, quotas, preemption (YAML); reloaded "
                  "on SIGHUP, and a bad file leaves the old one in force");
+  app.add_option("--benchmarks", benchmarks_path,
+                 "the benchmarks eval jobs may name (YAML, e.g. "
+                 "configs/benchmarks.yaml); reloaded on SIGHUP");
   CLI11_PARSE(app, argc, argv);
 
   // Signals are taken by a thread of our own (sigwait); block them everywhere.
@@ -106,6 +110,15 @@ int main(int argc, char** argv) {
     }
     options.cluster_config =
         std::make_shared<const dcvlr::ClusterConfig>(*std::move(config));
+  }
+  if (!benchmarks_path.empty()) {
+    auto benchmarks = dcvlr::LoadBenchmarksFile(benchmarks_path);
+    if (!benchmarks.ok()) {
+      fprintf(stderr, "dcvlr-coordinator: %s\n",
+              std::string(benchmarks.status().message()).c_str());
+      return 2;
+    }
+    options.benchmarks = *std::move(benchmarks);
   }
   dcvlr::Core core(options, *std::move(store), &logs,
                    std::make_unique<dcvlr::FirstFitPolicy>());
@@ -154,9 +167,25 @@ int main(int argc, char** argv) {
 
   int signal_number = 0;
   while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    if (!benchmarks_path.empty()) {
+      auto benchmarks = dcvlr::LoadBenchmarksFile(benchmarks_path);
+      if (!benchmarks.ok()) {
+        fprintf(stderr,
+                "dcvlr-coordinator: SIGHUP: %s rejected, the old list stays "
+                "in force:\n%s\n",
+                benchmarks_path.c_str(),
+                std::string(benchmarks.status().message()).c_str());
+      } else {
+        core.SetBenchmarks(*std::move(benchmarks));
+        fprintf(stderr, "dcvlr-coordinator: SIGHUP: reloaded %s\n",
+                benchmarks_path.c_str());
+      }
+    }
     if (cluster_config_path.empty()) {
-      fprintf(stderr, "dcvlr-coordinator: SIGHUP: no --cluster-config to "
-                      "reload\n");
+      if (benchmarks_path.empty()) {
+        fprintf(stderr, "dcvlr-coordinator: SIGHUP: no --cluster-config or "
+                        "--benchmarks to reload\n");
+      }
       continue;
     }
     auto config = dcvlr::LoadClusterConfigFile(cluster_config_path);

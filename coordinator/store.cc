@@ -89,6 +89,17 @@ absl::Status Store::PutJob(const v1::Job& job) {
   return absl::OkStatus();
 }
 
+absl::Status Store::PutJobs(const std::vector<v1::Job>& jobs) {
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  for (const v1::Job& job : jobs) {
+    if (absl::Status s = PutJob(job); !s.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return s;
+    }
+  }
+  return Exec("COMMIT");
+}
+
 absl::StatusOr<std::vector<v1::Job>> Store::LoadJobs() {
   Statement s;
   if (sqlite3_prepare_v2(db_, "SELECT id, record FROM jobs ORDER BY seq", -1,

@@ -31,6 +31,8 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   absl::Status PutJob(const v1::Job& job);
+  // All of `jobs` in one transaction, or none.
+  absl::Status PutJobs(const std::vector<v1::Job>& jobs);
   // Every job, in submission order.
   absl::StatusOr<std::vector<v1::Job>> LoadJobs();
 

@@ -23,11 +23,14 @@
 #include <sstream>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "client/format.h"
 #include "common/address.h"
 #include "common/job_file.h"
+#include "common/launch.h"
 #include "common/names.h"
 #include "dcvlr/v1/client.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -104,17 +107,57 @@ bool ReadFile(const std::string& path, std::string* text) {
   return true;
 }
 
-int Submit(Client& client, const std::string& path, bool dry_run) {
+namespace fs = std::filesystem;
+
+// `word` as a shell needs it written: as it is when it holds only safe
+// characters, single-quoted otherwise.
+std::string ShellWord(const std::string& word) {
+  bool safe = !word.empty();
+  for (char c : word) {
+    safe = safe && (absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+                    std::string("-_./=:,@%+<>").find(c) != std::string::npos);
+  }
+  if (safe) return word;
+  std::string out = "'";
+  for (char c : word) {
+    if (c == '\'') out += "'\\''";
+    else out += c;
+  }
+  return out + "'";
+}
+
+// What `--nodes`, `--gpus-per-node` and the file's place add to it.
+struct FileFlags {
+  int nodes = 0;
+  int gpus_per_node = 0;
+
+  JobFileOptions Options(const std::string& path) const {
+    JobFileOptions options;
+    options.nodes = nodes;
+    options.gpus_per_node = gpus_per_node;
+    std::error_code ec;
+    fs::path dir = fs::absolute(fs::path(path), ec).parent_path();
+    if (!ec) options.source_dir = dir.lexically_normal().string();
+    return options;
+  }
+};
+
+int Submit(Client& client, const std::string& path, bool dry_run,
+           const FileFlags& flags) {
   std::string text;
   if (!ReadFile(path, &text)) {
     fprintf(stderr, "dcvlrctl: %s: %s\n", path.c_str(), strerror(errno));
     return kBadInput;
   }
+  const JobFileOptions options = flags.Options(path);
   v1::SubmitJobRequest request;
   request.set_user(client.globals().user);
   request.set_source_name(path);
   request.set_source(text);
   request.set_dry_run(dry_run);
+  request.set_nodes(options.nodes);
+  request.set_gpus_per_node(options.gpus_per_node);
+  request.set_source_dir(options.source_dir);
   v1::SubmitJobResponse response;
   grpc::ClientContext context;
   client.Prepare(&context);
@@ -122,31 +165,46 @@ int Submit(Client& client, const std::string& path, bool dry_run) {
   if (!status.ok() && dry_run &&
       status.error_code() == grpc::StatusCode::UNAVAILABLE) {
     // Without a coordinator, check what the file alone decides.
-    auto parsed = ParseJobFile(path, text);
+    auto parsed = ParseJobFiles(path, text, options);
     if (!parsed.ok()) {
       fprintf(stderr, "%s\n", std::string(parsed.status().message()).c_str());
       return kBadInput;
     }
     fprintf(stderr, "dcvlrctl: coordinator unreachable; checked the file "
                     "alone\n");
-    *response.mutable_job()->mutable_spec() = parsed->spec;
+    for (const ParsedJobFile& file : *parsed) {
+      *response.add_jobs()->mutable_spec() = file.spec;
+      for (const std::string& w : file.warnings) response.add_warnings(w);
+    }
     status = grpc::Status::OK;
   } else if (!status.ok()) {
     return client.Fail(status);
   }
-  const v1::Job& job = response.job();
+  for (const std::string& warning : response.warnings()) {
+    fprintf(stderr, "warning: %s\n", warning.c_str());
+  }
   if (client.globals().json()) {
-    PrintJson(dry_run ? nlohmann::json{{"valid", true},
-                                       {"name", job.spec().name()}}
-                      : nlohmann::json{{"id", job.id()},
-                                       {"name", job.spec().name()}});
+    nlohmann::json jobs = nlohmann::json::array();
+    for (const v1::Job& job : response.jobs()) {
+      nlohmann::json entry = {{"name", job.spec().name()}};
+      if (!dry_run) entry["id"] = job.id();
+      jobs.push_back(entry);
+    }
+    nlohmann::json out = jobs.empty() ? nlohmann::json::object() : jobs[0];
+    if (dry_run) out["valid"] = true;
+    out["jobs"] = jobs;
+    out["warnings"] = std::vector<std::string>(response.warnings().begin(),
+                                               response.warnings().end());
+    PrintJson(out);
   } else if (dry_run) {
-    printf("%s: valid (%s job '%s', %d node(s) x %d GPU(s))\n", path.c_str(),
-           JobKindName(job.spec().kind()).c_str(), job.spec().name().c_str(),
-           job.spec().resources().nodes(),
-           job.spec().resources().gpus_per_node());
+    for (const v1::Job& job : response.jobs()) {
+      printf("%s: valid (%s job '%s', %d node(s) x %d GPU(s))\n",
+             path.c_str(), JobKindName(job.spec().kind()).c_str(),
+             job.spec().name().c_str(), job.spec().resources().nodes(),
+             job.spec().resources().gpus_per_node());
+    }
   } else {
-    printf("%s\n", job.id().c_str());
+    for (const v1::Job& job : response.jobs()) printf("%s\n", job.id().c_str());
   }
   return 0;
 }
@@ -422,41 +480,139 @@ int Drain(Client& client, const std::string& name, bool drain, bool evict) {
   return 0;
 }
 
-// What a job file resolves to, without a coordinator.
-int Render(const Globals& globals, const std::string& path) {
+// What a job file resolves to on every node, without a coordinator: the
+// files written, each process's command line and environment (the process
+// contract's variables and the job's env; the agent's own environment comes
+// underneath). Paths under the agent's work dir and the rendezvous address
+// are shown as placeholders; the rest is exactly what the agent runs.
+int Render(const Globals& globals, const std::string& path,
+           const FileFlags& flags, bool config_only) {
   std::string text;
   if (!ReadFile(path, &text)) {
     fprintf(stderr, "dcvlrctl: %s: %s\n", path.c_str(), strerror(errno));
     return kBadInput;
   }
-  auto parsed = ParseJobFile(path, text);
+  auto parsed = ParseJobFiles(path, text, flags.Options(path));
   if (!parsed.ok()) {
     fprintf(stderr, "%s\n", std::string(parsed.status().message()).c_str());
     return kBadInput;
   }
-  const v1::JobSpec& spec = parsed->spec;
-  nlohmann::json out;
-  out["name"] = spec.name();
-  out["kind"] = JobKindName(spec.kind());
-  out["resources"] = {{"nodes", spec.resources().nodes()},
-                      {"gpus_per_node", spec.resources().gpus_per_node()},
-                      {"procs_per_node", spec.resources().procs_per_node()}};
-  if (spec.command_size() > 0) {
-    out["command"] = std::vector<std::string>(spec.command().begin(),
-                                              spec.command().end());
+  for (const ParsedJobFile& file : *parsed) {
+    for (const std::string& w : file.warnings) {
+      fprintf(stderr, "warning: %s\n", w.c_str());
+    }
   }
-  if (!spec.run().empty()) out["run"] = spec.run();
-  out["env"] = std::map<std::string, std::string>(spec.env().begin(),
-                                                  spec.env().end());
-  if (!spec.worker_config_json().empty()) {
-    out["config"] = nlohmann::json::parse(spec.worker_config_json());
+  if (config_only) {
+    // The worker programs' JSON alone, e.g. for `dcvlr-train --config`.
+    for (const ParsedJobFile& file : *parsed) {
+      const v1::JobSpec& spec = file.spec;
+      if (spec.worker_config_json().empty()) {
+        fprintf(stderr, "dcvlrctl: %s: job '%s' has no worker config (%s)\n",
+                path.c_str(), spec.name().c_str(),
+                spec.launcher() == v1::LAUNCHER_TORCHRUN_OUMI
+                    ? "it runs under torchrun with Oumi"
+                    : "a command job");
+        return kBadInput;
+      }
+      std::cout << nlohmann::json::parse(spec.worker_config_json()).dump(2)
+                << std::endl;
+    }
+    return 0;
   }
-  // For worker jobs, the config is what the trainer reads; print it alone
-  // unless asked for everything.
-  if (!globals.json() && out.contains("config")) {
-    std::cout << out["config"].dump(2) << std::endl;
-  } else {
-    PrintJson(out);
+
+  nlohmann::json jobs = nlohmann::json::array();
+  for (const ParsedJobFile& file : *parsed) {
+    const v1::JobSpec& spec = file.spec;
+    const auto& res = spec.resources();
+    nlohmann::json job;
+    job["name"] = spec.name();
+    job["kind"] = JobKindName(spec.kind());
+    job["launcher"] = spec.launcher() == v1::LAUNCHER_TORCHRUN_OUMI
+                          ? "torchrun-oumi"
+                          : "direct";
+    job["resources"] = {{"nodes", res.nodes()},
+                        {"gpus_per_node", res.gpus_per_node()},
+                        {"procs_per_node", res.procs_per_node()}};
+    if (spec.after_size() > 0) {
+      job["after"] =
+          std::vector<std::string>(spec.after().begin(), spec.after().end());
+    }
+    if (!spec.worker_config_json().empty()) {
+      job["config"] = nlohmann::json::parse(spec.worker_config_json());
+    }
+    nlohmann::json nodes = nlohmann::json::array();
+    for (int rank = 0; rank < res.nodes(); ++rank) {
+      NodeContext node;
+      node.job_id = "<job-id>";
+      node.attempt = 1;
+      node.user = globals.user;
+      node.node = absl::StrCat("<node-", rank, ">");
+      node.node_rank = rank;
+      node.num_nodes = res.nodes();
+      node.master_addr = "<node-0-address>";
+      node.master_port = 29500;  // node 0 picks a free port at start
+      for (int g = 0; g < res.gpus_per_node(); ++g) node.gpus.push_back(g);
+      node.agent_dir = "<work-dir>";
+      const std::string job_dir = "<work-dir>/jobs/<job-id>";
+      node.attempt_dir = job_dir + "/attempt-1";
+      node.output_dir = job_dir + "/output";
+      node.checkpoint_dir = spec.checkpoint_dir().empty()
+                                ? job_dir + "/checkpoints"
+                                : spec.checkpoint_dir();
+      node.cache_dir = "<work-dir>/cache";
+      absl::StatusOr<NodePlan> plan = PlanNode(spec, node);
+      if (!plan.ok()) {
+        fprintf(stderr, "dcvlrctl: %s: %s\n", path.c_str(),
+                std::string(plan.status().message()).c_str());
+        return kBadInput;
+      }
+      nlohmann::json files = nlohmann::json::array();
+      for (const PlannedFile& f : plan->files) {
+        files.push_back({{"path", f.path}, {"content", f.content}});
+      }
+      nlohmann::json processes = nlohmann::json::array();
+      for (const PlannedProcess& p : plan->processes) {
+        processes.push_back({{"rank", p.rank}, {"argv", p.argv}, {"env", p.env}});
+      }
+      nodes.push_back(
+          {{"node_rank", rank}, {"files", files}, {"processes", processes}});
+    }
+    job["nodes"] = nodes;
+    jobs.push_back(job);
+  }
+  if (globals.json()) {
+    PrintJson(jobs.size() == 1 ? jobs[0] : jobs);
+    return 0;
+  }
+  for (const nlohmann::json& job : jobs) {
+    std::cout << "# job '" << job["name"].get<std::string>() << "' ("
+              << job["kind"].get<std::string>() << ", "
+              << job["launcher"].get<std::string>() << "): "
+              << job["resources"]["nodes"] << " node(s) x "
+              << job["resources"]["gpus_per_node"] << " GPU(s)";
+    if (job.contains("after")) {
+      std::cout << ", after " << absl::StrJoin(job["after"].get<std::vector<std::string>>(), ", ");
+    }
+    std::cout << "\n# <node-0-address> and port 29500 stand for node 0's "
+                 "address and the free port it picks at start\n";
+    for (const nlohmann::json& node : job["nodes"]) {
+      std::cout << "\n## node " << node["node_rank"] << "\n";
+      for (const nlohmann::json& f : node["files"]) {
+        std::cout << "file " << f["path"].get<std::string>() << ":\n";
+        std::istringstream content(f["content"].get<std::string>());
+        std::string line;
+        while (std::getline(content, line)) std::cout << "  | " << line << "\n";
+      }
+      for (const nlohmann::json& p : node["processes"]) {
+        std::vector<std::string> argv;
+        for (const auto& a : p["argv"]) argv.push_back(ShellWord(a.get<std::string>()));
+        std::cout << "rank " << p["rank"] << ": " << absl::StrJoin(argv, " ")
+                  << "\n";
+        for (const auto& [name, value] : p["env"].items()) {
+          std::cout << "  " << name << "=" << value.get<std::string>() << "\n";
+        }
+      }
+    }
   }
   return 0;
 }
@@ -494,6 +650,15 @@ int main(int argc, char** argv) {
   auto* submit = app.add_subcommand("submit", "queue a job file; prints the job id");
   submit->add_option("FILE", file, "job file (YAML)")->required();
   submit->add_flag("--dry-run", dry_run, "only validate; submit nothing");
+  FileFlags file_flags;
+  for (CLI::App* command : {submit}) {
+    command->add_option("--nodes", file_flags.nodes,
+                        "nodes (wins over the file; e.g. for an Oumi config)")
+        ->check(CLI::Range(1, kMaxNodes));
+    command->add_option("--gpus-per-node", file_flags.gpus_per_node,
+                        "GPUs per node (wins over the file)")
+        ->check(CLI::Range(1, kMaxGpusPerNode));
+  }
 
   auto* get = app.add_subcommand("get", "one job, or every job");
   get->add_option("JOB", job, "job id or name");
@@ -535,8 +700,19 @@ int main(int argc, char** argv) {
   auto* undrain = app.add_subcommand("undrain", "place work on a node again");
   undrain->add_option("NODE", node)->required();
 
-  auto* render = app.add_subcommand("render", "print what a job file resolves to (the trainer's JSON config for train jobs)");
+  auto* render = app.add_subcommand(
+      "render", "print what each node would run for a job file: files, "
+                "command lines, environment");
   render->add_option("FILE", file, "job file (YAML)")->required();
+  render->add_option("--nodes", file_flags.nodes, "nodes (wins over the file)")
+      ->check(CLI::Range(1, kMaxNodes));
+  render->add_option("--gpus-per-node", file_flags.gpus_per_node,
+                     "GPUs per node (wins over the file)")
+      ->check(CLI::Range(1, kMaxGpusPerNode));
+  bool config_only = false;
+  render->add_flag("--config", config_only,
+                   "print only the worker program's JSON config "
+                   "(dcvlr-train / dcvlr-eval --config)");
 
   try {
     app.parse(argc, argv);
@@ -544,9 +720,9 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : kBadInput;
   }
 
-  if (render->parsed()) return Render(globals, file);
+  if (render->parsed()) return Render(globals, file, file_flags, config_only);
   Client client(globals);
-  if (submit->parsed()) return Submit(client, file, dry_run);
+  if (submit->parsed()) return Submit(client, file, dry_run, file_flags);
   if (get->parsed()) return job.empty() ? List(client, "", {}, 0) : Get(client, job);
   if (list->parsed()) return List(client, user_filter, states, limit);
   if (describe->parsed()) return Describe(client, job);

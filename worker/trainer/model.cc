@@ -12,6 +12,7 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <limits>
 
 #include "worker/trainer/tokenizer.h"
 
@@ -245,6 +246,114 @@ at::Tensor VlmModel::Hidden(const Batch& batch) const {
   // Only scored positions go through the final norm and the lm_head.
   auto picked = x.reshape({b * t, h}).index_select(0, batch.loss_index);
   return RmsNorm(picked, final_norm_);
+}
+
+namespace {
+
+// Attention where `allowed` [B, 1, Tq, Tk] says which keys each query sees.
+at::Tensor MaskedAttention(const at::Tensor& q, const at::Tensor& k,
+                           const at::Tensor& v, const at::Tensor& allowed) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(q, k, v, allowed);
+#else
+  auto scores =
+      at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(3))));
+  scores = scores.masked_fill(allowed.logical_not(),
+                              -std::numeric_limits<float>::infinity());
+  return at::matmul(at::softmax(scores, -1), v);
+#endif
+}
+
+}  // namespace
+
+at::Tensor VlmModel::Prefill(const PromptBatch& prompt, KvCache* cache) const {
+  const at::Tensor& tokens = prompt.tokens;
+  const int64_t t = tokens.size(1);
+  auto x = at::embedding(W(embed_), tokens);
+  auto vis = Vision(prompt.images);
+  x = x.masked_scatter(tokens.eq(kImagePadId).unsqueeze(-1), vis);
+  // Row r's real tokens fill columns [t - len_r, t); its positions count
+  // from 0 there. Padding columns get position 0 and are never attended to.
+  auto col = at::arange(t, tokens.options()).unsqueeze(0);
+  auto pad = (t - prompt.lengths.to(tokens.options())).unsqueeze(1);
+  auto valid = col.ge(pad);
+  auto positions = (col - pad).clamp_min(0);
+  cache->k.assign(layers_.size(), at::Tensor());
+  cache->v.assign(layers_.size(), at::Tensor());
+  cache->key_valid = at::Tensor();
+  cache->next_position = prompt.lengths.to(tokens.options()).clone();
+  return Logits(DecodeCached(x, positions, valid, cache));
+}
+
+at::Tensor VlmModel::DecodeStep(const at::Tensor& tokens,
+                                KvCache* cache) const {
+  auto x = at::embedding(W(embed_), tokens.unsqueeze(1));
+  auto valid = at::ones({tokens.size(0), 1}, tokens.options().dtype(at::kBool));
+  // A row past the end of the RoPE table (one the caller has finished and
+  // only feeds padding) reuses the last position; its output is unused.
+  auto positions =
+      cache->next_position.clamp_max(preset_.max_seq_len - 1).unsqueeze(1);
+  auto logits = Logits(DecodeCached(x, positions, valid, cache));
+  cache->next_position = cache->next_position + 1;
+  return logits;
+}
+
+at::Tensor VlmModel::DecodeCached(at::Tensor x, const at::Tensor& positions,
+                                  const at::Tensor& new_valid,
+                                  KvCache* cache) const {
+  const ModelPreset& p = preset_;
+  const int64_t b = x.size(0), t = x.size(1);
+  const int64_t h = p.hidden, hd = p.head_dim(), heads = p.heads,
+                kvh = p.kv_heads;
+  auto flat = positions.reshape({-1});
+  auto cos = rope_cos_.index_select(0, flat).view({b, 1, t, hd});
+  auto sin = rope_sin_.index_select(0, flat).view({b, 1, t, hd});
+  auto rope = [&](const at::Tensor& q) {
+    auto halves = q.chunk(2, -1);
+    return q * cos + at::cat({-halves[1], halves[0]}, -1) * sin;
+  };
+  const int64_t past =
+      cache->key_valid.defined() ? cache->key_valid.size(1) : 0;
+  cache->key_valid =
+      past > 0 ? at::cat({cache->key_valid, new_valid}, 1) : new_valid;
+  const int64_t tk = past + t;
+  // Query i (column past + i) sees real keys up to itself, and always
+  // itself, so a padding query attends to something and stays finite.
+  auto opts = positions.options();
+  auto qcol = (at::arange(t, opts) + past).unsqueeze(1);
+  auto kcol = at::arange(tk, opts).unsqueeze(0);
+  auto allowed = (kcol.le(qcol).unsqueeze(0) & cache->key_valid.unsqueeze(1)) |
+                 kcol.eq(qcol).unsqueeze(0);
+  allowed = allowed.unsqueeze(1);  // [B, 1, t, tk]
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DecoderLayer& l = layers_[i];
+    auto n = RmsNorm(x, l.in_norm);
+    auto q =
+        rope(Linear(n, l.q_w, l.q_b).view({b, t, heads, hd}).transpose(1, 2));
+    auto k =
+        rope(Linear(n, l.k_w, l.k_b).view({b, t, kvh, hd}).transpose(1, 2));
+    auto v = Linear(n, l.v_w, l.v_b).view({b, t, kvh, hd}).transpose(1, 2);
+    if (past > 0) {
+      k = at::cat({cache->k[i], k}, 2);
+      v = at::cat({cache->v[i], v}, 2);
+    }
+    cache->k[i] = k;
+    cache->v[i] = v;
+    if (kvh != heads) {
+      k = k.unsqueeze(2)
+              .expand({b, kvh, heads / kvh, tk, hd})
+              .reshape({b, heads, tk, hd});
+      v = v.unsqueeze(2)
+              .expand({b, kvh, heads / kvh, tk, hd})
+              .reshape({b, heads, tk, hd});
+    }
+    auto a =
+        MaskedAttention(q, k, v, allowed).transpose(1, 2).reshape({b, t, h});
+    x = x + Linear(a, l.o_w);
+    auto n2 = RmsNorm(x, l.post_norm);
+    x = x + Linear(at::silu(Linear(n2, l.gate)) * Linear(n2, l.up), l.down);
+  }
+  return RmsNorm(x.select(1, t - 1), final_norm_);
 }
 
 at::Tensor VlmModel::Logits(const at::Tensor& hidden) const {

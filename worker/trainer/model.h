@@ -43,6 +43,24 @@ struct Batch {
   int64_t real_tokens = 0;  // non-pad tokens
 };
 
+// Inference: a prompt batch for generation, left-padded so that every row's
+// last prompt token sits in the last column and generated tokens append in
+// one column for all rows. RoPE positions count real tokens only, so a row's
+// positions are the same whatever padding its batch needs.
+struct PromptBatch {
+  at::Tensor tokens;   // int64 [B, T], left-padded with kPadId
+  at::Tensor lengths;  // int64 [B]: real (unpadded) tokens per row
+  at::Tensor images;   // uint8 [B, S, S, 3]
+};
+
+// Per-layer keys and values of everything fed so far (prompt, then one
+// token per DecodeStep), with which columns are real tokens.
+struct KvCache {
+  std::vector<at::Tensor> k, v;  // per decoder layer: [B, kv_heads, T, D]
+  at::Tensor key_valid;          // bool [B, T]: false on left padding
+  at::Tensor next_position;      // int64 [B]: RoPE position of the next token
+};
+
 struct EvalCounts {
   at::Tensor loss_sum;  // float scalar: summed token loss
   at::Tensor tokens;    // scored tokens
@@ -61,6 +79,15 @@ class VlmModel {
   at::Tensor Loss(const Batch& batch) const;
   // Loss sum, token count and exact-match rows; call under no-grad.
   EvalCounts Evaluate(const Batch& batch) const;
+
+  // Greedy-decoding path; call under no-grad. Prefill runs a prompt batch
+  // through the model, fills `cache` and returns the fp32 logits [B, vocab]
+  // of each row's last prompt token. DecodeStep feeds one token per row
+  // (int64 [B]) at the row's next position, appends to `cache` and returns
+  // the logits that follow it. The caller keeps positions below
+  // max_seq_len. Training (Loss, Evaluate) does not use this path.
+  at::Tensor Prefill(const PromptBatch& prompt, KvCache* cache) const;
+  at::Tensor DecodeStep(const at::Tensor& tokens, KvCache* cache) const;
 
   const std::vector<Parameter>& parameters() const { return params_; }
   const at::Tensor& flat_params() const { return flat_params_; }
@@ -83,6 +110,11 @@ class VlmModel {
   at::Tensor Hidden(const Batch& batch)
       const;  // final-norm decoder states at scored positions
   at::Tensor Logits(const at::Tensor& hidden) const;
+  // Decoder layers over new tokens `x` [B, T, H] at `positions` [B, T],
+  // attending to the cache and themselves; appends to the cache and returns
+  // the final-norm states of the last column [B, H].
+  at::Tensor DecodeCached(at::Tensor x, const at::Tensor& positions,
+                          const at::Tensor& new_valid, KvCache* cache) const;
 
   struct VisionBlock {
     int norm1, qkv_w, qkv_b, proj_w, proj_b, norm2, fc1_w, fc1_b, fc2_w, fc2_b;

@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace dcvlr {
 namespace {
@@ -459,6 +460,131 @@ TEST_F(CoreTest, RestartKeepsEveryJobAndItsRunningAttempt) {
   EXPECT_EQ(nodes[0].gpus_in_use_size(), 1);
   // New jobs get new ids.
   EXPECT_EQ(Submit(kOneGpu), "j-4");
+}
+
+}  // namespace
+}  // namespace dcvlr
+
+namespace dcvlr {
+namespace {
+
+class SubmitFileTest : public CoreTest {
+ protected:
+  void UseCheckpointRoot() {
+    auto config = std::make_shared<ClusterConfig>();
+    config->checkpoint_root = "/shared/ckpt";
+    core_->SetClusterConfig(config);
+  }
+};
+
+constexpr char kPipeline[] =
+    "name: train\nkind: train\ntraining: {max_steps: 5}\n"
+    "---\n"
+    "name: score\nkind: eval\nmodel: {from: train}\n"
+    "benchmarks: [synthetic_shapes, /data/x.tsv]\n";
+
+TEST_F(SubmitFileTest, PipelineIsSubmittedTogetherAndEvalFindsTheCheckpoint) {
+  UseCheckpointRoot();
+  auto result = core_->SubmitFile("alice", "p.yaml", kPipeline, false);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->jobs.size(), 2u);
+  const v1::Job& train = result->jobs[0];
+  const v1::Job& eval = result->jobs[1];
+  EXPECT_EQ(train.spec().checkpoint_dir(), "/shared/ckpt/" + train.id());
+  // model.from implies after:, and becomes the train job's checkpoint dir.
+  EXPECT_THAT(eval.spec().after(), ::testing::ElementsAre(train.id()));
+  auto config = nlohmann::json::parse(eval.spec().worker_config_json());
+  EXPECT_EQ(config["model"]["checkpoint"], train.spec().checkpoint_dir());
+  EXPECT_EQ(config["model"]["from_job"], train.id());
+  // Benchmark names become what the registry says.
+  EXPECT_EQ(config["benchmarks"][0]["synthetic"]["split"], "test");
+  EXPECT_EQ(config["benchmarks"][1]["path"], "/data/x.tsv");
+  // Both are stored: a restarted coordinator has them.
+  core_ = MakeCore();
+  EXPECT_EQ(StateOf(train.id()), v1::JOB_STATE_PENDING);
+  EXPECT_EQ(StateOf(eval.id()), v1::JOB_STATE_PENDING);
+}
+
+TEST_F(SubmitFileTest, OneBadDocumentSubmitsNothing) {
+  UseCheckpointRoot();
+  auto result = core_->SubmitFile(
+      "alice", "p.yaml",
+      std::string(kPipeline) + "---\nname: c\nkind: command\nrun: x\n"
+                               "after: [nope]\n",
+      false);
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(std::string(result.status().message()),
+              HasSubstr("p.yaml:13:9: after[0]: no job with id or name 'nope'"));
+  v1::ListJobsRequest all;
+  EXPECT_TRUE(core_->ListJobs(all).empty());
+}
+
+TEST_F(SubmitFileTest, EvalErrorsNameTheKey) {
+  // Without a shared checkpoint root the train job's checkpoints stay on
+  // its node.
+  auto local = core_->SubmitFile("alice", "p.yaml", kPipeline, false);
+  ASSERT_FALSE(local.ok());
+  EXPECT_THAT(std::string(local.status().message()),
+              HasSubstr("p.yaml:7:15: model.from: job j-1 checkpoints to its "
+                        "node's local disk"));
+  UseCheckpointRoot();
+  auto unknown = core_->SubmitFile(
+      "alice", "e.yaml",
+      "kind: eval\nmodel: /ckpt/a\nbenchmarks: [synthetic_shapes, mmmu]\n",
+      false);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_THAT(std::string(unknown.status().message()),
+              HasSubstr("e.yaml:3:32: benchmarks[1]: unknown benchmark 'mmmu'; "
+                        "known: synthetic_shapes"));
+  const std::string prep = Submit("name: prep\nkind: command\nrun: x\n");
+  auto not_train = core_->SubmitFile(
+      "alice", "e.yaml",
+      "kind: eval\nmodel: {from: " + prep + "}\nbenchmarks: [/x/a.tsv]\n",
+      false);
+  ASSERT_FALSE(not_train.ok());
+  EXPECT_THAT(std::string(not_train.status().message()),
+              HasSubstr("is not a train job"));
+  // A registry from --benchmarks knows more names.
+  auto registry = ParseBenchmarks(
+      "b.yaml", "benchmarks:\n  mmmu: {path: /data/MMMU.tsv}\n");
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  core_->SetBenchmarks(*registry);
+  auto known = core_->SubmitFile(
+      "alice", "e.yaml",
+      "kind: eval\nmodel: /ckpt/a\nbenchmarks: [synthetic_shapes, mmmu]\n",
+      false);
+  ASSERT_TRUE(known.ok()) << known.status();
+  EXPECT_EQ(nlohmann::json::parse(known->jobs[0].spec().worker_config_json())
+                ["benchmarks"][1]["path"],
+            "/data/MMMU.tsv");
+}
+
+TEST_F(SubmitFileTest, OumiWarningsComeBackWithTheJob) {
+  auto result = core_->SubmitFile(
+      "alice", "qwen.yaml",
+      "model: {model_name: Qwen/Qwen2.5-VL-7B-Instruct}\n"
+      "training: {save_steps: 0}\n",
+      false, JobFileOptions{.nodes = 2, .gpus_per_node = 8});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->jobs[0].spec().resources().nodes(), 2);
+  EXPECT_EQ(result->jobs[0].spec().launcher(), v1::LAUNCHER_TORCHRUN_OUMI);
+  ASSERT_EQ(result->warnings.size(), 2u);
+  EXPECT_THAT(result->warnings[0], HasSubstr("training.save_steps"));
+}
+
+TEST(BenchmarksTest, FileErrorsNameTheKey) {
+  auto bad = ParseBenchmarks("b.yaml",
+                             "benchmarks:\n  a: {path: rel.tsv}\n"
+                             "  b: {synthetic: {split: dev}}\n  c: {}\n");
+  ASSERT_FALSE(bad.ok());
+  const std::string message(bad.status().message());
+  EXPECT_THAT(message, HasSubstr("b.yaml:2:13: benchmarks.a.path: must be an "
+                                 "absolute path"));
+  EXPECT_THAT(message, HasSubstr("b.yaml:3:26: benchmarks.b.synthetic.split: expected train or test"));
+  EXPECT_THAT(message, HasSubstr("b.yaml:4:6: benchmarks.c: give path"));
+  auto defaults = ParseBenchmarks("b.yaml", "");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->count("synthetic_shapes"), 1u);
 }
 
 }  // namespace

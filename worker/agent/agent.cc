@@ -15,7 +15,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -37,6 +39,8 @@ constexpr size_t kFinishedKept = 256;
 // Grace given to processes when the lease runs out: the coordinator's node
 // timeout must exceed the lease plus this.
 constexpr double kLeaseStopGraceS = 2;
+// EX_TEMPFAIL: the process asks to be requeued (DESIGN.md "Job lifecycle").
+constexpr int kRequeueExitCode = 75;
 
 int64_t SteadyMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -72,6 +76,25 @@ bool WriteFile(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::trunc);
   out << text;
   return static_cast<bool>(out.flush());
+}
+
+// The last non-empty line of a file (at most 300 bytes of it).
+std::string LastLine(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  const std::streamoff from = std::max<std::streamoff>(0, size - 4096);
+  in.seekg(from);
+  std::string tail(static_cast<size_t>(size - from), '\0');
+  in.read(tail.data(), static_cast<std::streamsize>(tail.size()));
+  std::string line;
+  std::istringstream lines(tail);
+  for (std::string l; std::getline(lines, l);) {
+    if (!absl::StripAsciiWhitespace(l).empty()) line = l;
+  }
+  if (line.size() > 300) line = line.substr(0, 300) + "...";
+  return line;
 }
 
 bool Executable(const std::string& path) {
@@ -512,8 +535,15 @@ void Agent::OnExit(const AttemptExit& exit) {
   // Logs first: whoever reads them after the exit finds them complete.
   FlushLogs(key);
   ScanMetrics(key);
+  std::string last_words;
   {
     std::lock_guard<std::mutex> lock(logs_mu_);
+    auto it = logs_.find(key);
+    if (it != logs_.end() && exit.failed_rank >= 0 && !exit.stopped &&
+        exit.exit_code != kRequeueExitCode) {
+      auto rank = it->second.find(exit.failed_rank);
+      if (rank != it->second.end()) last_words = LastLine(rank->second.path);
+    }
     logs_.erase(key);
     metrics_.erase(key);
   }
@@ -527,7 +557,11 @@ void Agent::OnExit(const AttemptExit& exit) {
   update.set_exit_code(exit.exit_code);
   update.set_signal(exit.signal);
   update.set_stopped(exit.stopped);
-  update.set_message(exit.message);
+  // A failed process's last line usually says why (a worker program's
+  // error names the file, line and key); the job's reason carries it.
+  update.set_message(last_words.empty()
+                         ? exit.message
+                         : absl::StrCat(exit.message, ": ", last_words));
   SendUpdate(update);
 }
 

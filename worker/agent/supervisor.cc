@@ -356,6 +356,7 @@ AttemptExit Supervisor::Finish(Attempt& attempt) {
   exit.stopped = attempt.stopped_by_order;
   if (attempt.first_failure >= 0) {
     const Process& failed = attempt.processes[attempt.first_failure];
+    exit.failed_rank = failed.rank;
     exit.exit_code = ExitCodeOf(failed.status);
     exit.signal = WIFSIGNALED(failed.status) ? WTERMSIG(failed.status) : 0;
     exit.message =

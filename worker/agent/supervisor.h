@@ -59,6 +59,8 @@ struct AttemptExit {
   // Ended by Stop() / StopAll().
   bool stopped = false;
   std::string message;
+  // The rank of the first failing process, or -1.
+  int failed_rank = -1;
 };
 
 class Supervisor {

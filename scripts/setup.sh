@@ -13,6 +13,8 @@ packages=(
   libgtest-dev libgmock-dev libcli11-dev
   # worker programs: libtorch (CPU) + Gloo headers for c10d, JSON, fast BLAS
   libtorch-dev libgloo-dev nlohmann-json3-dev libopenblas0-pthread
+  # dcvlr-eval: JPEG benchmark images (optional at build time)
+  libjpeg62-turbo-dev
   # benchmark baseline (PyTorch DDP) and monitoring tests
   python3 python3-torch prometheus
   # process inspection in tests

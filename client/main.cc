@@ -131,13 +131,13 @@ struct FileFlags {
   int nodes = 0;
   int gpus_per_node = 0;
 
-  JobFileOptions Options(const std::string& path) const {
+  JobFileOptions Options() const {
     JobFileOptions options;
     options.nodes = nodes;
     options.gpus_per_node = gpus_per_node;
     std::error_code ec;
-    fs::path dir = fs::absolute(fs::path(path), ec).parent_path();
-    if (!ec) options.source_dir = dir.lexically_normal().string();
+    fs::path dir = fs::current_path(ec);
+    if (!ec) options.submit_dir = dir.string();
     return options;
   }
 };
@@ -149,7 +149,7 @@ int Submit(Client& client, const std::string& path, bool dry_run,
     fprintf(stderr, "dcvlrctl: %s: %s\n", path.c_str(), strerror(errno));
     return kBadInput;
   }
-  const JobFileOptions options = flags.Options(path);
+  const JobFileOptions options = flags.Options();
   v1::SubmitJobRequest request;
   request.set_user(client.globals().user);
   request.set_source_name(path);
@@ -157,7 +157,7 @@ int Submit(Client& client, const std::string& path, bool dry_run,
   request.set_dry_run(dry_run);
   request.set_nodes(options.nodes);
   request.set_gpus_per_node(options.gpus_per_node);
-  request.set_source_dir(options.source_dir);
+  request.set_submit_dir(options.submit_dir);
   v1::SubmitJobResponse response;
   grpc::ClientContext context;
   client.Prepare(&context);
@@ -492,7 +492,7 @@ int Render(const Globals& globals, const std::string& path,
     fprintf(stderr, "dcvlrctl: %s: %s\n", path.c_str(), strerror(errno));
     return kBadInput;
   }
-  auto parsed = ParseJobFiles(path, text, flags.Options(path));
+  auto parsed = ParseJobFiles(path, text, flags.Options());
   if (!parsed.ok()) {
     fprintf(stderr, "%s\n", std::string(parsed.status().message()).c_str());
     return kBadInput;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <set>
 #include <utility>
 
@@ -903,13 +904,16 @@ void Parser::ParseLauncherJob(const YAML::Node& root) {
     if (auto dir = String(n, "working_dir")) {
       std::string path = *dir;
       if (!path.empty() && path[0] != '/') {
-        if (options.source_dir.empty()) {
+        if (options.submit_dir.empty()) {
           Error(n, "working_dir",
                 absl::StrCat("'", path,
-                             "' is relative and the job file's directory is "
+                             "' is relative and the submitter's directory is "
                              "unknown; give an absolute path"));
         } else {
-          path = absl::StrCat(options.source_dir, "/", path);
+          path = (std::filesystem::path(options.submit_dir) / path)
+                     .lexically_normal()
+                     .string();
+          if (path.size() > 1 && path.back() == '/') path.pop_back();
         }
       }
       absl::StrAppend(&script, "cd ", ShellQuote(path), " || exit 1\n");

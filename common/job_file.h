@@ -55,9 +55,10 @@ struct JobFileOptions {
   // file's resources.
   int nodes = 0;
   int gpus_per_node = 0;
-  // The file's directory (absolute) on the submitting machine: relative
-  // paths of the file resolve against it.
-  std::string source_dir;
+  // The directory the submitter works in (absolute): relative paths of the
+  // file (a launcher job's working_dir) resolve against it, as they do for
+  // `oumi launch`.
+  std::string submit_dir;
 };
 
 // The model names dcvlr-train has presets for (worker/trainer/presets.cc);

@@ -165,7 +165,7 @@ TEST(JobFileTest, DcvlrSectionIsCheckedLikeTopLevelKeys) {
 
 TEST(JobFileTest, OumiLauncherJobRunsSetupThenRunOnEveryNode) {
   JobFileOptions options;
-  options.source_dir = "/home/ada/dcvlr";
+  options.submit_dir = "/home/ada/dcvlr";
   auto parsed = ParseJobFile(
       "launch.yaml",
       "name: sky-train\n"
@@ -186,7 +186,7 @@ TEST(JobFileTest, OumiLauncherJobRunsSetupThenRunOnEveryNode) {
   EXPECT_EQ(spec.env().at("WANDB_MODE"), "offline");
   EXPECT_EQ(spec.run(),
             "# An Oumi launcher job: setup, then run.\n"
-            "cd '/home/ada/dcvlr/.' || exit 1\n"
+            "cd '/home/ada/dcvlr' || exit 1\n"
             "(\npip install oumi\n) || { status=$?; echo \"dcvlr: setup failed "
             "with exit code $status\" >&2; exit $status; }\n"
             "oumi train -c x.yaml\n");

@@ -19,7 +19,7 @@ grpc::Status ClientServiceImpl::SubmitJob(grpc::ServerContext*,
   JobFileOptions options;
   options.nodes = request->nodes();
   options.gpus_per_node = request->gpus_per_node();
-  options.source_dir = request->source_dir();
+  options.submit_dir = request->submit_dir();
   absl::StatusOr<SubmitResult> result =
       core_->SubmitFile(request->user(), request->source_name(),
                         request->source(), request->dry_run(), options);

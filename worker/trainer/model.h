@@ -84,8 +84,9 @@ class VlmModel {
   // through the model, fills `cache` and returns the fp32 logits [B, vocab]
   // of each row's last prompt token. DecodeStep feeds one token per row
   // (int64 [B]) at the row's next position, appends to `cache` and returns
-  // the logits that follow it. The caller keeps positions below
-  // max_seq_len. Training (Loss, Evaluate) does not use this path.
+  // the logits that follow it. Positions must stay below max_seq_len for
+  // the rows the caller reads (later ones reuse the last position). Training
+  // (Loss, Evaluate) does not use this path.
   at::Tensor Prefill(const PromptBatch& prompt, KvCache* cache) const;
   at::Tensor DecodeStep(const at::Tensor& tokens, KvCache* cache) const;
 

@@ -85,6 +85,10 @@ int RunEvaluation(const EvalConfig& config, const std::atomic<bool>& stop) {
     log("error: " + msg);
     return kExitError;
   };
+  auto stopped_by_signal = [&] {
+    log("stopped by signal, exiting 75");
+    return kExitRequeue;
+  };
   const auto start = Clock::now();
 
   at::Device device(at::kCPU);
@@ -113,7 +117,7 @@ int RunEvaluation(const EvalConfig& config, const std::atomic<bool>& stop) {
   trainer::VlmModel model(preset, uint64_t(config.seed), device,
                           bf16 ? at::kBFloat16 : at::kFloat);
   if (!LoadModelWeights(step_dir, &model, &error)) return fail(error);
-  if (stop.load()) return kExitRequeue;
+  if (stop.load()) return stopped_by_signal();
   if (leader)
     log("checkpoint " + step_dir + " model=" + preset.name +
         " params=" + std::to_string(model.num_params()) +
@@ -143,7 +147,7 @@ int RunEvaluation(const EvalConfig& config, const std::atomic<bool>& stop) {
           std::to_string(work[bi].benchmark.items.size()) + " prompt=" +
           (spec.prompt == PromptStyle::kInline ? "inline" : "vlmevalkit") +
           " path=" + spec.path);
-    if (stop.load()) return kExitRequeue;
+    if (stop.load()) return stopped_by_signal();
   }
 
   // Step 2: rendezvous, then decode.
@@ -189,10 +193,7 @@ int RunEvaluation(const EvalConfig& config, const std::atomic<bool>& stop) {
         comm->AllReduceSum(flag);
         stopped = flag.cpu().item<float>() > 0;
       }
-      if (stopped) {
-        if (leader) log("stopped by signal, exiting 75");
-        return kExitRequeue;
-      }
+      if (stopped) return stopped_by_signal();
       if (leader && (round + 1) % 10 == 0)
         log("benchmark " + bench.spec.name + " batches=" +
             std::to_string(std::min(batches, (round + 1) * world)) + "/" +

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,11 +47,20 @@ int FreePort() {
 }
 
 // Starts `bin` with `env` added to ours; stdout and stderr go to `log`.
+// With `sigterm_pending`, the program starts with a SIGTERM already sent
+// (blocked across exec until it installs its handler and unblocks it).
 pid_t Spawn(const std::string& bin, const std::vector<std::string>& args,
-            const std::map<std::string, std::string>& env,
-            const fs::path& log) {
+            const std::map<std::string, std::string>& env, const fs::path& log,
+            bool sigterm_pending = false) {
   pid_t pid = ::fork();
   if (pid == 0) {
+    if (sigterm_pending) {
+      sigset_t term;
+      sigemptyset(&term);
+      sigaddset(&term, SIGTERM);
+      sigprocmask(SIG_BLOCK, &term, nullptr);
+      ::kill(::getpid(), SIGTERM);
+    }
     for (const char* k :
          {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
           "DCVLR_OUTPUT_DIR", "DCVLR_METRICS_FILE"})
@@ -144,7 +154,8 @@ class EvalProcessTest : public ::testing::Test {
 
   // Runs dcvlr-eval as `world` ranks; returns each rank's exit code.
   std::vector<int> RunEval(const std::string& name, int world,
-                           const fs::path& config) {
+                           const fs::path& config,
+                           bool sigterm_pending = false) {
     std::string port = std::to_string(FreePort());
     std::vector<pid_t> pids;
     for (int r = 0; r < world; ++r) {
@@ -157,7 +168,7 @@ class EvalProcessTest : public ::testing::Test {
         env["MASTER_PORT"] = port;
       }
       pids.push_back(Spawn(DCVLR_EVAL_BIN, {"--config", config.string()}, env,
-                           Log(name, r)));
+                           Log(name, r), sigterm_pending));
     }
     std::vector<int> codes;
     for (pid_t p : pids) codes.push_back(WaitExit(p));
@@ -296,6 +307,17 @@ TEST_F(EvalProcessTest, BrokenTsvFailsNamingFileLineAndColumn) {
                      "for an image and names no row's index"),
             std::string::npos)
       << log;
+}
+
+TEST_F(EvalProcessTest, SigtermExitsRequeueOnEveryRank) {
+  auto codes = RunEval("term", 2, WriteEvalConfig("term", Ckpt(), Tsv()),
+                       /*sigterm_pending=*/true);
+  EXPECT_EQ(codes, (std::vector<int>{75, 75}))
+      << ReadAll(Log("term", 0)) << ReadAll(Log("term", 1));
+  EXPECT_FALSE(
+      fs::exists(root_ / "term" / "out" / "dcvlr_scoring_summary.json"));
+  EXPECT_NE(ReadAll(Log("term", 1)).find("stopped by signal, exiting 75"),
+            std::string::npos);
 }
 
 TEST_F(EvalProcessTest, BadConfigExitsTwo) {

@@ -105,6 +105,8 @@ bool ParseEvalConfig(const nlohmann::json& j, const std::string& base_dir,
         if (mk == "checkpoint") {
           if (!GetString(mv, "model.checkpoint", &out->checkpoint, error))
             return false;
+        } else if (mk == "from_job") {
+          // Which train job the checkpoint came from; for people.
         } else {
           warnings->push_back("model." + mk +
                               ": unknown key (the model comes from the "
@@ -175,6 +177,31 @@ bool ParseEvalConfig(const nlohmann::json& j, const std::string& base_dir,
         if (!GetString(bv, at + ".path", &spec.path, error)) return false;
       } else if (bk == "prompt") {
         if (!GetString(bv, at + ".prompt", &prompt, error)) return false;
+      } else if (bk == "synthetic") {
+        if (!bv.is_object()) {
+          *error = at + ".synthetic: expected {\"split\", \"num_samples\", "
+                        "\"seed\"}, got " + bv.dump();
+          return false;
+        }
+        spec.synthetic = true;
+        for (const auto& [sk, sv] : bv.items()) {
+          const std::string skey = at + ".synthetic." + sk;
+          if (sk == "split") {
+            if (!GetString(sv, skey, &spec.source.split, error)) return false;
+            if (spec.source.split != "train" && spec.source.split != "test") {
+              *error = skey + ": expected train or test, got \"" +
+                       spec.source.split + "\"";
+              return false;
+            }
+          } else if (sk == "num_samples") {
+            if (!GetInt(sv, skey, 1, &spec.source.num_samples, error))
+              return false;
+          } else if (sk == "seed") {
+            if (!GetInt(sv, skey, 0, &spec.source.seed, error)) return false;
+          } else {
+            warnings->push_back(skey + ": unknown key, ignored");
+          }
+        }
       } else {
         warnings->push_back(at + "." + bk + ": unknown key, ignored");
       }
@@ -188,13 +215,19 @@ bool ParseEvalConfig(const nlohmann::json& j, const std::string& base_dir,
       *error = at + ".name: \"" + spec.name + "\" is used twice";
       return false;
     }
-    if (spec.path.empty()) {
-      *error = at + ".path: required";
+    if (spec.synthetic && !spec.path.empty()) {
+      *error = at + ": give either path or synthetic, not both";
       return false;
     }
-    spec.path = Resolve(spec.path, base_dir);
+    if (!spec.synthetic && spec.path.empty()) {
+      *error = at + ".path: required (or synthetic: {...})";
+      return false;
+    }
+    if (!spec.synthetic) spec.path = Resolve(spec.path, base_dir);
     if (!ParsePrompt(prompt, at + ".prompt", spec.name, &spec.prompt, error))
       return false;
+    // Generated rows are asked the way the trainer trained on them.
+    if (spec.synthetic && prompt == "auto") spec.prompt = PromptStyle::kInline;
     out->benchmarks.push_back(spec);
   }
   return true;

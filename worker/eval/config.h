@@ -21,9 +21,21 @@ enum class PromptStyle {
   kInline,
 };
 
+// A benchmark that dcvlr-eval writes itself, as a VLMEvalKit TSV, before
+// reading it like any other: the trainer's synthetic shapes generator.
+struct SyntheticSource {
+  std::string split = "test";  // train | test
+  int64_t num_samples = 400;
+  int64_t seed = 7;
+};
+
 struct BenchmarkSpec {
   std::string name;  // [A-Za-z0-9_.-]+, unique; names output files and metrics
-  std::string path;  // the TSV
+  // The TSV. For a synthetic benchmark, where it is written: the output
+  // dir's <name>_benchmark.tsv (filled in once the output dir is known).
+  std::string path;
+  bool synthetic = false;
+  SyntheticSource source;
   PromptStyle prompt = PromptStyle::kVlmEvalKit;
 };
 

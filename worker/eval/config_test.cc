@@ -70,6 +70,32 @@ TEST(EvalConfigTest, ErrorsNameTheKey) {
   EXPECT_NE(error_of(j).find("benchmarks[0].name:"), std::string::npos);
 }
 
+TEST(EvalConfigTest, SyntheticBenchmarks) {
+  EvalConfig c;
+  std::string error;
+  std::vector<std::string> warnings;
+  nlohmann::json j = {
+      {"model", {{"checkpoint", "/c"}, {"from_job", "j-3"}}},
+      {"benchmarks",
+       {{{"name", "synthetic_shapes"},
+         {"synthetic", {{"split", "test"}, {"num_samples", 40}, {"seed", 9}}}}}}};
+  ASSERT_TRUE(ParseEvalConfig(j, "/base", &c, &error, &warnings)) << error;
+  EXPECT_TRUE(warnings.empty());  // from_job is known
+  ASSERT_EQ(c.benchmarks.size(), 1u);
+  EXPECT_TRUE(c.benchmarks[0].synthetic);
+  EXPECT_EQ(c.benchmarks[0].source.num_samples, 40);
+  EXPECT_EQ(c.benchmarks[0].source.seed, 9);
+  EXPECT_EQ(c.benchmarks[0].prompt, PromptStyle::kInline);
+
+  j["benchmarks"][0]["synthetic"]["split"] = "dev";
+  EXPECT_FALSE(ParseEvalConfig(j, "/base", &c, &error, &warnings));
+  EXPECT_EQ(error, "benchmarks[0].synthetic.split: expected train or test, got \"dev\"");
+  j["benchmarks"][0]["synthetic"]["split"] = "test";
+  j["benchmarks"][0]["path"] = "/x.tsv";
+  EXPECT_FALSE(ParseEvalConfig(j, "/base", &c, &error, &warnings));
+  EXPECT_EQ(error, "benchmarks[0]: give either path or synthetic, not both");
+}
+
 TEST(EvalConfigTest, JsonSyntaxErrorNamesLineAndColumn) {
   const auto path = std::filesystem::temp_directory_path() /
                     ("dcvlr_eval_cfg." + std::to_string(::getpid()) + ".json");

@@ -31,6 +31,7 @@
 #include "worker/eval/results.h"
 #include "worker/trainer/distributed.h"
 #include "worker/trainer/model.h"
+#include "worker/trainer/synthetic.h"
 #include "worker/trainer/tokenizer.h"
 
 namespace dcvlr::eval {
@@ -70,7 +71,8 @@ struct Prepared {
 
 }  // namespace
 
-int RunEvaluation(const EvalConfig& config, const std::atomic<bool>& stop) {
+int RunEvaluation(const EvalConfig& given, const std::atomic<bool>& stop) {
+  EvalConfig config = given;  // synthetic benchmarks get their paths below
   const trainer::DistEnv env = trainer::DistEnv::FromEnvironment();
   const bool leader = env.rank == 0;
   std::string tag = "dcvlr-eval";
@@ -123,6 +125,30 @@ int RunEvaluation(const EvalConfig& config, const std::atomic<bool>& stop) {
         " params=" + std::to_string(model.num_params()) +
         " device=" + device.str() + " dtype=" + (bf16 ? "bf16" : "fp32") +
         " world=" + std::to_string(env.world_size) + " torch=" TORCH_VERSION);
+
+  // Synthetic benchmarks are written as VLMEvalKit TSVs first. Every rank
+  // writes the same bytes (the generator is deterministic) to a file of its
+  // own and renames it into place, so no rank reads a half-written file.
+  for (BenchmarkSpec& spec : config.benchmarks) {
+    if (!spec.synthetic) continue;
+    spec.path =
+        (fs::path(output_dir) / (spec.name + "_benchmark.tsv")).string();
+    const std::string mine =
+        spec.path + ".rank-" + std::to_string(env.rank) + ".tmp";
+    std::error_code ec;
+    fs::create_directories(output_dir, ec);
+    if (!trainer::WriteSyntheticTsv(mine, spec.source.split,
+                                    uint64_t(spec.source.seed),
+                                    spec.source.num_samples, &error))
+      return fail(error);
+    fs::rename(mine, spec.path, ec);
+    if (ec) return fail("cannot write " + spec.path + ": " + ec.message());
+    if (leader)
+      log("benchmark " + spec.name + ": wrote " +
+          std::to_string(spec.source.num_samples) + " synthetic " +
+          spec.source.split + " rows (seed " +
+          std::to_string(spec.source.seed) + ") to " + spec.path);
+  }
 
   const trainer::ByteTokenizer tokenizer(preset.image_tokens());
   const int64_t bs = config.batch_size, world = env.world_size;

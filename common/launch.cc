@@ -47,17 +47,19 @@ std::map<std::string, std::string> NodeEnvironment(const v1::JobSpec& spec,
 
 std::vector<std::string> OumiTorchrunArgv(const v1::JobSpec& spec,
                                           const NodeContext& node) {
+  // The underscore spellings: every torchrun takes them (1.x knows no
+  // --node-rank).
   const int procs = std::max(1, spec.resources().procs_per_node());
   return {node.torchrun,
           "--nnodes",
           std::to_string(node.num_nodes),
-          "--node-rank",
+          "--node_rank",
           std::to_string(node.node_rank),
-          "--nproc-per-node",
+          "--nproc_per_node",
           std::to_string(procs),
-          "--master-addr",
+          "--master_addr",
           node.master_addr,
-          "--master-port",
+          "--master_port",
           std::to_string(node.master_port),
           "-m",
           "oumi",

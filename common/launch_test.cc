@@ -58,8 +58,8 @@ TEST(LaunchTest, OumiConfigOnOneNode) {
   const PlannedProcess& p = plan->processes[0];
   EXPECT_THAT(p.argv,
               ElementsAre("/opt/venv/bin/torchrun", "--nnodes", "1",
-                          "--node-rank", "0", "--nproc-per-node", "8",
-                          "--master-addr", "10.0.0.1", "--master-port",
+                          "--node_rank", "0", "--nproc_per_node", "8",
+                          "--master_addr", "10.0.0.1", "--master_port",
                           "29411", "-m", "oumi", "train", "-c",
                           "/var/lib/dcvlr/jobs/j-7/attempt-2/oumi_config.yaml",
                           "--training.output_dir", "/shared/ckpt/j-7"));
@@ -106,9 +106,9 @@ TEST(LaunchTest, OumiConfigOnTwoNodes) {
     EXPECT_EQ(p.log_name, "rank-" + std::to_string(rank) + ".log");
     EXPECT_THAT(p.argv,
                 ElementsAre("/opt/venv/bin/torchrun", "--nnodes", "2",
-                            "--node-rank", std::to_string(rank),
-                            "--nproc-per-node", "8", "--master-addr",
-                            "10.0.0.1", "--master-port", "29411", "-m",
+                            "--node_rank", std::to_string(rank),
+                            "--nproc_per_node", "8", "--master_addr",
+                            "10.0.0.1", "--master_port", "29411", "-m",
                             "oumi", "train", "-c",
                             "/var/lib/dcvlr/jobs/j-7/attempt-2/"
                             "oumi_config.yaml",

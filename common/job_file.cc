@@ -28,17 +28,17 @@ constexpr size_t kMaxFileBytes = 1 << 20;
 // worker program as JSON for kind train and eval.
 const std::set<std::string>& WorkerSections() {
   static const auto* sections = new std::set<std::string>{
-      "model",      "data",       "training",         "peft",
-      "fsdp",       "deepspeed",  "evaluation",       "generation",
-      "tasks",      "benchmarks", "inference_engine", "eval"};
+      "model", "data",       "training",         "peft",
+      "fsdp",  "deepspeed",  "evaluation",       "generation",
+      "tasks", "benchmarks", "inference_engine", "eval"};
   return *sections;
 }
 
 const std::set<std::string>& TopLevelKeys() {
   static const auto* keys = new std::set<std::string>{
-      "name",   "kind",           "priority", "resources", "retry",
-      "after",  "checkpoint_dir", "env",      "command",   "run",
-      "grace_s", "time_limit_s"};
+      "name",    "kind",  "priority",       "resources",
+      "retry",   "after", "checkpoint_dir", "env",
+      "command", "run",   "grace_s",        "time_limit_s"};
   return *keys;
 }
 
@@ -52,9 +52,9 @@ const std::set<std::string>& OumiTrainingSections() {
 // The keys of an Oumi launcher job (oumi launch up -c FILE).
 const std::vector<std::string>& LauncherKeys() {
   static const auto* keys = new std::vector<std::string>{
-      "name",  "user",           "working_dir", "num_nodes", "resources",
-      "envs",  "file_mounts",    "storage_mounts", "setup",  "run",
-      "dcvlr"};
+      "name",      "user", "working_dir", "num_nodes",
+      "resources", "envs", "file_mounts", "storage_mounts",
+      "setup",     "run",  "dcvlr"};
   return *keys;
 }
 
@@ -104,8 +104,10 @@ void EmitAsRead(YAML::Emitter& out, const YAML::Node& node) {
 std::string ShellQuote(const std::string& s) {
   std::string out = "'";
   for (char c : s) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out += c;
   }
   return out + "'";
 }
@@ -113,10 +115,16 @@ std::string ShellQuote(const std::string& s) {
 // Variables that the agent sets for every process (DESIGN.md "Process
 // contract"); a job file may not override them.
 bool IsReservedEnv(const std::string& name) {
-  static const auto* reserved = new std::set<std::string>{
-      "RANK",        "LOCAL_RANK",  "WORLD_SIZE", "LOCAL_WORLD_SIZE",
-      "NODE_RANK",   "GROUP_RANK",  "MASTER_ADDR", "MASTER_PORT",
-      "CUDA_VISIBLE_DEVICES"};
+  static const auto* reserved =
+      new std::set<std::string>{"RANK",
+                                "LOCAL_RANK",
+                                "WORLD_SIZE",
+                                "LOCAL_WORLD_SIZE",
+                                "NODE_RANK",
+                                "GROUP_RANK",
+                                "MASTER_ADDR",
+                                "MASTER_PORT",
+                                "CUDA_VISIBLE_DEVICES"};
   return reserved->count(name) > 0 || name.rfind("DCVLR_", 0) == 0;
 }
 
@@ -132,10 +140,14 @@ std::optional<std::pair<SourcePos, std::string>> FindBinary(
     if (c < 0x20 && c != '\n' && c != '\r' && c != '\t') {
       bad = true;
     } else if (c >= 0x80) {
-      if ((c & 0xE0) == 0xC0 && c >= 0xC2) length = 2;
-      else if ((c & 0xF0) == 0xE0) length = 3;
-      else if ((c & 0xF8) == 0xF0 && c <= 0xF4) length = 4;
-      else bad = true;
+      if ((c & 0xE0) == 0xC0 && c >= 0xC2)
+        length = 2;
+      else if ((c & 0xF0) == 0xE0)
+        length = 3;
+      else if ((c & 0xF8) == 0xF0 && c <= 0xF4)
+        length = 4;
+      else
+        bad = true;
       for (size_t k = 1; !bad && k < length; ++k) {
         bad = i + k >= text.size() ||
               (static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80;
@@ -144,10 +156,9 @@ std::optional<std::pair<SourcePos, std::string>> FindBinary(
     if (bad) {
       char hex[8];
       snprintf(hex, sizeof(hex), "0x%02X", c);
-      return std::make_pair(
-          SourcePos{line, column},
-          absl::StrCat("byte ", hex, " at offset ", i,
-                       ": a job file must be UTF-8 text"));
+      return std::make_pair(SourcePos{line, column},
+                            absl::StrCat("byte ", hex, " at offset ", i,
+                                         ": a job file must be UTF-8 text"));
     }
     if (c == '\n') {
       ++line;
@@ -162,16 +173,16 @@ std::optional<std::pair<SourcePos, std::string>> FindBinary(
 
 class Parser : public YamlChecker {
  public:
-  explicit Parser(ParsedJobFile* out)
-      : YamlChecker(out->source_name, &out->positions), out_(out) {}
+  Parser(ParsedJobFile* out, JobFileOptions options)
+      : YamlChecker(out->source_name, &out->positions),
+        out_(out),
+        options_(std::move(options)) {}
 
   void Parse(const YAML::Node& root);
 
  private:
   void ParseJob(const YAML::Node& file_root);
   void ParseLauncherJob(const YAML::Node& root);
-  void ParseDcvlrSection(const YAML::Node& section,
-                         const std::set<std::string>& allowed);
   void ParseTrain(const YAML::Node& root);
   void ParseEval(const YAML::Node& root);
   void ParseEnvMap(const YAML::Node& node, const std::string& key);
@@ -185,11 +196,8 @@ class Parser : public YamlChecker {
   void ParseEnv(const YAML::Node& node);
   void ParseProgram(const YAML::Node& root);
 
-  ParsedJobFile* out_;
- public:
-  JobFileOptions options;
-
- private:
+  ParsedJobFile* const out_;
+  const JobFileOptions options_;
   JobSpec& spec() { return out_->spec; }
   // procs_per_node: gpu, resolved once gpus_per_node is known.
   bool procs_per_gpu_ = false;
@@ -207,9 +215,9 @@ void Parser::ParseKind(const YAML::Node& root, bool has_worker_sections) {
     } else if (*value == "eval") {
       spec().set_kind(v1::JOB_KIND_EVAL);
     } else {
-      Error(kind, "kind",
-            absl::StrCat("expected train, eval or command, got '", *value,
-                         "'"));
+      Error(
+          kind, "kind",
+          absl::StrCat("expected train, eval or command, got '", *value, "'"));
     }
     return;
   }
@@ -221,17 +229,18 @@ void Parser::ParseKind(const YAML::Node& root, bool has_worker_sections) {
     spec().set_kind(v1::JOB_KIND_COMMAND);
   } else {
     Error(root, "kind",
-          has_worker_sections
-              ? "missing; say train or eval"
-              : "missing; expected train, eval or command");
+          has_worker_sections ? "missing; say train or eval"
+                              : "missing; expected train, eval or command");
   }
 }
 
 void Parser::ParseName(const YAML::Node& root) {
   std::string name;
   if (YAML::Node node = root["name"]) {
-    if (auto value = String(node, "name")) name = *value;
-    else return;
+    if (auto value = String(node, "name"))
+      name = *value;
+    else
+      return;
   } else {
     // Default: the file's base name without its extension.
     name = out_->source_name;
@@ -244,8 +253,9 @@ void Parser::ParseName(const YAML::Node& root) {
   }
   const bool valid = IsValidName(name);
   bool looks_like_id = name.size() > 2 && name.rfind("j-", 0) == 0 &&
-                       std::all_of(name.begin() + 2, name.end(),
-                                   [](char c) { return absl::ascii_isdigit(c); });
+                       std::all_of(name.begin() + 2, name.end(), [](char c) {
+                         return absl::ascii_isdigit(c);
+                       });
   const YAML::Node at = root["name"] ? root["name"] : root;
   if (!valid) {
     Error(at, "name",
@@ -260,8 +270,8 @@ void Parser::ParseName(const YAML::Node& root) {
 }
 
 void Parser::ParseResources(const YAML::Node& node) {
-  if (!CheckMap(node, "resources", {"nodes", "gpus_per_node",
-                                    "procs_per_node"})) {
+  if (!CheckMap(node, "resources",
+                {"nodes", "gpus_per_node", "procs_per_node"})) {
     return;
   }
   auto* resources = spec().mutable_resources();
@@ -280,8 +290,8 @@ void Parser::ParseResources(const YAML::Node& node) {
     if (n.IsScalar() && n.Scalar() == "gpu") {
       procs_per_gpu_ = true;
       procs_node_ = n;
-    } else if (auto v = Int(n, "resources.procs_per_node", 1,
-                            kMaxProcsPerNode)) {
+    } else if (auto v =
+                   Int(n, "resources.procs_per_node", 1, kMaxProcsPerNode)) {
       resources->set_procs_per_node(static_cast<int>(*v));
     }
   }
@@ -324,8 +334,8 @@ void Parser::ParseEnvMap(const YAML::Node& node, const std::string& env_key) {
     const std::string key = absl::StrCat(env_key, ".", name);
     bool valid = !name.empty() && !absl::ascii_isdigit(name[0]);
     for (char c : name) {
-      valid = valid && (absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
-                        c == '_');
+      valid = valid &&
+              (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_');
     }
     if (!valid) {
       Error(entry.first, key, "not a valid environment variable name");
@@ -385,8 +395,8 @@ void Parser::Warn(const YAML::Node& at, const std::string& key,
   const YAML::Mark mark = at.Mark();
   if (mark.line >= 0) {
     out_->warnings.push_back(absl::StrCat(source_name(), ":", mark.line + 1,
-                                          ":", mark.column + 1, ": ", key,
-                                          ": ", message));
+                                          ":", mark.column + 1, ": ", key, ": ",
+                                          message));
   } else {
     out_->warnings.push_back(
         absl::StrCat(source_name(), ": ", key, ": ", message));
@@ -410,29 +420,21 @@ void Parser::Parse(const YAML::Node& root) {
 
 void Parser::ApplyOptions() {
   auto* resources = spec().mutable_resources();
-  if (options.nodes > 0) {
-    if (options.nodes > kMaxNodes) {
+  if (options_.nodes > 0) {
+    if (options_.nodes > kMaxNodes) {
       Error(YAML::Node(), "--nodes",
-            absl::StrCat(options.nodes, " is more than ", kMaxNodes));
+            absl::StrCat(options_.nodes, " is more than ", kMaxNodes));
     }
-    resources->set_nodes(options.nodes);
+    resources->set_nodes(options_.nodes);
   }
-  if (options.gpus_per_node > 0) {
-    if (options.gpus_per_node > kMaxGpusPerNode) {
+  if (options_.gpus_per_node > 0) {
+    if (options_.gpus_per_node > kMaxGpusPerNode) {
       Error(YAML::Node(), "--gpus-per-node",
-            absl::StrCat(options.gpus_per_node, " is more than ",
+            absl::StrCat(options_.gpus_per_node, " is more than ",
                          kMaxGpusPerNode));
     }
-    resources->set_gpus_per_node(options.gpus_per_node);
+    resources->set_gpus_per_node(options_.gpus_per_node);
   }
-}
-
-// The keys of dcvlr's own job file that a `dcvlr:` section of an Oumi file
-// may hold, checked as if they were at the top level.
-void Parser::ParseDcvlrSection(const YAML::Node& section,
-                               const std::set<std::string>& allowed) {
-  std::vector<std::string> known(allowed.begin(), allowed.end());
-  if (!CheckMap(section, "dcvlr", known)) return;
 }
 
 void Parser::ParseJob(const YAML::Node& file_root) {
@@ -499,8 +501,8 @@ void Parser::ParseJob(const YAML::Node& file_root) {
   ParseName(root);
 
   // Defaults depend on the kind: workers use a GPU per process.
-  const bool is_worker = spec().kind() == v1::JOB_KIND_TRAIN ||
-                         spec().kind() == v1::JOB_KIND_EVAL;
+  const bool is_worker =
+      spec().kind() == v1::JOB_KIND_TRAIN || spec().kind() == v1::JOB_KIND_EVAL;
   spec().set_priority(50);
   auto* resources = spec().mutable_resources();
   resources->set_nodes(1);
@@ -612,7 +614,8 @@ void Parser::ParseTrain(const YAML::Node& root) {
   // output_dir is taken as that dir.
   if (has_training && training["output_dir"]) {
     if (auto dir = String(training["output_dir"], "training.output_dir")) {
-      if (!dir->empty() && (*dir)[0] == '/' && spec().checkpoint_dir().empty()) {
+      if (!dir->empty() && (*dir)[0] == '/' &&
+          spec().checkpoint_dir().empty()) {
         spec().set_checkpoint_dir(*dir);
       }
     }
@@ -704,9 +707,9 @@ void Parser::ParseEval(const YAML::Node& root) {
         if (value.find('/') != std::string::npos ||
             absl::EndsWith(value, ".tsv")) {
           if (value[0] != '/') {
-            Error(items[i], key,
-                  absl::StrCat("a TSV path must be absolute, got '", value,
-                               "'"));
+            Error(
+                items[i], key,
+                absl::StrCat("a TSV path must be absolute, got '", value, "'"));
             continue;
           }
           std::string name = value.substr(value.rfind('/') + 1);
@@ -835,11 +838,11 @@ void Parser::ParseLauncherJob(const YAML::Node& root) {
             count = -1;
           }
           if (count < 1 || count > kMaxGpusPerNode || type.empty()) {
-            Error(value, key,
-                  absl::StrCat("expected TYPE:COUNT such as \"A100:8\" with 1 "
-                               "to ",
-                               kMaxGpusPerNode, " GPUs, got ",
-                               Describe(value)));
+            Error(
+                value, key,
+                absl::StrCat("expected TYPE:COUNT such as \"A100:8\" with 1 "
+                             "to ",
+                             kMaxGpusPerNode, " GPUs, got ", Describe(value)));
           } else {
             resources->set_gpus_per_node(static_cast<int>(count));
           }
@@ -904,13 +907,13 @@ void Parser::ParseLauncherJob(const YAML::Node& root) {
     if (auto dir = String(n, "working_dir")) {
       std::string path = *dir;
       if (!path.empty() && path[0] != '/') {
-        if (options.submit_dir.empty()) {
+        if (options_.submit_dir.empty()) {
           Error(n, "working_dir",
                 absl::StrCat("'", path,
                              "' is relative and the submitter's directory is "
                              "unknown; give an absolute path"));
         } else {
-          path = (std::filesystem::path(options.submit_dir) / path)
+          path = (std::filesystem::path(options_.submit_dir) / path)
                      .lexically_normal()
                      .string();
           if (path.size() > 1 && path.back() == '/') path.pop_back();
@@ -951,8 +954,8 @@ bool IsNativeModel(absl::string_view model_name) {
 std::string ParsedJobFile::Where(const std::string& key) const {
   auto it = positions.find(key);
   if (it == positions.end()) return absl::StrCat(source_name, ": ", key);
-  return absl::StrCat(source_name, ":", it->second.line, ":",
-                      it->second.column, ": ", key);
+  return absl::StrCat(source_name, ":", it->second.line, ":", it->second.column,
+                      ": ", key);
 }
 
 absl::StatusOr<std::vector<ParsedJobFile>> ParseJobFiles(
@@ -973,8 +976,8 @@ absl::StatusOr<std::vector<ParsedJobFile>> ParseJobFiles(
     documents = YAML::LoadAll(std::string(text));
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source_name, ":", e.mark.line + 1, ":",
-                     e.mark.column + 1, ": invalid YAML: ", e.msg));
+        absl::StrCat(source_name, ":", e.mark.line + 1, ":", e.mark.column + 1,
+                     ": invalid YAML: ", e.msg));
   }
   std::vector<ParsedJobFile> jobs;
   std::vector<std::string> errors;
@@ -986,8 +989,7 @@ absl::StatusOr<std::vector<ParsedJobFile>> ParseJobFiles(
     ParsedJobFile out;
     out.source_name = std::string(source_name);
     out.document = number;
-    Parser parser(&out);
-    parser.options = options;
+    Parser parser(&out, options);
     try {
       parser.Parse(document);
     } catch (const YAML::Exception& e) {
@@ -997,8 +999,7 @@ absl::StatusOr<std::vector<ParsedJobFile>> ParseJobFiles(
                                     e.mark.column + 1, ": ", e.msg));
       continue;
     }
-    errors.insert(errors.end(), parser.errors().begin(),
-                  parser.errors().end());
+    errors.insert(errors.end(), parser.errors().begin(), parser.errors().end());
     if (parser.errors().empty() && !names.insert(out.spec.name()).second) {
       errors.push_back(absl::StrCat(
           out.Where("name"), ": '", out.spec.name(),
@@ -1010,8 +1011,9 @@ absl::StatusOr<std::vector<ParsedJobFile>> ParseJobFiles(
     return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
   }
   if (jobs.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source_name, ":1:1: empty job file; expected keys such as name, kind, "
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name,
+                     ":1:1: empty job file; expected keys such as name, kind, "
                      "resources"));
   }
   return jobs;
@@ -1023,9 +1025,9 @@ absl::StatusOr<ParsedJobFile> ParseJobFile(absl::string_view source_name,
   auto jobs = ParseJobFiles(source_name, text, options);
   if (!jobs.ok()) return jobs.status();
   if (jobs->size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source_name, ": ", jobs->size(),
-        " YAML documents; one job was expected here"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ": ", jobs->size(),
+                     " YAML documents; one job was expected here"));
   }
   return std::move(jobs->front());
 }

@@ -38,8 +38,7 @@ std::map<std::string, std::string> NodeEnvironment(const v1::JobSpec& spec,
   // The names Oumi's launcher scripts read (it exports them on SkyPilot).
   env["OUMI_NUM_NODES"] = std::to_string(node.num_nodes);
   env["OUMI_MASTER_ADDR"] = node.master_addr;
-  env["OUMI_TOTAL_NUM_GPUS"] =
-      std::to_string(node.num_nodes * gpus_per_node);
+  env["OUMI_TOTAL_NUM_GPUS"] = std::to_string(node.num_nodes * gpus_per_node);
   return env;
 }
 
@@ -50,34 +49,23 @@ std::vector<std::string> OumiTorchrunArgv(const v1::JobSpec& spec,
   // The underscore spellings: every torchrun takes them (1.x knows no
   // --node-rank).
   const int procs = std::max(1, spec.resources().procs_per_node());
-  return {node.torchrun,
-          "--nnodes",
-          std::to_string(node.num_nodes),
-          "--node_rank",
-          std::to_string(node.node_rank),
-          "--nproc_per_node",
-          std::to_string(procs),
-          "--master_addr",
-          node.master_addr,
-          "--master_port",
-          std::to_string(node.master_port),
-          "-m",
-          "oumi",
-          "train",
-          "-c",
+  return {node.torchrun, "--nnodes", std::to_string(node.num_nodes),
+          "--node_rank", std::to_string(node.node_rank), "--nproc_per_node",
+          std::to_string(procs), "--master_addr", node.master_addr,
+          "--master_port", std::to_string(node.master_port), "-m", "oumi",
+          "train", "-c",
           absl::StrCat(node.attempt_dir, "/", spec.attached_file_name()),
           // Every attempt writes and resumes in the job's checkpoint dir.
-          "--training.output_dir",
-          node.checkpoint_dir};
+          "--training.output_dir", node.checkpoint_dir};
 }
 
 absl::StatusOr<NodePlan> PlanNode(const v1::JobSpec& spec,
                                   const NodeContext& node) {
   NodePlan plan;
   if (!spec.attached_file_name().empty()) {
-    plan.files.push_back({absl::StrCat(node.attempt_dir, "/",
-                                       spec.attached_file_name()),
-                          spec.attached_file()});
+    plan.files.push_back(
+        {absl::StrCat(node.attempt_dir, "/", spec.attached_file_name()),
+         spec.attached_file()});
   }
   const std::map<std::string, std::string> base = NodeEnvironment(spec, node);
   const int procs = std::max(1, spec.resources().procs_per_node());
@@ -111,9 +99,9 @@ absl::StatusOr<NodePlan> PlanNode(const v1::JobSpec& spec,
     case v1::JOB_KIND_EVAL: {
       const std::string config = absl::StrCat(node.attempt_dir, "/config.json");
       plan.files.push_back({config, spec.worker_config_json()});
-      argv = {spec.kind() == v1::JOB_KIND_TRAIN ? node.trainer_bin
-                                                : node.eval_bin,
-              "--config", config};
+      argv = {
+          spec.kind() == v1::JOB_KIND_TRAIN ? node.trainer_bin : node.eval_bin,
+          "--config", config};
       break;
     }
     default:

@@ -56,40 +56,38 @@ TEST(LaunchTest, OumiConfigOnOneNode) {
   EXPECT_EQ(plan->files[0].content, spec.attached_file());
   ASSERT_EQ(plan->processes.size(), 1u);  // torchrun starts the 8 workers
   const PlannedProcess& p = plan->processes[0];
-  EXPECT_THAT(p.argv,
-              ElementsAre("/opt/venv/bin/torchrun", "--nnodes", "1",
-                          "--node_rank", "0", "--nproc_per_node", "8",
-                          "--master_addr", "10.0.0.1", "--master_port",
-                          "29411", "-m", "oumi", "train", "-c",
-                          "/var/lib/dcvlr/jobs/j-7/attempt-2/oumi_config.yaml",
-                          "--training.output_dir", "/shared/ckpt/j-7"));
   EXPECT_THAT(
-      p.env,
-      ElementsAreArray(std::map<std::string, std::string>{
-          {"CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7"},
-          {"DCVLR_AGENT_DIR", "/var/lib/dcvlr"},
-          {"DCVLR_ATTEMPT", "2"},
-          {"DCVLR_CACHE_DIR", "/var/lib/dcvlr/cache"},
-          {"DCVLR_CHECKPOINT_DIR", "/shared/ckpt/j-7"},
-          {"DCVLR_GPUS_PER_NODE", "8"},
-          {"DCVLR_JOB_ID", "j-7"},
-          {"DCVLR_JOB_NAME", "qwen"},
-          {"DCVLR_METRICS_FILE",
-           "/var/lib/dcvlr/jobs/j-7/attempt-2/metrics.jsonl"},
-          {"DCVLR_NODE", "gpu-a"},
-          {"DCVLR_NUM_NODES", "1"},
-          {"DCVLR_OUTPUT_DIR", "/var/lib/dcvlr/jobs/j-7/output"},
-          {"DCVLR_USER", "ada"},
-          {"GROUP_RANK", "0"},
-          {"LOCAL_WORLD_SIZE", "8"},
-          {"MASTER_ADDR", "10.0.0.1"},
-          {"MASTER_PORT", "29411"},
-          {"NODE_RANK", "0"},
-          {"OUMI_MASTER_ADDR", "10.0.0.1"},
-          {"OUMI_NUM_NODES", "1"},
-          {"OUMI_TOTAL_NUM_GPUS", "8"},
-          {"WORLD_SIZE", "8"},
-      }));
+      p.argv,
+      ElementsAre("/opt/venv/bin/torchrun", "--nnodes", "1", "--node_rank", "0",
+                  "--nproc_per_node", "8", "--master_addr", "10.0.0.1",
+                  "--master_port", "29411", "-m", "oumi", "train", "-c",
+                  "/var/lib/dcvlr/jobs/j-7/attempt-2/oumi_config.yaml",
+                  "--training.output_dir", "/shared/ckpt/j-7"));
+  EXPECT_THAT(p.env, ElementsAreArray(std::map<std::string, std::string>{
+                         {"CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7"},
+                         {"DCVLR_AGENT_DIR", "/var/lib/dcvlr"},
+                         {"DCVLR_ATTEMPT", "2"},
+                         {"DCVLR_CACHE_DIR", "/var/lib/dcvlr/cache"},
+                         {"DCVLR_CHECKPOINT_DIR", "/shared/ckpt/j-7"},
+                         {"DCVLR_GPUS_PER_NODE", "8"},
+                         {"DCVLR_JOB_ID", "j-7"},
+                         {"DCVLR_JOB_NAME", "qwen"},
+                         {"DCVLR_METRICS_FILE",
+                          "/var/lib/dcvlr/jobs/j-7/attempt-2/metrics.jsonl"},
+                         {"DCVLR_NODE", "gpu-a"},
+                         {"DCVLR_NUM_NODES", "1"},
+                         {"DCVLR_OUTPUT_DIR", "/var/lib/dcvlr/jobs/j-7/output"},
+                         {"DCVLR_USER", "ada"},
+                         {"GROUP_RANK", "0"},
+                         {"LOCAL_WORLD_SIZE", "8"},
+                         {"MASTER_ADDR", "10.0.0.1"},
+                         {"MASTER_PORT", "29411"},
+                         {"NODE_RANK", "0"},
+                         {"OUMI_MASTER_ADDR", "10.0.0.1"},
+                         {"OUMI_NUM_NODES", "1"},
+                         {"OUMI_TOTAL_NUM_GPUS", "8"},
+                         {"WORLD_SIZE", "8"},
+                     }));
   // torchrun gives each worker its own RANK and LOCAL_RANK.
   EXPECT_EQ(p.env.count("RANK"), 0u);
   EXPECT_EQ(p.env.count("LOCAL_RANK"), 0u);
@@ -104,15 +102,15 @@ TEST(LaunchTest, OumiConfigOnTwoNodes) {
     const PlannedProcess& p = plan->processes[0];
     EXPECT_EQ(p.rank, rank);
     EXPECT_EQ(p.log_name, "rank-" + std::to_string(rank) + ".log");
-    EXPECT_THAT(p.argv,
-                ElementsAre("/opt/venv/bin/torchrun", "--nnodes", "2",
-                            "--node_rank", std::to_string(rank),
-                            "--nproc_per_node", "8", "--master_addr",
-                            "10.0.0.1", "--master_port", "29411", "-m",
-                            "oumi", "train", "-c",
-                            "/var/lib/dcvlr/jobs/j-7/attempt-2/"
-                            "oumi_config.yaml",
-                            "--training.output_dir", "/shared/ckpt/j-7"));
+    EXPECT_THAT(
+        p.argv,
+        ElementsAre("/opt/venv/bin/torchrun", "--nnodes", "2", "--node_rank",
+                    std::to_string(rank), "--nproc_per_node", "8",
+                    "--master_addr", "10.0.0.1", "--master_port", "29411", "-m",
+                    "oumi", "train", "-c",
+                    "/var/lib/dcvlr/jobs/j-7/attempt-2/"
+                    "oumi_config.yaml",
+                    "--training.output_dir", "/shared/ckpt/j-7"));
     EXPECT_EQ(p.env.at("NODE_RANK"), std::to_string(rank));
     EXPECT_EQ(p.env.at("GROUP_RANK"), std::to_string(rank));
     EXPECT_EQ(p.env.at("WORLD_SIZE"), "16");
@@ -126,17 +124,18 @@ TEST(LaunchTest, OumiConfigOnTwoNodes) {
 }
 
 TEST(LaunchTest, NativeTrainerGetsOneProcessPerGpu) {
-  auto parsed = ParseJobFile(
-      "t.yaml",
-      "kind: train\nresources: {nodes: 2, gpus_per_node: 2}\n"
-      "env: {OMP_NUM_THREADS: \"1\"}\ntraining: {max_steps: 5}\n");
+  auto parsed =
+      ParseJobFile("t.yaml",
+                   "kind: train\nresources: {nodes: 2, gpus_per_node: 2}\n"
+                   "env: {OMP_NUM_THREADS: \"1\"}\ntraining: {max_steps: 5}\n");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   NodeContext node = Node(1, 2, 2);
   node.trainer_bin = "/usr/bin/dcvlr-train";
   auto plan = PlanNode(parsed->spec, node);
   ASSERT_TRUE(plan.ok()) << plan.status();
   ASSERT_EQ(plan->files.size(), 1u);
-  EXPECT_EQ(plan->files[0].path, "/var/lib/dcvlr/jobs/j-7/attempt-2/config.json");
+  EXPECT_EQ(plan->files[0].path,
+            "/var/lib/dcvlr/jobs/j-7/attempt-2/config.json");
   EXPECT_EQ(plan->files[0].content, parsed->spec.worker_config_json());
   ASSERT_EQ(plan->processes.size(), 2u);
   for (int local = 0; local < 2; ++local) {

@@ -115,9 +115,9 @@ absl::StatusOr<BenchmarkRegistry> ParseBenchmarks(absl::string_view source,
   try {
     root = YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ":", e.mark.line + 1, ":", e.mark.column + 1,
-                     ": invalid YAML: ", e.msg));
+    return absl::InvalidArgumentError(absl::StrCat(source, ":", e.mark.line + 1,
+                                                   ":", e.mark.column + 1,
+                                                   ": invalid YAML: ", e.msg));
   }
   if (root.IsNull()) return registry;
   Parser parser(source, &registry);

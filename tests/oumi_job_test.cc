@@ -45,36 +45,41 @@ TEST(OumiJobTest, TwoNodeOumiConfigRunsUnderTorchrunOnEveryNode) {
   }
   ASSERT_TRUE(cluster.AwaitReadyNodes(2));
 
-  const std::string fake_oumi = std::string(DCVLR_SOURCE_DIR) + "/tests/fake_oumi";
-  const std::string file = cluster.WriteFile(
-      "qwen.yaml",
-      "dcvlr:\n"
-      "  retry: {max_attempts: 1}\n"
-      "  env: {PYTHONPATH: " + fake_oumi + ", OMP_NUM_THREADS: \"1\"}\n"
-      "model:\n"
-      "  model_name: \"Qwen/Qwen2.5-VL-7B-Instruct\"\n"
-      "  torch_dtype_str: \"bfloat16\"\n"
-      "training:\n"
-      "  output_dir: output/qwen\n"
-      "  save_steps: 0\n");
+  const std::string fake_oumi =
+      std::string(DCVLR_SOURCE_DIR) + "/tests/fake_oumi";
+  const std::string file =
+      cluster.WriteFile("qwen.yaml",
+                        "dcvlr:\n"
+                        "  retry: {max_attempts: 1}\n"
+                        "  env: {PYTHONPATH: " +
+                            fake_oumi +
+                            ", OMP_NUM_THREADS: \"1\"}\n"
+                            "model:\n"
+                            "  model_name: \"Qwen/Qwen2.5-VL-7B-Instruct\"\n"
+                            "  torch_dtype_str: \"bfloat16\"\n"
+                            "training:\n"
+                            "  output_dir: output/qwen\n"
+                            "  save_steps: 0\n");
   CommandResult submit = cluster.Ctl(
       {"submit", file, "--nodes", "2", "--gpus-per-node", "2", "-o", "json"});
   ASSERT_EQ(submit.exit_code, 0) << submit.err;
   // The starter kit's save_steps: 0 cannot resume, and says so.
-  EXPECT_THAT(submit.err, HasSubstr("training.save_steps: 0 saves no checkpoint"));
+  EXPECT_THAT(submit.err,
+              HasSubstr("training.save_steps: 0 saves no checkpoint"));
   const std::string id = nlohmann::json::parse(submit.out)["id"];
 
   v1::Job job = cluster.AwaitEnd(id, std::chrono::seconds(240));
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED)
-      << job.reason() << "\n" << cluster.Ctl({"logs", id}).out;
+      << job.reason() << "\n"
+      << cluster.Ctl({"logs", id}).out;
   ASSERT_EQ(job.attempts(0).placements_size(), 2);
 
   // Four workers, two per node, in one process group.
   const fs::path checkpoints = fs::path(root) / id;
   std::set<int> ranks;
   for (int rank = 0; rank < 4; ++rank) {
-    const nlohmann::json record =
-        nlohmann::json::parse(ReadAll(checkpoints / ("rank-" + std::to_string(rank) + ".json")));
+    const nlohmann::json record = nlohmann::json::parse(
+        ReadAll(checkpoints / ("rank-" + std::to_string(rank) + ".json")));
     const nlohmann::json& env = record["env"];
     ranks.insert(std::stoi(env["RANK"].get<std::string>()));
     EXPECT_EQ(env["WORLD_SIZE"], "4");
@@ -90,7 +95,8 @@ TEST(OumiJobTest, TwoNodeOumiConfigRunsUnderTorchrunOnEveryNode) {
     ASSERT_EQ(argv.size(), 5u);
     EXPECT_EQ(argv[0], "train");
     EXPECT_EQ(argv[1], "-c");
-    EXPECT_THAT(argv[2], HasSubstr("/jobs/" + id + "/attempt-1/oumi_config.yaml"));
+    EXPECT_THAT(argv[2],
+                HasSubstr("/jobs/" + id + "/attempt-1/oumi_config.yaml"));
     EXPECT_THAT(argv, ::testing::Contains("--training.output_dir"));
     EXPECT_EQ(argv[4], checkpoints.string());
     // The config Oumi reads is the submitted one without the dcvlr section.

@@ -959,13 +959,6 @@ bool Core::SchedulePass() {
 
   SchedulerDecisions decisions = policy_->Schedule(input);
   bool changed = false;
-  for (const Waiting& waiting : decisions.waiting) {
-    v1::Job* job = FindJob(waiting.job_id);
-    if (job != nullptr && job->reason() != waiting.reason) {
-      // A reason is for people; it is not worth a store write.
-      job->set_reason(waiting.reason);
-    }
-  }
   for (const Preemption& preemption : decisions.preemptions) {
     v1::Job* job = FindJob(preemption.job_id);
     if (job == nullptr || job->attempt() != preemption.attempt ||
@@ -1010,21 +1003,25 @@ bool Core::SchedulePass() {
   queue_.Clear();
   queue_.set_as_of_ms(now);
   for (const QueueEntry& entry : decisions.queue) {
-    if (entry.waiting < 0) continue;  // placed in this pass
-    const v1::Job* job = FindJob(entry.job_id);
-    v1::QueueEntry* out = queue_.add_entries();
-    out->set_job_id(entry.job_id);
-    out->set_name(job != nullptr ? job->spec().name() : "");
-    out->set_user(entry.user);
-    out->set_group(entry.group);
-    out->set_priority(entry.priority);
-    out->set_effective_priority(entry.effective_priority);
-    out->set_fair_share(entry.fair_share);
-    out->set_reason(decisions.waiting[entry.waiting].reason);
-    if (job != nullptr) {
-      out->set_gpus(job->spec().resources().nodes() *
-                    job->spec().resources().gpus_per_node());
+    if (entry.reason < 0) continue;  // placed in this pass
+    const PendingJob& pending = input.queue[entry.job];
+    const FairShare& account = decisions.fair_shares[entry.account];
+    const std::string& reason = decisions.reasons[entry.reason];
+    v1::Job* job = FindJob(pending.id);
+    if (job != nullptr && job->reason() != reason) {
+      // A reason is for people; it is not worth a store write.
+      job->set_reason(reason);
     }
+    v1::QueueEntry* out = queue_.add_entries();
+    out->set_job_id(pending.id);
+    out->set_name(job != nullptr ? job->spec().name() : "");
+    out->set_user(account.user);
+    out->set_group(account.group);
+    out->set_priority(pending.priority);
+    out->set_effective_priority(entry.effective_priority);
+    out->set_fair_share(account.factor);
+    out->set_reason(reason);
+    out->set_gpus(pending.nodes * pending.gpus_per_node);
   }
   // GPUs held now, this pass's placements included.
   std::map<std::string, int> in_use;

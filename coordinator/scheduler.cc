@@ -59,6 +59,7 @@ class Pass {
     int64_t submit_ms;
     int64_t seq;
     const PendingJob* spec;
+    int index;    // into in_.queue
     int account;  // index into out_.fair_shares
     double effective_priority;
   };
@@ -74,10 +75,15 @@ class Pass {
   void BuildAccounts();
   std::vector<Job> Order();
   void BuildTimeline();
-  std::string QuotaReason(const Job& job, int total) const;
-  // Steps 4b-d for one job; returns the reason it waits, "" when placed.
-  std::string Schedule(const Job& job);
-  std::string Block(const Job& job, int n, int g);
+  // The reason the job's quota holds it back (an index into out_.reasons),
+  // -1 for none.
+  int QuotaReason(const Job& job, int total);
+  std::string QuotaText(const Job& job, int total) const;
+  // Steps 4a-d for one job; returns the reason it waits, -1 when placed.
+  int Schedule(const Job& job);
+  int Block(const Job& job, int n, int g);
+  // The index of `reason` in out_.reasons, adding it if new.
+  int Intern(std::string reason);
   // The `count` nodes where `gpus` GPUs come free soonest, and when.
   std::pair<int64_t, std::vector<int>> BestStart(int count, int gpus) const;
   int64_t StartOn(const std::vector<int>& nodes, int gpus) const;
@@ -91,12 +97,20 @@ class Pass {
   SchedulerDecisions out_;
 
   absl::flat_hash_map<std::string, int> account_index_;
-  std::vector<int> queue_account_;                     // by index in the queue
-  std::vector<int> user_quota_;                        // by account
-  std::vector<int> group_quota_;                       // by account
-  std::map<std::pair<int, int>, std::string> wanted_;  // by (nodes, gpus)
-  absl::flat_hash_map<std::string, int> user_used_;
-  absl::flat_hash_map<std::string, int> group_used_;
+  std::vector<int> queue_account_;  // by index in the queue
+  std::vector<int> user_quota_;     // by account
+  std::vector<int> group_quota_;    // by account
+  std::vector<int> account_group_;  // by account: index of its group
+  std::vector<int> user_used_;      // GPUs in use, by account
+  std::vector<int> group_used_;     // GPUs in use, by group index
+  bool any_quota_ = false;
+  absl::flat_hash_map<std::string, int> reason_index_;
+  // Reasons already built this pass: by (nodes << 32 | gpus); by (account
+  // << 32 | GPUs) for quotas, until the next placement changes the counts;
+  // "reserved for earlier jobs" without and with a time limit.
+  absl::flat_hash_map<uint64_t, int> wanted_;
+  absl::flat_hash_map<uint64_t, int> quota_reason_;
+  int reserved_reason_[2] = {-1, -1};
   std::vector<int> node_sizes_;  // total GPUs per node, descending
   absl::flat_hash_map<std::string, int> node_index_;
   // Built on the first preemption attempt of the pass.
@@ -122,6 +136,15 @@ class Pass {
   std::vector<Shape> not_soon_;
   std::vector<Shape> never_;  // shapes that no node set can ever hold
   std::vector<Shape> preempt_failed_;
+  // Shapes FindNodes() found no room for now, with the end of the job that
+  // asked: a later job at least as large that ends no earlier finds none
+  // either, as long as the cluster only fills. A preemption moves releases
+  // earlier, so it clears the list.
+  struct Tried {
+    int nodes, gpus;
+    int64_t end_ms;
+  };
+  std::vector<Tried> no_room_;
 };
 
 std::string Pass::GroupOf(const std::string& user,
@@ -147,10 +170,22 @@ int Pass::AccountOf(const std::string& user, const std::string& group) {
 void Pass::BuildAccounts() {
   for (const auto& [user, entry] : config_.users) AccountOf(user, "");
   queue_account_.reserve(in_.queue.size());
+  // Consecutive jobs often share a user; a string compare is cheaper than a
+  // hash lookup.
+  const PendingJob* last = nullptr;
   for (const PendingJob& job : in_.queue) {
-    queue_account_.push_back(AccountOf(job.user, job.group));
+    if (last != nullptr && last->user == job.user) {
+      queue_account_.push_back(queue_account_.back());
+    } else {
+      queue_account_.push_back(AccountOf(job.user, job.group));
+    }
+    last = &job;
   }
-  for (const RunningAttempt& r : in_.running) AccountOf(r.user, r.group);
+  std::vector<int> running_account;
+  running_account.reserve(in_.running.size());
+  for (const RunningAttempt& r : in_.running) {
+    running_account.push_back(AccountOf(r.user, r.group));
+  }
   for (const auto& [user, usage] : in_.usage.user_gpu_s) AccountOf(user, "");
   std::vector<ShareAccount> accounts;
   accounts.reserve(out_.fair_shares.size());
@@ -161,18 +196,29 @@ void Pass::BuildAccounts() {
                         config_.Group(f.group).shares});
   }
   out_.fair_shares = ComputeFairShares(accounts, in_.usage);
-  user_quota_.resize(out_.fair_shares.size());
-  group_quota_.resize(out_.fair_shares.size());
-  for (size_t i = 0; i < out_.fair_shares.size(); ++i) {
-    auto it = config_.users.find(out_.fair_shares[i].user);
+  const size_t count = out_.fair_shares.size();
+  user_quota_.resize(count);
+  group_quota_.resize(count);
+  account_group_.resize(count);
+  user_used_.assign(count, 0);
+  absl::flat_hash_map<std::string, int> group_index;
+  for (size_t i = 0; i < count; ++i) {
+    const FairShare& share = out_.fair_shares[i];
+    auto it = config_.users.find(share.user);
     user_quota_[i] = it == config_.users.end() ? 0 : it->second.max_gpus;
-    group_quota_[i] = config_.Group(out_.fair_shares[i].group).max_gpus;
+    group_quota_[i] = config_.Group(share.group).max_gpus;
+    any_quota_ |= user_quota_[i] > 0 || group_quota_[i] > 0;
+    account_group_[i] =
+        group_index.try_emplace(share.group, group_index.size()).first->second;
   }
-  for (const RunningAttempt& r : in_.running) {
+  group_used_.assign(group_index.size(), 0);
+  for (size_t i = 0; i < in_.running.size(); ++i) {
     int gpus = 0;
-    for (const NodePlacement& p : r.placements) gpus += p.gpus.size();
-    user_used_[r.user] += gpus;
-    group_used_[out_.fair_shares[account_index_[r.user]].group] += gpus;
+    for (const NodePlacement& p : in_.running[i].placements) {
+      gpus += p.gpus.size();
+    }
+    user_used_[running_account[i]] += gpus;
+    group_used_[account_group_[running_account[i]]] += gpus;
   }
 }
 
@@ -203,7 +249,8 @@ std::vector<Pass::Job> Pass::Order() {
     const int tier = std::max(base, highest[reached]);
     const int account = queue_account_[i];
     jobs.push_back({tier, out_.fair_shares[account].factor, spec.submit_ms,
-                    spec.seq, &spec, account, base + aging});
+                    spec.seq, &spec, static_cast<int>(i), account,
+                    base + aging});
   }
   // Jobs of one (tier, factor) differ only in (submit, seq, id) order, and
   // a queue has few distinct (tier, factor) pairs, so a counting sort over
@@ -228,13 +275,20 @@ std::vector<Pass::Job> Pass::Order() {
     std::memcpy(&bits, &factor, sizeof(bits));
     return (uint64_t(job.tier) << 56) | (bits >> 8);
   };
+  // Each (tier, account) has one key; hash each key once.
+  const size_t account_count = out_.fair_shares.size();
+  std::vector<int32_t> combo_bucket((kMax + 1) * account_count, -1);
   absl::flat_hash_map<uint64_t, uint32_t> bucket_of;
   std::vector<uint32_t> bucket(jobs.size());
   std::vector<uint64_t> keys;
   for (size_t i = 0; i < jobs.size(); ++i) {
-    auto [it, inserted] = bucket_of.try_emplace(key_of(jobs[i]), keys.size());
-    if (inserted) keys.push_back(it->first);
-    bucket[i] = it->second;
+    int32_t& b = combo_bucket[jobs[i].tier * account_count + jobs[i].account];
+    if (b < 0) {
+      auto [it, inserted] = bucket_of.try_emplace(key_of(jobs[i]), keys.size());
+      if (inserted) keys.push_back(it->first);
+      b = static_cast<int32_t>(it->second);
+    }
+    bucket[i] = b;
   }
   std::vector<uint32_t> by_key(keys.size());
   for (size_t b = 0; b < keys.size(); ++b) by_key[b] = b;
@@ -295,14 +349,18 @@ VictimFinder& Pass::Victims() {
   return victims_;
 }
 
-std::string Pass::QuotaReason(const Job& job, int total) const {
+int Pass::Intern(std::string reason) {
+  auto [it, inserted] =
+      reason_index_.try_emplace(std::move(reason), out_.reasons.size());
+  if (inserted) out_.reasons.push_back(it->first);
+  return it->second;
+}
+
+std::string Pass::QuotaText(const Job& job, int total) const {
   const FairShare& account = out_.fair_shares[job.account];
   auto check = [&](absl::string_view kind, const std::string& name, int max,
-                   const absl::flat_hash_map<std::string, int>& used_map)
-      -> std::string {
+                   int used) -> std::string {
     if (max <= 0) return "";
-    auto it = used_map.find(name);
-    const int used = it == used_map.end() ? 0 : it->second;
     if (used + total <= max) return "";
     if (total > max) {
       return absl::StrCat("waiting: needs ", total, " GPUs, more than ", kind,
@@ -313,13 +371,28 @@ std::string Pass::QuotaReason(const Job& job, int total) const {
     if (used < max) absl::StrAppend(&reason, "; job needs ", total);
     return reason;
   };
-  std::string reason =
-      check("user", account.user, user_quota_[job.account], user_used_);
+  std::string reason = check("user", account.user, user_quota_[job.account],
+                             user_used_[job.account]);
   if (reason.empty()) {
-    reason =
-        check("group", account.group, group_quota_[job.account], group_used_);
+    reason = check("group", account.group, group_quota_[job.account],
+                   group_used_[account_group_[job.account]]);
   }
   return reason;
+}
+
+int Pass::QuotaReason(const Job& job, int total) {
+  if (!any_quota_) return -1;
+  const int user_max = user_quota_[job.account];
+  const int group_max = group_quota_[job.account];
+  if ((user_max <= 0 || user_used_[job.account] + total <= user_max) &&
+      (group_max <= 0 ||
+       group_used_[account_group_[job.account]] + total <= group_max)) {
+    return -1;
+  }
+  const uint64_t key = uint64_t(job.account) << 32 | uint32_t(total);
+  auto [it, inserted] = quota_reason_.try_emplace(key, -1);
+  if (inserted) it->second = Intern(QuotaText(job, total));
+  return it->second;
 }
 
 std::pair<int64_t, std::vector<int>> Pass::BestStart(int count,
@@ -370,21 +443,27 @@ std::string Pass::Where(const std::vector<int>& nodes, int64_t start) const {
 }
 
 // Steps 4c and 4d: the job cannot start now.
-std::string Pass::Block(const Job& job, int n, int g) {
+int Pass::Block(const Job& job, int n, int g) {
   const PendingJob& spec = *job.spec;
-  auto [cached, inserted] = wanted_.try_emplace({n, g});
-  if (inserted) {
-    cached->second = absl::StrCat("waiting for ", Plural(n, "node"), " with ",
-                                  Plural(g, "free GPU"));
-  }
-  std::string wanted = cached->second;
+  int wanted;
   if (book_.NodesWithFree(g) >= n) {
-    wanted = spec.time_limit_ms > 0
-                 ? "waiting: the free GPUs are reserved for earlier jobs and "
-                   "its time_limit ends after their start"
-                 : "waiting: the free GPUs are reserved for earlier jobs; a "
-                   "time_limit ending before their start would let it "
-                   "backfill";
+    const bool limited = spec.time_limit_ms > 0;
+    if (reserved_reason_[limited] < 0) {
+      reserved_reason_[limited] = Intern(
+          limited ? "waiting: the free GPUs are reserved for earlier jobs and "
+                    "its time_limit ends after their start"
+                  : "waiting: the free GPUs are reserved for earlier jobs; a "
+                    "time_limit ending before their start would let it "
+                    "backfill");
+    }
+    wanted = reserved_reason_[limited];
+  } else {
+    auto [it, inserted] = wanted_.try_emplace(uint64_t(n) << 32 | uint32_t(g));
+    if (inserted) {
+      it->second = Intern(absl::StrCat("waiting for ", Plural(n, "node"),
+                                       " with ", Plural(g, "free GPU")));
+    }
+    wanted = it->second;
   }
   const bool may_preempt =
       config_.preemption && !Covered(preempt_failed_, n, g, spec.priority);
@@ -396,8 +475,8 @@ std::string Pass::Block(const Job& job, int n, int g) {
     if (start <= soon) {
       // GPUs come free within a grace (stopping victims, limits): hold them.
       Reserve(job, nodes, start);
-      return absl::StrCat("waiting for GPUs that are being freed; ",
-                          Where(nodes, start));
+      return Intern(absl::StrCat("waiting for GPUs that are being freed; ",
+                                 Where(nodes, start)));
     }
     not_soon_.push_back({n, g, 100});
     if (start == kNever) never_.push_back({n, g, 100});
@@ -416,11 +495,12 @@ std::string Pass::Block(const Job& job, int n, int g) {
                           spec.priority, " > ", r.priority, ")")});
         Victims().MarkStopping(&book_, victim, soon);
       }
+      no_room_.clear();  // releases moved earlier
       const int64_t at = StartOn(choice->nodes, g);
       Reserve(job, choice->nodes, at);
-      return absl::StrCat("waiting for ",
-                          Plural(choice->victims.size(), "preempted attempt"),
-                          " to stop; ", Where(choice->nodes, at));
+      return Intern(absl::StrCat(
+          "waiting for ", Plural(choice->victims.size(), "preempted attempt"),
+          " to stop; ", Where(choice->nodes, at)));
     }
   }
   if (reservations_left_ > 0 && !Covered(never_, n, g, 100)) {
@@ -431,36 +511,46 @@ std::string Pass::Block(const Job& job, int n, int g) {
     }
     --reservations_left_;
     Reserve(job, nodes, start);
-    return absl::StrCat(wanted, "; ", Where(nodes, start));
+    return Intern(
+        absl::StrCat(out_.reasons[wanted], "; ", Where(nodes, start)));
   }
   return wanted;
 }
 
 // Step 4.
-std::string Pass::Schedule(const Job& job) {
+int Pass::Schedule(const Job& job) {
   const PendingJob& spec = *job.spec;
   const int n = std::max(1, spec.nodes), g = std::max(0, spec.gpus_per_node);
   const int total = n * g;
   // 4a.
-  std::string reason = QuotaReason(job, total);
-  if (!reason.empty()) return reason;
+  if (int reason = QuotaReason(job, total); reason >= 0) return reason;
   if (static_cast<int>(node_sizes_.size()) < n || node_sizes_[n - 1] < g) {
-    return absl::StrCat("waiting: the cluster has no ", Plural(n, "node"),
-                        " with ", Plural(g, "GPU"));
+    return Intern(absl::StrCat("waiting: the cluster has no ",
+                               Plural(n, "node"), " with ", Plural(g, "GPU")));
   }
   // 4b.
   const int64_t end =
       spec.time_limit_ms > 0 ? in_.now_ms + spec.time_limit_ms : kNever;
-  std::vector<int> nodes = book_.FindNodes(n, g, end);
+  bool room = book_.NodesWithFree(g) >= n;
+  for (size_t i = 0; room && i < no_room_.size(); ++i) {
+    const Tried& t = no_room_[i];
+    room = !(n >= t.nodes && g >= t.gpus && end >= t.end_ms);
+  }
+  std::vector<int> nodes;
+  if (room) {
+    nodes = book_.FindNodes(n, g, end);
+    if (static_cast<int>(nodes.size()) < n) no_room_.push_back({n, g, end});
+  }
   if (static_cast<int>(nodes.size()) < n) return Block(job, n, g);
   Placement placement{spec.id, {}};
   for (int node : nodes) {
     placement.nodes.push_back({in_.nodes[node].name, book_.Take(node, g, end)});
   }
   out_.placements.push_back(std::move(placement));
-  user_used_[spec.user] += total;
-  group_used_[out_.fair_shares[job.account].group] += total;
-  return "";
+  user_used_[job.account] += total;
+  group_used_[account_group_[job.account]] += total;
+  quota_reason_.clear();  // the counts in them changed
+  return -1;
 }
 
 SchedulerDecisions Pass::Run() {
@@ -469,18 +559,9 @@ SchedulerDecisions Pass::Run() {
   std::vector<Job> jobs = Order();
   BuildTimeline();
   out_.queue.reserve(jobs.size());
-  out_.waiting.reserve(jobs.size());
   for (const Job& job : jobs) {
-    std::string reason = Schedule(job);
-    int waiting = -1;
-    if (!reason.empty()) {
-      waiting = static_cast<int>(out_.waiting.size());
-      out_.waiting.push_back({job.spec->id, std::move(reason)});
-    }
-    const FairShare& account = out_.fair_shares[job.account];
-    out_.queue.push_back({job.spec->id, account.user, account.group,
-                          job.spec->priority, job.effective_priority,
-                          account.factor, waiting});
+    out_.queue.push_back(
+        {job.index, job.account, job.effective_priority, Schedule(job)});
   }
   return std::move(out_);
 }

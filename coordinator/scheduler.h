@@ -89,11 +89,6 @@ struct Placement {
   std::vector<NodePlacement> nodes;  // index = node rank
 };
 
-struct Waiting {
-  std::string job_id;
-  std::string reason;
-};
-
 // Stop this attempt (SIGTERM, grace, SIGKILL) and requeue its job; the
 // attempt should be reported with stopping = true until its GPUs are free.
 struct Preemption {
@@ -112,23 +107,24 @@ struct Reservation {
   int gpus_per_node = 0;
 };
 
-// One pending job in queue order, for `dcvlrctl queue` / `describe`.
+// One pending job in queue order, for `dcvlrctl queue` / `describe`. The
+// indices refer to the input the decisions were made from, and to the
+// decisions' own tables, so that a pass over a long queue copies no strings.
 struct QueueEntry {
-  std::string job_id;
-  std::string user;
-  std::string group;
-  int priority = 0;
+  int job = 0;      // index into SchedulerInput::queue
+  int account = 0;  // index into SchedulerDecisions::fair_shares
   double effective_priority = 0;  // priority + aging points
-  double fair_share = 1;          // the user's factor
-  int waiting = -1;  // index of its reason in `waiting`; -1: placed
+  int reason = -1;  // why it waits: index into reasons; -1: placed
 };
 
 struct SchedulerDecisions {
   std::vector<Placement> placements;
-  std::vector<Waiting> waiting;  // every pending job not placed
   std::vector<Preemption> preemptions;
   std::vector<Reservation> reservations;
-  std::vector<QueueEntry> queue;       // every pending job, in order
+  std::vector<QueueEntry> queue;  // every pending job, in order
+  // Distinct reasons for waiting ("waiting for 2 nodes with 8 free GPUs"),
+  // shared by every job that waits for the same one.
+  std::vector<std::string> reasons;
   std::vector<FairShare> fair_shares;  // users with work, usage or config
 };
 

@@ -62,11 +62,19 @@ const Placement* Placed(const SchedulerDecisions& d, const std::string& id) {
   return nullptr;
 }
 
-std::string ReasonOf(const SchedulerDecisions& d, const std::string& id) {
-  for (const Waiting& w : d.waiting) {
-    if (w.job_id == id) return w.reason;
+// The reason `id` waits, from decisions made on `input`.
+std::string ReasonOf(const SchedulerInput& input, const SchedulerDecisions& d,
+                     const std::string& id) {
+  for (const QueueEntry& e : d.queue) {
+    if (input.queue[e.job].id != id) continue;
+    return e.reason < 0 ? "(placed)" : d.reasons[e.reason];
   }
-  return "(placed)";
+  return "(not queued)";
+}
+
+std::string QueuedId(const SchedulerInput& input, const SchedulerDecisions& d,
+                     int position) {
+  return input.queue[d.queue[position].job].id;
 }
 
 std::vector<std::string> Victims(const SchedulerDecisions& d) {
@@ -114,12 +122,13 @@ TEST(LabPolicyTest, PlacesHighPriorityFirstThenBySubmission) {
   EXPECT_THAT(d.placements[0].nodes[0].gpus, ElementsAre(0, 1));
   EXPECT_EQ(d.placements[1].job_id, "j-1");
   EXPECT_THAT(d.placements[1].nodes[0].gpus, ElementsAre(2, 3));
-  ASSERT_EQ(d.waiting.size(), 1u);
-  EXPECT_EQ(d.waiting[0].job_id, "j-3");
   ASSERT_EQ(d.queue.size(), 3u);
-  EXPECT_EQ(d.queue[0].job_id, "j-2");
-  EXPECT_EQ(d.queue[0].waiting, -1);
-  EXPECT_EQ(d.queue[2].waiting, 0);
+  EXPECT_EQ(QueuedId(input, d, 0), "j-2");
+  EXPECT_EQ(d.queue[0].reason, -1);
+  EXPECT_EQ(QueuedId(input, d, 2), "j-3");
+  ASSERT_GE(d.queue[2].reason, 0);
+  EXPECT_EQ(d.reasons[d.queue[2].reason],
+            "waiting for 1 node with 2 free GPUs");
 }
 
 TEST(LabPolicyTest, LessUsedUserGoesFirstAtEqualPriority) {
@@ -132,8 +141,9 @@ TEST(LabPolicyTest, LessUsedUserGoesFirstAtEqualPriority) {
   SchedulerDecisions d = LabPolicy().Schedule(input);
   ASSERT_EQ(d.placements.size(), 1u);
   EXPECT_EQ(d.placements[0].job_id, "light");
-  EXPECT_EQ(d.queue[0].job_id, "light");
-  EXPECT_GT(d.queue[0].fair_share, d.queue[1].fair_share);
+  EXPECT_EQ(QueuedId(input, d, 0), "light");
+  EXPECT_GT(d.fair_shares[d.queue[0].account].factor,
+            d.fair_shares[d.queue[1].account].factor);
   // Priority still comes first.
   input.queue[0].priority = 51;
   d = LabPolicy().Schedule(input);
@@ -247,7 +257,7 @@ TEST(LabPolicyTest, QuotaHoldsBackAHigherPriorityJobAndSaysWhy) {
   input.nodes[1].free_gpus = {4, 5, 6, 7};
   input.queue = {Job("hi", 90, 1, 8, "alice"), Job("lo", 10, 1, 8, "bob")};
   SchedulerDecisions d = LabPolicy().Schedule(input);
-  EXPECT_EQ(ReasonOf(d, "hi"),
+  EXPECT_EQ(ReasonOf(input, d, "hi"),
             "waiting: group vision at quota 12/16 GPUs; "
             "job needs 8");
   ASSERT_NE(Placed(d, "lo"), nullptr);    // lower priority, but within quota
@@ -257,11 +267,11 @@ TEST(LabPolicyTest, QuotaHoldsBackAHigherPriorityJobAndSaysWhy) {
   input.running[1].placements[0].gpus = {0, 1, 2, 3, 4, 5, 6, 7};
   input.nodes[1].free_gpus = {};
   d = LabPolicy().Schedule(input);
-  EXPECT_EQ(ReasonOf(d, "hi"), "waiting: group vision at quota 16/16 GPUs");
+  EXPECT_EQ(ReasonOf(input, d, "hi"), "waiting: group vision at quota 16/16 GPUs");
 
   config->users["alice"].max_gpus = 4;
   d = LabPolicy().Schedule(input);
-  EXPECT_EQ(ReasonOf(d, "hi"),
+  EXPECT_EQ(ReasonOf(input, d, "hi"),
             "waiting: needs 8 GPUs, more than user alice's quota of 4");
 }
 
@@ -276,7 +286,7 @@ TEST(LabPolicyTest, QuotaCountsJobsPlacedInTheSamePass) {
                  Job("j-3", 50, 1, 4, "alice")};
   SchedulerDecisions d = LabPolicy().Schedule(input);
   EXPECT_EQ(d.placements.size(), 2u);
-  EXPECT_EQ(ReasonOf(d, "j-3"), "waiting: user alice at quota 8/8 GPUs");
+  EXPECT_EQ(ReasonOf(input, d, "j-3"), "waiting: user alice at quota 8/8 GPUs");
 }
 
 // --- Placement -----------------------------------------------------------
@@ -288,7 +298,7 @@ TEST(LabPolicyTest, GangIsNeverPartlyStarted) {
   input.nodes = {FreeNode("a"), Node("b", {0, 1, 2}), FreeNode("c")};
   SchedulerDecisions d = LabPolicy().Schedule(input);
   EXPECT_THAT(d.placements, IsEmpty());
-  EXPECT_EQ(ReasonOf(d, "gang"), "waiting for 3 nodes with 4 free GPUs");
+  EXPECT_EQ(ReasonOf(input, d, "gang"), "waiting for 3 nodes with 4 free GPUs");
 
   input.nodes[1] = Node("b", {4, 5, 6, 7});
   d = LabPolicy().Schedule(input);
@@ -368,7 +378,7 @@ TEST(LabPolicyTest, JobLargerThanAnyNodeSaysSo) {
   input.queue = {Job("huge", 50, 1, 16)};
   input.nodes = {FreeNode("a")};
   SchedulerDecisions d = LabPolicy().Schedule(input);
-  EXPECT_EQ(ReasonOf(d, "huge"),
+  EXPECT_EQ(ReasonOf(input, d, "huge"),
             "waiting: the cluster has no 1 node with 16 GPUs");
 }
 
@@ -390,14 +400,14 @@ TEST(LabPolicyTest, BlockedGangReservesAndOnlyShortJobsBackfill) {
   EXPECT_EQ(d.reservations[0].job_id, "gang");
   EXPECT_EQ(d.reservations[0].start_ms, kNow + 100 * kSecond);
   EXPECT_THAT(d.reservations[0].nodes, UnorderedElementsAre("a", "c"));
-  EXPECT_EQ(ReasonOf(d, "gang"),
+  EXPECT_EQ(ReasonOf(input, d, "gang"),
             "waiting for 2 nodes with 8 free GPUs; reserved a,c in 1m");
   // Only the job that ends before the reserved start fills the gap.
   ASSERT_NE(Placed(d, "short"), nullptr);
   EXPECT_EQ(Placed(d, "short")->nodes[0].node, "c");
-  EXPECT_THAT(ReasonOf(d, "long"),
+  EXPECT_THAT(ReasonOf(input, d, "long"),
               HasSubstr("its time_limit ends after their start"));
-  EXPECT_THAT(ReasonOf(d, "unbounded"),
+  EXPECT_THAT(ReasonOf(input, d, "unbounded"),
               HasSubstr("a time_limit ending before their start"));
 }
 
@@ -475,7 +485,7 @@ TEST(LabPolicyTest, PreemptionPicksTheVictimThatLosesLeastWork) {
   EXPECT_THAT(d.placements, IsEmpty());  // it starts once the victim stops
   ASSERT_EQ(d.reservations.size(), 1u);
   EXPECT_EQ(d.reservations[0].job_id, "urgent");
-  EXPECT_THAT(ReasonOf(d, "urgent"),
+  EXPECT_THAT(ReasonOf(input, d, "urgent"),
               HasSubstr("waiting for 1 preempted attempt to stop"));
 }
 
@@ -527,7 +537,7 @@ TEST(LabPolicyTest, NoPreemptionLoops) {
   EXPECT_THAT(d.preemptions, IsEmpty());
   ASSERT_EQ(d.reservations.size(), 1u);
   EXPECT_EQ(d.reservations[0].job_id, "urgent");
-  EXPECT_THAT(ReasonOf(d, "urgent"), HasSubstr("being freed"));
+  EXPECT_THAT(ReasonOf(input, d, "urgent"), HasSubstr("being freed"));
 
   // The victim stopped and the urgent job runs; the requeued victim (same
   // priority as before) and its peers cannot preempt it back.

@@ -51,17 +51,19 @@ class Pass {
   SchedulerDecisions Run();
 
  private:
-  // A pending job with its sort key inline (the sort is the pass's
-  // largest cost with a long queue).
+  // A pending job with what the pass reads of it inline: the loop over the
+  // ordered queue then reads memory in order instead of visiting each
+  // PendingJob (the pass's largest cost with a long queue was that miss).
   struct Job {
     int tier;
-    double factor;
-    int64_t submit_ms;
-    int64_t seq;
-    const PendingJob* spec;
     int index;    // into in_.queue
     int account;  // index into out_.fair_shares
+    int nodes;    // at least 1
+    int gpus;     // per node, at least 0
+    int priority;
+    int64_t time_limit_ms;
     double effective_priority;
+    const PendingJob* spec;
   };
 
   // Priority points a job pending since `since_ms` has gained by `at_ms`.
@@ -87,6 +89,8 @@ class Pass {
   // The `count` nodes where `gpus` GPUs come free soonest, and when.
   std::pair<int64_t, std::vector<int>> BestStart(int count, int gpus) const;
   int64_t StartOn(const std::vector<int>& nodes, int gpus) const;
+  // Whether `count` nodes have `gpus` GPUs free for good by `at_ms`.
+  bool StartsBy(int count, int gpus, int64_t at_ms) const;
   void Reserve(const Job& job, const std::vector<int>& nodes, int64_t start);
   std::string Where(const std::vector<int>& nodes, int64_t start) const;
 
@@ -248,18 +252,20 @@ std::vector<Pass::Job> Pass::Order() {
     const int reached = static_cast<int>(std::min<double>(kMax, base + aging));
     const int tier = std::max(base, highest[reached]);
     const int account = queue_account_[i];
-    jobs.push_back({tier, out_.fair_shares[account].factor, spec.submit_ms,
-                    spec.seq, &spec, static_cast<int>(i), account,
-                    base + aging});
+    jobs.push_back({tier, static_cast<int>(i), account, std::max(1, spec.nodes),
+                    std::max(0, spec.gpus_per_node), spec.priority,
+                    spec.time_limit_ms, base + aging, &spec});
   }
   // Jobs of one (tier, factor) differ only in (submit, seq, id) order, and
   // a queue has few distinct (tier, factor) pairs, so a counting sort over
   // those pairs, fed in (submit, seq, id) order, keeps the pass linear. The
   // core's queue already comes in that order.
-  auto before = [&](const Job& a, const Job& b) {
+  auto before = [&](const Job& job_a, const Job& job_b) {
+    const PendingJob& a = *job_a.spec;
+    const PendingJob& b = *job_b.spec;
     if (a.submit_ms != b.submit_ms) return a.submit_ms < b.submit_ms;
     if (a.seq != b.seq) return a.seq < b.seq;
-    return a.spec->id < b.spec->id;
+    return a.id < b.id;
   };
   std::vector<uint32_t> order(jobs.size());
   for (size_t i = 0; i < jobs.size(); ++i) order[i] = i;
@@ -269,9 +275,10 @@ std::vector<Pass::Job> Pass::Order() {
   }
   // A larger key ranks first: tier in the top bits, then the factor (a
   // non-negative double's bits order as the double does).
-  auto key_of = [](const Job& job) {
+  auto key_of = [&](const Job& job) {
     uint64_t bits;
-    const double factor = std::clamp(job.factor, 0.0, 1.0);
+    const double factor =
+        std::clamp(out_.fair_shares[job.account].factor, 0.0, 1.0);
     std::memcpy(&bits, &factor, sizeof(bits));
     return (uint64_t(job.tier) << 56) | (bits >> 8);
   };
@@ -308,6 +315,8 @@ std::vector<Pass::Job> Pass::Order() {
 
 // Step 3.
 void Pass::BuildTimeline() {
+  node_index_.reserve(in_.nodes.size());
+  node_sizes_.reserve(in_.nodes.size());
   for (size_t i = 0; i < in_.nodes.size(); ++i) {
     node_index_[in_.nodes[i].name] = static_cast<int>(i);
     node_sizes_.push_back(in_.nodes[i].total_gpus);
@@ -412,6 +421,14 @@ std::pair<int64_t, std::vector<int>> Pass::BestStart(int count,
   return {starts[count - 1].first, nodes};
 }
 
+bool Pass::StartsBy(int count, int gpus, int64_t at_ms) const {
+  int found = 0;
+  for (int node = 0; node < book_.size() && found < count; ++node) {
+    if (book_.EarliestStart(node, gpus) <= at_ms) ++found;
+  }
+  return found >= count;
+}
+
 int64_t Pass::StartOn(const std::vector<int>& nodes, int gpus) const {
   int64_t start = book_.now_ms();
   for (int node : nodes)
@@ -421,9 +438,9 @@ int64_t Pass::StartOn(const std::vector<int>& nodes, int gpus) const {
 
 void Pass::Reserve(const Job& job, const std::vector<int>& nodes,
                    int64_t start) {
-  Reservation reservation{job.spec->id, start, {}, job.spec->gpus_per_node};
+  Reservation reservation{job.spec->id, start, {}, job.gpus};
   for (int node : nodes) {
-    book_.AddClaim(node, start, job.spec->gpus_per_node);
+    book_.AddClaim(node, start, job.gpus);
     reservation.nodes.push_back(in_.nodes[node].name);
   }
   out_.reservations.push_back(std::move(reservation));
@@ -444,10 +461,9 @@ std::string Pass::Where(const std::vector<int>& nodes, int64_t start) const {
 
 // Steps 4c and 4d: the job cannot start now.
 int Pass::Block(const Job& job, int n, int g) {
-  const PendingJob& spec = *job.spec;
   int wanted;
   if (book_.NodesWithFree(g) >= n) {
-    const bool limited = spec.time_limit_ms > 0;
+    const bool limited = job.time_limit_ms > 0;
     if (reserved_reason_[limited] < 0) {
       reserved_reason_[limited] = Intern(
           limited ? "waiting: the free GPUs are reserved for earlier jobs and "
@@ -466,10 +482,16 @@ int Pass::Block(const Job& job, int n, int g) {
     wanted = it->second;
   }
   const bool may_preempt =
-      config_.preemption && !Covered(preempt_failed_, n, g, spec.priority);
+      config_.preemption && !Covered(preempt_failed_, n, g, job.priority);
   const int64_t soon = in_.now_ms + grace_ms_;
   int64_t start = kNever;
   std::vector<int> nodes;
+  if (!Covered(not_soon_, n, g, 100) && reservations_left_ <= 0 &&
+      !StartsBy(n, g, soon)) {
+    // With no reservation left to make, the nodes and the time matter
+    // only when the job can start soon.
+    not_soon_.push_back({n, g, 100});
+  }
   if (!Covered(not_soon_, n, g, 100)) {
     std::tie(start, nodes) = BestStart(n, g);
     if (start <= soon) {
@@ -482,6 +504,7 @@ int Pass::Block(const Job& job, int n, int g) {
     if (start == kNever) never_.push_back({n, g, 100});
   }
   if (may_preempt) {
+    const PendingJob& spec = *job.spec;
     std::optional<VictimFinder::Choice> choice =
         Victims().Choose(book_, n, g, spec.priority, job.tier, soon);
     if (!choice) {
@@ -519,8 +542,7 @@ int Pass::Block(const Job& job, int n, int g) {
 
 // Step 4.
 int Pass::Schedule(const Job& job) {
-  const PendingJob& spec = *job.spec;
-  const int n = std::max(1, spec.nodes), g = std::max(0, spec.gpus_per_node);
+  const int n = job.nodes, g = job.gpus;
   const int total = n * g;
   // 4a.
   if (int reason = QuotaReason(job, total); reason >= 0) return reason;
@@ -530,7 +552,7 @@ int Pass::Schedule(const Job& job) {
   }
   // 4b.
   const int64_t end =
-      spec.time_limit_ms > 0 ? in_.now_ms + spec.time_limit_ms : kNever;
+      job.time_limit_ms > 0 ? in_.now_ms + job.time_limit_ms : kNever;
   bool room = book_.NodesWithFree(g) >= n;
   for (size_t i = 0; room && i < no_room_.size(); ++i) {
     const Tried& t = no_room_[i];
@@ -542,7 +564,7 @@ int Pass::Schedule(const Job& job) {
     if (static_cast<int>(nodes.size()) < n) no_room_.push_back({n, g, end});
   }
   if (static_cast<int>(nodes.size()) < n) return Block(job, n, g);
-  Placement placement{spec.id, {}};
+  Placement placement{job.spec->id, {}};
   for (int node : nodes) {
     placement.nodes.push_back({in_.nodes[node].name, book_.Take(node, g, end)});
   }

@@ -66,6 +66,12 @@ class Pass {
     const PendingJob* spec;
   };
 
+  // The order among jobs of one tier and fair-share factor.
+  static bool Before(const PendingJob& a, const PendingJob& b) {
+    if (a.submit_ms != b.submit_ms) return a.submit_ms < b.submit_ms;
+    if (a.seq != b.seq) return a.seq < b.seq;
+    return a.id < b.id;
+  }
   // Priority points a job pending since `since_ms` has gained by `at_ms`.
   double Aging(int64_t since_ms, int64_t at_ms) const {
     if (since_ms <= 0 || at_ms <= since_ms) return 0;
@@ -100,8 +106,11 @@ class Pass {
   const int64_t grace_ms_;
   SchedulerDecisions out_;
 
+  static constexpr int kMaxPriority = 100;
   absl::flat_hash_map<std::string, int> account_index_;
-  std::vector<int> queue_account_;  // by index in the queue
+  std::vector<Job> jobs_;  // in queue order, until Order() takes them
+  bool present_[kMaxPriority + 1] = {};  // some pending job has priority p
+  bool in_order_ = true;  // the queue comes in Before() order
   std::vector<int> user_quota_;     // by account
   std::vector<int> group_quota_;    // by account
   std::vector<int> account_group_;  // by account: index of its group
@@ -173,17 +182,26 @@ int Pass::AccountOf(const std::string& user, const std::string& group) {
 // Step 1.
 void Pass::BuildAccounts() {
   for (const auto& [user, entry] : config_.users) AccountOf(user, "");
-  queue_account_.reserve(in_.queue.size());
+  // One read of the queue: each job's account, aged priority and shape.
+  jobs_.reserve(in_.queue.size());
   // Consecutive jobs often share a user; a string compare is cheaper than a
   // hash lookup.
   const PendingJob* last = nullptr;
-  for (const PendingJob& job : in_.queue) {
-    if (last != nullptr && last->user == job.user) {
-      queue_account_.push_back(queue_account_.back());
-    } else {
-      queue_account_.push_back(AccountOf(job.user, job.group));
-    }
-    last = &job;
+  for (size_t i = 0; i < in_.queue.size(); ++i) {
+    const PendingJob& spec = in_.queue[i];
+    const int account = last != nullptr && last->user == spec.user
+                            ? jobs_.back().account
+                            : AccountOf(spec.user, spec.group);
+    // The order the sort in Order() starts from, checked while the job is
+    // at hand.
+    if (last != nullptr && in_order_) in_order_ = !Before(spec, *last);
+    last = &spec;
+    const int base = std::clamp(spec.priority, 0, kMaxPriority);
+    present_[base] = true;
+    jobs_.push_back({0, static_cast<int>(i), account, std::max(1, spec.nodes),
+                     std::max(0, spec.gpus_per_node), spec.priority,
+                     spec.time_limit_ms,
+                     base + Aging(spec.submit_ms, in_.now_ms), &spec});
   }
   std::vector<int> running_account;
   running_account.reserve(in_.running.size());
@@ -228,50 +246,33 @@ void Pass::BuildAccounts() {
 
 // Step 2.
 std::vector<Pass::Job> Pass::Order() {
-  // present[p]: some pending job has base priority p. highest[x]: the
-  // highest present priority <= x, -1 for none.
-  constexpr int kMax = 100;
-  std::vector<bool> present(kMax + 1, false);
-  for (const PendingJob& spec : in_.queue) {
-    present[std::clamp(spec.priority, 0, kMax)] = true;
-  }
+  constexpr int kMax = kMaxPriority;
+  // highest[x]: the highest priority of a pending job <= x, -1 for none.
   std::vector<int> highest(kMax + 1, -1);
   for (int p = 0, last = -1; p <= kMax; ++p) {
-    if (present[p]) last = p;
+    if (present_[p]) last = p;
     highest[p] = last;
   }
-  std::vector<Job> jobs;
-  jobs.reserve(in_.queue.size());
-  for (size_t i = 0; i < in_.queue.size(); ++i) {
-    const PendingJob& spec = in_.queue[i];
-    const int base = std::clamp(spec.priority, 0, kMax);
-    const double aging = Aging(spec.submit_ms, in_.now_ms);
+  std::vector<Job> jobs = std::move(jobs_);
+  for (Job& job : jobs) {
+    const int base = std::clamp(job.priority, 0, kMax);
     // The job competes in the highest tier of pending priorities its aged
     // priority reaches, so aging lifts it past other priorities but does
     // not reorder it among jobs of its own priority (fair share does).
-    const int reached = static_cast<int>(std::min<double>(kMax, base + aging));
-    const int tier = std::max(base, highest[reached]);
-    const int account = queue_account_[i];
-    jobs.push_back({tier, static_cast<int>(i), account, std::max(1, spec.nodes),
-                    std::max(0, spec.gpus_per_node), spec.priority,
-                    spec.time_limit_ms, base + aging, &spec});
+    const int reached =
+        static_cast<int>(std::min<double>(kMax, job.effective_priority));
+    job.tier = std::max(base, highest[reached]);
   }
   // Jobs of one (tier, factor) differ only in (submit, seq, id) order, and
   // a queue has few distinct (tier, factor) pairs, so a counting sort over
   // those pairs, fed in (submit, seq, id) order, keeps the pass linear. The
   // core's queue already comes in that order.
-  auto before = [&](const Job& job_a, const Job& job_b) {
-    const PendingJob& a = *job_a.spec;
-    const PendingJob& b = *job_b.spec;
-    if (a.submit_ms != b.submit_ms) return a.submit_ms < b.submit_ms;
-    if (a.seq != b.seq) return a.seq < b.seq;
-    return a.id < b.id;
-  };
   std::vector<uint32_t> order(jobs.size());
   for (size_t i = 0; i < jobs.size(); ++i) order[i] = i;
-  if (!std::is_sorted(jobs.begin(), jobs.end(), before)) {
-    std::sort(order.begin(), order.end(),
-              [&](uint32_t a, uint32_t b) { return before(jobs[a], jobs[b]); });
+  if (!in_order_) {
+    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      return Before(*jobs[a].spec, *jobs[b].spec);
+    });
   }
   // A larger key ranks first: tier in the top bits, then the factor (a
   // non-negative double's bits order as the double does).

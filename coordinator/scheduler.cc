@@ -118,10 +118,9 @@ class Pass {
   std::vector<int> group_used_;     // GPUs in use, by group index
   bool any_quota_ = false;
   absl::flat_hash_map<std::string, int> reason_index_;
-  // Reasons already built this pass: by (nodes << 32 | gpus); by (account
-  // << 32 | GPUs) for quotas, until the next placement changes the counts;
-  // "reserved for earlier jobs" without and with a time limit.
-  absl::flat_hash_map<uint64_t, int> wanted_;
+  // Reasons already built this pass: by (account << 32 | GPUs) for quotas,
+  // until the next placement changes the counts; "reserved for earlier
+  // jobs" without and with a time limit.
   absl::flat_hash_map<uint64_t, int> quota_reason_;
   int reserved_reason_[2] = {-1, -1};
   std::vector<int> node_sizes_;  // total GPUs per node, descending
@@ -157,7 +156,20 @@ class Pass {
     int nodes, gpus;
     int64_t end_ms;
   };
-  std::vector<Tried> no_room_;
+  std::vector<Tried> no_room_;  // one per shape, the earliest end
+  void NoRoom(int n, int g, int64_t end) {
+    for (Tried& t : no_room_) {
+      if (t.nodes == n && t.gpus == g) {
+        t.end_ms = std::min(t.end_ms, end);
+        return;
+      }
+    }
+    no_room_.push_back({n, g, end});
+  }
+  // wanted_[n * (most_gpus_ + 1) + g]: the reason "waiting for n nodes
+  // with g free GPUs", -1 until built.
+  std::vector<int> wanted_;
+  int most_gpus_ = 0;
 };
 
 std::string Pass::GroupOf(const std::string& user,
@@ -323,6 +335,7 @@ void Pass::BuildTimeline() {
     node_sizes_.push_back(in_.nodes[i].total_gpus);
   }
   std::sort(node_sizes_.begin(), node_sizes_.end(), std::greater<int>());
+  most_gpus_ = node_sizes_.empty() ? 0 : node_sizes_[0];
   const int64_t now = in_.now_ms;
   for (size_t i = 0; i < in_.running.size(); ++i) {
     const RunningAttempt& r = in_.running[i];
@@ -475,12 +488,16 @@ int Pass::Block(const Job& job, int n, int g) {
     }
     wanted = reserved_reason_[limited];
   } else {
-    auto [it, inserted] = wanted_.try_emplace(uint64_t(n) << 32 | uint32_t(g));
-    if (inserted) {
-      it->second = Intern(absl::StrCat("waiting for ", Plural(n, "node"),
-                                       " with ", Plural(g, "free GPU")));
+    // Schedule() made sure that n <= nodes and g <= most_gpus_.
+    if (wanted_.empty()) {
+      wanted_.assign((in_.nodes.size() + 1) * (most_gpus_ + 1), -1);
     }
-    wanted = it->second;
+    int& cached = wanted_[n * (most_gpus_ + 1) + g];
+    if (cached < 0) {
+      cached = Intern(absl::StrCat("waiting for ", Plural(n, "node"), " with ",
+                                   Plural(g, "free GPU")));
+    }
+    wanted = cached;
   }
   const bool may_preempt =
       config_.preemption && !Covered(preempt_failed_, n, g, job.priority);
@@ -562,7 +579,7 @@ int Pass::Schedule(const Job& job) {
   std::vector<int> nodes;
   if (room) {
     nodes = book_.FindNodes(n, g, end);
-    if (static_cast<int>(nodes.size()) < n) no_room_.push_back({n, g, end});
+    if (static_cast<int>(nodes.size()) < n) NoRoom(n, g, end);
   }
   if (static_cast<int>(nodes.size()) < n) return Block(job, n, g);
   Placement placement{job.spec->id, {}};

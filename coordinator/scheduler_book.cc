@@ -85,6 +85,10 @@ ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes, int64_t now_ms)
     buckets_[nodes_[i].free_count].Insert(static_cast<int>(i));
     ++counts_[nodes_[i].free_count];
   }
+  at_least_.assign(most + 1, 0);
+  for (size_t k = most + 1; k-- > 0;) {
+    at_least_[k] = counts_[k] + (k + 1 <= most ? at_least_[k + 1] : 0);
+  }
 }
 
 void ClusterBook::Insert(int node, Event event) {
@@ -164,6 +168,9 @@ std::vector<int> ClusterBook::Take(int node, int gpus, int64_t end_ms) {
   n.free = &n.own;
   buckets_[n.free_count].Erase(node);
   --counts_[n.free_count];
+  for (int k = static_cast<int>(n.own.size()) + 1; k <= n.free_count; ++k) {
+    --at_least_[k];
+  }
   n.free_count = static_cast<int>(n.own.size());
   buckets_[n.free_count].Insert(node);
   ++counts_[n.free_count];

@@ -50,11 +50,8 @@ class ClusterBook {
 
   // How many nodes have at least `gpus` free GPUs now, claims aside.
   int NodesWithFree(int gpus) const {
-    int nodes = 0;
-    for (size_t k = std::max(gpus, 0); k < counts_.size(); ++k) {
-      nodes += counts_[k];
-    }
-    return nodes;
+    if (gpus <= 0) return size();
+    return gpus < static_cast<int>(at_least_.size()) ? at_least_[gpus] : 0;
   }
 
   // Up to `count` distinct nodes, best fit first (fewest free GPUs that
@@ -116,6 +113,7 @@ class ClusterBook {
   // buckets_[k]: the nodes with exactly k free GPUs; counts_[k]: how many.
   std::vector<NodeSet> buckets_;
   std::vector<int> counts_;
+  std::vector<int> at_least_;  // at_least_[k]: nodes with k or more free
 };
 
 template <typename Skip>

@@ -70,6 +70,9 @@ absl::Status Core::Recover() {
   if (!jobs.ok()) return jobs.status();
   absl::StatusOr<std::vector<v1::Node>> nodes = store_->LoadNodes();
   if (!nodes.ok()) return nodes.status();
+  absl::StatusOr<Usage> usage = store_->LoadUsage();
+  if (!usage.ok()) return usage.status();
+  ledger_.Restore(*std::move(usage));
   const int64_t now = Now();
   for (v1::Node& info : *nodes) {
     NodeEntry& node = nodes_[info.name()];
@@ -854,6 +857,13 @@ void Core::ChargeUsage() {
     }
   }
   last_charge_ms_ = now;
+  if (last_usage_save_ms_ == 0 ||
+      now - last_usage_save_ms_ >= options_.usage_save_interval_ms) {
+    last_usage_save_ms_ = now;
+    if (absl::Status s = store_->PutUsage(ledger_.usage()); !s.ok()) {
+      fprintf(stderr, "store write failed usage: %s\n", s.ToString().c_str());
+    }
+  }
 }
 
 bool Core::EnforceTimeLimits() {

@@ -66,6 +66,9 @@ struct CoreOptions {
   // without checkpoint_dir gets <checkpoint_root>/<job id>, so that every
   // attempt, on whichever node, resumes from the same checkpoints.
   std::string checkpoint_root;
+  // How often the fair-share usage is written to the store (with a pass's
+  // charge, at most this often): a restart forgets at most this much of it.
+  int64_t usage_save_interval_ms = 60000;
   // Users, groups, shares, quotas, preemption; null: the defaults (equal
   // shares, no quotas, no preemption).
   std::shared_ptr<const ClusterConfig> cluster_config;
@@ -84,9 +87,10 @@ class Core {
   Core(CoreOptions options, std::unique_ptr<Store> store, LogStore* logs,
        std::unique_ptr<SchedulingPolicy> policy);
 
-  // Loads jobs and nodes from the store. Nodes start disconnected: their
-  // agents have node_timeout_ms to reconnect before their attempts count as
-  // lost.
+  // Loads jobs, nodes and fair-share usage from the store. Nodes start
+  // disconnected: their agents have node_timeout_ms to reconnect before
+  // their attempts count as lost. Usage decays over the time the
+  // coordinator was down, but that time is not charged to anyone.
   absl::Status Recover();
 
   // ---- Client API ----
@@ -214,7 +218,8 @@ class Core {
   bool ResolveDependencies() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stops attempts that ran past their job's time_limit_s.
   bool EnforceTimeLimits() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Charges every user the GPU-seconds their attempts held since last time.
+  // Charges every user the GPU-seconds their attempts held since last time,
+  // and saves the totals every usage_save_interval_ms.
   void ChargeUsage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   double GraceFor(const v1::Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   bool SchedulePass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -236,6 +241,7 @@ class Core {
   std::shared_ptr<const ClusterConfig> config_ ABSL_GUARDED_BY(mu_);
   UsageLedger ledger_ ABSL_GUARDED_BY(mu_);
   int64_t last_charge_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_usage_save_ms_ ABSL_GUARDED_BY(mu_) = 0;
   v1::GetQueueResponse queue_ ABSL_GUARDED_BY(mu_);
   BenchmarkRegistry benchmarks_ ABSL_GUARDED_BY(mu_);
 };

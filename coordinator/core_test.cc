@@ -462,6 +462,69 @@ TEST_F(CoreTest, RestartKeepsEveryJobAndItsRunningAttempt) {
   EXPECT_EQ(Submit(kOneGpu), "j-4");
 }
 
+// Fair-share usage is saved with the passes' charges and reloaded on
+// restart: a user who ran for an hour still ranks behind one who did not.
+TEST_F(CoreTest, FairShareUsageSurvivesARestart) {
+  int64_t session;
+  auto channel = Register("n1", 2, &session);
+  const std::string first = Submit(kOneGpu);  // alice's
+  core_->Tick();
+  ASSERT_EQ(channel->Starts().size(), 1u);
+  Report("n1", session, first, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  now_ms_ += 3600 * 1000;  // alice holds one GPU for an hour
+  core_->OnHeartbeat("n1", session);
+  core_->Tick();
+
+  core_ = MakeCore();
+  // Both submit; the node is not back yet, so both wait, in fair-share
+  // order.
+  const std::string alices = Submit(kOneGpu);
+  auto bobs = core_->Submit("bob", "job.yaml", kOneGpu, false);
+  ASSERT_TRUE(bobs.ok()) << bobs.status();
+  now_ms_ += 1000;
+  core_->Tick();
+  v1::GetQueueResponse queue = core_->Queue();
+  ASSERT_EQ(queue.entries_size(), 2);
+  EXPECT_EQ(queue.entries(0).job_id(), bobs->id());
+  EXPECT_EQ(queue.entries(1).job_id(), alices);
+  double alice_usage = -1, alice_factor = 2, bob_factor = -1;
+  for (const v1::UserShare& user : queue.users()) {
+    if (user.user() == "alice") {
+      alice_usage = user.usage_norm();
+      alice_factor = user.factor();
+    }
+    if (user.user() == "bob") bob_factor = user.factor();
+  }
+  EXPECT_DOUBLE_EQ(alice_usage, 1.0);
+  EXPECT_LT(alice_factor, bob_factor);
+}
+
+// Usage is written at most once per usage_save_interval_ms: a restart
+// within the interval forgets what was charged since the last save.
+TEST_F(CoreTest, FairShareUsageIsSavedInBatches) {
+  int64_t session;
+  auto channel = Register("n1", 1, &session);
+  const std::string first = Submit(kOneGpu);
+  core_->Tick();  // places the job; saves the (empty) usage
+  ASSERT_EQ(channel->Starts().size(), 1u);
+  now_ms_ += 30 * 1000;  // within the default minute
+  core_->Tick();          // charges 30 GPU-seconds, saves nothing
+
+  core_ = MakeCore();
+  auto bobs = core_->Submit("bob", "job.yaml", kOneGpu, false);
+  ASSERT_TRUE(bobs.ok());
+  core_->Tick();
+  v1::GetQueueResponse queue = core_->Queue();
+  bool seen = false;
+  for (const v1::UserShare& user : queue.users()) {
+    if (user.user() == "alice") {
+      seen = true;
+      EXPECT_DOUBLE_EQ(user.usage_norm(), 0.0);
+    }
+  }
+  EXPECT_TRUE(seen);
+}
+
 }  // namespace
 }  // namespace dcvlr
 

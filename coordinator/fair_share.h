@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace dcvlr {
@@ -45,6 +46,9 @@ class UsageLedger {
   void Charge(const std::string& user, double gpus, int64_t duration_ms);
 
   const Usage& usage() const { return usage_; }
+  // Replaces the totals with saved ones (a restart); AdvanceTo() then
+  // decays them over the time since usage.as_of_ms.
+  void Restore(Usage usage) { usage_ = std::move(usage); }
 
  private:
   double half_life_s_;

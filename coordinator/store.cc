@@ -50,6 +50,11 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
            "  record BLOB NOT NULL)",
            "CREATE TABLE IF NOT EXISTS nodes ("
            "  name TEXT PRIMARY KEY, record BLOB NOT NULL)",
+           // Decayed GPU-seconds per user as of as_of_ms (the same in
+           // every row).
+           "CREATE TABLE IF NOT EXISTS usage ("
+           "  user TEXT PRIMARY KEY, gpu_s REAL NOT NULL,"
+           "  as_of_ms INTEGER NOT NULL)",
        }) {
     if (absl::Status s = store->Exec(sql); !s.ok()) return s;
   }
@@ -160,6 +165,54 @@ absl::StatusOr<std::vector<v1::Node>> Store::LoadNodes() {
   }
   if (rc != SQLITE_DONE) return SqliteError(db_, "read nodes");
   return nodes;
+}
+
+absl::Status Store::PutUsage(const Usage& usage) {
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto write = [&]() -> absl::Status {
+    if (absl::Status s = Exec("DELETE FROM usage"); !s.ok()) return s;
+    Statement s;
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT INTO usage(user, gpu_s, as_of_ms) "
+                           "VALUES(?, ?, ?)",
+                           -1, &s.stmt, nullptr) != SQLITE_OK) {
+      return SqliteError(db_, "prepare");
+    }
+    for (const auto& [user, gpu_s] : usage.user_gpu_s) {
+      sqlite3_bind_text(s.stmt, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_double(s.stmt, 2, gpu_s);
+      sqlite3_bind_int64(s.stmt, 3, usage.as_of_ms);
+      if (sqlite3_step(s.stmt) != SQLITE_DONE) {
+        return SqliteError(db_, "write usage of " + user);
+      }
+      sqlite3_reset(s.stmt);
+    }
+    return absl::OkStatus();
+  };
+  absl::Status status = write();
+  if (!status.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return status;
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<Usage> Store::LoadUsage() {
+  Statement s;
+  if (sqlite3_prepare_v2(db_, "SELECT user, gpu_s, as_of_ms FROM usage", -1,
+                         &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
+  }
+  Usage usage;
+  int rc;
+  while ((rc = sqlite3_step(s.stmt)) == SQLITE_ROW) {
+    const unsigned char* user = sqlite3_column_text(s.stmt, 0);
+    usage.user_gpu_s[user ? reinterpret_cast<const char*>(user) : ""] =
+        sqlite3_column_double(s.stmt, 1);
+    usage.as_of_ms = sqlite3_column_int64(s.stmt, 2);
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, "read usage");
+  return usage;
 }
 
 }  // namespace dcvlr

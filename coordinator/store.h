@@ -1,4 +1,4 @@
-// Durable cluster state: jobs and known nodes.
+// Durable cluster state: jobs, known nodes and users' fair-share usage.
 //
 // The coordinator is the only writer. Every Put is one SQLite transaction in
 // WAL mode with synchronous=FULL, so a call that returned OK survives a crash
@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "coordinator/fair_share.h"
 #include "dcvlr/v1/client.pb.h"
 #include "dcvlr/v1/job.pb.h"
 
@@ -38,6 +39,11 @@ class Store {
 
   absl::Status PutNode(const v1::Node& node);
   absl::StatusOr<std::vector<v1::Node>> LoadNodes();
+
+  // Replaces the stored fair-share usage with `usage`, in one transaction.
+  absl::Status PutUsage(const Usage& usage);
+  // The usage last put; empty (as_of_ms 0) when none was.
+  absl::StatusOr<Usage> LoadUsage();
 
  private:
   explicit Store(sqlite3* db) : db_(db) {}

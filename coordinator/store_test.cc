@@ -51,6 +51,33 @@ TEST_F(StoreTest, JobsAndNodesSurviveReopen) {
   EXPECT_EQ((*nodes)[0].gpus_size(), 1);
 }
 
+TEST_F(StoreTest, UsageSurvivesReopenAndIsReplacedAsAWhole) {
+  {
+    auto store = Store::Open(Path());
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto empty = (*store)->LoadUsage();
+    ASSERT_TRUE(empty.ok()) << empty.status();
+    EXPECT_TRUE(empty->user_gpu_s.empty());
+    EXPECT_EQ(empty->as_of_ms, 0);
+    Usage first;
+    first.user_gpu_s = {{"alice", 1.5}, {"bob", 2.0}};
+    first.as_of_ms = 1000;
+    ASSERT_TRUE((*store)->PutUsage(first).ok());
+    Usage second;
+    second.user_gpu_s = {{"alice", 3600.25}, {"carol", 0.5}};
+    second.as_of_ms = 2000;
+    ASSERT_TRUE((*store)->PutUsage(second).ok());
+  }
+  auto store = Store::Open(Path());
+  ASSERT_TRUE(store.ok());
+  auto usage = (*store)->LoadUsage();
+  ASSERT_TRUE(usage.ok()) << usage.status();
+  EXPECT_EQ(usage->as_of_ms, 2000);
+  ASSERT_EQ(usage->user_gpu_s.size(), 2u);  // bob's row went with the first
+  EXPECT_DOUBLE_EQ(usage->user_gpu_s.at("alice"), 3600.25);
+  EXPECT_DOUBLE_EQ(usage->user_gpu_s.at("carol"), 0.5);
+}
+
 TEST_F(StoreTest, RejectsIdsItCannotOrder) {
   auto store = Store::Open(Path());
   ASSERT_TRUE(store.ok());

@@ -1,5 +1,6 @@
 #include "coordinator/scheduler.h"
 
+#include <limits>
 #include <map>
 #include <random>
 
@@ -464,6 +465,108 @@ TEST(LabPolicyTest, BackfillNeverDelaysTheReservation) {
     ++checked;
   }
   EXPECT_GT(checked, 50);
+}
+
+// The pass skips work with indexes of free nodes and a memory of shapes
+// that found no room; neither may hold back a job that fits. Checked
+// against a plain model: what the pass leaves (its placements taken, every
+// reservation's claim made) only has less room than each job saw at its
+// turn, so no job that waits for GPUs may fit into it.
+TEST(LabPolicyTest, NoJobWaitsForGpusThatThePassLeftForIt) {
+  std::mt19937 rng(3);
+  int waiting_checked = 0;
+  for (int round = 0; round < 300; ++round) {
+    SchedulerInput input;
+    input.now_ms = kNow;
+    const int node_count = 1 + rng() % 8;
+    // Per node: GPUs free now, and (time, change) of its timeline.
+    std::vector<int> free_now;
+    std::vector<std::vector<std::pair<int64_t, int>>> changes(node_count);
+    for (int n = 0; n < node_count; ++n) {
+      NodeSnapshot node = FreeNode(absl::StrCat("n", n));
+      int gpu = 0;
+      while (gpu < 8 && rng() % 3 != 0) {
+        const int size = std::min<int>(8 - gpu, 1 << (rng() % 4));
+        RunningAttempt r =
+            Running(absl::StrCat("r", n, "-", gpu), 50, {{node.name, {}}});
+        for (int k = 0; k < size; ++k) r.placements[0].gpus.push_back(gpu + k);
+        r.started_ms = kNow - (rng() % 100) * kSecond;
+        r.time_limit_ms = rng() % 6 == 0 ? 0 : (100 + rng() % 1000) * kSecond;
+        if (r.time_limit_ms > 0) {
+          changes[n].push_back({r.started_ms + r.time_limit_ms, size});
+        }
+        input.running.push_back(r);
+        gpu += size;
+      }
+      node.free_gpus.erase(node.free_gpus.begin(),
+                           node.free_gpus.begin() + gpu);
+      free_now.push_back(8 - gpu);
+      input.nodes.push_back(node);
+    }
+    const int jobs = 1 + rng() % 20;
+    for (int j = 0; j < jobs; ++j) {
+      input.queue.push_back(
+          Job(absl::StrCat("q", j), rng() % 3 == 0 ? 90 : 50,
+              1 + rng() % std::min(node_count, 3), 1 << (rng() % 4), "u",
+              rng() % 4 == 0 ? 0 : (50 + rng() % 1500) * kSecond));
+    }
+    SchedulerDecisions d = LabPolicy().Schedule(input);
+    std::map<std::string, const PendingJob*> by_id;
+    for (const PendingJob& job : input.queue) by_id[job.id] = &job;
+    std::map<std::string, int> node_of;
+    for (int n = 0; n < node_count; ++n) node_of[input.nodes[n].name] = n;
+    for (const Placement& p : d.placements) {
+      const PendingJob& job = *by_id[p.job_id];
+      for (const NodePlacement& np : p.nodes) {
+        const int n = node_of[np.node];
+        free_now[n] -= static_cast<int>(np.gpus.size());
+        ASSERT_GE(free_now[n], 0);
+        if (job.time_limit_ms > 0) {
+          changes[n].push_back({kNow + job.time_limit_ms, job.gpus_per_node});
+        }
+      }
+    }
+    for (const QueueEntry& entry : d.queue) {
+      if (entry.reason < 0) continue;
+      const PendingJob& job = input.queue[entry.job];
+      const std::string& reason = d.reasons[entry.reason];
+      if (reason.find("quota") != std::string::npos ||
+          reason.find("cluster has no") != std::string::npos) {
+        continue;
+      }
+      const int64_t end =
+          job.time_limit_ms > 0 ? kNow + job.time_limit_ms
+                                : std::numeric_limits<int64_t>::max();
+      int fitting = 0;
+      for (int n = 0; n < node_count; ++n) {
+        // The node's timeline with every claim but the job's own.
+        std::vector<std::pair<int64_t, int>> timeline = changes[n];
+        for (const Reservation& r : d.reservations) {
+          if (r.job_id == job.id) continue;
+          for (const std::string& name : r.nodes) {
+            if (node_of[name] == n) {
+              timeline.push_back({std::max(r.start_ms, kNow), -r.gpus_per_node});
+            }
+          }
+        }
+        bool fits = free_now[n] >= job.gpus_per_node;
+        for (const auto& [at, delta] : timeline) {
+          if (at >= end) continue;
+          int value = free_now[n];
+          for (const auto& [other_at, other] : timeline) {
+            if (other_at <= at) value += other;
+          }
+          fits = fits && value >= job.gpus_per_node;
+        }
+        fitting += fits;
+      }
+      EXPECT_LT(fitting, job.nodes)
+          << "round " << round << ": " << job.id << " waits (" << reason
+          << ") but fits";
+      ++waiting_checked;
+    }
+  }
+  EXPECT_GT(waiting_checked, 500);
 }
 
 // --- Preemption ----------------------------------------------------------

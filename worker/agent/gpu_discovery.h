@@ -12,8 +12,29 @@
 namespace dcvlr {
 
 // The GPUs NVML reports, or an error saying why there are none to be had
-// (no libnvidia-ml, no driver, ...).
+// (no libnvidia-ml, no driver, ...). Their domains come from
+// LocalityDomains() over what NVML and sysfs say of their links.
 absl::StatusOr<std::vector<v1::Gpu>> DiscoverGpus();
+
+// Where one GPU sits: what LocalityDomains() groups by.
+struct GpuTopology {
+  std::string bus_id;  // its PCI bus id, as NVML writes it
+  int numa_node = -1;  // -1: unknown
+  // The PCI bus ids at the far end of its active NVLinks: other GPUs, or
+  // NVSwitches that join every GPU linked to them.
+  std::vector<std::string> nvlink_remotes;
+};
+
+// A locality domain per GPU, in the same order:
+//   1. GPUs joined by NVLink, directly or through NVSwitches (through any
+//      chain of them), form an NVLink island; islands of two or more GPUs
+//      are domains 0, 1, ... in the order of their lowest GPU.
+//   2. A GPU with no NVLink to another GPU falls back to its NUMA node,
+//      numbered after the islands; -1 when that is unknown too.
+// So on a machine without NVLink the domains are the NUMA nodes, and on an
+// NVSwitch machine (HGX/DGX) all GPUs are one domain. Bus ids compare
+// without regard to case or the width of their PCI domain part.
+std::vector<int> LocalityDomains(const std::vector<GpuTopology>& gpus);
 
 // `count` stand-in GPUs for machines without any (`dcvlr-agent --gpus N`),
 // with locality domains from `domains` (`--gpu-domains 0,0,1,1`; -1 beyond).

@@ -841,7 +841,12 @@ bool Core::ResolveDependencies() {
   return changed;
 }
 
-void Core::ChargeUsage() {
+absl::Status Core::SaveUsage() {
+  absl::MutexLock lock(&mu_);
+  return ChargeUsage(/*save=*/true);
+}
+
+absl::Status Core::ChargeUsage(bool save) {
   const int64_t now = Now();
   if (last_charge_ms_ == 0) last_charge_ms_ = now;
   const int64_t elapsed = now - last_charge_ms_;
@@ -857,13 +862,17 @@ void Core::ChargeUsage() {
     }
   }
   last_charge_ms_ = now;
-  if (last_usage_save_ms_ == 0 ||
-      now - last_usage_save_ms_ >= options_.usage_save_interval_ms) {
-    last_usage_save_ms_ = now;
-    if (absl::Status s = store_->PutUsage(ledger_.usage()); !s.ok()) {
-      fprintf(stderr, "store write failed usage: %s\n", s.ToString().c_str());
-    }
+  if (!save && last_usage_save_ms_ != 0 &&
+      now - last_usage_save_ms_ < options_.usage_save_interval_ms) {
+    return absl::OkStatus();
   }
+  last_usage_save_ms_ = now;
+  absl::Status status = store_->PutUsage(ledger_.usage());
+  if (!status.ok()) {
+    fprintf(stderr, "store write failed usage: %s\n",
+            status.ToString().c_str());
+  }
+  return status;
 }
 
 bool Core::EnforceTimeLimits() {
@@ -1069,7 +1078,7 @@ bool Core::Tick() {
     }
   }
   changed |= EnforceTimeLimits();
-  ChargeUsage();
+  ChargeUsage().IgnoreError();  // logged; the next save retries
   changed |= ResolveDependencies();
   changed |= SchedulePass();
   return changed;

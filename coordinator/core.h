@@ -142,6 +142,10 @@ class Core {
   // The queue as the last scheduling pass ordered it.
   v1::GetQueueResponse Queue() const;
 
+  // Charges usage up to now and writes it to the store at once (a clean
+  // shutdown), instead of waiting for usage_save_interval_ms.
+  absl::Status SaveUsage();
+
   // Periodic work: lost nodes, time limits, usage, backoff expiry,
   // dependencies, a scheduling pass. Returns true if something changed.
   bool Tick();
@@ -219,8 +223,9 @@ class Core {
   // Stops attempts that ran past their job's time_limit_s.
   bool EnforceTimeLimits() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Charges every user the GPU-seconds their attempts held since last time,
-  // and saves the totals every usage_save_interval_ms.
-  void ChargeUsage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // and saves the totals every usage_save_interval_ms (or now, with `save`).
+  absl::Status ChargeUsage(bool save = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   double GraceFor(const v1::Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   bool SchedulePass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

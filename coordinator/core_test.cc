@@ -500,7 +500,8 @@ TEST_F(CoreTest, FairShareUsageSurvivesARestart) {
 }
 
 // Usage is written at most once per usage_save_interval_ms: a restart
-// within the interval forgets what was charged since the last save.
+// within the interval forgets what was charged since the last save, unless
+// the coordinator saved it on its way down.
 TEST_F(CoreTest, FairShareUsageIsSavedInBatches) {
   int64_t session;
   auto channel = Register("n1", 1, &session);
@@ -508,7 +509,8 @@ TEST_F(CoreTest, FairShareUsageIsSavedInBatches) {
   core_->Tick();  // places the job; saves the (empty) usage
   ASSERT_EQ(channel->Starts().size(), 1u);
   now_ms_ += 30 * 1000;  // within the default minute
-  core_->Tick();          // charges 30 GPU-seconds, saves nothing
+  core_->OnHeartbeat("n1", session);
+  core_->Tick();  // charges 30 GPU-seconds, saves nothing
 
   core_ = MakeCore();
   auto bobs = core_->Submit("bob", "job.yaml", kOneGpu, false);
@@ -523,6 +525,33 @@ TEST_F(CoreTest, FairShareUsageIsSavedInBatches) {
     }
   }
   EXPECT_TRUE(seen);
+
+  // A clean shutdown saves at once. The agent comes back with alice's job
+  // still running and a second GPU, where bob's job starts.
+  v1::RunningAttempt still;
+  still.set_job_id(first);
+  still.set_attempt(1);
+  int64_t again;
+  auto channel_again = Register("n1", 2, &again, {still});
+  core_->Tick();
+  ASSERT_EQ(channel_again->Starts().size(), 1u);
+  EXPECT_EQ(channel_again->Starts()[0].job_id(), bobs->id());
+  now_ms_ += 30 * 1000;
+  core_->OnHeartbeat("n1", again);
+  ASSERT_TRUE(core_->SaveUsage().ok());
+
+  core_ = MakeCore();
+  ASSERT_TRUE(core_->Submit("carol", "job.yaml", kOneGpu, false).ok());
+  core_->Tick();
+  double alice_usage = 0, bob_usage = 0;
+  const v1::GetQueueResponse after = core_->Queue();
+  for (const v1::UserShare& user : after.users()) {
+    if (user.user() == "alice") alice_usage = user.usage_norm();
+    if (user.user() == "bob") bob_usage = user.usage_norm();
+  }
+  // 30 GPU-seconds each since the last periodic save.
+  EXPECT_NEAR(alice_usage, 0.5, 1e-6);
+  EXPECT_NEAR(bob_usage, 0.5, 1e-6);
 }
 
 }  // namespace

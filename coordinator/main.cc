@@ -208,5 +208,9 @@ int main(int argc, char** argv) {
   client_service.Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   ticker.join();
+  if (absl::Status s = core.SaveUsage(); !s.ok()) {
+    fprintf(stderr, "dcvlr-coordinator: usage not saved: %s\n",
+            s.ToString().c_str());
+  }
   return 0;
 }

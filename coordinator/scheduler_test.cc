@@ -383,6 +383,43 @@ TEST(LabPolicyTest, JobLargerThanAnyNodeSaysSo) {
             "waiting: the cluster has no 1 node with 16 GPUs");
 }
 
+// Users and nodes are found by name through a hash that reads names as
+// words; names of every length, alike but for one byte anywhere, must
+// still be told apart.
+TEST(LabPolicyTest, NamesThatDifferInOneByteAreToldApart) {
+  for (size_t length = 1; length <= 40; ++length) {
+    for (size_t at = 0; at < length; at += std::max<size_t>(1, length / 5)) {
+      std::string first(length, 'x'), second(length, 'x');
+      second[at] = 'y';
+      SCOPED_TRACE(absl::StrCat("'", first, "' vs '", second, "'"));
+      auto config = std::make_shared<ClusterConfig>();
+      config->users[first].max_gpus = 8;
+      config->users[second].max_gpus = 8;
+      SchedulerInput input;
+      input.now_ms = kNow;
+      input.config = config;
+      // Node `first` frees its GPUs in 100 s, node `second` in 500 s; the
+      // user `first` holds 8 GPUs (its quota), `second` none.
+      input.nodes = {Node(second, {}), Node(first, {})};
+      input.running = {Running("r-1", 50, {{first, {0, 1, 2, 3, 4, 5, 6, 7}}},
+                               first),
+                       Running("r-2", 50, {{second, {0, 1, 2, 3, 4, 5, 6, 7}}},
+                               "other")};
+      input.running[0].time_limit_ms = kHour + 100 * kSecond;
+      input.running[1].time_limit_ms = kHour + 500 * kSecond;
+      input.queue = {Job("over", 90, 1, 1, first),
+                     Job("blocked", 50, 1, 8, second)};
+      SchedulerDecisions d = LabPolicy().Schedule(input);
+      EXPECT_EQ(ReasonOf(input, d, "over"),
+                absl::StrCat("waiting: user ", first, " at quota 8/8 GPUs"));
+      ASSERT_EQ(d.reservations.size(), 1u);
+      EXPECT_EQ(d.reservations[0].job_id, "blocked");
+      EXPECT_THAT(d.reservations[0].nodes, ElementsAre(first));
+      EXPECT_EQ(d.reservations[0].start_ms, kNow + 100 * kSecond);
+    }
+  }
+}
+
 // --- Reservations and backfill -------------------------------------------
 
 TEST(LabPolicyTest, BlockedGangReservesAndOnlyShortJobsBackfill) {

@@ -166,12 +166,12 @@ class Pass {
   NameIndex account_index_;
   std::vector<Job> jobs_;  // in queue order, until Order() takes them
   bool present_[kMaxPriority + 1] = {};  // some pending job has priority p
-  bool in_order_ = true;  // the queue comes in Before() order
-  std::vector<int> user_quota_;     // by account
-  std::vector<int> group_quota_;    // by account
-  std::vector<int> account_group_;  // by account: index of its group
-  std::vector<int> user_used_;      // GPUs in use, by account
-  std::vector<int> group_used_;     // GPUs in use, by group index
+  bool in_order_ = true;                 // the queue comes in Before() order
+  std::vector<int> user_quota_;          // by account
+  std::vector<int> group_quota_;         // by account
+  std::vector<int> account_group_;       // by account: index of its group
+  std::vector<int> user_used_;           // GPUs in use, by account
+  std::vector<int> group_used_;          // GPUs in use, by group index
   bool any_quota_ = false;
   absl::flat_hash_map<std::string, int> reason_index_;
   // Reasons already built this pass: by (account << 32 | GPUs) for quotas,

@@ -111,8 +111,8 @@ struct Reservation {
 // indices refer to the input the decisions were made from, and to the
 // decisions' own tables, so that a pass over a long queue copies no strings.
 struct QueueEntry {
-  int job = 0;      // index into SchedulerInput::queue
-  int account = 0;  // index into SchedulerDecisions::fair_shares
+  int job = 0;                    // index into SchedulerInput::queue
+  int account = 0;                // index into SchedulerDecisions::fair_shares
   double effective_priority = 0;  // priority + aging points
   int reason = -1;  // why it waits: index into reasons; -1: placed
 };

@@ -19,7 +19,7 @@ struct Model {
     int64_t at_ms;
     int delta;
   };
-  std::vector<int> free;                    // per node, now
+  std::vector<int> free;                     // per node, now
   std::vector<std::vector<Change>> changes;  // per node, unordered
 
   // The free count of `node` at `t` (changes at t included).

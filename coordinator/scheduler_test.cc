@@ -268,7 +268,8 @@ TEST(LabPolicyTest, QuotaHoldsBackAHigherPriorityJobAndSaysWhy) {
   input.running[1].placements[0].gpus = {0, 1, 2, 3, 4, 5, 6, 7};
   input.nodes[1].free_gpus = {};
   d = LabPolicy().Schedule(input);
-  EXPECT_EQ(ReasonOf(input, d, "hi"), "waiting: group vision at quota 16/16 GPUs");
+  EXPECT_EQ(ReasonOf(input, d, "hi"),
+            "waiting: group vision at quota 16/16 GPUs");
 
   config->users["alice"].max_gpus = 4;
   d = LabPolicy().Schedule(input);
@@ -401,10 +402,9 @@ TEST(LabPolicyTest, NamesThatDifferInOneByteAreToldApart) {
       // Node `first` frees its GPUs in 100 s, node `second` in 500 s; the
       // user `first` holds 8 GPUs (its quota), `second` none.
       input.nodes = {Node(second, {}), Node(first, {})};
-      input.running = {Running("r-1", 50, {{first, {0, 1, 2, 3, 4, 5, 6, 7}}},
-                               first),
-                       Running("r-2", 50, {{second, {0, 1, 2, 3, 4, 5, 6, 7}}},
-                               "other")};
+      input.running = {
+          Running("r-1", 50, {{first, {0, 1, 2, 3, 4, 5, 6, 7}}}, first),
+          Running("r-2", 50, {{second, {0, 1, 2, 3, 4, 5, 6, 7}}}, "other")};
       input.running[0].time_limit_ms = kHour + 100 * kSecond;
       input.running[1].time_limit_ms = kHour + 500 * kSecond;
       input.queue = {Job("over", 90, 1, 1, first),
@@ -571,9 +571,9 @@ TEST(LabPolicyTest, NoJobWaitsForGpusThatThePassLeftForIt) {
           reason.find("cluster has no") != std::string::npos) {
         continue;
       }
-      const int64_t end =
-          job.time_limit_ms > 0 ? kNow + job.time_limit_ms
-                                : std::numeric_limits<int64_t>::max();
+      const int64_t end = job.time_limit_ms > 0
+                              ? kNow + job.time_limit_ms
+                              : std::numeric_limits<int64_t>::max();
       int fitting = 0;
       for (int n = 0; n < node_count; ++n) {
         // The node's timeline with every claim but the job's own.
@@ -582,7 +582,8 @@ TEST(LabPolicyTest, NoJobWaitsForGpusThatThePassLeftForIt) {
           if (r.job_id == job.id) continue;
           for (const std::string& name : r.nodes) {
             if (node_of[name] == n) {
-              timeline.push_back({std::max(r.start_ms, kNow), -r.gpus_per_node});
+              timeline.push_back(
+                  {std::max(r.start_ms, kNow), -r.gpus_per_node});
             }
           }
         }
@@ -597,9 +598,8 @@ TEST(LabPolicyTest, NoJobWaitsForGpusThatThePassLeftForIt) {
         }
         fitting += fits;
       }
-      EXPECT_LT(fitting, job.nodes)
-          << "round " << round << ": " << job.id << " waits (" << reason
-          << ") but fits";
+      EXPECT_LT(fitting, job.nodes) << "round " << round << ": " << job.id
+                                    << " waits (" << reason << ") but fits";
       ++waiting_checked;
     }
   }

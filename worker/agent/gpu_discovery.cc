@@ -137,9 +137,8 @@ std::vector<int> LocalityDomains(const std::vector<GpuTopology>& gpus) {
     if (it != number.end()) {
       domains.push_back(it->second);
     } else {
-      domains.push_back(gpus[i].numa_node >= 0
-                            ? island_count + gpus[i].numa_node
-                            : -1);
+      domains.push_back(
+          gpus[i].numa_node >= 0 ? island_count + gpus[i].numa_node : -1);
     }
   }
   return domains;
@@ -193,9 +192,9 @@ absl::StatusOr<std::vector<v1::Gpu>> DiscoverGpus() {
       where.bus_id = pci.bus_id;
       where.numa_node = NumaNodeOf(pci.bus_id);
     }
-    for (unsigned int link = 0; nvml.nvlink_state != nullptr &&
-                                nvml.nvlink_remote_pci != nullptr &&
-                                link < kMaxNvLinks;
+    for (unsigned int link = 0;
+         nvml.nvlink_state != nullptr && nvml.nvlink_remote_pci != nullptr &&
+         link < kMaxNvLinks;
          ++link) {
       int active = 0;
       NvmlPciInfo remote{};

@@ -19,8 +19,8 @@ GpuTopology Gpu(int bus, int numa, std::vector<std::string> remotes = {}) {
 }
 
 TEST(LocalityDomainsTest, WithoutNvLinkTheDomainsAreTheNumaNodes) {
-  EXPECT_THAT(LocalityDomains({Gpu(0x1a, 0), Gpu(0x1b, 0), Gpu(0x3a, 1),
-                               Gpu(0x3b, -1)}),
+  EXPECT_THAT(LocalityDomains(
+                  {Gpu(0x1a, 0), Gpu(0x1b, 0), Gpu(0x3a, 1), Gpu(0x3b, -1)}),
               ElementsAre(0, 0, 1, -1));
 }
 

@@ -15,6 +15,9 @@
 // Schedule() call is timed. Before the trace, one "burst" pass over the
 // first 10,000 jobs on the empty cluster measures bulk throughput.
 //
+// A digest of every pass's decisions (placements, reservations,
+// preemptions) lets two versions of the policy be shown to decide alike.
+//
 // Fair-share error: over the middle 60% of the arrival period, half the L1
 // distance between each user's delivered GPU-seconds and a weighted
 // water-filling of the same total over what each user offered, as a
@@ -143,6 +146,24 @@ std::vector<double> WaterFill(const std::vector<double>& demand,
   return out;
 }
 
+// FNV-1a over the decisions, so that two versions of the policy can be
+// shown to decide alike on a trace.
+class Digest {
+ public:
+  void Add(const std::string& text) {
+    for (char c : text) Byte(static_cast<unsigned char>(c));
+    Byte(0);
+  }
+  void Add(int64_t number) {
+    for (int i = 0; i < 8; ++i) Byte(static_cast<uint8_t>(number >> (8 * i)));
+  }
+  uint64_t value() const { return hash_; }
+
+ private:
+  void Byte(uint8_t b) { hash_ = (hash_ ^ b) * 0x100000001b3ull; }
+  uint64_t hash_ = 0xcbf29ce484222325ull;
+};
+
 // This thread's CPU time in ms: on a shared machine, what the pass cost
 // without the time other processes held the core.
 double ThreadCpuMs() {
@@ -242,6 +263,7 @@ int Run(const Options& o) {
                 window_to = last_arrival * 4 / 5;
   std::vector<double> window_gpu_s(kUsers, 0), offered_gpu_s(kUsers, 0);
 
+  Digest digest;  // of every pass's placements, reservations, preemptions
   std::vector<double> latency_ms, latency_10k_ms, cpu_ms, cpu_10k_ms;
   double schedule_cpu_s = 0;
   std::map<std::string, int> preempted_by;
@@ -356,6 +378,11 @@ int Run(const Options& o) {
     peak_pending = std::max(peak_pending, input.queue.size());
 
     for (const Placement& p : d.placements) {
+      digest.Add(p.job_id);
+      for (const NodePlacement& np : p.nodes) {
+        digest.Add(np.node);
+        for (int gpu : np.gpus) digest.Add(gpu);
+      }
       const int j = job_index[p.job_id];
       SimJob& job = jobs[j];
       for (const NodePlacement& np : p.nodes) {
@@ -389,7 +416,14 @@ int Run(const Options& o) {
       pending[j] = false;
       ++placements;
     }
+    for (const Reservation& r : d.reservations) {
+      digest.Add(r.job_id);
+      digest.Add(r.start_ms);
+      for (const std::string& node : r.nodes) digest.Add(node);
+    }
     for (const Preemption& p : d.preemptions) {
+      digest.Add(p.job_id);
+      digest.Add(p.for_job_id);
       const int j = job_index[p.job_id];
       ++preempted_by[p.for_job_id];
       RunningAttempt& r = input.running[running_index[j]];
@@ -482,6 +516,8 @@ int Run(const Options& o) {
       "p99 %.2f ms (>= 10000 pending)\n",
       Percentile(cpu_ms, 0.5), Percentile(cpu_ms, 0.99),
       Percentile(cpu_10k_ms, 0.5), Percentile(cpu_10k_ms, 0.99));
+  std::printf("decisions digest: %016llx\n",
+              static_cast<unsigned long long>(digest.value()));
   std::printf("GPU utilisation while jobs wait: %.2f%% (over %.1f h)\n",
               100 * busy_waiting_gpu_s / (capacity * waiting_s),
               waiting_s / 3600);

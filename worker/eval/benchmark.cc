@@ -3,7 +3,6 @@
 
 #include <unordered_map>
 
-#include "worker/eval/jpeg.h"
 #include "worker/eval/tsv.h"
 #include "worker/trainer/base64.h"
 
@@ -13,15 +12,10 @@ namespace {
 // VLMEvalKit: an image cell of at most 64 characters names another row.
 constexpr size_t kMaxReferenceLength = 64;
 
-bool IsJpeg(const std::vector<uint8_t>& b) {
-  return b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF;
-}
-
 }  // namespace
 
 bool DecodeBenchmarkImage(const std::vector<uint8_t>& bytes,
                           trainer::Image* out, std::string* error) {
-  if (IsJpeg(bytes)) return DecodeJpeg(bytes, out, error);
   return trainer::DecodeImage(bytes, out, error);
 }
 

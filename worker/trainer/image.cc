@@ -1,10 +1,12 @@
-// PNG/PPM codec and resize; see image.h. The inflate follows RFC 1951 in the
+// PNG/PPM codec (JPEG through jpeg.h) and resize; see image.h. The inflate follows RFC 1951 in the
 // manner of zlib's reference decoder "puff": canonical Huffman tables decoded
 // one bit at a time, which is slow but small, and images here are small.
 #include "worker/trainer/image.h"
 
 #include <array>
 #include <cstring>
+
+#include "worker/trainer/jpeg.h"
 
 namespace dcvlr::trainer {
 namespace {
@@ -428,11 +430,10 @@ bool DecodeImage(const std::vector<uint8_t>& bytes, Image* out,
     return DecodePng(bytes, out, error);
   if (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == '6')
     return DecodePpm(bytes, out, error);
-  if (bytes.size() >= 2 && bytes[0] == 0xff && bytes[1] == 0xd8) {
-    *error = "JPEG images are not supported; convert to PNG";
-    return false;
-  }
-  *error = "unknown image format (expected PNG or PPM)";
+  if (bytes.size() >= 3 && bytes[0] == 0xff && bytes[1] == 0xd8 &&
+      bytes[2] == 0xff)
+    return DecodeJpeg(bytes, out, error);
+  *error = "unknown image format (expected PNG, JPEG or PPM)";
   return false;
 }
 

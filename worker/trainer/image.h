@@ -24,7 +24,8 @@ struct Image {
 
 std::vector<uint8_t> EncodePng(const Image& image);
 
-// Decodes PNG or binary PPM (P6). On failure returns false and says why.
+// Decodes PNG, JPEG (when built with libjpeg; jpeg.h) or binary PPM (P6).
+// On failure returns false and says why.
 bool DecodeImage(const std::vector<uint8_t>& bytes, Image* out,
                  std::string* error);
 

@@ -1,19 +1,19 @@
 // JPEG decoding: an image encoded here with libjpeg decodes back to its
 // colours; in a build without libjpeg the error says so.
-#include "worker/eval/jpeg.h"
+#include "worker/trainer/jpeg.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <cstdlib>
 
-#include "worker/eval/benchmark.h"
+#include "worker/trainer/image.h"
 
 #ifdef DCVLR_WITH_JPEG
 #include <jpeglib.h>
 #endif
 
-namespace dcvlr::eval {
+namespace dcvlr::trainer {
 namespace {
 
 #ifdef DCVLR_WITH_JPEG
@@ -57,9 +57,9 @@ std::vector<uint8_t> EncodeTestJpeg(bool greyscale) {
 
 TEST(JpegTest, DecodesRgbAndGreyscale) {
   ASSERT_TRUE(JpegSupported());
-  trainer::Image img;
+  Image img;
   std::string error;
-  ASSERT_TRUE(DecodeBenchmarkImage(EncodeTestJpeg(false), &img, &error))
+  ASSERT_TRUE(DecodeImage(EncodeTestJpeg(false), &img, &error))
       << error;
   ASSERT_EQ(img.width, 16);
   ASSERT_EQ(img.height, 8);
@@ -70,7 +70,7 @@ TEST(JpegTest, DecodesRgbAndGreyscale) {
   EXPECT_NEAR(px(2, 4, 2), 20, 12);
   EXPECT_NEAR(px(13, 4, 0), 20, 12);
   EXPECT_NEAR(px(13, 4, 2), 220, 12);
-  ASSERT_TRUE(DecodeBenchmarkImage(EncodeTestJpeg(true), &img, &error))
+  ASSERT_TRUE(DecodeImage(EncodeTestJpeg(true), &img, &error))
       << error;
   EXPECT_NEAR(px(2, 2, 0), 40, 8);
   EXPECT_EQ(px(2, 2, 0), px(2, 2, 1));
@@ -80,21 +80,21 @@ TEST(JpegTest, DecodesRgbAndGreyscale) {
 TEST(JpegTest, TruncatedJpegIsAnError) {
   std::vector<uint8_t> bytes = EncodeTestJpeg(false);
   bytes.resize(20);
-  trainer::Image img;
+  Image img;
   std::string error;
-  EXPECT_FALSE(DecodeBenchmarkImage(bytes, &img, &error));
+  EXPECT_FALSE(DecodeImage(bytes, &img, &error));
   EXPECT_EQ(error.rfind("JPEG: ", 0), 0u) << error;
 }
 #else
 TEST(JpegTest, BuildWithoutLibjpegSaysSo) {
   EXPECT_FALSE(JpegSupported());
-  trainer::Image img;
+  Image img;
   std::string error;
   EXPECT_FALSE(
-      DecodeBenchmarkImage({0xFF, 0xD8, 0xFF, 0xE0, 0, 0}, &img, &error));
+      DecodeImage({0xFF, 0xD8, 0xFF, 0xE0, 0, 0}, &img, &error));
   EXPECT_NE(error.find("built without JPEG support"), std::string::npos);
 }
 #endif
 
 }  // namespace
-}  // namespace dcvlr::eval
+}  // namespace dcvlr::trainer

@@ -1,5 +1,5 @@
 // JPEG decoding; see jpeg.h.
-#include "worker/eval/jpeg.h"
+#include "worker/trainer/jpeg.h"
 
 #ifdef DCVLR_WITH_JPEG
 #include <csetjmp>
@@ -8,7 +8,7 @@
 #include <jpeglib.h>
 #endif
 
-namespace dcvlr::eval {
+namespace dcvlr::trainer {
 
 #ifdef DCVLR_WITH_JPEG
 namespace {
@@ -31,7 +31,7 @@ void OnMessage(j_common_ptr) {}  // warnings: corrupt-but-decodable data
 
 bool JpegSupported() { return true; }
 
-bool DecodeJpeg(const std::vector<uint8_t>& bytes, trainer::Image* out,
+bool DecodeJpeg(const std::vector<uint8_t>& bytes, Image* out,
                 std::string* error) {
   // Nothing with a destructor may live between setjmp and longjmp.
   jpeg_decompress_struct cinfo;
@@ -40,7 +40,7 @@ bool DecodeJpeg(const std::vector<uint8_t>& bytes, trainer::Image* out,
   err.base.error_exit = OnError;
   err.base.output_message = OnMessage;
   err.message[0] = '\0';
-  trainer::Image image;
+  Image image;
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
     *error = std::string("JPEG: ") + err.message;
@@ -88,14 +88,14 @@ bool DecodeJpeg(const std::vector<uint8_t>& bytes, trainer::Image* out,
 
 bool JpegSupported() { return false; }
 
-bool DecodeJpeg(const std::vector<uint8_t>&, trainer::Image*,
+bool DecodeJpeg(const std::vector<uint8_t>&, Image*,
                 std::string* error) {
   *error =
-      "JPEG image, but dcvlr-eval was built without JPEG support (install "
+      "JPEG image, but this program was built without JPEG support (install "
       "libjpeg62-turbo-dev and rebuild)";
   return false;
 }
 
 #endif
 
-}  // namespace dcvlr::eval
+}  // namespace dcvlr::trainer

@@ -133,6 +133,10 @@ grpc::Status AgentServiceImpl::Connect(
         core_->OnActivity(name, *session);
         break;
       }
+      case v1::AgentMessage::kMetrics:
+        metrics_->Ingest(message.metrics());
+        core_->OnActivity(name, *session);
+        break;
       default:
         break;
     }

@@ -159,4 +159,17 @@ grpc::Status ClientServiceImpl::GetQueue(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status ClientServiceImpl::GetJobMetrics(
+    grpc::ServerContext*, const v1::GetJobMetricsRequest* request,
+    v1::GetJobMetricsResponse* response) {
+  absl::StatusOr<v1::Job> job = core_->GetJob(request->job());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  absl::StatusOr<v1::GetJobMetricsResponse> history = metrics_->Get(
+      job->id(), {request->keys().begin(), request->keys().end()},
+      request->latest_only());
+  if (!history.ok()) return ToGrpcStatus(history.status());
+  *response = *std::move(history);
+  return grpc::Status::OK;
+}
+
 }  // namespace dcvlr

@@ -21,6 +21,34 @@ bool IsActive(v1::JobState state) {
   return state == v1::JOB_STATE_SCHEDULED || state == v1::JOB_STATE_RUNNING;
 }
 
+// An agent's metrics address with its host filled in: an empty or wildcard
+// host means the node's own address.
+std::string MetricsAddress(const std::string& reported,
+                           const std::string& node_host) {
+  if (reported.empty()) return "";
+  const size_t colon = reported.rfind(':');
+  if (colon == std::string::npos) return reported;
+  const std::string host = reported.substr(0, colon);
+  if (!host.empty() && host != "0.0.0.0" && host != "::" && host != "[::]") {
+    return reported;
+  }
+  const bool v6 = node_host.find(':') != std::string::npos;
+  return absl::StrCat(v6 ? "[" : "", node_host, v6 ? "]" : "",
+                      reported.substr(colon));
+}
+
+// Why an attempt counted as preempted, as a metric label.
+std::string PreemptionReason(const v1::Attempt& attempt) {
+  if (attempt.node_lost()) return "node_lost";
+  const std::string& why = attempt.stop_reason();
+  if (why.rfind("preempted", 0) == 0) return "priority";
+  if (why.rfind("evicted", 0) == 0) return "drain";
+  if (why.empty() && attempt.exit_code() == kRequeueExitCode) {
+    return "requeue_exit";
+  }
+  return "stopped";
+}
+
 std::string Describe(const std::string& node, const std::vector<int>& gpus) {
   if (gpus.empty()) return node;
   return absl::StrCat(node, "[", absl::StrJoin(gpus, ","), "]");
@@ -139,7 +167,12 @@ void Core::SetState(v1::Job& job, v1::JobState state,
                     const std::string& reason) {
   job.set_state(state);
   job.set_reason(reason);
-  if (IsTerminal(state)) job.set_end_time_ms(Now());
+  if (IsTerminal(state)) {
+    job.set_end_time_ms(Now());
+    if (options_.metric_history != nullptr) {
+      options_.metric_history->JobEnded(job.id());
+    }
+  }
 }
 
 void Core::Commit(v1::Job& job) {
@@ -423,6 +456,53 @@ absl::StatusOr<v1::Job> Core::AwaitChange(const std::string& id,
   return *job;
 }
 
+ClusterSnapshot Core::Snapshot(size_t ended_jobs) const {
+  absl::ReaderMutexLock lock(&mu_);
+  ClusterSnapshot out;
+  out.now_ms = Now();
+  for (const auto& [name, node] : nodes_) {
+    ClusterSnapshot::Node& n = out.nodes.emplace_back();
+    n.name = name;
+    n.state = node.state == v1::NODE_STATE_READY && node.info.drained()
+                  ? v1::NODE_STATE_DRAINED
+                  : node.state;
+    n.address = node.info.address();
+    n.metrics_address = node.info.metrics_address();
+    n.gpus_total = node.info.gpus_size();
+    for (const auto& [key, gpus] : node.holds) {
+      for (int gpu : gpus) n.gpu_jobs[gpu] = key.job_id;
+    }
+  }
+  auto labels = [](const v1::Job& job) {
+    return ClusterSnapshot::JobLabels{job.id(),     job.spec().name(),
+                                      job.user(),   job.state(),
+                                      job.attempt(), job.failures()};
+  };
+  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
+    const v1::Job& job = it->second;
+    ++out.jobs_by_state[job.state()];
+    if (IsActive(job.state()) ||
+        (job.state() == v1::JOB_STATE_PENDING && job.attempt() > 0)) {
+      out.active.push_back(labels(job));
+    } else if (IsTerminal(job.state()) &&
+               out.recently_ended.size() < ended_jobs) {
+      out.recently_ended.push_back(labels(job));
+    }
+    if (job.state() == v1::JOB_STATE_PENDING) {
+      ClusterSnapshot::Pending& p =
+          out.pending[{job.user(), job.spec().priority()}];
+      ++p.jobs;
+      p.gpus += job.spec().resources().nodes() *
+                job.spec().resources().gpus_per_node();
+      if (p.oldest_submit_ms == 0 ||
+          job.submit_time_ms() < p.oldest_submit_ms) {
+        p.oldest_submit_ms = job.submit_time_ms();
+      }
+    }
+  }
+  return out;
+}
+
 std::vector<v1::Node> Core::ListNodes() const {
   absl::ReaderMutexLock lock(&mu_);
   std::vector<v1::Node> out;
@@ -498,6 +578,8 @@ absl::StatusOr<int64_t> Core::RegisterAgent(
                             : request.advertise_host());
   node.info.mutable_gpus()->CopyFrom(request.gpus());
   node.info.set_drained(drained);
+  node.info.set_metrics_address(
+      MetricsAddress(request.metrics_address(), node.info.address()));
   node.state = v1::NODE_STATE_READY;
   node.last_seen_ms = Now();
   node.session = next_session_++;
@@ -520,6 +602,13 @@ absl::StatusOr<int64_t> Core::RegisterAgent(
       offset->set_attempt(r.attempt());
       offset->set_rank(rank);
       offset->set_offset(size);
+    }
+    if (options_.metric_history != nullptr) {
+      v1::MetricsOffset* offset = ack->add_metrics_offsets();
+      offset->set_job_id(r.job_id());
+      offset->set_attempt(r.attempt());
+      offset->set_offset(
+          options_.metric_history->Offset(r.job_id(), r.attempt()));
     }
   }
   channel->Send(ack_message);
@@ -636,6 +725,10 @@ void Core::ApplyUpdate(const std::string& name, int64_t session,
       job->state() == v1::JOB_STATE_SCHEDULED) {
     attempt->set_started_ms(Now());
     SetState(*job, v1::JOB_STATE_RUNNING, "");
+    if (options_.observer != nullptr && attempt->number() == 1) {
+      options_.observer->OnJobRunning(
+          static_cast<double>(Now() - job->submit_time_ms()) / 1000.0);
+    }
     std::vector<std::string> where;
     for (const auto& p : attempt->placements()) {
       where.push_back(Describe(p.node(), {p.gpus().begin(), p.gpus().end()}));
@@ -768,6 +861,15 @@ void Core::FinishAttemptIfDone(v1::Job& job) {
   job.set_exit_code(attempt->exit_code());
   if (outcome == AttemptOutcome::kPreempted) {
     job.set_state(v1::JOB_STATE_PREEMPTED);
+  }
+  if (options_.observer != nullptr) {
+    const std::string why = outcome == AttemptOutcome::kPreempted
+                                ? PreemptionReason(*attempt)
+                                : "failure";
+    if (outcome == AttemptOutcome::kPreempted) {
+      options_.observer->OnPreemption(why);
+    }
+    if (next.state == v1::JOB_STATE_PENDING) options_.observer->OnRequeue(why);
   }
   SetState(job, next.state, next.reason);
   switch (next.state) {
@@ -955,6 +1057,7 @@ bool Core::SchedulePass() {
     queue_.set_as_of_ms(now);
     return false;
   }
+  const int64_t began_ns = options_.steady_ns ? options_.steady_ns() : 0;
   for (const auto& [name, node] : nodes_) {
     if (node.state != v1::NODE_STATE_READY || node.info.drained()) continue;
     NodeSnapshot snapshot{name, node.info.gpus_size(), {}};
@@ -1059,6 +1162,10 @@ bool Core::SchedulePass() {
     out->set_usage_norm(share.usage_norm);
     out->set_factor(share.factor);
     out->set_gpus_in_use(in_use[share.user]);
+  }
+  if (options_.observer != nullptr && options_.steady_ns) {
+    options_.observer->OnSchedulePass(
+        static_cast<double>(options_.steady_ns() - began_ns) / 1e9);
   }
   return changed;
 }

@@ -31,6 +31,7 @@
 #include "coordinator/cluster_config.h"
 #include "coordinator/fair_share.h"
 #include "coordinator/log_store.h"
+#include "coordinator/metric_history.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/store.h"
 #include "dcvlr/v1/agent.pb.h"
@@ -45,6 +46,57 @@ class AgentChannel {
   virtual ~AgentChannel() = default;
   virtual void Send(const v1::CoordinatorMessage& message) = 0;
   virtual void Close() = 0;
+};
+
+// What the core reports as it happens, for monitoring (counters and
+// histograms that a snapshot cannot reconstruct). Called with the core's
+// lock held: implementations must be quick and must not call the core.
+class CoreObserver {
+ public:
+  virtual ~CoreObserver() = default;
+  // One scheduling pass over a non-empty queue took `seconds`.
+  virtual void OnSchedulePass(double seconds) = 0;
+  // A job's first attempt started running `seconds` after its submission.
+  virtual void OnJobRunning(double seconds) = 0;
+  // An attempt ended as preempted; `reason` is one of node_lost, priority,
+  // drain, requeue_exit (exit code 75), stopped.
+  virtual void OnPreemption(const std::string& reason) = 0;
+  // A job went back to the queue: a preemption reason, or "failure".
+  virtual void OnRequeue(const std::string& reason) = 0;
+};
+
+// The cluster at one moment, for exporters (coordinator/metrics.h).
+struct ClusterSnapshot {
+  int64_t now_ms = 0;
+  struct Node {
+    std::string name;
+    v1::NodeState state = v1::NODE_STATE_UNSPECIFIED;  // DRAINED if drained
+    std::string address;
+    std::string metrics_address;  // HOST:PORT, host filled in; or empty
+    int gpus_total = 0;
+    std::map<int, std::string> gpu_jobs;  // GPU index -> job id holding it
+  };
+  std::vector<Node> nodes;
+  std::map<v1::JobState, int> jobs_by_state;
+  struct Pending {
+    int jobs = 0;
+    int gpus = 0;
+    int64_t oldest_submit_ms = 0;
+  };
+  std::map<std::pair<std::string, int>, Pending> pending;  // (user, priority)
+  struct JobLabels {
+    std::string id;
+    std::string name;
+    std::string user;
+    v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+    int attempt = 0;
+    int failures = 0;
+  };
+  // SCHEDULED and RUNNING jobs, and pending jobs that have run before.
+  std::vector<JobLabels> active;
+  // The most recently submitted jobs that ended, newest first (bounded by
+  // the Snapshot() argument).
+  std::vector<JobLabels> recently_ended;
 };
 
 struct CoreOptions {
@@ -72,6 +124,14 @@ struct CoreOptions {
   // Users, groups, shares, quotas, preemption; null: the defaults (equal
   // shares, no quotas, no preemption).
   std::shared_ptr<const ClusterConfig> cluster_config;
+  // Job metric history (not owned; may be null): agents' relay offsets go
+  // into their registration acks, and ended jobs are reported to it.
+  MetricHistory* metric_history = nullptr;
+  // Not owned; may be null.
+  CoreObserver* observer = nullptr;
+  // A monotonic clock in nanoseconds, for measuring scheduling passes; null:
+  // not measured.
+  std::function<int64_t()> steady_ns;
   // The benchmarks eval jobs may name.
   BenchmarkRegistry benchmarks = DefaultBenchmarks();
 };
@@ -141,6 +201,9 @@ class Core {
   void SetBenchmarks(BenchmarkRegistry benchmarks);
   // The queue as the last scheduling pass ordered it.
   v1::GetQueueResponse Queue() const;
+  // Nodes, GPUs, jobs and the queue now, with at most `ended_jobs` of the
+  // most recent ended jobs.
+  ClusterSnapshot Snapshot(size_t ended_jobs = 0) const;
 
   // Charges usage up to now and writes it to the store at once (a clean
   // shutdown), instead of waiting for usage_save_interval_ms.

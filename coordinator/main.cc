@@ -13,10 +13,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "coordinator/core.h"
+#include "coordinator/metric_history.h"
+#include "coordinator/metrics.h"
 #include "coordinator/services.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "prometheus/exposer.h"
 
 namespace fs = std::filesystem;
 
@@ -44,6 +47,8 @@ int main(int argc, char** argv) {
   std::string checkpoint_root;
   std::string cluster_config_path;
   std::string benchmarks_path;
+  std::string metrics_listen;
+  std::string sd_file;
   app.add_option("--listen", listen,
                  "HOST:PORT to serve on; port 0 picks a free one");
   app.add_option("--state-dir", state_dir,
@@ -64,6 +69,12 @@ int main(int argc, char** argv) {
   app.add_option("--benchmarks", benchmarks_path,
                  "the benchmarks eval jobs may name (YAML, e.g. "
                  "configs/benchmarks.yaml); reloaded on SIGHUP");
+  app.add_option("--metrics-listen", metrics_listen,
+                 "HOST:PORT to serve Prometheus metrics on (/metrics); port 0 "
+                 "picks a free one, written to <state-dir>/metrics.addr");
+  app.add_option("--prometheus-sd-file", sd_file,
+                 "keep this file listing the coordinator's and every agent's "
+                 "metrics address, for Prometheus' file_sd_configs");
   CLI11_PARSE(app, argc, argv);
 
   // Signals are taken by a thread of our own (sigwait); block them everywhere.
@@ -88,6 +99,24 @@ int main(int argc, char** argv) {
     return 1;
   }
   dcvlr::LogStore logs(state_dir + "/logs");
+  // The metric history has a connection of its own to the same database:
+  // its batched writes need not wait for the core's lock, and may lose
+  // their last second in a machine crash.
+  auto metrics_store = dcvlr::Store::Open(state_dir + "/state.db",
+                                          /*durable=*/false);
+  if (!metrics_store.ok()) {
+    fprintf(stderr, "dcvlr-coordinator: %s\n",
+            metrics_store.status().ToString().c_str());
+    return 1;
+  }
+  dcvlr::MetricHistory history(dcvlr::MetricHistoryOptions(),
+                               *std::move(metrics_store));
+  if (absl::Status s = history.Recover(); !s.ok()) {
+    fprintf(stderr, "dcvlr-coordinator: recovering metric history: %s\n",
+            s.ToString().c_str());
+    return 1;
+  }
+  auto exporter = std::make_shared<dcvlr::CoordinatorMetrics>(&history);
   dcvlr::CoreOptions options;
   options.now_ms = [] { return absl::ToUnixMillis(absl::Now()); };
   absl::BitGen bitgen;
@@ -98,6 +127,13 @@ int main(int argc, char** argv) {
   };
   options.node_timeout_ms = node_timeout_ms;
   options.heartbeat_interval_ms = heartbeat_interval_ms;
+  options.metric_history = &history;
+  options.observer = exporter.get();
+  options.steady_ns = [] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  };
   if (!checkpoint_root.empty()) {
     options.checkpoint_root = fs::absolute(checkpoint_root).string();
   }
@@ -128,8 +164,35 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  dcvlr::ClientServiceImpl client_service(&core, &logs);
-  dcvlr::AgentServiceImpl agent_service(&core, &logs);
+  exporter->SetCore(&core);
+
+  // Prometheus metrics, on a port of their own.
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::string metrics_address;
+  if (!metrics_listen.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(metrics_listen);
+    } catch (const std::exception& e) {
+      fprintf(stderr, "dcvlr-coordinator: --metrics-listen %s: %s\n",
+              metrics_listen.c_str(), e.what());
+      return 2;
+    }
+    exposer->RegisterCollectable(exporter);
+    const std::vector<int> ports = exposer->GetListeningPorts();
+    const std::string metrics_host =
+        metrics_listen.substr(0, metrics_listen.rfind(':'));
+    metrics_address =
+        absl::StrCat(metrics_host, ":", ports.empty() ? 0 : ports[0]);
+    fprintf(stderr, "dcvlr-coordinator: metrics on http://%s/metrics\n",
+            metrics_address.c_str());
+    if (!WriteAtomically(state_dir + "/metrics.addr", metrics_address + "\n")) {
+      fprintf(stderr, "dcvlr-coordinator: cannot write %s/metrics.addr\n",
+              state_dir.c_str());
+    }
+  }
+
+  dcvlr::ClientServiceImpl client_service(&core, &logs, &history);
+  dcvlr::AgentServiceImpl agent_service(&core, &logs, &history);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -163,6 +226,29 @@ int main(int argc, char** argv) {
       core.Tick();
       core.AwaitWork(absl::Milliseconds(200));
     }
+  });
+
+  // Writes the metric history in batches, and keeps the Prometheus targets
+  // file current.
+  std::thread housekeeper([&] {
+    std::string targets;
+    while (!stopping) {
+      if (absl::Status s = history.Flush(); !s.ok()) {
+        fprintf(stderr, "dcvlr-coordinator: metric history: %s\n",
+                s.ToString().c_str());
+      }
+      if (!sd_file.empty()) {
+        std::string now =
+            dcvlr::PrometheusTargets(core.Snapshot(), metrics_address);
+        if (now != targets && WriteAtomically(sd_file, now)) {
+          targets = std::move(now);
+        }
+      }
+      for (int i = 0; i < 10 && !stopping; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+    history.Flush().IgnoreError();
   });
 
   int signal_number = 0;
@@ -212,5 +298,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "dcvlr-coordinator: usage not saved: %s\n",
             s.ToString().c_str());
   }
+  housekeeper.join();
+  exposer.reset();
   return 0;
 }

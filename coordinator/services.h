@@ -7,6 +7,7 @@
 
 #include "coordinator/core.h"
 #include "coordinator/log_store.h"
+#include "coordinator/metric_history.h"
 #include "dcvlr/v1/agent.grpc.pb.h"
 #include "dcvlr/v1/client.grpc.pb.h"
 
@@ -17,7 +18,8 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 class ClientServiceImpl final : public v1::ClientService::Service {
  public:
-  ClientServiceImpl(Core* core, LogStore* logs) : core_(core), logs_(logs) {}
+  ClientServiceImpl(Core* core, LogStore* logs, MetricHistory* metrics)
+      : core_(core), logs_(logs), metrics_(metrics) {}
 
   // Makes streaming calls (WatchJob, StreamLogs) return soon.
   void Shutdown() { shutting_down_ = true; }
@@ -49,6 +51,9 @@ class ClientServiceImpl final : public v1::ClientService::Service {
   grpc::Status GetQueue(grpc::ServerContext* context,
                         const v1::GetQueueRequest* request,
                         v1::GetQueueResponse* response) override;
+  grpc::Status GetJobMetrics(grpc::ServerContext* context,
+                             const v1::GetJobMetricsRequest* request,
+                             v1::GetJobMetricsResponse* response) override;
 
  private:
   bool Done(grpc::ServerContext* context) const {
@@ -57,13 +62,14 @@ class ClientServiceImpl final : public v1::ClientService::Service {
 
   Core* const core_;
   LogStore* const logs_;
+  MetricHistory* const metrics_;
   std::atomic<bool> shutting_down_{false};
 };
 
 class AgentServiceImpl final : public v1::AgentService::Service {
  public:
-  explicit AgentServiceImpl(Core* core, LogStore* logs)
-      : core_(core), logs_(logs) {}
+  AgentServiceImpl(Core* core, LogStore* logs, MetricHistory* metrics)
+      : core_(core), logs_(logs), metrics_(metrics) {}
 
   grpc::Status Connect(
       grpc::ServerContext* context,
@@ -73,6 +79,7 @@ class AgentServiceImpl final : public v1::AgentService::Service {
  private:
   Core* const core_;
   LogStore* const logs_;
+  MetricHistory* const metrics_;
 };
 
 }  // namespace dcvlr

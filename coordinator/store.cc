@@ -29,7 +29,8 @@ int64_t JobSeq(const std::string& id) {
   return seq;
 }
 
-absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
+                                                   bool durable) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -44,7 +45,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   sqlite3_busy_timeout(db, 5000);
   for (const char* sql : {
            "PRAGMA journal_mode=WAL",
-           "PRAGMA synchronous=FULL",
+           durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
            "CREATE TABLE IF NOT EXISTS jobs ("
            "  seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,"
            "  record BLOB NOT NULL)",
@@ -55,6 +56,12 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
            "CREATE TABLE IF NOT EXISTS usage ("
            "  user TEXT PRIMARY KEY, gpu_s REAL NOT NULL,"
            "  as_of_ms INTEGER NOT NULL)",
+           "CREATE TABLE IF NOT EXISTS metric_series ("
+           "  job_id TEXT NOT NULL, key TEXT NOT NULL, record BLOB NOT NULL,"
+           "  PRIMARY KEY (job_id, key))",
+           "CREATE TABLE IF NOT EXISTS metric_offsets ("
+           "  job_id TEXT NOT NULL, attempt INTEGER NOT NULL,"
+           "  offset INTEGER NOT NULL, PRIMARY KEY (job_id, attempt))",
        }) {
     if (absl::Status s = store->Exec(sql); !s.ok()) return s;
   }
@@ -213,6 +220,109 @@ absl::StatusOr<Usage> Store::LoadUsage() {
   }
   if (rc != SQLITE_DONE) return SqliteError(db_, "read usage");
   return usage;
+}
+
+absl::Status Store::PutMetrics(
+    const std::vector<std::pair<std::string, v1::MetricSeries>>& series,
+    const std::vector<MetricsOffsetRecord>& offsets) {
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto fail = [this](const std::string& what) {
+    absl::Status status = SqliteError(db_, what);
+    Exec("ROLLBACK").IgnoreError();
+    return status;
+  };
+  {
+    Statement s;
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT INTO metric_series(job_id, key, record) "
+                           "VALUES(?, ?, ?) ON CONFLICT(job_id, key) DO "
+                           "UPDATE SET record=excluded.record",
+                           -1, &s.stmt, nullptr) != SQLITE_OK) {
+      return fail("prepare");
+    }
+    std::string record;
+    for (const auto& [job_id, one] : series) {
+      one.SerializeToString(&record);
+      sqlite3_bind_text(s.stmt, 1, job_id.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(s.stmt, 2, one.key().c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_blob(s.stmt, 3, record.data(),
+                        static_cast<int>(record.size()), SQLITE_TRANSIENT);
+      if (sqlite3_step(s.stmt) != SQLITE_DONE) {
+        return fail("write metrics of job " + job_id);
+      }
+      sqlite3_reset(s.stmt);
+    }
+  }
+  {
+    Statement s;
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT INTO metric_offsets(job_id, attempt, offset) "
+                           "VALUES(?, ?, ?) ON CONFLICT(job_id, attempt) DO "
+                           "UPDATE SET offset=excluded.offset",
+                           -1, &s.stmt, nullptr) != SQLITE_OK) {
+      return fail("prepare");
+    }
+    for (const MetricsOffsetRecord& offset : offsets) {
+      sqlite3_bind_text(s.stmt, 1, offset.job_id.c_str(), -1,
+                        SQLITE_TRANSIENT);
+      sqlite3_bind_int(s.stmt, 2, offset.attempt);
+      sqlite3_bind_int64(s.stmt, 3, offset.offset);
+      if (sqlite3_step(s.stmt) != SQLITE_DONE) {
+        return fail("write metrics offset of job " + offset.job_id);
+      }
+      sqlite3_reset(s.stmt);
+    }
+  }
+  if (absl::Status s = Exec("COMMIT"); !s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::MetricSeries>> Store::LoadMetricSeries(
+    const std::string& job_id) {
+  Statement s;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT record FROM metric_series WHERE job_id = ? "
+                         "ORDER BY key",
+                         -1, &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
+  }
+  sqlite3_bind_text(s.stmt, 1, job_id.c_str(), -1, SQLITE_TRANSIENT);
+  std::vector<v1::MetricSeries> out;
+  int rc;
+  while ((rc = sqlite3_step(s.stmt)) == SQLITE_ROW) {
+    v1::MetricSeries series;
+    if (!series.ParseFromArray(sqlite3_column_blob(s.stmt, 0),
+                               sqlite3_column_bytes(s.stmt, 0))) {
+      return absl::DataLossError(absl::StrCat(
+          "state store: a metric series of job ", job_id, " is unreadable"));
+    }
+    out.push_back(std::move(series));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, "read metrics of " + job_id);
+  return out;
+}
+
+absl::StatusOr<std::vector<MetricsOffsetRecord>> Store::LoadMetricsOffsets() {
+  Statement s;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT job_id, attempt, offset FROM metric_offsets",
+                         -1, &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
+  }
+  std::vector<MetricsOffsetRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(s.stmt)) == SQLITE_ROW) {
+    MetricsOffsetRecord record;
+    record.job_id = reinterpret_cast<const char*>(sqlite3_column_text(s.stmt, 0));
+    record.attempt = sqlite3_column_int(s.stmt, 1);
+    record.offset = sqlite3_column_int64(s.stmt, 2);
+    out.push_back(std::move(record));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, "read metrics offsets");
+  return out;
 }
 
 }  // namespace dcvlr

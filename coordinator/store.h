@@ -6,8 +6,10 @@
 #ifndef DCVLR_COORDINATOR_STORE_H_
 #define DCVLR_COORDINATOR_STORE_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -20,12 +22,23 @@ struct sqlite3;
 
 namespace dcvlr {
 
+// How far the coordinator has read one attempt's metrics file.
+struct MetricsOffsetRecord {
+  std::string job_id;
+  int attempt = 0;
+  int64_t offset = 0;
+};
+
 // Not thread-safe: callers serialise access (the coordinator core holds its
-// lock around every call).
+// lock around every call). Several Stores may open the same file (SQLite
+// serialises their writes).
 class Store {
  public:
-  // Opens (creating if needed) the database at `path`.
-  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
+  // Opens (creating if needed) the database at `path`. Without `durable`,
+  // a write survives a crash of the process but not of the machine (WAL with
+  // synchronous=NORMAL): for data that may lose its last seconds.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path,
+                                                     bool durable = true);
   ~Store();
 
   Store(const Store&) = delete;
@@ -44,6 +57,16 @@ class Store {
   absl::Status PutUsage(const Usage& usage);
   // The usage last put; empty (as_of_ms 0) when none was.
   absl::StatusOr<Usage> LoadUsage();
+
+  // Job metric history (coordinator/metric_history.h): replaces the given
+  // series (by job and key) and offsets in one transaction.
+  absl::Status PutMetrics(
+      const std::vector<std::pair<std::string, v1::MetricSeries>>& series,
+      const std::vector<MetricsOffsetRecord>& offsets);
+  // Every series of one job.
+  absl::StatusOr<std::vector<v1::MetricSeries>> LoadMetricSeries(
+      const std::string& job_id);
+  absl::StatusOr<std::vector<MetricsOffsetRecord>> LoadMetricsOffsets();
 
  private:
   explicit Store(sqlite3* db) : db_(db) {}

@@ -35,6 +35,10 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int64_t kLogChunkBytes = 64 * 1024;
+// A metrics batch holds at most this many lines, read from at most this
+// many bytes of the file.
+constexpr int kMaxPointsPerBatch = 2000;
+constexpr int64_t kMetricsReadBytes = 1024 * 1024;
 constexpr size_t kFinishedKept = 256;
 // Grace given to processes when the lease runs out: the coordinator's node
 // timeout must exceed the lease plus this.
@@ -260,6 +264,7 @@ void Agent::Serve() {
   reg->set_name(options_.name);
   for (const v1::Gpu& gpu : options_.gpus) *reg->add_gpus() = gpu;
   reg->set_advertise_host(options_.advertise_host);
+  reg->set_metrics_address(options_.metrics_address);
   for (const auto& [job, attempt] : supervisor_->Running()) {
     v1::RunningAttempt* r = reg->add_running();
     r->set_job_id(job);
@@ -294,6 +299,12 @@ void Agent::Serve() {
         if (it == logs_.end()) continue;
         auto rank = it->second.find(offset.rank());
         if (rank != it->second.end()) rank->second.sent = offset.offset();
+      }
+      // Relay metrics from where the coordinator's history ends.
+      for (auto& [key, tail] : metrics_) tail.relay_offset = 0;
+      for (const v1::MetricsOffset& offset : ack.metrics_offsets()) {
+        auto it = metrics_.find({offset.job_id(), offset.attempt()});
+        if (it != metrics_.end()) it->second.relay_offset = offset.offset();
       }
     }
     last_contact_ms_ = SteadyMs();
@@ -474,6 +485,10 @@ void Agent::HandleStart(const v1::StartAttempt& start) {
     logs_[key] = tracked;
     metrics_[key].path = (attempt_dir / "metrics.jsonl").string();
   }
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    gpus_[key].assign(start.gpus().begin(), start.gpus().end());
+  }
 
   absl::Status status = error.empty()
                             ? supervisor_->Start(attempt)
@@ -535,6 +550,7 @@ void Agent::OnExit(const AttemptExit& exit) {
   // Logs first: whoever reads them after the exit finds them complete.
   FlushLogs(key);
   ScanMetrics(key);
+  RelayMetrics(key);
   std::string last_words;
   {
     std::lock_guard<std::mutex> lock(logs_mu_);
@@ -546,6 +562,10 @@ void Agent::OnExit(const AttemptExit& exit) {
     }
     logs_.erase(key);
     metrics_.erase(key);
+  }
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    gpus_.erase(key);
   }
   fprintf(stderr, "dcvlr-agent: job=%s attempt=%d exited code=%d %s\n",
           exit.job_id.c_str(), exit.attempt, exit.exit_code,
@@ -599,8 +619,85 @@ void Agent::FlushAllLogs() {
   for (const AttemptKey& key : keys) {
     FlushLogs(key);
     ScanMetrics(key);
+    RelayMetrics(key);
   }
 }
+
+std::map<int, std::string> Agent::GpuJobs() {
+  std::lock_guard<std::mutex> lock(state_mu_);
+  std::map<int, std::string> out;
+  for (const auto& [key, gpus] : gpus_) {
+    for (int gpu : gpus) out[gpu] = key.first;
+  }
+  return out;
+}
+
+void Agent::RelayMetrics(const AttemptKey& key) {
+  std::lock_guard<std::mutex> lock(logs_mu_);
+  auto it = metrics_.find(key);
+  if (it == metrics_.end()) return;
+  MetricsTail& tail = it->second;
+  int fd = open(tail.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  std::string buffer(kMetricsReadBytes, '\0');
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  while (true) {
+    const ssize_t n =
+        pread(fd, buffer.data(), buffer.size(), tail.relay_offset);
+    if (n <= 0) break;
+    v1::MetricBatch batch;
+    batch.set_job_id(key.first);
+    batch.set_attempt(key.second);
+    batch.set_start_offset(tail.relay_offset);
+    std::map<std::string, uint32_t> names;
+    size_t begin = 0;
+    size_t end = 0;  // past the last complete line taken
+    while (batch.points_size() < kMaxPointsPerBatch) {
+      const void* found =
+          memchr(buffer.data() + begin, '\n', static_cast<size_t>(n) - begin);
+      if (found == nullptr) break;
+      const size_t newline = static_cast<const char*>(found) - buffer.data();
+      auto json = nlohmann::json::parse(buffer.begin() + begin,
+                                        buffer.begin() + newline, nullptr,
+                                        /*allow_exceptions=*/false);
+      begin = end = newline + 1;
+      if (!json.is_object()) continue;  // not a metrics line: skipped
+      v1::MetricPoint* point = batch.add_points();
+      point->set_time_ms(now_ms);
+      auto step = json.find("step");
+      point->set_step(step != json.end() && step->is_number()
+                          ? step->get<int64_t>()
+                          : -1);
+      for (auto& [name, value] : json.items()) {
+        if (!value.is_number() || name == "step") continue;
+        auto [slot, added] = names.try_emplace(
+            name, static_cast<uint32_t>(batch.names_size()));
+        if (added) batch.add_names(name);
+        point->add_keys(slot->second);
+        point->add_values(value.get<double>());
+      }
+    }
+    if (end == 0) {
+      // No complete line in a whole buffer: an overlong line, skipped.
+      if (n == static_cast<ssize_t>(buffer.size())) {
+        tail.relay_offset += n;
+        continue;
+      }
+      break;  // the last line is still being written
+    }
+    batch.set_end_offset(tail.relay_offset + static_cast<int64_t>(end));
+    v1::AgentMessage message;
+    *message.mutable_metrics() = std::move(batch);
+    const int points = message.metrics().points_size();
+    if (!Send(message)) break;  // resent from relay_offset after reconnect
+    tail.relay_offset = message.metrics().end_offset();
+    points_relayed_ += points;
+  }
+  close(fd);
+}
+
 
 void Agent::ScanMetrics(const AttemptKey& key) {
   std::vector<int64_t> checkpoints;

@@ -36,6 +36,9 @@ struct AgentOptions {
   std::string eval_bin;     // dcvlr-eval
   std::string torchrun_bin = "torchrun";  // for Oumi training configs
   int64_t lease_ms = 4000;
+  // Where this agent serves Prometheus metrics (reported at registration);
+  // empty: nowhere.
+  std::string metrics_address;
 };
 
 class Agent {
@@ -48,6 +51,11 @@ class Agent {
   // Stops every job process (with `grace_s`) and makes Run() return.
   void Shutdown(double grace_s);
 
+  // GPU index -> id of the job whose running attempt holds it.
+  std::map<int, std::string> GpuJobs();
+  // Metric points relayed to the coordinator so far.
+  int64_t points_relayed() const { return points_relayed_; }
+
  private:
   struct TrackedLog {
     std::string path;
@@ -58,6 +66,10 @@ class Agent {
     std::string path;
     int64_t offset = 0;
     std::string partial;  // a line not yet complete
+    // How far the coordinator has the file's points (relayed, or known
+    // from its registration ack); the file itself is the buffer while the
+    // coordinator is unreachable.
+    int64_t relay_offset = 0;
   };
   using AttemptKey = std::pair<std::string, int>;
 
@@ -80,6 +92,9 @@ class Agent {
   // Reads new lines of the attempt's metrics file and reports committed
   // checkpoints.
   void ScanMetrics(const AttemptKey& key);
+  // Relays the metrics file's complete lines beyond relay_offset to the
+  // coordinator, in batches.
+  void RelayMetrics(const AttemptKey& key);
 
   const AgentOptions options_;
   std::unique_ptr<Supervisor> supervisor_;
@@ -105,6 +120,8 @@ class Agent {
   std::vector<v1::AttemptUpdate> finished_;
   std::map<AttemptKey, std::map<int, TrackedLog>> logs_;
   std::map<AttemptKey, MetricsTail> metrics_;
+  std::map<AttemptKey, std::vector<int>> gpus_;  // under state_mu_
+  std::atomic<int64_t> points_relayed_{0};
   std::mutex logs_mu_;  // held while reading and sending logs
 
   std::condition_variable wake_;

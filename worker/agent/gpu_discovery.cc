@@ -102,6 +102,13 @@ class Islands {
   std::vector<int> parent_;
 };
 
+// nvmlUtilization_t.
+struct NvmlUtilization {
+  unsigned int gpu;
+  unsigned int memory;
+};
+constexpr int kNvmlTemperatureGpu = 0;
+
 }  // namespace
 
 std::vector<int> LocalityDomains(const std::vector<GpuTopology>& gpus) {
@@ -142,6 +149,75 @@ std::vector<int> LocalityDomains(const std::vector<GpuTopology>& gpus) {
     }
   }
   return domains;
+}
+
+struct GpuSampler::Nvml : dcvlr::Nvml {
+  NvmlReturn (*utilization)(NvmlDevice, NvmlUtilization*) = nullptr;
+  NvmlReturn (*temperature)(NvmlDevice, int, unsigned int*) = nullptr;
+  NvmlReturn (*power)(NvmlDevice, unsigned int*) = nullptr;  // milliwatts
+};
+
+GpuSampler::GpuSampler(std::unique_ptr<Nvml> nvml) : nvml_(std::move(nvml)) {}
+GpuSampler::~GpuSampler() = default;
+
+absl::StatusOr<std::unique_ptr<GpuSampler>> GpuSampler::Open() {
+  auto nvml = std::make_unique<Nvml>();
+  nvml->library = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (nvml->library == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("NVML not available (", dlerror(), ")"));
+  }
+  if (!Load(nvml->library, "nvmlInit_v2", &nvml->init) ||
+      !Load(nvml->library, "nvmlDeviceGetCount_v2", &nvml->device_count) ||
+      !Load(nvml->library, "nvmlDeviceGetHandleByIndex_v2",
+            &nvml->device_by_index) ||
+      !Load(nvml->library, "nvmlDeviceGetUUID", &nvml->device_uuid)) {
+    return absl::NotFoundError("NVML lacks a function dcvlr needs");
+  }
+  if (NvmlReturn rc = nvml->init(); rc != 0) {
+    return absl::UnavailableError(absl::StrCat("nvmlInit failed: ", rc));
+  }
+  Load(nvml->library, "nvmlShutdown", &nvml->shutdown);
+  Load(nvml->library, "nvmlDeviceGetMemoryInfo", &nvml->device_memory);
+  Load(nvml->library, "nvmlDeviceGetUtilizationRates", &nvml->utilization);
+  Load(nvml->library, "nvmlDeviceGetTemperature", &nvml->temperature);
+  Load(nvml->library, "nvmlDeviceGetPowerUsage", &nvml->power);
+  return std::unique_ptr<GpuSampler>(new GpuSampler(std::move(nvml)));
+}
+
+std::vector<GpuSample> GpuSampler::Sample() const {
+  std::vector<GpuSample> out;
+  unsigned int count = 0;
+  if (nvml_->device_count(&count) != 0) return out;
+  for (unsigned int i = 0; i < count; ++i) {
+    NvmlDevice device = nullptr;
+    if (nvml_->device_by_index(i, &device) != 0) continue;
+    GpuSample sample;
+    sample.index = static_cast<int>(i);
+    char text[96] = {};
+    if (nvml_->device_uuid(device, text, sizeof(text)) == 0) sample.uuid = text;
+    NvmlUtilization utilization{};
+    if (nvml_->utilization != nullptr &&
+        nvml_->utilization(device, &utilization) == 0) {
+      sample.utilization = utilization.gpu / 100.0;
+    }
+    NvmlMemory memory{};
+    if (nvml_->device_memory != nullptr &&
+        nvml_->device_memory(device, &memory) == 0) {
+      sample.memory_used_bytes = static_cast<double>(memory.used);
+      sample.memory_total_bytes = static_cast<double>(memory.total);
+    }
+    unsigned int value = 0;
+    if (nvml_->temperature != nullptr &&
+        nvml_->temperature(device, kNvmlTemperatureGpu, &value) == 0) {
+      sample.temperature_celsius = value;
+    }
+    if (nvml_->power != nullptr && nvml_->power(device, &value) == 0) {
+      sample.power_watts = value / 1000.0;
+    }
+    out.push_back(std::move(sample));
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<v1::Gpu>> DiscoverGpus() {

@@ -3,6 +3,7 @@
 #ifndef DCVLR_WORKER_AGENT_GPU_DISCOVERY_H_
 #define DCVLR_WORKER_AGENT_GPU_DISCOVERY_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,33 @@ std::vector<int> LocalityDomains(const std::vector<GpuTopology>& gpus);
 // with locality domains from `domains` (`--gpu-domains 0,0,1,1`; -1 beyond).
 std::vector<v1::Gpu> PretendGpus(const std::string& node, int count,
                                  const std::vector<int>& domains = {});
+
+// One GPU's readings; a reading NVML could not give is negative.
+struct GpuSample {
+  int index = 0;
+  std::string uuid;
+  double utilization = -1;  // 0-1, over NVML's last sample period
+  double memory_used_bytes = -1;
+  double memory_total_bytes = -1;
+  double temperature_celsius = -1;
+  double power_watts = -1;
+};
+
+// Reads utilisation, memory, temperature and power of every GPU through
+// NVML. Thread-safe (NVML is).
+class GpuSampler {
+ public:
+  // NotFound or Unavailable where NVML or its GPUs are not to be had.
+  static absl::StatusOr<std::unique_ptr<GpuSampler>> Open();
+  ~GpuSampler();
+
+  std::vector<GpuSample> Sample() const;
+
+ private:
+  struct Nvml;
+  explicit GpuSampler(std::unique_ptr<Nvml> nvml);
+  std::unique_ptr<Nvml> nvml_;
+};
 
 }  // namespace dcvlr
 

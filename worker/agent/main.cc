@@ -10,6 +10,9 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "prometheus/exposer.h"
+#include "worker/agent/agent_metrics.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/gpu_discovery.h"
 
@@ -50,6 +53,11 @@ int main(int argc, char** argv) {
                  "stop every job if the coordinator is unreachable this long; "
                  "keep it below the coordinator's --node-timeout-ms")
       ->check(CLI::Range(int64_t{100}, int64_t{3600000}));
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "HOST:PORT to serve Prometheus metrics on (/metrics); port 0 "
+                 "picks a free one, written to <work-dir>/metrics.addr and "
+                 "reported to the coordinator");
   app.add_option("--trainer-bin", options.trainer_bin, "dcvlr-train to run");
   app.add_option("--eval-bin", options.eval_bin, "dcvlr-eval to run");
   app.add_option("--torchrun", options.torchrun_bin,
@@ -81,6 +89,30 @@ int main(int argc, char** argv) {
               found.status().ToString().c_str());
     }
   }
+  // Metrics: bound before the agent registers, which reports the address.
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!metrics_listen.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(metrics_listen);
+    } catch (const std::exception& e) {
+      fprintf(stderr, "dcvlr-agent: --metrics-listen %s: %s\n",
+              metrics_listen.c_str(), e.what());
+      return 2;
+    }
+    const std::vector<int> ports = exposer->GetListeningPorts();
+    options.metrics_address =
+        absl::StrCat(metrics_listen.substr(0, metrics_listen.rfind(':')), ":",
+                     ports.empty() ? 0 : ports[0]);
+    const std::string addr_file = options.work_dir + "/metrics.addr";
+    const std::string tmp = addr_file + ".tmp";
+    FILE* out = fopen(tmp.c_str(), "w");
+    if (out == nullptr || fprintf(out, "%s\n", options.metrics_address.c_str()) < 0 ||
+        fclose(out) != 0 || rename(tmp.c_str(), addr_file.c_str()) != 0) {
+      fprintf(stderr, "dcvlr-agent: cannot write %s\n", addr_file.c_str());
+    }
+    fprintf(stderr, "dcvlr-agent: metrics on http://%s/metrics\n",
+            options.metrics_address.c_str());
+  }
   fprintf(stderr, "dcvlr-agent: node=%s gpus=%zu work_dir=%s\n",
           options.name.c_str(), options.gpus.size(), options.work_dir.c_str());
 
@@ -91,6 +123,20 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   dcvlr::Agent agent(options);
+  std::shared_ptr<dcvlr::AgentMetrics> metrics;
+  if (exposer != nullptr) {
+    dcvlr::AgentMetrics::Sources sources;
+    sources.node = options.name;
+    sources.gpus = options.gpus;
+    if (gpus < 0) {
+      auto sampler = dcvlr::GpuSampler::Open();
+      if (sampler.ok()) sources.sampler = *std::move(sampler);
+    }
+    sources.gpu_jobs = [&agent] { return agent.GpuJobs(); };
+    sources.points_relayed = [&agent] { return agent.points_relayed(); };
+    metrics = std::make_shared<dcvlr::AgentMetrics>(std::move(sources));
+    exposer->RegisterCollectable(metrics);
+  }
   std::thread signal_thread([&] {
     int signal_number = 0;
     sigwait(&signals, &signal_number);

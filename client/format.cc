@@ -275,3 +275,195 @@ std::string DescribeJob(const v1::Job& job) {
 }
 
 }  // namespace dcvlr
+
+namespace dcvlr {
+namespace {
+
+std::string Number(double value) {
+  return absl::StrFormat("%.6g", value);
+}
+
+// Rows keyed by step (-1 for lines without one) and columns by key.
+struct MetricsGrid {
+  std::vector<std::string> keys;
+  std::map<int64_t, std::map<std::string, double>> rows;
+};
+
+MetricsGrid Grid(const v1::GetJobMetricsResponse& metrics) {
+  MetricsGrid grid;
+  for (const v1::MetricSeries& series : metrics.series()) {
+    grid.keys.push_back(series.key());
+    const int n = std::min(series.steps_size(), series.values_size());
+    for (int i = 0; i < n; ++i) {
+      grid.rows[series.steps(i)][series.key()] = series.values(i);
+    }
+  }
+  return grid;
+}
+
+}  // namespace
+
+std::string MetricsTable(const v1::GetJobMetricsResponse& metrics) {
+  const MetricsGrid grid = Grid(metrics);
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> header = {"STEP"};
+  for (const std::string& key : grid.keys) header.push_back(key);
+  rows.push_back(header);
+  for (const auto& [step, values] : grid.rows) {
+    std::vector<std::string> row = {step < 0 ? "-" : std::to_string(step)};
+    for (const std::string& key : grid.keys) {
+      auto it = values.find(key);
+      row.push_back(it == values.end() ? "" : Number(it->second));
+    }
+    rows.push_back(std::move(row));
+  }
+  return Table(rows);
+}
+
+std::string MetricsCsv(const v1::GetJobMetricsResponse& metrics) {
+  const MetricsGrid grid = Grid(metrics);
+  std::string out = "step";
+  for (const std::string& key : grid.keys) absl::StrAppend(&out, ",", key);
+  out += "\n";
+  for (const auto& [step, values] : grid.rows) {
+    out += step < 0 ? "" : std::to_string(step);
+    for (const std::string& key : grid.keys) {
+      auto it = values.find(key);
+      absl::StrAppend(&out, ",",
+                      it == values.end() ? "" : absl::StrFormat("%.17g", it->second));
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+nlohmann::json MetricsToJson(const v1::GetJobMetricsResponse& metrics) {
+  nlohmann::json series = nlohmann::json::object();
+  for (const v1::MetricSeries& s : metrics.series()) {
+    nlohmann::json points = nlohmann::json::array();
+    const int n = std::min({s.steps_size(), s.values_size(), s.times_ms_size()});
+    for (int i = 0; i < n; ++i) {
+      points.push_back(
+          {{"step", s.steps(i)}, {"value", s.values(i)}, {"time_ms", s.times_ms(i)}});
+    }
+    series[s.key()] = {{"stride", s.stride()}, {"seen", s.seen()},
+                       {"points", std::move(points)}};
+  }
+  return {{"job_id", metrics.job_id()}, {"series", std::move(series)}};
+}
+
+std::string FormatDuration(double seconds) {
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrCat(s, "s");
+}
+
+std::string ProgressLine(const Progress& p, int bar_width) {
+  std::string line;
+  if (p.step < 0) {
+    line = "step -";
+  } else if (p.max_steps > 0) {
+    const double done =
+        std::clamp(static_cast<double>(p.step) / p.max_steps, 0.0, 1.0);
+    const int filled = static_cast<int>(done * bar_width + 1e-9);
+    line = absl::StrCat("step ", p.step, "/", p.max_steps, " [",
+                        std::string(filled, '#'),
+                        std::string(bar_width - filled, '.'), "] ",
+                        static_cast<int>(done * 100), "%");
+  } else {
+    line = absl::StrCat("step ", p.step);
+  }
+  if (p.has_loss) absl::StrAppend(&line, "  loss ", absl::StrFormat("%.4f", p.loss));
+  if (p.has_tokens_per_s) {
+    absl::StrAppend(&line, "  tokens/s ", absl::StrFormat("%.0f", p.tokens_per_s));
+  }
+  if (p.eta_s >= 0) absl::StrAppend(&line, "  ETA ", FormatDuration(p.eta_s));
+  return line;
+}
+
+int64_t MaxStepsOf(const v1::Job& job) {
+  if (job.spec().worker_config_json().empty()) return 0;
+  auto config = nlohmann::json::parse(job.spec().worker_config_json(), nullptr,
+                                      /*allow_exceptions=*/false);
+  if (!config.is_object()) return 0;
+  auto training = config.find("training");
+  if (training == config.end() || !training->is_object()) return 0;
+  auto max_steps = training->find("max_steps");
+  if (max_steps == training->end() || !max_steps->is_number()) return 0;
+  return max_steps->get<int64_t>();
+}
+
+std::string TopTables(
+    const std::vector<v1::Node>& nodes, const std::vector<v1::Job>& jobs,
+    const v1::GetQueueResponse& queue,
+    const std::map<std::string, std::map<std::string, double>>& latest) {
+  std::vector<std::vector<std::string>> node_rows = {
+      {"NODE", "STATE", "GPUS", "USED", "FREE", "JOBS"}};
+  int total = 0, used = 0;
+  for (const v1::Node& node : nodes) {
+    const int gpus = node.gpus_size();
+    const int in_use = node.gpus_in_use_size();
+    total += gpus;
+    used += in_use;
+    std::vector<std::string> holders;
+    for (const std::string& attempt : node.attempts()) {
+      holders.push_back(attempt.substr(0, attempt.find('/')));
+    }
+    node_rows.push_back({node.name(), NodeStateName(node.state()),
+                         std::to_string(gpus), std::to_string(in_use),
+                         std::to_string(gpus - in_use),
+                         holders.empty() ? "-" : absl::StrJoin(holders, ",")});
+  }
+  struct UserUsage {
+    int running = 0, gpus = 0, pending = 0, wants = 0;
+  };
+  std::map<std::string, UserUsage> users;
+  std::vector<std::vector<std::string>> job_rows = {
+      {"JOB", "NAME", "USER", "STATE", "GPUS", "STEP", "LOSS", "TOKENS/S"}};
+  for (const v1::Job& job : jobs) {
+    const int gpus =
+        job.spec().resources().nodes() * job.spec().resources().gpus_per_node();
+    UserUsage& u = users[job.user()];
+    if (job.state() == v1::JOB_STATE_PENDING) {
+      ++u.pending;
+      u.wants += gpus;
+      continue;
+    }
+    if (job.state() != v1::JOB_STATE_RUNNING &&
+        job.state() != v1::JOB_STATE_SCHEDULED) {
+      continue;
+    }
+    ++u.running;
+    u.gpus += gpus;
+    auto values = latest.find(job.id());
+    auto value = [&](const char* key) -> std::string {
+      if (values == latest.end()) return "-";
+      auto it = values->second.find(key);
+      return it == values->second.end() ? "-" : Number(it->second);
+    };
+    job_rows.push_back({job.id(), job.spec().name(), job.user(),
+                        JobStateName(job.state()), std::to_string(gpus),
+                        value("step"), value("loss"), value("tokens_per_s")});
+  }
+  std::map<std::string, double> factors;
+  for (const v1::UserShare& share : queue.users()) {
+    factors[share.user()] = share.factor();
+    users[share.user()];
+  }
+  std::vector<std::vector<std::string>> user_rows = {
+      {"USER", "RUNNING", "GPUS", "PENDING", "WANTS", "FAIR-SHARE"}};
+  for (const auto& [user, u] : users) {
+    auto factor = factors.find(user);
+    user_rows.push_back({user, std::to_string(u.running), std::to_string(u.gpus),
+                         std::to_string(u.pending), std::to_string(u.wants),
+                         factor == factors.end()
+                             ? "-"
+                             : absl::StrFormat("%.3f", factor->second)});
+  }
+  return absl::StrCat("GPUs: ", used, " of ", total, " in use\n\n",
+                      Table(node_rows), "\n", Table(user_rows), "\n",
+                      Table(job_rows));
+}
+
+}  // namespace dcvlr

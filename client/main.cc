@@ -3,7 +3,10 @@
 //   dcvlrctl submit FILE          queue a job (prints its id)
 //   dcvlrctl get|list|describe    look at jobs
 //   dcvlrctl logs JOB [-f]        read or follow a job's logs
-//   dcvlrctl wait|watch JOB       block until a job ends / follow its state
+//   dcvlrctl wait JOB             block until a job ends
+//   dcvlrctl watch JOB            follow its state and training progress
+//   dcvlrctl metrics JOB          a job's metric history (-o csv too)
+//   dcvlrctl top                  usage by node and user, refreshing
 //   dcvlrctl cancel JOB           stop a job
 //   dcvlrctl queue                pending jobs in order, why they wait
 //   dcvlrctl nodes|drain|undrain  look at and manage nodes
@@ -14,6 +17,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -443,6 +449,222 @@ int Wait(Client& client, const std::string& ref, double timeout_s, bool watch) {
   return job.state() == v1::JOB_STATE_SUCCEEDED ? 0 : kFailed;
 }
 
+int FetchMetrics(Client& client, const std::string& ref, bool latest_only,
+                 const std::vector<std::string>& keys,
+                 v1::GetJobMetricsResponse* out, bool quiet_not_found = false) {
+  v1::GetJobMetricsRequest request;
+  request.set_job(ref);
+  request.set_latest_only(latest_only);
+  for (const std::string& key : keys) request.add_keys(key);
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  grpc::Status status = client.stub()->GetJobMetrics(&context, request, out);
+  if (status.ok()) return 0;
+  if (quiet_not_found && status.error_code() == grpc::StatusCode::NOT_FOUND) {
+    return kFailed;
+  }
+  return client.Fail(status);
+}
+
+// `dcvlrctl metrics JOB`: the job's metric history.
+int Metrics(Client& client, const std::string& ref,
+            const std::vector<std::string>& keys, bool latest_only) {
+  v1::GetJobMetricsResponse metrics;
+  if (int rc = FetchMetrics(client, ref, latest_only, keys, &metrics); rc != 0) {
+    return rc;
+  }
+  const std::string& output = client.globals().output;
+  if (output == "json") {
+    PrintJson(MetricsToJson(metrics));
+  } else if (output == "csv") {
+    std::cout << MetricsCsv(metrics);
+  } else {
+    std::cout << MetricsTable(metrics);
+  }
+  return 0;
+}
+
+// Follows the job until it ends: its state changes, and for jobs that
+// report a step, a progress line (redrawn in place on a terminal, one line
+// per new step otherwise). Exit 0 iff it SUCCEEDED.
+int Watch(Client& client, const std::string& ref) {
+  v1::Job first;
+  if (int rc = GetJob(client, ref, &first); rc != 0) return rc;
+  const bool json = client.globals().json();
+  const bool tty = isatty(STDOUT_FILENO) == 1;
+  std::mutex mu;
+  std::condition_variable changed;
+  bool ended = false;
+  std::string progress_shown;  // on a terminal, the line now drawn
+  auto print = [&](const std::string& line) {
+    // Called with mu held.
+    if (tty && !progress_shown.empty()) std::cout << "\r\033[K";
+    std::cout << line << "\n";
+    if (tty && !progress_shown.empty()) std::cout << progress_shown;
+    std::cout << std::flush;
+  };
+  std::thread poller([&] {
+    const int64_t max_steps = MaxStepsOf(first);
+    int64_t first_step = -1;
+    auto first_time = std::chrono::steady_clock::now();
+    int64_t last_step = -2;
+    std::unique_lock<std::mutex> lock(mu);
+    while (true) {
+      // Once the job has ended, one more look shows its last step.
+      const bool last = ended;
+      lock.unlock();
+      v1::GetJobMetricsResponse metrics;
+      const bool have = FetchMetrics(client, first.id(), true, {}, &metrics,
+                                     /*quiet_not_found=*/true) == 0;
+      lock.lock();
+      if (have) {
+        Progress p;
+        p.max_steps = max_steps;
+        for (const v1::MetricSeries& s : metrics.series()) {
+          if (s.values_size() == 0) continue;
+          const double value = s.values(s.values_size() - 1);
+          p.step = std::max(p.step, s.steps(s.steps_size() - 1));
+          if (s.key() == "loss") {
+            p.loss = value;
+            p.has_loss = true;
+          } else if (s.key() == "tokens_per_s") {
+            p.tokens_per_s = value;
+            p.has_tokens_per_s = true;
+          } else if (s.key() == "max_steps" && p.max_steps <= 0) {
+            p.max_steps = static_cast<int64_t>(value);
+          }
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (p.step >= 0 && first_step < 0) {
+          first_step = p.step;
+          first_time = now;
+        }
+        const double elapsed =
+            std::chrono::duration<double>(now - first_time).count();
+        if (p.max_steps > 0 && p.step > first_step && elapsed > 0) {
+          const double per_step = elapsed / (p.step - first_step);
+          p.eta_s = std::max<int64_t>(0, p.max_steps - p.step) * per_step;
+        }
+        if (p.step != last_step && p.step >= 0) {
+          last_step = p.step;
+          const std::string line = ProgressLine(p);
+          if (json) {
+            std::cout << nlohmann::json{{"step", p.step},
+                                        {"max_steps", p.max_steps},
+                                        {"loss", p.has_loss ? nlohmann::json(p.loss)
+                                                            : nlohmann::json()}}
+                             .dump()
+                      << std::endl;
+          } else if (tty) {
+            progress_shown = line;
+            std::cout << "\r\033[K" << line << std::flush;
+          } else {
+            std::cout << line << std::endl;
+          }
+        }
+      }
+      if (last) break;
+      changed.wait_for(lock, std::chrono::seconds(1), [&] { return ended; });
+    }
+  });
+
+  v1::WatchJobRequest request;
+  request.set_job(first.id());
+  grpc::ClientContext context;
+  auto reader = client.stub()->WatchJob(&context, request);
+  v1::Job job;
+  bool have = false;
+  std::string last_line;
+  while (reader->Read(&job)) {
+    have = true;
+    std::lock_guard<std::mutex> lock(mu);
+    if (json) {
+      std::cout << JobToJson(job).dump() << std::endl;
+    } else if (std::string line = StateLine(job); line != last_line) {
+      print(line);
+      last_line = line;
+    }
+  }
+  grpc::Status status = reader->Finish();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ended = true;
+  }
+  changed.notify_all();
+  poller.join();
+  if (tty && !progress_shown.empty()) std::cout << "\n";
+  if (!status.ok()) return client.Fail(status);
+  if (!have || !IsTerminal(job.state())) {
+    fprintf(stderr, "dcvlrctl: the watch ended before the job did\n");
+    return kFailed;
+  }
+  return job.state() == v1::JOB_STATE_SUCCEEDED ? 0 : kFailed;
+}
+
+// `dcvlrctl top`: usage by node and by user, and the running jobs.
+int Top(Client& client, bool once, double interval_s) {
+  while (true) {
+    v1::ListNodesResponse nodes;
+    {
+      grpc::ClientContext context;
+      client.Prepare(&context);
+      grpc::Status status =
+          client.stub()->ListNodes(&context, v1::ListNodesRequest(), &nodes);
+      if (!status.ok()) return client.Fail(status);
+    }
+    v1::ListJobsResponse jobs;
+    {
+      v1::ListJobsRequest request;
+      for (v1::JobState state : {v1::JOB_STATE_PENDING, v1::JOB_STATE_SCHEDULED,
+                                 v1::JOB_STATE_RUNNING}) {
+        request.add_states(state);
+      }
+      grpc::ClientContext context;
+      client.Prepare(&context);
+      grpc::Status status = client.stub()->ListJobs(&context, request, &jobs);
+      if (!status.ok()) return client.Fail(status);
+    }
+    v1::GetQueueResponse queue;
+    if (int rc = FetchQueue(client, &queue); rc != 0) return rc;
+    std::map<std::string, std::map<std::string, double>> latest;
+    for (const v1::Job& job : jobs.jobs()) {
+      if (job.state() != v1::JOB_STATE_RUNNING) continue;
+      v1::GetJobMetricsResponse metrics;
+      if (FetchMetrics(client, job.id(), true, {}, &metrics, true) != 0) continue;
+      for (const v1::MetricSeries& s : metrics.series()) {
+        if (s.values_size() == 0) continue;
+        latest[job.id()][s.key()] = s.values(s.values_size() - 1);
+        latest[job.id()]["step"] = std::max(latest[job.id()]["step"],
+                                            static_cast<double>(s.steps(0)));
+      }
+    }
+    const std::vector<v1::Node> node_list(nodes.nodes().begin(),
+                                          nodes.nodes().end());
+    const std::vector<v1::Job> job_list(jobs.jobs().begin(), jobs.jobs().end());
+    if (client.globals().json()) {
+      nlohmann::json out;
+      out["nodes"] = nlohmann::json::array();
+      for (const v1::Node& node : node_list) out["nodes"].push_back(NodeToJson(node));
+      out["jobs"] = nlohmann::json::array();
+      for (const v1::Job& job : job_list) {
+        nlohmann::json j = JobToJson(job);
+        if (auto it = latest.find(job.id()); it != latest.end()) {
+          j["latest_metrics"] = it->second;
+        }
+        out["jobs"].push_back(std::move(j));
+      }
+      out["queue"] = QueueToJson(queue);
+      PrintJson(out);
+    } else {
+      if (!once) std::cout << "\033[H\033[2J";
+      std::cout << TopTables(node_list, job_list, queue, latest) << std::flush;
+    }
+    if (once) return 0;
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(static_cast<int64_t>(interval_s * 1000)));
+  }
+}
+
 int Nodes(Client& client) {
   v1::ListNodesResponse response;
   grpc::ClientContext context;
@@ -638,8 +860,9 @@ int main(int argc, char** argv) {
                  "coordinator HOST:PORT, or a file holding it "
                  "(default: $DCVLR_COORDINATOR or 127.0.0.1:7070)");
   app.add_option("--user", globals.user, "who you are (default: $USER)");
-  app.add_option("-o,--output", globals.output, "table or json")
-      ->check(CLI::IsMember({"table", "json"}));
+  app.add_option("-o,--output", globals.output,
+                 "table or json (csv too for metrics)")
+      ->check(CLI::IsMember({"table", "json", "csv"}));
 
   std::string file, job, node, user_filter;
   std::vector<std::string> states;
@@ -685,8 +908,26 @@ int main(int argc, char** argv) {
   wait->add_option("JOB", job, "job id or name")->required();
   wait->add_option("--timeout", timeout_s, "give up after this many seconds (exit 4)");
 
-  auto* watch = app.add_subcommand("watch", "print a job's state as it changes, until it ends");
+  auto* watch = app.add_subcommand(
+      "watch", "print a job's state as it changes and its training progress "
+               "(step of max_steps, loss, tokens/s, ETA), until it ends");
   watch->add_option("JOB", job, "job id or name")->required();
+
+  std::vector<std::string> metric_keys;
+  bool latest_only = false;
+  auto* metrics = app.add_subcommand(
+      "metrics", "a job's metric history: one row per step (-o json, -o csv)");
+  metrics->add_option("JOB", job, "job id or name")->required();
+  metrics->add_option("--key", metric_keys, "only these keys (repeatable)");
+  metrics->add_flag("--latest", latest_only, "only the newest value of each key");
+
+  bool once = false;
+  double interval_s = 2;
+  auto* top = app.add_subcommand(
+      "top", "GPUs by node, usage by user, running jobs' progress; refreshes");
+  top->add_flag("--once", once, "print once and exit (for scripts)");
+  top->add_option("--interval", interval_s, "seconds between refreshes")
+      ->check(CLI::Range(0.1, 3600.0));
 
   auto* nodes = app.add_subcommand("nodes", "the cluster's nodes and their GPUs");
   auto* queue = app.add_subcommand(
@@ -729,7 +970,9 @@ int main(int argc, char** argv) {
   if (logs->parsed()) return Logs(client, job, follow, rank, attempt);
   if (cancel->parsed()) return Cancel(client, job, wait_flag);
   if (wait->parsed()) return Wait(client, job, timeout_s, false);
-  if (watch->parsed()) return Wait(client, job, 0, true);
+  if (watch->parsed()) return Watch(client, job);
+  if (metrics->parsed()) return Metrics(client, job, metric_keys, latest_only);
+  if (top->parsed()) return Top(client, once, interval_s);
   if (nodes->parsed()) return Nodes(client);
   if (queue->parsed()) return Queue(client);
   if (drain->parsed()) return Drain(client, node, true, evict);

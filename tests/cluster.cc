@@ -152,6 +152,12 @@ void Cluster::KillCoordinator() {
   coordinator_.reset();
 }
 
+void Cluster::StopCoordinator() {
+  coordinator_->Signal(SIGTERM);
+  coordinator_->Wait();
+  coordinator_.reset();
+}
+
 void Cluster::StartAgent(const std::string& name, int gpus,
                          std::vector<std::string> extra_args,
                          const std::string& coordinator) {

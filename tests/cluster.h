@@ -57,6 +57,8 @@ class Cluster {
   void StartCoordinator(std::vector<std::string> extra_args = {});
   // kill -9.
   void KillCoordinator();
+  // SIGTERM, and waits for it to exit.
+  void StopCoordinator();
   // Sends `sig` to the coordinator (SIGHUP reloads its cluster config).
   void SignalCoordinator(int sig);
   // The coordinator's log (stdout and stderr) so far.

@@ -81,10 +81,12 @@ std::vector<MetricFamily> AgentMetrics::Collect() const {
       sources_.points_relayed ? static_cast<double>(sources_.points_relayed())
                               : 0;
 
+  // Families without GPUs to read are still declared (HELP and TYPE, no
+  // samples), so dashboards and their checks find every name.
   std::vector<MetricFamily> out;
   for (MetricFamily* family : {&allocated, &utilization, &memory_used,
                                &memory_total, &temperature, &power, &relayed}) {
-    if (!family->metric.empty()) out.push_back(std::move(*family));
+    out.push_back(std::move(*family));
   }
   return out;
 }

@@ -10,6 +10,7 @@ packages=(
   # control plane: wire API, RPC, base library, config, metrics, store, tests
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libyaml-cpp-dev prometheus-cpp-dev libsqlite3-dev
+  libcurl4-openssl-dev
   libgtest-dev libgmock-dev libcli11-dev
   # worker programs: libtorch (CPU) + Gloo headers for c10d, JSON, fast BLAS
   libtorch-dev libgloo-dev nlohmann-json3-dev libopenblas0-pthread

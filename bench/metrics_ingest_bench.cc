@@ -17,6 +17,7 @@
 //   metrics_ingest_bench [--agents 100] [--seconds 10] [--batch 500] [--keys 8]
 //
 // The simulated agents run in this process and compete for the same CPUs.
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>

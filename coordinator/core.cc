@@ -611,6 +611,16 @@ absl::StatusOr<int64_t> Core::RegisterAgent(
           options_.metric_history->Offset(r.job_id(), r.attempt()));
     }
   }
+  if (options_.metric_history != nullptr) {
+    // Ended attempts may still have metrics lines to relay.
+    for (const v1::AttemptUpdate& update : request.finished()) {
+      v1::MetricsOffset* offset = ack->add_metrics_offsets();
+      offset->set_job_id(update.job_id());
+      offset->set_attempt(update.attempt());
+      offset->set_offset(options_.metric_history->Offset(update.job_id(),
+                                                          update.attempt()));
+    }
+  }
   channel->Send(ack_message);
   const int64_t session = node.session;
 

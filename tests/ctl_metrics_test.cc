@@ -1,6 +1,8 @@
 // dcvlrctl's monitoring commands through the real binaries: watch's
 // progress bar, metrics' history (table, CSV, JSON; kept across a
 // coordinator restart) and top.
+#include <fstream>
+#include <iterator>
 #include <regex>
 
 #include "gmock/gmock.h"
@@ -62,6 +64,51 @@ TEST(CtlMetricsTest, WatchShowsProgressAndMetricsKeepsTheHistory) {
   ASSERT_EQ(parsed["series"]["loss"]["points"].size(), 20u);
   EXPECT_EQ(parsed["series"]["loss"]["points"][19]["step"], 20);
   EXPECT_EQ(parsed["series"]["loss"]["points"][19]["value"], 80.5);
+}
+
+// Lines written while the coordinator is down reach it once it is back,
+// each exactly once, even after the job has ended meanwhile.
+TEST(CtlMetricsTest, RelayResumesWhereTheRestartedCoordinatorsHistoryEnds) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 1);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string go = cluster.dir() + "/go";
+  const std::string id = cluster.Submit(
+      "gap.yaml",
+      "name: gap\nkind: command\nresources: {gpus_per_node: 1}\nrun: |\n"
+      "  for i in $(seq 1 50); do echo \"{\\\"step\\\": $i, \\\"loss\\\": $i}\" >> \"$DCVLR_METRICS_FILE\"; done\n"
+      "  while [ ! -e " + go + " ]; do sleep 0.05; done\n"
+      "  for i in $(seq 51 100); do echo \"{\\\"step\\\": $i, \\\"loss\\\": $i}\" >> \"$DCVLR_METRICS_FILE\"; done\n");
+  ASSERT_TRUE(Eventually([&] {
+    CommandResult r = cluster.Ctl({"metrics", id, "--latest", "-o", "json"});
+    return r.exit_code == 0 &&
+           nlohmann::json::parse(r.out)["series"]["loss"]["seen"] == 50;
+  }));
+  cluster.KillCoordinator();
+  cluster.WriteFile("go", "");
+  // The job ends while the coordinator is down.
+  ASSERT_TRUE(Eventually([&] {
+    std::ifstream log(cluster.dir() + "/agent-n1.log");
+    std::string text((std::istreambuf_iterator<char>(log)), {});
+    return text.find("job=" + id + " attempt=1 exited code=0") !=
+           std::string::npos;
+  }));
+  cluster.StartCoordinator();
+  v1::Job job = cluster.AwaitEnd(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.reason();
+  nlohmann::json loss;
+  EXPECT_TRUE(Eventually([&] {
+    CommandResult r = cluster.Ctl({"metrics", id, "-o", "json"});
+    if (r.exit_code != 0) return false;
+    loss = nlohmann::json::parse(r.out)["series"]["loss"];
+    return loss["points"].size() >= 100;
+  })) << loss.dump();
+  EXPECT_EQ(loss["seen"], 100);
+  ASSERT_EQ(loss["points"].size(), 100u);
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(loss["points"][i]["step"], i + 1) << i;
+  }
 }
 
 TEST(CtlMetricsTest, TopShowsUsageByNodeAndUser) {

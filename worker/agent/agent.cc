@@ -561,7 +561,24 @@ void Agent::OnExit(const AttemptExit& exit) {
       if (rank != it->second.end()) last_words = LastLine(rank->second.path);
     }
     logs_.erase(key);
-    metrics_.erase(key);
+    // Lines the coordinator has not got yet (it is unreachable) are relayed
+    // after the next registration, from where its history ends.
+    auto tail = metrics_.find(key);
+    if (tail != metrics_.end() && tail->second.caught_up) {
+      metrics_.erase(tail);
+    } else if (tail != metrics_.end()) {
+      tail->second.ended = true;
+      size_t ended = 0;
+      for (const auto& [k, t] : metrics_) ended += t.ended;
+      if (ended > kFinishedKept) {
+        for (auto it = metrics_.begin(); it != metrics_.end(); ++it) {
+          if (it->second.ended) {
+            metrics_.erase(it);
+            break;
+          }
+        }
+      }
+    }
   }
   {
     std::lock_guard<std::mutex> lock(state_mu_);
@@ -621,6 +638,20 @@ void Agent::FlushAllLogs() {
     ScanMetrics(key);
     RelayMetrics(key);
   }
+  // Ended attempts whose lines did not all reach the coordinator.
+  std::vector<AttemptKey> ended;
+  {
+    std::lock_guard<std::mutex> lock(logs_mu_);
+    for (const auto& [key, tail] : metrics_) {
+      if (tail.ended) ended.push_back(key);
+    }
+  }
+  for (const AttemptKey& key : ended) {
+    RelayMetrics(key);
+    std::lock_guard<std::mutex> lock(logs_mu_);
+    auto it = metrics_.find(key);
+    if (it != metrics_.end() && it->second.caught_up) metrics_.erase(it);
+  }
 }
 
 std::map<int, std::string> Agent::GpuJobs() {
@@ -637,8 +668,12 @@ void Agent::RelayMetrics(const AttemptKey& key) {
   auto it = metrics_.find(key);
   if (it == metrics_.end()) return;
   MetricsTail& tail = it->second;
+  tail.caught_up = false;
   int fd = open(tail.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
+  if (fd < 0) {
+    tail.caught_up = errno == ENOENT;  // the job wrote no metrics
+    return;
+  }
   std::string buffer(kMetricsReadBytes, '\0');
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::system_clock::now().time_since_epoch())
@@ -646,7 +681,10 @@ void Agent::RelayMetrics(const AttemptKey& key) {
   while (true) {
     const ssize_t n =
         pread(fd, buffer.data(), buffer.size(), tail.relay_offset);
-    if (n <= 0) break;
+    if (n <= 0) {
+      tail.caught_up = n == 0;
+      break;
+    }
     v1::MetricBatch batch;
     batch.set_job_id(key.first);
     batch.set_attempt(key.second);
@@ -685,7 +723,8 @@ void Agent::RelayMetrics(const AttemptKey& key) {
         tail.relay_offset += n;
         continue;
       }
-      break;  // the last line is still being written
+      tail.caught_up = true;  // the last line is still being written
+      break;
     }
     batch.set_end_offset(tail.relay_offset + static_cast<int64_t>(end));
     v1::AgentMessage message;

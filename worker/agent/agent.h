@@ -70,6 +70,10 @@ class Agent {
     // from its registration ack); the file itself is the buffer while the
     // coordinator is unreachable.
     int64_t relay_offset = 0;
+    // The last relay sent every complete line.
+    bool caught_up = false;
+    // The attempt has exited; kept until its lines are relayed.
+    bool ended = false;
   };
   using AttemptKey = std::pair<std::string, int>;
 

@@ -15,6 +15,7 @@
 //      same figures getrusage reports).
 //
 //   metrics_ingest_bench [--agents 100] [--seconds 10] [--batch 500] [--keys 8]
+//                        [--rate POINTS_PER_S]   (default: as fast as it goes)
 //
 // The simulated agents run in this process and compete for the same CPUs.
 #include <signal.h>
@@ -55,6 +56,9 @@ struct Flags {
   double warmup_s = 2;
   int batch = 500;
   int keys = 8;
+  // Points per second offered by all agents together; 0: as fast as the
+  // coordinator takes them.
+  double rate = 0;
 };
 
 double CpuSeconds(pid_t pid) {
@@ -135,7 +139,16 @@ class SimAgent {
     const int64_t bytes = flags_.batch * (24 + 24 * flags_.keys);
     int64_t offset = 0;
     int64_t step = 0;
+    // With a rate, batches leave on a schedule.
+    const double interval_s =
+        flags_.rate > 0 ? flags_.batch * flags_.agents / flags_.rate : 0;
+    auto next = Clock::now();
     while (!stop) {
+      if (interval_s > 0) {
+        next += std::chrono::duration_cast<Clock::duration>(
+            std::chrono::duration<double>(interval_s));
+        std::this_thread::sleep_until(next);
+      }
       batch->set_start_offset(offset);
       offset += bytes;
       batch->set_end_offset(offset);
@@ -196,6 +209,7 @@ int main(int argc, char** argv) {
     else if (name == "--warmup_s") ok = absl::SimpleAtod(value, &flags.warmup_s);
     else if (name == "--batch") ok = absl::SimpleAtoi(value, &flags.batch);
     else if (name == "--keys") ok = absl::SimpleAtoi(value, &flags.keys);
+    else if (name == "--rate") ok = absl::SimpleAtod(value, &flags.rate);
     else ok = false;
     if (!ok) {
       fprintf(stderr, "metrics_ingest_bench: bad flag %s %s\n", name.c_str(),

@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/cluster.h"
 
 namespace dcvlr::testing {
@@ -68,6 +69,19 @@ TEST(TrainJobTest, TwoRankTrainJobRunsToTheEndAndCheckpoints) {
     found |= entry.path().filename().string().rfind("step-", 0) == 0;
   }
   EXPECT_TRUE(found) << "no step-N checkpoint in " << checkpoints;
+
+  // The trainer's metrics lines reached the coordinator's history...
+  CommandResult metrics = cluster.Ctl({"metrics", id, "-o", "json"});
+  ASSERT_EQ(metrics.exit_code, 0) << metrics.err;
+  auto history = nlohmann::json::parse(metrics.out);
+  const auto& loss = history["series"]["loss"]["points"];
+  ASSERT_EQ(loss.size(), 4u) << metrics.out;  // logging_steps: 1
+  EXPECT_EQ(loss[3]["step"], 4);
+  EXPECT_TRUE(history["series"].contains("tokens_per_s")) << metrics.out;
+  // ...and watch takes max_steps from the training config.
+  CommandResult watch = cluster.Ctl({"watch", id});
+  EXPECT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_THAT(watch.out, HasSubstr("step 4/4 [")) << watch.out;
 }
 
 }  // namespace

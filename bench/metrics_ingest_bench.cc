@@ -122,8 +122,8 @@ class SimAgent {
     dcvlr::v1::MetricBatch* batch = message.mutable_metrics();
     batch->set_job_id(job_id);
     batch->set_attempt(1);
-    const char* kNames[] = {"loss", "lr", "grad_norm", "tokens_per_s",
-                            "samples_per_s", "mfu", "epoch", "tokens_seen"};
+    const char* kNames[] = {"loss",          "lr",  "grad_norm", "tokens_per_s",
+                            "samples_per_s", "mfu", "epoch",     "tokens_seen"};
     for (int k = 0; k < flags_.keys; ++k) {
       batch->add_names(k < 8 ? kNames[k] : absl::StrCat("key", k));
     }
@@ -204,13 +204,20 @@ int main(int argc, char** argv) {
     const std::string name = argv[i];
     const std::string value = argv[i + 1];
     bool ok = true;
-    if (name == "--agents") ok = absl::SimpleAtoi(value, &flags.agents);
-    else if (name == "--seconds") ok = absl::SimpleAtod(value, &flags.seconds);
-    else if (name == "--warmup_s") ok = absl::SimpleAtod(value, &flags.warmup_s);
-    else if (name == "--batch") ok = absl::SimpleAtoi(value, &flags.batch);
-    else if (name == "--keys") ok = absl::SimpleAtoi(value, &flags.keys);
-    else if (name == "--rate") ok = absl::SimpleAtod(value, &flags.rate);
-    else ok = false;
+    if (name == "--agents")
+      ok = absl::SimpleAtoi(value, &flags.agents);
+    else if (name == "--seconds")
+      ok = absl::SimpleAtod(value, &flags.seconds);
+    else if (name == "--warmup_s")
+      ok = absl::SimpleAtod(value, &flags.warmup_s);
+    else if (name == "--batch")
+      ok = absl::SimpleAtoi(value, &flags.batch);
+    else if (name == "--keys")
+      ok = absl::SimpleAtoi(value, &flags.keys);
+    else if (name == "--rate")
+      ok = absl::SimpleAtod(value, &flags.rate);
+    else
+      ok = false;
     if (!ok) {
       fprintf(stderr, "metrics_ingest_bench: bad flag %s %s\n", name.c_str(),
               value.c_str());
@@ -220,10 +227,10 @@ int main(int argc, char** argv) {
   char tmpl[] = "/tmp/dcvlr-ingest-bench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
   const std::string log = dir + "/coordinator.log";
-  Process coordinator({BinDir() + "/dcvlr-coordinator", "--listen",
-                       "127.0.0.1:0", "--state-dir", dir + "/state",
-                       "--metrics-listen", "127.0.0.1:0"},
-                      log);
+  Process coordinator(
+      {BinDir() + "/dcvlr-coordinator", "--listen", "127.0.0.1:0",
+       "--state-dir", dir + "/state", "--metrics-listen", "127.0.0.1:0"},
+      log);
   std::string address, metrics_address;
   if (!Eventually([&] {
         address = ReadAddress(dir + "/state/coordinator.addr");
@@ -248,9 +255,10 @@ int main(int argc, char** argv) {
     dcvlr::v1::SubmitJobRequest request;
     request.set_user(i % 2 ? "alice" : "bob");
     request.set_source_name("bench.yaml");
-    request.set_source(absl::StrCat(
-        "name: train-", i,
-        "\nkind: command\ncommand: [\"true\"]\nresources: {gpus_per_node: 1}\n"));
+    request.set_source(
+        absl::StrCat("name: train-", i,
+                     "\nkind: command\ncommand: [\"true\"]\nresources: "
+                     "{gpus_per_node: 1}\n"));
     dcvlr::v1::SubmitJobResponse response;
     grpc::ClientContext context;
     if (!client->SubmitJob(&context, request, &response).ok()) {
@@ -290,8 +298,7 @@ int main(int argc, char** argv) {
   const double cores = (cpu1 - cpu0) / elapsed;
   printf("agents %d, batch %d points x %d keys, measured %.1f s\n",
          flags.agents, flags.batch, flags.keys, elapsed);
-  printf("ingested: %.0f points/s (%.0f values/s)\n", rate,
-         rate * flags.keys);
+  printf("ingested: %.0f points/s (%.0f values/s)\n", rate, rate * flags.keys);
   printf("coordinator CPU: %.2f cores (%.2f us per point)\n", cores,
          rate > 0 ? cores / rate * 1e6 : 0.0);
   coordinator.Signal(SIGTERM);

@@ -279,9 +279,7 @@ std::string DescribeJob(const v1::Job& job) {
 namespace dcvlr {
 namespace {
 
-std::string Number(double value) {
-  return absl::StrFormat("%.6g", value);
-}
+std::string Number(double value) { return absl::StrFormat("%.6g", value); }
 
 // Rows keyed by step (-1 for lines without one) and columns by key.
 struct MetricsGrid {
@@ -329,8 +327,9 @@ std::string MetricsCsv(const v1::GetJobMetricsResponse& metrics) {
     out += step < 0 ? "" : std::to_string(step);
     for (const std::string& key : grid.keys) {
       auto it = values.find(key);
-      absl::StrAppend(&out, ",",
-                      it == values.end() ? "" : absl::StrFormat("%.17g", it->second));
+      absl::StrAppend(
+          &out, ",",
+          it == values.end() ? "" : absl::StrFormat("%.17g", it->second));
     }
     out += "\n";
   }
@@ -341,12 +340,15 @@ nlohmann::json MetricsToJson(const v1::GetJobMetricsResponse& metrics) {
   nlohmann::json series = nlohmann::json::object();
   for (const v1::MetricSeries& s : metrics.series()) {
     nlohmann::json points = nlohmann::json::array();
-    const int n = std::min({s.steps_size(), s.values_size(), s.times_ms_size()});
+    const int n =
+        std::min({s.steps_size(), s.values_size(), s.times_ms_size()});
     for (int i = 0; i < n; ++i) {
-      points.push_back(
-          {{"step", s.steps(i)}, {"value", s.values(i)}, {"time_ms", s.times_ms(i)}});
+      points.push_back({{"step", s.steps(i)},
+                        {"value", s.values(i)},
+                        {"time_ms", s.times_ms(i)}});
     }
-    series[s.key()] = {{"stride", s.stride()}, {"seen", s.seen()},
+    series[s.key()] = {{"stride", s.stride()},
+                       {"seen", s.seen()},
                        {"points", std::move(points)}};
   }
   return {{"job_id", metrics.job_id()}, {"series", std::move(series)}};
@@ -374,9 +376,11 @@ std::string ProgressLine(const Progress& p, int bar_width) {
   } else {
     line = absl::StrCat("step ", p.step);
   }
-  if (p.has_loss) absl::StrAppend(&line, "  loss ", absl::StrFormat("%.4f", p.loss));
+  if (p.has_loss)
+    absl::StrAppend(&line, "  loss ", absl::StrFormat("%.4f", p.loss));
   if (p.has_tokens_per_s) {
-    absl::StrAppend(&line, "  tokens/s ", absl::StrFormat("%.0f", p.tokens_per_s));
+    absl::StrAppend(&line, "  tokens/s ",
+                    absl::StrFormat("%.0f", p.tokens_per_s));
   }
   if (p.eta_s >= 0) absl::StrAppend(&line, "  ETA ", FormatDuration(p.eta_s));
   return line;
@@ -455,11 +459,11 @@ std::string TopTables(
       {"USER", "RUNNING", "GPUS", "PENDING", "WANTS", "FAIR-SHARE"}};
   for (const auto& [user, u] : users) {
     auto factor = factors.find(user);
-    user_rows.push_back({user, std::to_string(u.running), std::to_string(u.gpus),
-                         std::to_string(u.pending), std::to_string(u.wants),
-                         factor == factors.end()
-                             ? "-"
-                             : absl::StrFormat("%.3f", factor->second)});
+    user_rows.push_back(
+        {user, std::to_string(u.running), std::to_string(u.gpus),
+         std::to_string(u.pending), std::to_string(u.wants),
+         factor == factors.end() ? "-"
+                                 : absl::StrFormat("%.3f", factor->second)});
   }
   return absl::StrCat("GPUs: ", used, " of ", total, " in use\n\n",
                       Table(node_rows), "\n", Table(user_rows), "\n",

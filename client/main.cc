@@ -18,15 +18,15 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <mutex>
-#include <thread>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
@@ -470,7 +470,8 @@ int FetchMetrics(Client& client, const std::string& ref, bool latest_only,
 int Metrics(Client& client, const std::string& ref,
             const std::vector<std::string>& keys, bool latest_only) {
   v1::GetJobMetricsResponse metrics;
-  if (int rc = FetchMetrics(client, ref, latest_only, keys, &metrics); rc != 0) {
+  if (int rc = FetchMetrics(client, ref, latest_only, keys, &metrics);
+      rc != 0) {
     return rc;
   }
   const std::string& output = client.globals().output;
@@ -551,8 +552,9 @@ int Watch(Client& client, const std::string& ref) {
           if (json) {
             std::cout << nlohmann::json{{"step", p.step},
                                         {"max_steps", p.max_steps},
-                                        {"loss", p.has_loss ? nlohmann::json(p.loss)
-                                                            : nlohmann::json()}}
+                                        {"loss", p.has_loss
+                                                     ? nlohmann::json(p.loss)
+                                                     : nlohmann::json()}}
                              .dump()
                       << std::endl;
           } else if (tty) {
@@ -630,12 +632,13 @@ int Top(Client& client, bool once, double interval_s) {
     for (const v1::Job& job : jobs.jobs()) {
       if (job.state() != v1::JOB_STATE_RUNNING) continue;
       v1::GetJobMetricsResponse metrics;
-      if (FetchMetrics(client, job.id(), true, {}, &metrics, true) != 0) continue;
+      if (FetchMetrics(client, job.id(), true, {}, &metrics, true) != 0)
+        continue;
       for (const v1::MetricSeries& s : metrics.series()) {
         if (s.values_size() == 0) continue;
         latest[job.id()][s.key()] = s.values(s.values_size() - 1);
-        latest[job.id()]["step"] = std::max(latest[job.id()]["step"],
-                                            static_cast<double>(s.steps(0)));
+        latest[job.id()]["step"] =
+            std::max(latest[job.id()]["step"], static_cast<double>(s.steps(0)));
       }
     }
     const std::vector<v1::Node> node_list(nodes.nodes().begin(),
@@ -644,7 +647,8 @@ int Top(Client& client, bool once, double interval_s) {
     if (client.globals().json()) {
       nlohmann::json out;
       out["nodes"] = nlohmann::json::array();
-      for (const v1::Node& node : node_list) out["nodes"].push_back(NodeToJson(node));
+      for (const v1::Node& node : node_list)
+        out["nodes"].push_back(NodeToJson(node));
       out["jobs"] = nlohmann::json::array();
       for (const v1::Job& job : job_list) {
         nlohmann::json j = JobToJson(job);
@@ -909,8 +913,9 @@ int main(int argc, char** argv) {
   wait->add_option("--timeout", timeout_s, "give up after this many seconds (exit 4)");
 
   auto* watch = app.add_subcommand(
-      "watch", "print a job's state as it changes and its training progress "
-               "(step of max_steps, loss, tokens/s, ETA), until it ends");
+      "watch",
+      "print a job's state as it changes and its training progress "
+      "(step of max_steps, loss, tokens/s, ETA), until it ends");
   watch->add_option("JOB", job, "job id or name")->required();
 
   std::vector<std::string> metric_keys;
@@ -919,7 +924,8 @@ int main(int argc, char** argv) {
       "metrics", "a job's metric history: one row per step (-o json, -o csv)");
   metrics->add_option("JOB", job, "job id or name")->required();
   metrics->add_option("--key", metric_keys, "only these keys (repeatable)");
-  metrics->add_flag("--latest", latest_only, "only the newest value of each key");
+  metrics->add_flag("--latest", latest_only,
+                    "only the newest value of each key");
 
   bool once = false;
   double interval_s = 2;

@@ -164,9 +164,9 @@ grpc::Status ClientServiceImpl::GetJobMetrics(
     v1::GetJobMetricsResponse* response) {
   absl::StatusOr<v1::Job> job = core_->GetJob(request->job());
   if (!job.ok()) return ToGrpcStatus(job.status());
-  absl::StatusOr<v1::GetJobMetricsResponse> history = metrics_->Get(
-      job->id(), {request->keys().begin(), request->keys().end()},
-      request->latest_only());
+  absl::StatusOr<v1::GetJobMetricsResponse> history =
+      metrics_->Get(job->id(), {request->keys().begin(), request->keys().end()},
+                    request->latest_only());
   if (!history.ok()) return ToGrpcStatus(history.status());
   *response = *std::move(history);
   return grpc::Status::OK;

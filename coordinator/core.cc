@@ -474,8 +474,8 @@ ClusterSnapshot Core::Snapshot(size_t ended_jobs) const {
     }
   }
   auto labels = [](const v1::Job& job) {
-    return ClusterSnapshot::JobLabels{job.id(),     job.spec().name(),
-                                      job.user(),   job.state(),
+    return ClusterSnapshot::JobLabels{job.id(),      job.spec().name(),
+                                      job.user(),    job.state(),
                                       job.attempt(), job.failures()};
   };
   for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
@@ -617,8 +617,8 @@ absl::StatusOr<int64_t> Core::RegisterAgent(
       v1::MetricsOffset* offset = ack->add_metrics_offsets();
       offset->set_job_id(update.job_id());
       offset->set_attempt(update.attempt());
-      offset->set_offset(options_.metric_history->Offset(update.job_id(),
-                                                          update.attempt()));
+      offset->set_offset(
+          options_.metric_history->Offset(update.job_id(), update.attempt()));
     }
   }
   channel->Send(ack_message);

@@ -51,8 +51,8 @@ SeriesHistory SeriesHistory::FromProto(const v1::MetricSeries& series,
   SeriesHistory history(max_points);
   history.stride_ = std::max<int64_t>(1, series.stride());
   history.seen_ = series.seen();
-  const int n = std::min({series.steps_size(), series.values_size(),
-                          series.times_ms_size()});
+  const int n = std::min(
+      {series.steps_size(), series.values_size(), series.times_ms_size()});
   for (int i = 0; i < n; ++i) {
     history.points_.push_back(
         {series.steps(i), series.times_ms(i), series.values(i)});
@@ -156,7 +156,8 @@ absl::StatusOr<v1::GetJobMetricsResponse> MetricHistory::Get(
     v1::GetJobMetricsResponse response;
     response.set_job_id(job_id);
     for (const auto& [key, series] : job.series) {
-      if (!keys.empty() && std::find(keys.begin(), keys.end(), key) == keys.end()) {
+      if (!keys.empty() &&
+          std::find(keys.begin(), keys.end(), key) == keys.end()) {
         continue;
       }
       series.ToProto(key, latest_only, response.add_series());
@@ -250,7 +251,8 @@ absl::Status MetricHistory::Flush() {
   absl::MutexLock lock(&mu_);
   if (!status.ok()) {
     // Written next time.
-    for (const auto& [job_id, one] : series) jobs_[job_id].dirty.insert(one.key());
+    for (const auto& [job_id, one] : series)
+      jobs_[job_id].dirty.insert(one.key());
     for (const MetricsOffsetRecord& o : offsets) {
       dirty_offsets_.insert({o.job_id, o.attempt});
     }

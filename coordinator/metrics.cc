@@ -47,7 +47,8 @@ constexpr EvalGauge kEvalGauges[] = {
 };
 
 std::string Lower(std::string text) {
-  for (char& c : text) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  for (char& c : text)
+    c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
   return text;
 }
 
@@ -95,22 +96,24 @@ CoordinatorMetrics::CoordinatorMetrics(const MetricHistory* history,
       registry_(std::make_shared<prometheus::Registry>()) {
   pass_seconds_ = &prometheus::BuildHistogram()
                        .Name("dcvlr_scheduling_pass_duration_seconds")
-                       .Help("Time one scheduling pass over a non-empty "
-                             "queue took.")
+                       .Help(
+                           "Time one scheduling pass over a non-empty "
+                           "queue took.")
                        .Register(*registry_);
-  pass_histogram_ = &pass_seconds_->Add(
-      {}, prometheus::Histogram::BucketBoundaries{
-              0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-              0.05, 0.1, 0.25, 0.5, 1, 2.5});
+  pass_histogram_ =
+      &pass_seconds_->Add({}, prometheus::Histogram::BucketBoundaries{
+                                  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                  0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5});
   submit_to_running_ = &prometheus::BuildHistogram()
                             .Name("dcvlr_job_submit_to_running_seconds")
-                            .Help("Time from a job's submission until its "
-                                  "first attempt ran.")
+                            .Help(
+                                "Time from a job's submission until its "
+                                "first attempt ran.")
                             .Register(*registry_);
-  submit_to_running_histogram_ = &submit_to_running_->Add(
-      {}, prometheus::Histogram::BucketBoundaries{
-              0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200,
-              14400, 43200, 86400});
+  submit_to_running_histogram_ =
+      &submit_to_running_->Add({}, prometheus::Histogram::BucketBoundaries{
+                                       0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600,
+                                       1800, 3600, 7200, 14400, 43200, 86400});
   preemptions_ = &prometheus::BuildCounter()
                       .Name("dcvlr_preemptions_total")
                       .Help("Attempts that ended preempted, by reason.")
@@ -158,17 +161,17 @@ std::vector<MetricFamily> CoordinatorMetrics::Collect() const {
         v1::NODE_STATE_DISCONNECTED, v1::NODE_STATE_LOST}) {
     by_state[NodeStateLabel(state)] = 0;
   }
-  MetricFamily node_up = Family(
-      "dcvlr_node_up", "1 while the node's agent is connected, else 0.");
+  MetricFamily node_up =
+      Family("dcvlr_node_up", "1 while the node's agent is connected, else 0.");
   MetricFamily gpus = Family("dcvlr_node_gpus", "GPUs a node has.");
   MetricFamily allocated =
       Family("dcvlr_node_gpus_allocated", "GPUs held by jobs on a node.");
   MetricFamily free = Family(
       "dcvlr_node_gpus_free",
       "GPUs free for new jobs on a node (0 while it is drained or down).");
-  MetricFamily gpu_allocated = Family(
-      "dcvlr_gpu_allocated",
-      "1 for a GPU held by a job (job_id names it), 0 for a free one.");
+  MetricFamily gpu_allocated =
+      Family("dcvlr_gpu_allocated",
+             "1 for a GPU held by a job (job_id names it), 0 for a free one.");
   for (const ClusterSnapshot::Node& node : snapshot.nodes) {
     ++by_state[NodeStateLabel(node.state)];
     const bool up = node.state == v1::NODE_STATE_READY ||
@@ -231,9 +234,10 @@ std::vector<MetricFamily> CoordinatorMetrics::Collect() const {
     ids.push_back(job.id);
   }
   for (const auto& job : snapshot.recently_ended) ids.push_back(job.id);
-  const auto latest = history_ != nullptr
-                          ? history_->Latest(ids)
-                          : std::map<std::string, std::map<std::string, double>>();
+  const auto latest =
+      history_ != nullptr
+          ? history_->Latest(ids)
+          : std::map<std::string, std::map<std::string, double>>();
 
   std::vector<MetricFamily> training;
   for (const TrainingGauge& g : kTrainingGauges) {

@@ -75,7 +75,8 @@ class MetricsTest : public ::testing::Test {
     update.set_job_id(id);
     update.set_attempt(1);
     update.set_phase(phase);
-    update.set_master_port(phase == v1::AttemptUpdate::PHASE_STARTED ? 1234 : 0);
+    update.set_master_port(phase == v1::AttemptUpdate::PHASE_STARTED ? 1234
+                                                                     : 0);
     core_->OnAttemptUpdate("n1", session_, update);
   }
 
@@ -144,9 +145,10 @@ TEST_F(MetricsTest, EvalScoresStayForTheMostRecentEndedJobs) {
   const std::string text = Scrape();
   // The exporter keeps 2: the oldest is gone, and no training gauges stay.
   EXPECT_THAT(text, Not(HasSubstr("job_id=\"" + ids[0] + "\"")));
-  EXPECT_THAT(text, HasSubstr("dcvlr_eval_accuracy{benchmark=\"mathvista\","
-                              "job_id=\"" + ids[2] +
-                              "\",job_name=\"eval-2\",user=\"alice\"} 2.25"));
+  EXPECT_THAT(
+      text, HasSubstr("dcvlr_eval_accuracy{benchmark=\"mathvista\","
+                      "job_id=\"" +
+                      ids[2] + "\",job_name=\"eval-2\",user=\"alice\"} 2.25"));
   EXPECT_THAT(text, HasSubstr("dcvlr_eval_accuracy{job_id=\"" + ids[1] +
                               "\",job_name=\"eval-1\",user=\"alice\"} 0.5"));
   EXPECT_THAT(text, HasSubstr("dcvlr_eval_total{benchmark=\"mathvista\""));

@@ -255,16 +255,16 @@ absl::Status Store::PutMetrics(
   }
   {
     Statement s;
-    if (sqlite3_prepare_v2(db_,
-                           "INSERT INTO metric_offsets(job_id, attempt, offset) "
-                           "VALUES(?, ?, ?) ON CONFLICT(job_id, attempt) DO "
-                           "UPDATE SET offset=excluded.offset",
-                           -1, &s.stmt, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(
+            db_,
+            "INSERT INTO metric_offsets(job_id, attempt, offset) "
+            "VALUES(?, ?, ?) ON CONFLICT(job_id, attempt) DO "
+            "UPDATE SET offset=excluded.offset",
+            -1, &s.stmt, nullptr) != SQLITE_OK) {
       return fail("prepare");
     }
     for (const MetricsOffsetRecord& offset : offsets) {
-      sqlite3_bind_text(s.stmt, 1, offset.job_id.c_str(), -1,
-                        SQLITE_TRANSIENT);
+      sqlite3_bind_text(s.stmt, 1, offset.job_id.c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_int(s.stmt, 2, offset.attempt);
       sqlite3_bind_int64(s.stmt, 3, offset.offset);
       if (sqlite3_step(s.stmt) != SQLITE_DONE) {
@@ -316,7 +316,8 @@ absl::StatusOr<std::vector<MetricsOffsetRecord>> Store::LoadMetricsOffsets() {
   int rc;
   while ((rc = sqlite3_step(s.stmt)) == SQLITE_ROW) {
     MetricsOffsetRecord record;
-    record.job_id = reinterpret_cast<const char*>(sqlite3_column_text(s.stmt, 0));
+    record.job_id =
+        reinterpret_cast<const char*>(sqlite3_column_text(s.stmt, 0));
     record.attempt = sqlite3_column_int(s.stmt, 1);
     record.offset = sqlite3_column_int64(s.stmt, 2);
     out.push_back(std::move(record));

@@ -42,13 +42,15 @@ TEST(CtlMetricsTest, WatchShowsProgressAndMetricsKeepsTheHistory) {
 
   CommandResult table = cluster.Ctl({"metrics", id});
   ASSERT_EQ(table.exit_code, 0) << table.err;
-  EXPECT_TRUE(std::regex_search(table.out, std::regex(R"(^STEP +loss +max_steps\n)")))
+  EXPECT_TRUE(
+      std::regex_search(table.out, std::regex(R"(^STEP +loss +max_steps\n)")))
       << table.out;
   EXPECT_TRUE(std::regex_search(table.out, std::regex(R"(\n20 +80\.5 +20\n$)")))
       << table.out;
   EXPECT_EQ(std::count(table.out.begin(), table.out.end(), '\n'), 21);
 
-  CommandResult csv = cluster.Ctl({"metrics", id, "-o", "csv", "--key", "loss"});
+  CommandResult csv =
+      cluster.Ctl({"metrics", id, "-o", "csv", "--key", "loss"});
   ASSERT_EQ(csv.exit_code, 0) << csv.err;
   EXPECT_THAT(csv.out, HasSubstr("step,loss\n1,99.5\n"));
   EXPECT_THAT(csv.out, HasSubstr("\n20,80.5\n"));
@@ -77,9 +79,13 @@ TEST(CtlMetricsTest, RelayResumesWhereTheRestartedCoordinatorsHistoryEnds) {
   const std::string id = cluster.Submit(
       "gap.yaml",
       "name: gap\nkind: command\nresources: {gpus_per_node: 1}\nrun: |\n"
-      "  for i in $(seq 1 50); do echo \"{\\\"step\\\": $i, \\\"loss\\\": $i}\" >> \"$DCVLR_METRICS_FILE\"; done\n"
-      "  while [ ! -e " + go + " ]; do sleep 0.05; done\n"
-      "  for i in $(seq 51 100); do echo \"{\\\"step\\\": $i, \\\"loss\\\": $i}\" >> \"$DCVLR_METRICS_FILE\"; done\n");
+      "  for i in $(seq 1 50); do echo \"{\\\"step\\\": $i, \\\"loss\\\": "
+      "$i}\" >> \"$DCVLR_METRICS_FILE\"; done\n"
+      "  while [ ! -e " +
+          go +
+          " ]; do sleep 0.05; done\n"
+          "  for i in $(seq 51 100); do echo \"{\\\"step\\\": $i, "
+          "\\\"loss\\\": $i}\" >> \"$DCVLR_METRICS_FILE\"; done\n");
   ASSERT_TRUE(Eventually([&] {
     CommandResult r = cluster.Ctl({"metrics", id, "--latest", "-o", "json"});
     return r.exit_code == 0 &&
@@ -120,11 +126,13 @@ TEST(CtlMetricsTest, TopShowsUsageByNodeAndUser) {
       "loop.yaml",
       "name: loop\nkind: command\nresources: {gpus_per_node: 1}\nrun: |\n"
       "  for i in $(seq 1 3000); do\n"
-      "    echo \"{\\\"step\\\": $i, \\\"loss\\\": 2.5}\" >> \"$DCVLR_METRICS_FILE\"\n"
+      "    echo \"{\\\"step\\\": $i, \\\"loss\\\": 2.5}\" >> "
+      "\"$DCVLR_METRICS_FILE\"\n"
       "    sleep 0.1\n"
       "  done\n");
-  ASSERT_TRUE(Eventually(
-      [&] { return cluster.Ctl({"metrics", id, "--latest"}).exit_code == 0; }));
+  ASSERT_TRUE(Eventually([&] {
+    return cluster.Ctl({"metrics", id, "--latest"}).exit_code == 0;
+  }));
 
   CommandResult top = cluster.Ctl({"top", "--once"});
   ASSERT_EQ(top.exit_code, 0) << top.err;
@@ -132,10 +140,12 @@ TEST(CtlMetricsTest, TopShowsUsageByNodeAndUser) {
   EXPECT_TRUE(std::regex_search(
       top.out, std::regex("\nn1 +READY +2 +1 +1 +" + id + "\n")))
       << top.out;
-  EXPECT_TRUE(std::regex_search(top.out, std::regex(R"(\ntester +1 +1 +0 +0 )")))
+  EXPECT_TRUE(
+      std::regex_search(top.out, std::regex(R"(\ntester +1 +1 +0 +0 )")))
       << top.out;
   EXPECT_TRUE(std::regex_search(
-      top.out, std::regex("\n" + id + " +loop +tester +RUNNING +1 +[0-9]+ +2\\.5 ")))
+      top.out,
+      std::regex("\n" + id + " +loop +tester +RUNNING +1 +[0-9]+ +2\\.5 ")))
       << top.out;
 
   CommandResult json = cluster.Ctl({"top", "--once", "-o", "json"});

@@ -37,7 +37,8 @@ std::optional<std::string> HttpGet(const std::string& url) {
 
 nlohmann::json PromQuery(const std::string& address, const std::string& expr) {
   CURL* curl = curl_easy_init();
-  char* escaped = curl_easy_escape(curl, expr.c_str(), static_cast<int>(expr.size()));
+  char* escaped =
+      curl_easy_escape(curl, expr.c_str(), static_cast<int>(expr.size()));
   const std::string url =
       "http://" + address + "/api/v1/query?query=" + escaped;
   curl_free(escaped);
@@ -45,7 +46,8 @@ nlohmann::json PromQuery(const std::string& address, const std::string& expr) {
   std::optional<std::string> body = HttpGet(url);
   if (!body) return nullptr;
   auto json = nlohmann::json::parse(*body, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object() || json.value("status", "") != "success") return nullptr;
+  if (!json.is_object() || json.value("status", "") != "success")
+    return nullptr;
   return json["data"]["result"];
 }
 

@@ -42,11 +42,10 @@ class Prometheus {
                           << "']\n"
                              "        refresh_interval: 1s\n";
     process_ = std::make_unique<Process>(
-        std::vector<std::string>{"/usr/bin/prometheus",
-                                 "--config.file=" + config,
-                                 "--web.listen-address=" + address_,
-                                 "--storage.tsdb.path=" + dir + "/tsdb",
-                                 "--log.level=warn"},
+        std::vector<std::string>{
+            "/usr/bin/prometheus", "--config.file=" + config,
+            "--web.listen-address=" + address_,
+            "--storage.tsdb.path=" + dir + "/tsdb", "--log.level=warn"},
         dir + "/prometheus.log");
   }
 
@@ -111,9 +110,11 @@ std::string MetricsWriter(const std::string& name, int gpus) {
          "    i=$((i+1))\n"
          "    echo \"{\\\"step\\\": $i, \\\"loss\\\": 2.5, \\\"lr\\\": 0.0003, "
          "\\\"grad_norm\\\": 1.25, \\\"tokens_per_s\\\": 5000, "
-         "\\\"samples_per_s\\\": 40, \\\"mfu\\\": 0.3, \\\"max_steps\\\": 3000, "
+         "\\\"samples_per_s\\\": 40, \\\"mfu\\\": 0.3, \\\"max_steps\\\": "
+         "3000, "
          "\\\"eval_accuracy\\\": 0.5, \\\"eval_accuracy/mathvista\\\": 0.25, "
-         "\\\"eval_hits/mathvista\\\": 25, \\\"eval_total/mathvista\\\": 100}\" "
+         "\\\"eval_hits/mathvista\\\": 25, \\\"eval_total/mathvista\\\": "
+         "100}\" "
          ">> \"$DCVLR_METRICS_FILE\"\n"
          "    sleep 0.1\n"
          "  done\n";
@@ -124,7 +125,8 @@ TEST(MonitoringTest, PrometheusFindsTheRunningJobsLossAndGpuAllocation) {
   StartMonitoredCluster(cluster, 1, 2);
   Prometheus prometheus(cluster.dir(), SdFile(cluster));
   ASSERT_TRUE(prometheus.AwaitReady());
-  const std::string id = cluster.Submit("writer.yaml", MetricsWriter("curves", 1));
+  const std::string id =
+      cluster.Submit("writer.yaml", MetricsWriter("curves", 1));
 
   nlohmann::json loss =
       prometheus.AwaitSeries("dcvlr_job_loss{job_id=\"" + id + "\"}");
@@ -140,21 +142,21 @@ TEST(MonitoringTest, PrometheusFindsTheRunningJobsLossAndGpuAllocation) {
   EXPECT_EQ(steps.size(), 1u) << steps.dump();
 
   // The GPU it holds, seen by the coordinator and by the agent.
-  nlohmann::json held = prometheus.AwaitSeries(
-      "dcvlr_gpu_allocated{job_id=\"" + id + "\"} == 1");
+  nlohmann::json held =
+      prometheus.AwaitSeries("dcvlr_gpu_allocated{job_id=\"" + id + "\"} == 1");
   ASSERT_EQ(held.size(), 1u) << held.dump();
   EXPECT_EQ(held[0]["metric"]["node"], "n1");
   nlohmann::json on_agent = prometheus.AwaitSeries(
       "dcvlr_agent_gpu_allocated{job_id=\"" + id + "\"} == 1");
   ASSERT_EQ(on_agent.size(), 1u) << on_agent.dump();
   EXPECT_EQ(on_agent[0]["metric"]["dcvlr_role"], "agent");
-  EXPECT_EQ(on_agent[0]["metric"]["uuid"], "pretend-n1-" +
-                                               held[0]["metric"]["gpu"].get<std::string>());
+  EXPECT_EQ(on_agent[0]["metric"]["uuid"],
+            "pretend-n1-" + held[0]["metric"]["gpu"].get<std::string>());
   nlohmann::json allocated =
       prometheus.AwaitSeries("sum(dcvlr_node_gpus_allocated) == 1");
   EXPECT_EQ(allocated.size(), 1u);
-  nlohmann::json free = prometheus.AwaitSeries(
-      "dcvlr_node_gpus_free{node=\"n1\"} == 1");
+  nlohmann::json free =
+      prometheus.AwaitSeries("dcvlr_node_gpus_free{node=\"n1\"} == 1");
   EXPECT_EQ(free.size(), 1u);
 
   CommandResult cancel = cluster.Ctl({"cancel", id, "--wait"});
@@ -170,12 +172,14 @@ std::set<std::string> MetricNames(std::string expr) {
   expr = std::regex_replace(expr, std::regex(R"(\[[^\]]*\])"), " ");
   expr = std::regex_replace(
       expr,
-      std::regex(R"(\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\))"),
+      std::regex(
+          R"(\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\))"),
       " ");
   expr = std::regex_replace(expr, std::regex(R"(\$\{?[A-Za-z_0-9]+\}?)"), " ");
   static const std::set<std::string> kKeywords = {
-      "by", "without", "on", "ignoring", "group_left", "group_right",
-      "bool", "and", "or", "unless", "offset", "inf", "nan"};
+      "by",          "without", "on",  "ignoring", "group_left",
+      "group_right", "bool",    "and", "or",       "unless",
+      "offset",      "inf",     "nan"};
   std::set<std::string> names;
   const std::regex identifier(R"([A-Za-z_:][A-Za-z0-9_:]*)");
   for (std::sregex_iterator it(expr.begin(), expr.end(), identifier), end;
@@ -185,7 +189,8 @@ std::set<std::string> MetricNames(std::string expr) {
     const size_t next = expr.find_first_not_of(" \t\n", after);
     const bool function = next != std::string::npos && expr[next] == '(';
     const bool number_suffix =
-        it->position() > 0 && isdigit(static_cast<unsigned char>(expr[it->position() - 1]));
+        it->position() > 0 &&
+        isdigit(static_cast<unsigned char>(expr[it->position() - 1]));
     if (function || number_suffix || kKeywords.count(name)) continue;
     names.insert(name);
   }
@@ -202,7 +207,8 @@ void CollectExprs(const nlohmann::json& node, std::vector<std::string>* out) {
       } else if (key == "query" && value.is_string()) {
         std::smatch m;
         const std::string query = value.get<std::string>();
-        if (std::regex_search(query, m, std::regex(R"(label_values\((.*),\s*\w+\)\s*$)"))) {
+        if (std::regex_search(
+                query, m, std::regex(R"(label_values\((.*),\s*\w+\)\s*$)"))) {
           out->push_back(m[1].str());
         }
       } else {
@@ -302,7 +308,8 @@ TEST(MonitoringTest, PerJobSeriesLeaveNoLabelsBehindAfterAThousandJobs) {
   for (int i = 0; i < 1000; ++i) {
     grpc::ClientContext context;
     v1::SubmitJobResponse response;
-    grpc::Status status = cluster.stub()->SubmitJob(&context, request, &response);
+    grpc::Status status =
+        cluster.stub()->SubmitJob(&context, request, &response);
     ASSERT_TRUE(status.ok()) << status.error_message();
     ids.push_back(response.job().id());
   }

@@ -675,9 +675,10 @@ void Agent::RelayMetrics(const AttemptKey& key) {
     return;
   }
   std::string buffer(kMetricsReadBytes, '\0');
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
+  const int64_t now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count();
   while (true) {
     const ssize_t n =
         pread(fd, buffer.data(), buffer.size(), tail.relay_offset);
@@ -705,13 +706,12 @@ void Agent::RelayMetrics(const AttemptKey& key) {
       v1::MetricPoint* point = batch.add_points();
       point->set_time_ms(now_ms);
       auto step = json.find("step");
-      point->set_step(step != json.end() && step->is_number()
-                          ? step->get<int64_t>()
-                          : -1);
+      point->set_step(
+          step != json.end() && step->is_number() ? step->get<int64_t>() : -1);
       for (auto& [name, value] : json.items()) {
         if (!value.is_number() || name == "step") continue;
-        auto [slot, added] = names.try_emplace(
-            name, static_cast<uint32_t>(batch.names_size()));
+        auto [slot, added] =
+            names.try_emplace(name, static_cast<uint32_t>(batch.names_size()));
         if (added) batch.add_names(name);
         point->add_keys(slot->second);
         point->add_values(value.get<double>());
@@ -736,7 +736,6 @@ void Agent::RelayMetrics(const AttemptKey& key) {
   }
   close(fd);
 }
-
 
 void Agent::ScanMetrics(const AttemptKey& key) {
   std::vector<int64_t> checkpoints;

@@ -30,9 +30,8 @@ void Add(MetricFamily& family, const std::vector<ClientMetric::Label>& labels,
 }  // namespace
 
 std::vector<MetricFamily> AgentMetrics::Collect() const {
-  const std::map<int, std::string> jobs = sources_.gpu_jobs
-                                              ? sources_.gpu_jobs()
-                                              : std::map<int, std::string>();
+  const std::map<int, std::string> jobs =
+      sources_.gpu_jobs ? sources_.gpu_jobs() : std::map<int, std::string>();
   std::map<int, GpuSample> samples;
   if (sources_.sampler != nullptr) {
     for (GpuSample& s : sources_.sampler->Sample()) samples[s.index] = s;
@@ -40,16 +39,17 @@ std::vector<MetricFamily> AgentMetrics::Collect() const {
   MetricFamily allocated = Gauges(
       "dcvlr_agent_gpu_allocated",
       "1 while a job's attempt runs on the GPU (job_id names it), else 0.");
-  MetricFamily utilization = Gauges(
-      "dcvlr_gpu_utilization_ratio",
-      "Fraction of the last sample period the GPU was busy (NVML).");
+  MetricFamily utilization =
+      Gauges("dcvlr_gpu_utilization_ratio",
+             "Fraction of the last sample period the GPU was busy (NVML).");
   MetricFamily memory_used =
       Gauges("dcvlr_gpu_memory_used_bytes", "GPU memory in use (NVML).");
   MetricFamily memory_total =
       Gauges("dcvlr_gpu_memory_total_bytes", "GPU memory in all (NVML).");
   MetricFamily temperature =
       Gauges("dcvlr_gpu_temperature_celsius", "GPU core temperature (NVML).");
-  MetricFamily power = Gauges("dcvlr_gpu_power_watts", "GPU power draw (NVML).");
+  MetricFamily power =
+      Gauges("dcvlr_gpu_power_watts", "GPU power draw (NVML).");
   for (const v1::Gpu& gpu : sources_.gpus) {
     auto job = jobs.find(gpu.index());
     std::vector<ClientMetric::Label> labels = {
@@ -77,9 +77,9 @@ std::vector<MetricFamily> AgentMetrics::Collect() const {
   relayed.type = MetricType::Counter;
   ClientMetric& points = relayed.metric.emplace_back();
   points.label = {{"node", sources_.node}};
-  points.counter.value =
-      sources_.points_relayed ? static_cast<double>(sources_.points_relayed())
-                              : 0;
+  points.counter.value = sources_.points_relayed
+                             ? static_cast<double>(sources_.points_relayed())
+                             : 0;
 
   // Families without GPUs to read are still declared (HELP and TYPE, no
   // samples), so dashboards and their checks find every name.

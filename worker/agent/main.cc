@@ -12,8 +12,8 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "prometheus/exposer.h"
-#include "worker/agent/agent_metrics.h"
 #include "worker/agent/agent.h"
+#include "worker/agent/agent_metrics.h"
 #include "worker/agent/gpu_discovery.h"
 
 namespace fs = std::filesystem;
@@ -106,7 +106,8 @@ int main(int argc, char** argv) {
     const std::string addr_file = options.work_dir + "/metrics.addr";
     const std::string tmp = addr_file + ".tmp";
     FILE* out = fopen(tmp.c_str(), "w");
-    if (out == nullptr || fprintf(out, "%s\n", options.metrics_address.c_str()) < 0 ||
+    if (out == nullptr ||
+        fprintf(out, "%s\n", options.metrics_address.c_str()) < 0 ||
         fclose(out) != 0 || rename(tmp.c_str(), addr_file.c_str()) != 0) {
       fprintf(stderr, "dcvlr-agent: cannot write %s\n", addr_file.c_str());
     }

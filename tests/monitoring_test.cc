@@ -269,7 +269,16 @@ TEST(MonitoringTest, DashboardReadsOnlyMetricsTheExportersServe) {
     EXPECT_TRUE(exported.count(name)) << name << " is on the dashboard but no "
                                       << "exporter serves it";
   }
-  cluster.Ctl({"cancel", id});
+
+  // Once the job has ended its training gauges are gone, but its eval
+  // scores stay (eval jobs are short; their scores outlive them).
+  CommandResult cancel = cluster.Ctl({"cancel", id, "--wait"});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.err;
+  const std::string after = CoordinatorMetrics(cluster);
+  EXPECT_THAT(after, HasSubstr("dcvlr_eval_accuracy{benchmark=\"mathvista\","
+                               "job_id=\"" +
+                               id + "\""));
+  EXPECT_THAT(after, ::testing::Not(HasSubstr("dcvlr_job_loss{")));
 }
 
 int SeriesCount(const std::string& exposition) {

@@ -1,6 +1,7 @@
 // dcvlr-coordinator: the daemon that queues jobs and schedules them onto
 // worker agents. See DESIGN.md "Processes".
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -179,8 +180,15 @@ int main(int argc, char** argv) {
     }
     exposer->RegisterCollectable(exporter);
     const std::vector<int> ports = exposer->GetListeningPorts();
-    const std::string metrics_host =
+    std::string metrics_host =
         metrics_listen.substr(0, metrics_listen.rfind(':'));
+    if (metrics_host.empty() || metrics_host == "0.0.0.0" ||
+        metrics_host == "::" || metrics_host == "[::]") {
+      // Every interface: name this machine in the targets file.
+      char hostname[256] = {};
+      gethostname(hostname, sizeof(hostname) - 1);
+      metrics_host = hostname;
+    }
     metrics_address =
         absl::StrCat(metrics_host, ":", ports.empty() ? 0 : ports[0]);
     fprintf(stderr, "dcvlr-coordinator: metrics on http://%s/metrics\n",

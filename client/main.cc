@@ -365,7 +365,7 @@ int Logs(Client& client, const std::string& ref, bool follow, int rank,
 }
 
 int Cancel(Client& client, const std::string& ref, bool wait);
-int Wait(Client& client, const std::string& ref, double timeout_s, bool watch);
+int Wait(Client& client, const std::string& ref, double timeout_s);
 
 int Cancel(Client& client, const std::string& ref, bool wait) {
   v1::CancelJobRequest request;
@@ -377,7 +377,7 @@ int Cancel(Client& client, const std::string& ref, bool wait) {
   grpc::Status status = client.stub()->CancelJob(&context, request, &job);
   if (!status.ok()) return client.Fail(status);
   if (wait) {
-    int rc = Wait(client, job.id(), 0, false);
+    int rc = Wait(client, job.id(), 0);
     return rc == kFailed ? 0 : rc;  // CANCELLED is what was asked for
   }
   if (client.globals().json()) {
@@ -402,7 +402,7 @@ std::string StateLine(const v1::Job& job) {
 }
 
 // Follows the job until it ends. Exit 0 iff it SUCCEEDED.
-int Wait(Client& client, const std::string& ref, double timeout_s, bool watch) {
+int Wait(Client& client, const std::string& ref, double timeout_s) {
   v1::WatchJobRequest request;
   request.set_job(ref);
   grpc::ClientContext context;
@@ -414,18 +414,7 @@ int Wait(Client& client, const std::string& ref, double timeout_s, bool watch) {
   auto reader = client.stub()->WatchJob(&context, request);
   v1::Job job;
   bool have = false;
-  std::string last_line;
-  while (reader->Read(&job)) {
-    have = true;
-    if (watch) {
-      if (client.globals().json()) {
-        std::cout << JobToJson(job).dump() << std::endl;
-      } else if (std::string line = StateLine(job); line != last_line) {
-        std::cout << line << std::endl;
-        last_line = line;
-      }
-    }
-  }
+  while (reader->Read(&job)) have = true;
   grpc::Status status = reader->Finish();
   if (!status.ok()) {
     if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && have) {
@@ -439,12 +428,10 @@ int Wait(Client& client, const std::string& ref, double timeout_s, bool watch) {
     fprintf(stderr, "dcvlrctl: the watch ended before the job did\n");
     return kFailed;
   }
-  if (!watch) {
-    if (client.globals().json()) {
-      PrintJson(JobToJson(job));
-    } else {
-      std::cout << StateLine(job) << std::endl;
-    }
+  if (client.globals().json()) {
+    PrintJson(JobToJson(job));
+  } else {
+    std::cout << StateLine(job) << std::endl;
   }
   return job.state() == v1::JOB_STATE_SUCCEEDED ? 0 : kFailed;
 }
@@ -975,7 +962,7 @@ int main(int argc, char** argv) {
   if (describe->parsed()) return Describe(client, job);
   if (logs->parsed()) return Logs(client, job, follow, rank, attempt);
   if (cancel->parsed()) return Cancel(client, job, wait_flag);
-  if (wait->parsed()) return Wait(client, job, timeout_s, false);
+  if (wait->parsed()) return Wait(client, job, timeout_s);
   if (watch->parsed()) return Watch(client, job);
   if (metrics->parsed()) return Metrics(client, job, metric_keys, latest_only);
   if (top->parsed()) return Top(client, once, interval_s);

@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include "worker/eval/jpeg.h"
 #include "worker/trainer/base64.h"
 #include "worker/trainer/synthetic.h"
 

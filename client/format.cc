@@ -24,7 +24,8 @@ std::string Table(const std::vector<std::vector<std::string>>& rows) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
       line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+      if (i + 1 < row.size())
+        line += std::string(widths[i] - row[i].size() + 2, ' ');
     }
     out += line + "\n";
   }
@@ -41,8 +42,8 @@ std::vector<std::string> NodesOf(const v1::Job& job) {
 }
 
 std::string Age(int64_t since_ms) {
-  const int64_t seconds =
-      std::max<int64_t>(0, (static_cast<int64_t>(time(nullptr)) * 1000 - since_ms) / 1000);
+  const int64_t seconds = std::max<int64_t>(
+      0, (static_cast<int64_t>(time(nullptr)) * 1000 - since_ms) / 1000);
   if (seconds < 120) return absl::StrCat(seconds, "s");
   if (seconds < 7200) return absl::StrCat(seconds / 60, "m");
   if (seconds < 172800) return absl::StrCat(seconds / 3600, "h");
@@ -73,9 +74,10 @@ nlohmann::json JobToJson(const v1::Job& job) {
   out["exit_code"] = job.exit_code();
   out["reason"] = job.reason();
   out["priority"] = job.spec().priority();
-  out["resources"] = {{"nodes", job.spec().resources().nodes()},
-                      {"gpus_per_node", job.spec().resources().gpus_per_node()},
-                      {"procs_per_node", job.spec().resources().procs_per_node()}};
+  out["resources"] = {
+      {"nodes", job.spec().resources().nodes()},
+      {"gpus_per_node", job.spec().resources().gpus_per_node()},
+      {"procs_per_node", job.spec().resources().procs_per_node()}};
   out["submit_time_ms"] = job.submit_time_ms();
   out["end_time_ms"] = job.end_time_ms();
   out["after"] = std::vector<std::string>(job.spec().after().begin(),
@@ -135,18 +137,18 @@ nlohmann::json NodeToJson(const v1::Node& node) {
 }
 
 std::string JobsTable(const std::vector<v1::Job>& jobs) {
-  std::vector<std::vector<std::string>> rows = {
-      {"ID", "NAME", "USER", "KIND", "STATE", "ATTEMPT", "NODES", "EXIT", "AGE",
-       "REASON"}};
+  std::vector<std::vector<std::string>> rows = {{"ID", "NAME", "USER", "KIND",
+                                                 "STATE", "ATTEMPT", "NODES",
+                                                 "EXIT", "AGE", "REASON"}};
   for (const v1::Job& job : jobs) {
     std::vector<std::string> nodes = NodesOf(job);
-    rows.push_back({job.id(), job.spec().name(), job.user(),
-                    JobKindName(job.spec().kind()), JobStateName(job.state()),
-                    absl::StrCat(job.attempt()),
-                    nodes.empty() ? "-" : absl::StrJoin(nodes, ","),
-                    IsTerminal(job.state()) ? absl::StrCat(job.exit_code()) : "-",
-                    Age(job.submit_time_ms()),
-                    job.reason()});
+    rows.push_back(
+        {job.id(), job.spec().name(), job.user(),
+         JobKindName(job.spec().kind()), JobStateName(job.state()),
+         absl::StrCat(job.attempt()),
+         nodes.empty() ? "-" : absl::StrJoin(nodes, ","),
+         IsTerminal(job.state()) ? absl::StrCat(job.exit_code()) : "-",
+         Age(job.submit_time_ms()), job.reason()});
   }
   return Table(rows);
 }
@@ -155,12 +157,11 @@ std::string NodesTable(const std::vector<v1::Node>& nodes) {
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "STATE", "ADDRESS", "GPUS(FREE/TOTAL)", "ATTEMPTS"}};
   for (const v1::Node& node : nodes) {
-    rows.push_back({node.name(), NodeStateName(node.state()), node.address(),
-                    absl::StrCat(node.gpus_size() - node.gpus_in_use_size(), "/",
-                                 node.gpus_size()),
-                    node.attempts().empty()
-                        ? "-"
-                        : absl::StrJoin(node.attempts(), ",")});
+    rows.push_back(
+        {node.name(), NodeStateName(node.state()), node.address(),
+         absl::StrCat(node.gpus_size() - node.gpus_in_use_size(), "/",
+                      node.gpus_size()),
+         node.attempts().empty() ? "-" : absl::StrJoin(node.attempts(), ",")});
   }
   return Table(rows);
 }
@@ -180,11 +181,10 @@ std::string QueueTables(const v1::GetQueueResponse& queue) {
   std::vector<std::vector<std::string>> users = {
       {"USER", "GROUP", "SHARE", "USAGE", "FAIRSHARE", "GPUS_IN_USE"}};
   for (const v1::UserShare& u : queue.users()) {
-    users.push_back({u.user(), u.group(),
-                     absl::StrFormat("%.3f", u.shares_norm()),
-                     absl::StrFormat("%.3f", u.usage_norm()),
-                     absl::StrFormat("%.3f", u.factor()),
-                     absl::StrCat(u.gpus_in_use())});
+    users.push_back(
+        {u.user(), u.group(), absl::StrFormat("%.3f", u.shares_norm()),
+         absl::StrFormat("%.3f", u.usage_norm()),
+         absl::StrFormat("%.3f", u.factor()), absl::StrCat(u.gpus_in_use())});
   }
   return Table(jobs) + "\n" + Table(users);
 }
@@ -220,9 +220,9 @@ std::string DescribeJob(const v1::Job& job) {
   absl::StrAppend(&out, "Job:        ", job.id(), " (", spec.name(), ")\n");
   absl::StrAppend(&out, "User:       ", job.user(), "\n");
   absl::StrAppend(&out, "Kind:       ", JobKindName(spec.kind()), "\n");
-  absl::StrAppend(&out, "State:      ", JobStateName(job.state()),
-                  job.reason().empty() ? "" : absl::StrCat(" (", job.reason(), ")"),
-                  "\n");
+  absl::StrAppend(
+      &out, "State:      ", JobStateName(job.state()),
+      job.reason().empty() ? "" : absl::StrCat(" (", job.reason(), ")"), "\n");
   if (IsTerminal(job.state())) {
     absl::StrAppend(&out, "Exit code:  ", job.exit_code(), "\n");
   }
@@ -230,16 +230,20 @@ std::string DescribeJob(const v1::Job& job) {
   absl::StrAppend(&out, "Resources:  ", spec.resources().nodes(), " node(s) x ",
                   spec.resources().gpus_per_node(), " GPU(s), ",
                   spec.resources().procs_per_node(), " process(es) per node\n");
-  absl::StrAppend(&out, "Retry:      max_attempts=", spec.retry().max_attempts(),
+  absl::StrAppend(&out,
+                  "Retry:      max_attempts=", spec.retry().max_attempts(),
                   " on_failure=", spec.retry().on_failure(),
                   " backoff_s=", spec.retry().backoff_s(), "\n");
   if (spec.after_size() > 0) {
-    absl::StrAppend(&out, "After:      ", absl::StrJoin(spec.after(), ", "), "\n");
+    absl::StrAppend(&out, "After:      ", absl::StrJoin(spec.after(), ", "),
+                    "\n");
   }
   if (spec.command_size() > 0) {
-    absl::StrAppend(&out, "Command:    ", absl::StrJoin(spec.command(), " "), "\n");
+    absl::StrAppend(&out, "Command:    ", absl::StrJoin(spec.command(), " "),
+                    "\n");
   } else if (!spec.run().empty()) {
-    absl::StrAppend(&out, "Run:        (script, ", spec.run().size(), " bytes)\n");
+    absl::StrAppend(&out, "Run:        (script, ", spec.run().size(),
+                    " bytes)\n");
   }
   absl::StrAppend(&out, "Source:     ", job.source_name(), "\n");
   absl::StrAppend(&out, "Submitted:  ", FormatTime(job.submit_time_ms()), "\n");
@@ -468,6 +472,73 @@ std::string TopTables(
   return absl::StrCat("GPUs: ", used, " of ", total, " in use\n\n",
                       Table(node_rows), "\n", Table(user_rows), "\n",
                       Table(job_rows));
+}
+
+nlohmann::json ScoresFromMetrics(const v1::GetJobMetricsResponse& metrics) {
+  nlohmann::json benchmarks = nlohmann::json::object();
+  nlohmann::json out;
+  for (const v1::MetricSeries& series : metrics.series()) {
+    if (series.values_size() == 0) continue;
+    const double value = series.values(series.values_size() - 1);
+    const std::string& key = series.key();
+    if (key == "eval_accuracy") {
+      out["overall_accuracy"] = value;
+      continue;
+    }
+    for (const char* name : {"accuracy", "hits", "total"}) {
+      const std::string prefix = std::string("eval_") + name + "/";
+      if (key.rfind(prefix, 0) == 0 && key.size() > prefix.size()) {
+        const std::string benchmark = key.substr(prefix.size());
+        if (std::string(name) == "accuracy") {
+          benchmarks[benchmark][name] = value;
+        } else {
+          benchmarks[benchmark][name] = static_cast<int64_t>(value);
+        }
+      }
+    }
+  }
+  if (benchmarks.empty()) return nullptr;  // a train job's eval_accuracy alone
+  out["benchmarks"] = benchmarks;
+  return out;
+}
+
+std::string ScoresTable(const nlohmann::json& scores) {
+  if (scores.is_null()) return "";
+  std::vector<std::vector<std::string>> rows = {
+      {"BENCHMARK", "SAMPLES", "HITS", "ACCURACY"}};
+  auto number = [](const nlohmann::json& j, const char* key) {
+    return j.contains(key) ? std::to_string(j[key].get<int64_t>()) : "-";
+  };
+  auto accuracy = [](const nlohmann::json& j) {
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%.4f", j.get<double>());
+    return std::string(buf);
+  };
+  for (const auto& [name, b] : scores["benchmarks"].items()) {
+    rows.push_back({name, number(b, "total"), number(b, "hits"),
+                    b.contains("accuracy") ? accuracy(b["accuracy"]) : "-"});
+  }
+  if (scores.contains("overall_accuracy")) {
+    rows.push_back({"(overall)", "", "", accuracy(scores["overall_accuracy"])});
+  }
+  std::vector<size_t> width(4, 0);
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size(); ++c) {
+      width[c] = std::max(width[c], row[c].size());
+    }
+  }
+  std::string text = "\nScores:\n";
+  for (const auto& row : rows) {
+    std::string line = "  ";
+    for (size_t c = 0; c < row.size(); ++c) {
+      line += row[c];
+      if (c + 1 < row.size())
+        line += std::string(width[c] - row[c].size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    text += line + "\n";
+  }
+  return text;
 }
 
 }  // namespace dcvlr

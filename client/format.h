@@ -32,6 +32,13 @@ std::string MetricsTable(const v1::GetJobMetricsResponse& metrics);
 std::string MetricsCsv(const v1::GetJobMetricsResponse& metrics);
 nlohmann::json MetricsToJson(const v1::GetJobMetricsResponse& metrics);
 
+// An eval job's scores from its newest metrics (`eval_accuracy/<benchmark>`,
+// `eval_hits/...`, `eval_total/...`, `eval_accuracy`): {"benchmarks": {name:
+// {accuracy, hits, total}}, "overall_accuracy": x}; null when it has none.
+nlohmann::json ScoresFromMetrics(const v1::GetJobMetricsResponse& metrics);
+// The same as lines for `dcvlrctl describe`; empty when there are none.
+std::string ScoresTable(const nlohmann::json& scores);
+
 // `dcvlrctl watch`: "step 40/100 [#####.....] 40%  loss 2.3100
 // tokens/s 5123  ETA 1m20s". `max_steps` <= 0: no bar. `eta_s` < 0: none.
 struct Progress {

@@ -285,9 +285,19 @@ int Queue(Client& client) {
   return 0;
 }
 
+int FetchMetrics(Client& client, const std::string& ref, bool latest_only,
+                 const std::vector<std::string>& keys,
+                 v1::GetJobMetricsResponse* out, bool quiet_not_found = false);
+
 int Describe(Client& client, const std::string& ref) {
   v1::Job job;
   if (int rc = GetJob(client, ref, &job); rc != 0) return rc;
+  // An eval job's scores, from its newest metrics.
+  nlohmann::json scores;
+  v1::GetJobMetricsResponse metrics;
+  if (FetchMetrics(client, job.id(), true, {}, &metrics, true) == 0) {
+    scores = ScoresFromMetrics(metrics);
+  }
   v1::GetQueueResponse queue;
   if (int rc = FetchQueue(client, &queue); rc != 0) return rc;
   int position = 0;
@@ -307,10 +317,12 @@ int Describe(Client& client, const std::string& ref) {
                       {"fair_share", entry->fair_share()},
                       {"waiting", entry->reason()}};
     }
+    if (!scores.is_null()) out["scores"] = scores;
     PrintJson(out);
     return 0;
   }
   std::cout << DescribeJob(job);
+  std::cout << ScoresTable(scores);
   if (entry != nullptr) {
     printf("\nQueue:      position %d of %d, effective priority %.1f, "
            "%s's fair share %.3f\n            %s\n",
@@ -438,7 +450,7 @@ int Wait(Client& client, const std::string& ref, double timeout_s) {
 
 int FetchMetrics(Client& client, const std::string& ref, bool latest_only,
                  const std::vector<std::string>& keys,
-                 v1::GetJobMetricsResponse* out, bool quiet_not_found = false) {
+                 v1::GetJobMetricsResponse* out, bool quiet_not_found) {
   v1::GetJobMetricsRequest request;
   request.set_job(ref);
   request.set_latest_only(latest_only);

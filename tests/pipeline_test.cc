@@ -143,6 +143,17 @@ TEST_F(PipelineTest, TrainThenEvalScoresTheFinalCheckpoint) {
   const std::string generated =
       ReadAll(OutputDir(eval) / "small_shapes_benchmark.tsv");
   EXPECT_EQ(generated.rfind("index\t", 0), 0u) << generated.substr(0, 80);
+  // The scores are the job's metrics, and describe shows them.
+  CommandResult describe = cluster_.Ctl({"describe", eval, "-o", "json"});
+  ASSERT_EQ(describe.exit_code, 0) << describe.err;
+  const nlohmann::json scores = nlohmann::json::parse(describe.out)["scores"];
+  EXPECT_EQ(scores["benchmarks"]["shapes"]["hits"], shapes["hits"]);
+  EXPECT_EQ(scores["benchmarks"]["shapes"]["total"], 24);
+  EXPECT_EQ(scores["benchmarks"]["small_shapes"]["total"], 12);
+  EXPECT_DOUBLE_EQ(scores["overall_accuracy"].get<double>(),
+                   summary["overall_statistics"]["overall_accuracy"].get<double>());
+  EXPECT_THAT(cluster_.Ctl({"describe", eval}).out,
+              ::testing::ContainsRegex("small_shapes +12 +[0-9]+ +[0-9.]+"));
   // The eval's log ends with the accuracy.
   EXPECT_THAT(cluster_.Ctl({"logs", eval, "--rank", "0"}).out,
               HasSubstr("done benchmarks=2 samples=36 accuracy="));

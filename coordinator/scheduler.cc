@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <tuple>
 #include <utility>
@@ -102,7 +103,8 @@ class Pass {
       : in_(input),
         config_(input.config ? *input.config : DefaultConfig()),
         book_(input.nodes, input.now_ms),
-        grace_ms_(static_cast<int64_t>(config_.default_grace_s * 1000)) {}
+        grace_ms_(static_cast<int64_t>(config_.default_grace_s * 1000)),
+        explain_(input.explain) {}
 
   SchedulerDecisions Run();
 
@@ -120,6 +122,10 @@ class Pass {
     int64_t time_limit_ms;
     double effective_priority;
     const PendingJob* spec;
+    int shape;  // index into shapes_
+    // The shortest time limit (kNever for none) among the jobs of its shape
+    // after it in the order; kNoneLeft when it is the last of its shape.
+    int64_t rest_limit;
   };
 
   // The order among jobs of one tier and fair-share factor.
@@ -134,10 +140,19 @@ class Pass {
     return std::min(config_.aging_max_points,
                     config_.aging_points_per_hour * (at_ms - since_ms) / 3.6e6);
   }
+  // What Schedule() returns for a waiting job when the pass does not
+  // explain.
+  static constexpr int kWaits = 0;
+  // The index of the reason `text()` makes, or kWaits when not explaining.
+  template <typename Text>
+  int Explain(Text text) {
+    return explain_ ? Intern(text()) : kWaits;
+  }
   int AccountOf(const std::string& user, const std::string& group);
   std::string GroupOf(const std::string& user, const std::string& group) const;
   void BuildAccounts();
-  std::vector<Job> Order();
+  // Indices into jobs_, in order.
+  std::vector<uint32_t> Order();
   void BuildTimeline();
   // The reason the job's quota holds it back (an index into out_.reasons),
   // -1 for none.
@@ -155,16 +170,25 @@ class Pass {
   bool StartsBy(int count, int gpus, int64_t at_ms) const;
   void Reserve(const Job& job, const std::vector<int>& nodes, int64_t start);
   std::string Where(const std::vector<int>& nodes, int64_t start) const;
+  // Step 5: fills rest_limit and shape_limit_ for `order`.
+  void PrepareSettle(const std::vector<uint32_t>& order);
+  // Whether no job after `job` (just scheduled) can change a decision.
+  bool Settled(const Job& job);
+  // Whether a job of shape `s` whose time limit is shape_limit_[s] may be
+  // placed now or reserve GPUs that come free within a grace.
+  bool MayDecide(int s);
+  int ShapeOf(int nodes, int gpus);
 
   const SchedulerInput& in_;
   const ClusterConfig& config_;
   ClusterBook book_;
   const int64_t grace_ms_;
+  const bool explain_;
   SchedulerDecisions out_;
 
   static constexpr int kMaxPriority = 100;
   NameIndex account_index_;
-  std::vector<Job> jobs_;  // in queue order, until Order() takes them
+  std::vector<Job> jobs_;  // in queue order
   bool present_[kMaxPriority + 1] = {};  // some pending job has priority p
   bool in_order_ = true;                 // the queue comes in Before() order
   std::vector<int> user_quota_;          // by account
@@ -226,6 +250,33 @@ class Pass {
   // with g free GPUs", -1 until built.
   std::vector<int> wanted_;
   int most_gpus_ = 0;
+
+  // Step 5. Shapes (nodes, GPUs per node) of pending jobs; shape_table_
+  // indexes small ones directly, shape_index_ the rest.
+  static constexpr int kTableNodes = 64, kTableGpus = 16;
+  static constexpr int64_t kNoneLeft = -1;
+  std::vector<std::pair<int, int>> shapes_;
+  std::vector<int16_t> shape_table_;
+  absl::flat_hash_map<uint64_t, int> shape_index_;
+  // By shape: the shortest time limit among its jobs not yet scheduled
+  // (kNoneLeft: none left), and the book's version when it was found
+  // unable to decide anything (so until the next decision, as limits
+  // only grow).
+  std::vector<int64_t> shape_limit_;
+  std::vector<int64_t> dead_at_;
+  // Counts decisions, each of which changes the book.
+  int64_t version_ = 0;
+  // A shape found able to decide, its limit and the version then.
+  int witness_ = -1;
+  int64_t witness_limit_ = 0, witness_version_ = -1;
+  // soon_[g]: nodes where g GPUs come free for good within a grace, as of
+  // soon_version_.
+  std::vector<int> soon_;
+  int64_t soon_version_ = -1;
+  // Pending jobs (not yet scheduled) of higher priority than the lowest
+  // running attempt that is not stopping, with preemption on.
+  int lowest_running_priority_ = std::numeric_limits<int>::max();
+  int64_t preempters_left_ = 0;
 };
 
 std::string Pass::GroupOf(const std::string& user,
@@ -266,15 +317,20 @@ void Pass::BuildAccounts() {
     last = &spec;
     const int base = std::clamp(spec.priority, 0, kMaxPriority);
     present_[base] = true;
-    jobs_.push_back({0, static_cast<int>(i), account, std::max(1, spec.nodes),
-                     std::max(0, spec.gpus_per_node), spec.priority,
-                     spec.time_limit_ms,
-                     base + Aging(spec.submit_ms, in_.now_ms), &spec});
+    const int nodes = std::max(1, spec.nodes);
+    const int gpus = std::max(0, spec.gpus_per_node);
+    jobs_.push_back({0, static_cast<int>(i), account, nodes, gpus,
+                     spec.priority, spec.time_limit_ms,
+                     base + Aging(spec.submit_ms, in_.now_ms), &spec,
+                     explain_ ? 0 : ShapeOf(nodes, gpus), kNoneLeft});
   }
   std::vector<int> running_account;
   running_account.reserve(in_.running.size());
   for (const RunningAttempt& r : in_.running) {
     running_account.push_back(AccountOf(r.user, r.group));
+    if (!r.stopping) {
+      lowest_running_priority_ = std::min(lowest_running_priority_, r.priority);
+    }
   }
   for (const auto& [user, usage] : in_.usage.user_gpu_s) AccountOf(user, "");
   std::vector<ShareAccount> accounts;
@@ -313,7 +369,7 @@ void Pass::BuildAccounts() {
 }
 
 // Step 2.
-std::vector<Pass::Job> Pass::Order() {
+std::vector<uint32_t> Pass::Order() {
   constexpr int kMax = kMaxPriority;
   // highest[x]: the highest priority of a pending job <= x, -1 for none.
   std::vector<int> highest(kMax + 1, -1);
@@ -321,7 +377,7 @@ std::vector<Pass::Job> Pass::Order() {
     if (present_[p]) last = p;
     highest[p] = last;
   }
-  std::vector<Job> jobs = std::move(jobs_);
+  std::vector<Job>& jobs = jobs_;
   for (Job& job : jobs) {
     const int base = std::clamp(job.priority, 0, kMax);
     // The job competes in the highest tier of pending priorities its aged
@@ -377,8 +433,8 @@ std::vector<Pass::Job> Pass::Order() {
     offset[by_key[r]] = at;
     at += start[by_key[r] + 1];
   }
-  std::vector<Job> sorted(jobs.size());
-  for (uint32_t i : order) sorted[offset[bucket[i]]++] = jobs[i];
+  std::vector<uint32_t> sorted(jobs.size());
+  for (uint32_t i : order) sorted[offset[bucket[i]]++] = i;
   return sorted;
 }
 
@@ -468,6 +524,7 @@ int Pass::QuotaReason(const Job& job, int total) {
        group_used_[account_group_[job.account]] + total <= group_max)) {
     return -1;
   }
+  if (!explain_) return kWaits;
   const uint64_t key = uint64_t(job.account) << 32 | uint32_t(total);
   auto [it, inserted] = quota_reason_.try_emplace(key, -1);
   if (inserted) it->second = Intern(QuotaText(job, total));
@@ -508,6 +565,7 @@ int64_t Pass::StartOn(const std::vector<int>& nodes, int gpus) const {
 
 void Pass::Reserve(const Job& job, const std::vector<int>& nodes,
                    int64_t start) {
+  ++version_;
   Reservation reservation{job.spec->id, start, {}, job.gpus};
   for (int node : nodes) {
     book_.AddClaim(node, start, job.gpus);
@@ -531,8 +589,10 @@ std::string Pass::Where(const std::vector<int>& nodes, int64_t start) const {
 
 // Steps 4c and 4d: the job cannot start now.
 int Pass::Block(const Job& job, int n, int g) {
-  int wanted;
-  if (book_.NodesWithFree(g) >= n) {
+  int wanted = kWaits;
+  if (!explain_) {
+    // No reason to build.
+  } else if (book_.NodesWithFree(g) >= n) {
     const bool limited = job.time_limit_ms > 0;
     if (reserved_reason_[limited] < 0) {
       reserved_reason_[limited] = Intern(
@@ -571,8 +631,10 @@ int Pass::Block(const Job& job, int n, int g) {
     if (start <= soon) {
       // GPUs come free within a grace (stopping victims, limits): hold them.
       Reserve(job, nodes, start);
-      return Intern(absl::StrCat("waiting for GPUs that are being freed; ",
-                                 Where(nodes, start)));
+      return Explain([&] {
+        return absl::StrCat("waiting for GPUs that are being freed; ",
+                            Where(nodes, start));
+      });
     }
     not_soon_.push_back({n, g, 100});
     if (start == kNever) never_.push_back({n, g, 100});
@@ -592,12 +654,15 @@ int Pass::Block(const Job& job, int n, int g) {
                           spec.priority, " > ", r.priority, ")")});
         Victims().MarkStopping(&book_, victim, soon);
       }
+      ++version_;
       no_room_.clear();  // releases moved earlier
       const int64_t at = StartOn(choice->nodes, g);
       Reserve(job, choice->nodes, at);
-      return Intern(absl::StrCat(
-          "waiting for ", Plural(choice->victims.size(), "preempted attempt"),
-          " to stop; ", Where(choice->nodes, at)));
+      return Explain([&] {
+        return absl::StrCat("waiting for ",
+                            Plural(choice->victims.size(), "preempted attempt"),
+                            " to stop; ", Where(choice->nodes, at));
+      });
     }
   }
   if (reservations_left_ > 0 && !Covered(never_, n, g, 100)) {
@@ -608,8 +673,9 @@ int Pass::Block(const Job& job, int n, int g) {
     }
     --reservations_left_;
     Reserve(job, nodes, start);
-    return Intern(
-        absl::StrCat(out_.reasons[wanted], "; ", Where(nodes, start)));
+    return Explain([&] {
+      return absl::StrCat(out_.reasons[wanted], "; ", Where(nodes, start));
+    });
   }
   return wanted;
 }
@@ -621,8 +687,10 @@ int Pass::Schedule(const Job& job) {
   // 4a.
   if (int reason = QuotaReason(job, total); reason >= 0) return reason;
   if (static_cast<int>(node_sizes_.size()) < n || node_sizes_[n - 1] < g) {
-    return Intern(absl::StrCat("waiting: the cluster has no ",
-                               Plural(n, "node"), " with ", Plural(g, "GPU")));
+    return Explain([&] {
+      return absl::StrCat("waiting: the cluster has no ", Plural(n, "node"),
+                          " with ", Plural(g, "GPU"));
+    });
   }
   // 4b.
   const int64_t end =
@@ -643,21 +711,119 @@ int Pass::Schedule(const Job& job) {
     placement.nodes.push_back({in_.nodes[node].name, book_.Take(node, g, end)});
   }
   out_.placements.push_back(std::move(placement));
+  ++version_;
   user_used_[job.account] += total;
   group_used_[account_group_[job.account]] += total;
   quota_reason_.clear();  // the counts in them changed
   return -1;
 }
 
+int Pass::ShapeOf(int nodes, int gpus) {
+  if (nodes < kTableNodes && gpus < kTableGpus) {
+    if (shape_table_.empty()) shape_table_.assign(kTableNodes * kTableGpus, -1);
+    int16_t& s = shape_table_[nodes * kTableGpus + gpus];
+    if (s < 0) {
+      s = static_cast<int16_t>(shapes_.size());
+      shapes_.push_back({nodes, gpus});
+    }
+    return s;
+  }
+  auto [it, inserted] = shape_index_.try_emplace(
+      uint64_t(nodes) << 32 | uint32_t(gpus), static_cast<int>(shapes_.size()));
+  if (inserted) shapes_.push_back({nodes, gpus});
+  return it->second;
+}
+
+void Pass::PrepareSettle(const std::vector<uint32_t>& order) {
+  shape_limit_.assign(shapes_.size(), kNoneLeft);
+  dead_at_.assign(shapes_.size(), -1);
+  for (size_t i = order.size(); i-- > 0;) {
+    Job& job = jobs_[order[i]];
+    int64_t& limit = shape_limit_[job.shape];
+    job.rest_limit = limit;
+    const int64_t own = job.time_limit_ms > 0 ? job.time_limit_ms : kNever;
+    if (limit == kNoneLeft || own < limit) limit = own;
+    if (config_.preemption && job.priority > lowest_running_priority_) {
+      ++preempters_left_;
+    }
+  }
+}
+
+bool Pass::MayDecide(int s) {
+  const auto [n, g] = shapes_[s];
+  if (static_cast<int>(node_sizes_.size()) < n || node_sizes_[n - 1] < g) {
+    return false;  // such jobs wait for ever
+  }
+  const int64_t limit = shape_limit_[s];
+  const int64_t end = limit == kNever ? kNever : in_.now_ms + limit;
+  // 4b: a later end fits on no more nodes (ClusterBook::CanTake).
+  if (book_.NodesWithFree(g) >= n &&
+      static_cast<int>(book_.FindNodes(n, g, end).size()) >= n) {
+    return true;
+  }
+  if (g <= 0) return false;  // fits nowhere, now or later
+  // 4d with no reservation left: only GPUs free for good within a grace
+  // make one. A node where that holds has them free now or has a release
+  // by then.
+  if (soon_version_ != version_) {
+    soon_.assign(most_gpus_ + 1, 0);
+    const int64_t soon = in_.now_ms + grace_ms_;
+    for (int node = 0; node < book_.size(); ++node) {
+      if (book_.free_now(node) == 0 && !book_.ReleasesBy(node, soon)) continue;
+      for (int k = 1; k <= most_gpus_; ++k) {
+        if (book_.EarliestStart(node, k) > soon) break;  // and for more
+        ++soon_[k];
+      }
+    }
+    soon_version_ = version_;
+  }
+  return g <= most_gpus_ && soon_[g] >= n;
+}
+
+bool Pass::Settled(const Job& job) {
+  shape_limit_[job.shape] = job.rest_limit;
+  if (config_.preemption && job.priority > lowest_running_priority_) {
+    --preempters_left_;
+  }
+  if (reservations_left_ > 0 || preempters_left_ > 0) return false;
+  if (witness_ >= 0 && witness_version_ == version_ &&
+      shape_limit_[witness_] == witness_limit_) {
+    return false;
+  }
+  for (int s = 0; s < static_cast<int>(shapes_.size()); ++s) {
+    // A shape unable to decide stays so until the next decision: its
+    // shortest limit only grows.
+    if (shape_limit_[s] == kNoneLeft || dead_at_[s] == version_) continue;
+    if (MayDecide(s)) {
+      witness_ = s;
+      witness_limit_ = shape_limit_[s];
+      witness_version_ = version_;
+      return false;
+    }
+    dead_at_[s] = version_;
+  }
+  return true;
+}
+
 SchedulerDecisions Pass::Run() {
   reservations_left_ = config_.max_reservations;
   BuildAccounts();
-  std::vector<Job> jobs = Order();
+  const std::vector<uint32_t> order = Order();
   BuildTimeline();
-  out_.queue.reserve(jobs.size());
-  for (const Job& job : jobs) {
-    out_.queue.push_back(
-        {job.index, job.account, job.effective_priority, Schedule(job)});
+  if (explain_) {
+    out_.queue.reserve(order.size());
+    for (uint32_t i : order) {
+      const Job& job = jobs_[i];
+      out_.queue.push_back(
+          {job.index, job.account, job.effective_priority, Schedule(job)});
+    }
+    return std::move(out_);
+  }
+  PrepareSettle(order);
+  for (uint32_t i : order) {
+    const Job& job = jobs_[i];
+    Schedule(job);
+    if (Settled(job)) break;
   }
   return std::move(out_);
 }

@@ -82,6 +82,13 @@ struct SchedulerInput {
   Usage usage;  // decayed GPU-seconds as of about now_ms (UsageLedger)
   // Null: ClusterConfig's defaults (equal shares, no quotas, no preemption).
   std::shared_ptr<const ClusterConfig> config;
+  // Whether to explain the queue: order every pending job and give each its
+  // reason for waiting (SchedulerDecisions::queue and reasons), which only
+  // people read (`dcvlrctl queue`, `describe`). Without, the decisions are
+  // the same (placements, preemptions, reservations, fair shares), and the
+  // pass stops reading the ordered queue as soon as no later job can change
+  // them.
+  bool explain = true;
 };
 
 struct Placement {
@@ -121,9 +128,11 @@ struct SchedulerDecisions {
   std::vector<Placement> placements;
   std::vector<Preemption> preemptions;
   std::vector<Reservation> reservations;
-  std::vector<QueueEntry> queue;  // every pending job, in order
+  // Every pending job, in order; empty unless the input asked to explain.
+  std::vector<QueueEntry> queue;
   // Distinct reasons for waiting ("waiting for 2 nodes with 8 free GPUs"),
-  // shared by every job that waits for the same one.
+  // shared by every job that waits for the same one; empty unless the input
+  // asked to explain.
   std::vector<std::string> reasons;
   std::vector<FairShare> fair_shares;  // users with work, usage or config
 };
@@ -171,6 +180,13 @@ class SchedulingPolicy {
 //      d. A blocked job that preempted, or one of the first max_reservations
 //         blocked jobs, reserves the nodes where it can start earliest;
 //         later jobs (step b) must not delay it.
+//   5. Unless asked to explain, the pass stops at the first job after
+//      which no later one can change a decision: no reservation is left to
+//      make, no later job outranks a running attempt it could preempt, and
+//      for every shape (nodes, GPUs per node) still waiting, neither its
+//      job with the shortest time limit fits now (4b) nor do enough nodes
+//      come free for it within the default grace (4d). Decisions are then
+//      the same as those of a pass that explains.
 //   No loops: only attempts that rank below the job (lower priority, and
 //   lower aged priority when they started) are preempted, so a requeued
 //   victim cannot outrank the job and take its GPUs back; and a job whose

@@ -63,6 +63,15 @@ class ClusterBook {
   // (see LabPolicy), and returns their indices, ascending.
   std::vector<int> Take(int node, int gpus, int64_t end_ms);
 
+  // Whether GPUs of `node` come free (a release) at or before `at_ms`.
+  bool ReleasesBy(int node, int64_t at_ms) const {
+    for (const Event& e : nodes_[node].events) {
+      if (e.at_ms > at_ms) return false;
+      if (e.delta > 0) return true;
+    }
+    return false;
+  }
+
   // The earliest time from which `node` has `gpus` free GPUs for good,
   // counting releases and claims; kNever if it never does.
   int64_t EarliestStart(int node, int gpus) const;

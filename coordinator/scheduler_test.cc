@@ -4,6 +4,8 @@
 #include <map>
 #include <random>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -735,6 +737,133 @@ TEST(LabPolicyTest, MultiNodeVictimMakesOthersRedundant) {
   input.queue = {Job("urgent", 90, 2, 4)};
   SchedulerDecisions d = LabPolicy().Schedule(input);
   EXPECT_THAT(Victims(d), ElementsAre("gang"));
+}
+
+// --- Explaining ------------------------------------------------------------
+
+// Everything a pass decides, as text: placements, reservations, preemptions
+// and fair shares, in the decisions' order.
+std::string Decided(const SchedulerDecisions& d) {
+  std::string out;
+  for (const Placement& p : d.placements) {
+    absl::StrAppend(&out, "place ", p.job_id);
+    for (const NodePlacement& np : p.nodes) {
+      absl::StrAppend(&out, " ", np.node, "[", absl::StrJoin(np.gpus, ","),
+                      "]");
+    }
+    out += "\n";
+  }
+  for (const Reservation& r : d.reservations) {
+    absl::StrAppend(&out, "reserve ", r.job_id, " at ", r.start_ms, " ",
+                    r.gpus_per_node, " on ", absl::StrJoin(r.nodes, ","), "\n");
+  }
+  for (const Preemption& p : d.preemptions) {
+    absl::StrAppend(&out, "preempt ", p.job_id, "#", p.attempt, " for ",
+                    p.for_job_id, ": ", p.reason, "\n");
+  }
+  for (const FairShare& f : d.fair_shares) {
+    absl::StrAppend(&out, "share ", f.user, " ", f.group, " ", f.factor, "\n");
+  }
+  return out;
+}
+
+// Random clusters, queues and configurations on a fake clock: a pass that
+// does not explain decides exactly what one that explains decides, also on
+// the next pass, after the first one's decisions were applied.
+TEST(LabPolicyTest, PassesThatDoNotExplainDecideTheSame) {
+  std::mt19937 rng(11);
+  auto pick = [&](int n) { return static_cast<int>(rng() % n); };
+  int decided = 0, preempted = 0, short_queues = 0;
+  for (int round = 0; round < 400; ++round) {
+    SchedulerInput input;
+    input.now_ms = kNow;
+    auto config = std::make_shared<ClusterConfig>();
+    config->preemption = pick(2) == 0;
+    config->max_reservations = pick(4);
+    config->default_grace_s = pick(2) == 0 ? 30 : 300;
+    config->aging_points_per_hour = pick(3);
+    if (pick(4) == 0) config->users["u1"].max_gpus = 1 + pick(16);
+    if (pick(4) == 0) {
+      config->users["u2"].group = "g";
+      config->groups["g"].max_gpus = 1 + pick(24);
+    }
+    input.config = config;
+    const int node_count = 1 + pick(10);
+    for (int n = 0; n < node_count; ++n) {
+      NodeSnapshot node = FreeNode(absl::StrCat("n", n));
+      if (pick(3) == 0) node.gpu_domain = {0, 0, 0, 0, 1, 1, 1, 1};
+      int gpu = 0;
+      while (gpu < 8 && pick(4) != 0) {
+        const int size = std::min(8 - gpu, 1 << pick(4));
+        RunningAttempt r =
+            Running(absl::StrCat("r", n, "-", gpu), pick(3) == 0 ? 20 : 50,
+                    {{node.name, {}}}, absl::StrCat("u", pick(4)));
+        for (int k = 0; k < size; ++k) r.placements[0].gpus.push_back(gpu + k);
+        r.started_ms = kNow - pick(200) * kMinute;
+        r.submit_ms = r.started_ms - pick(100) * kHour;
+        r.last_checkpoint_ms = r.started_ms + pick(60) * kMinute;
+        // Limits that end long ago, within a grace, or much later.
+        r.time_limit_ms = pick(5) == 0 ? 0 : (1 + pick(400)) * kMinute;
+        if (pick(8) == 0) {
+          r.stopping = true;
+          r.stop_deadline_ms = kNow + pick(600) * kSecond;
+        }
+        input.running.push_back(r);
+        gpu += size;
+      }
+      node.free_gpus.erase(node.free_gpus.begin(),
+                           node.free_gpus.begin() + gpu);
+      input.nodes.push_back(node);
+    }
+    const int jobs = 1 + pick(pick(5) == 0 ? 8 : 60);
+    short_queues += jobs <= 8;
+    for (int j = 0; j < jobs; ++j) {
+      const int gangs = std::min(node_count + 1, 4);
+      PendingJob job = Job(absl::StrCat("q", j), pick(4) == 0 ? 90 : 50,
+                           pick(4) == 0 ? 1 + pick(gangs) : 1,
+                           pick(10) == 0 ? 0 : 1 << pick(4),
+                           absl::StrCat("u", pick(4)),
+                           pick(4) == 0 ? 0 : (1 + pick(600)) * kMinute);
+      job.submit_ms = kNow - pick(50) * kHour;
+      input.queue.push_back(job);
+    }
+    input.usage.user_gpu_s["u0"] = pick(1000);
+    input.usage.user_gpu_s["u3"] = pick(1000);
+    for (int pass = 0; pass < 2; ++pass) {
+      input.explain = true;
+      const SchedulerDecisions explained = LabPolicy().Schedule(input);
+      input.explain = false;
+      const SchedulerDecisions quiet = LabPolicy().Schedule(input);
+      ASSERT_EQ(Decided(quiet), Decided(explained))
+          << "round " << round << " pass " << pass;
+      EXPECT_THAT(quiet.queue, IsEmpty());
+      EXPECT_THAT(quiet.reasons, IsEmpty());
+      ASSERT_EQ(explained.queue.size(), input.queue.size());
+      decided += !explained.placements.empty() +
+                 !explained.reservations.empty();
+      preempted += !explained.preemptions.empty();
+      // The next pass: placements run (with their limits), victims stop.
+      for (const Placement& p : explained.placements) {
+        int64_t limit = 0;
+        for (const PendingJob& job : input.queue) {
+          if (job.id == p.job_id) limit = job.time_limit_ms;
+        }
+        Apply(&input, p, limit);
+      }
+      for (const Preemption& p : explained.preemptions) {
+        for (RunningAttempt& r : input.running) {
+          if (r.job_id != p.job_id) continue;
+          r.stopping = true;
+          r.stop_deadline_ms = input.now_ms + 30 * kSecond;
+        }
+      }
+      input.now_ms += 30 * kSecond;
+    }
+  }
+  // The rounds exercised what they are meant to.
+  EXPECT_GT(decided, 200);
+  EXPECT_GT(preempted, 20);
+  EXPECT_GT(short_queues, 20);
 }
 
 }  // namespace

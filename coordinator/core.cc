@@ -82,8 +82,9 @@ void Core::SetClusterConfig(std::shared_ptr<const ClusterConfig> config) {
   work_pending_ = true;
 }
 
-v1::GetQueueResponse Core::Queue() const {
-  absl::ReaderMutexLock lock(&mu_);
+v1::GetQueueResponse Core::Queue() {
+  absl::MutexLock lock(&mu_);
+  ExplainLastPass();
   return queue_;
 }
 
@@ -385,8 +386,18 @@ absl::StatusOr<SubmitResult> Core::SubmitFile(const std::string& user,
   return result;
 }
 
-absl::StatusOr<v1::Job> Core::GetJob(const std::string& ref) const {
-  absl::ReaderMutexLock lock(&mu_);
+absl::StatusOr<v1::Job> Core::GetJob(const std::string& ref) {
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    const v1::Job* job = FindJob(ref);
+    if (job == nullptr) {
+      return absl::NotFoundError(absl::StrCat("no job '", ref, "'"));
+    }
+    if (job->state() != v1::JOB_STATE_PENDING || !unexplained_) return *job;
+  }
+  // A pending job's reason comes from the last pass's explanation.
+  absl::MutexLock lock(&mu_);
+  ExplainLastPass();
   const v1::Job* job = FindJob(ref);
   if (job == nullptr) {
     return absl::NotFoundError(absl::StrCat("no job '", ref, "'"));
@@ -1065,6 +1076,8 @@ bool Core::SchedulePass() {
   if (input.queue.empty()) {
     queue_.Clear();
     queue_.set_as_of_ms(now);
+    explained_ms_ = now;
+    unexplained_.reset();
     return false;
   }
   const int64_t began_ns = options_.steady_ns ? options_.steady_ns() : 0;
@@ -1089,6 +1102,8 @@ bool Core::SchedulePass() {
     input.nodes.push_back(std::move(snapshot));
   }
 
+  input.explain = !explained_ms_ || options_.explain_interval_ms <= 0 ||
+                  now - *explained_ms_ >= options_.explain_interval_ms;
   SchedulerDecisions decisions = policy_->Schedule(input);
   bool changed = false;
   for (const Preemption& preemption : decisions.preemptions) {
@@ -1131,16 +1146,43 @@ bool Core::SchedulePass() {
     changed = true;
   }
 
+  if (input.explain) {
+    ShowQueue(input, decisions);
+    unexplained_.reset();
+  } else {
+    unexplained_ = std::move(input);
+  }
+  if (options_.observer != nullptr && options_.steady_ns) {
+    options_.observer->OnSchedulePass(
+        static_cast<double>(options_.steady_ns() - began_ns) / 1e9);
+  }
+  return changed;
+}
+
+void Core::ExplainLastPass() {
+  if (!unexplained_) return;
+  SchedulerInput input = *std::move(unexplained_);
+  unexplained_.reset();
+  input.explain = true;
+  // The policy is a pure function of its input: these are the decisions
+  // the pass applied, now with the queue's order and reasons.
+  ShowQueue(input, policy_->Schedule(input));
+}
+
+void Core::ShowQueue(const SchedulerInput& input,
+                     const SchedulerDecisions& decisions) {
   // What `dcvlrctl queue` shows.
+  explained_ms_ = input.now_ms;
   queue_.Clear();
-  queue_.set_as_of_ms(now);
+  queue_.set_as_of_ms(input.now_ms);
   for (const QueueEntry& entry : decisions.queue) {
     if (entry.reason < 0) continue;  // placed in this pass
     const PendingJob& pending = input.queue[entry.job];
     const FairShare& account = decisions.fair_shares[entry.account];
     const std::string& reason = decisions.reasons[entry.reason];
     v1::Job* job = FindJob(pending.id);
-    if (job != nullptr && job->reason() != reason) {
+    if (job != nullptr && job->state() == v1::JOB_STATE_PENDING &&
+        job->reason() != reason) {
       // A reason is for people; it is not worth a store write.
       job->set_reason(reason);
     }
@@ -1173,11 +1215,6 @@ bool Core::SchedulePass() {
     out->set_factor(share.factor);
     out->set_gpus_in_use(in_use[share.user]);
   }
-  if (options_.observer != nullptr && options_.steady_ns) {
-    options_.observer->OnSchedulePass(
-        static_cast<double>(options_.steady_ns() - began_ns) / 1e9);
-  }
-  return changed;
 }
 
 bool Core::Tick() {

@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -134,6 +135,12 @@ struct CoreOptions {
   std::function<int64_t()> steady_ns;
   // The benchmarks eval jobs may name.
   BenchmarkRegistry benchmarks = DefaultBenchmarks();
+  // A scheduling pass explains the queue (orders every pending job and gives
+  // each its reason, which costs about as much as deciding) only when this
+  // long passed since the last explanation; Queue() and GetJob() of a
+  // pending job explain a pass that did not, from its own snapshot. 0:
+  // every pass explains.
+  int64_t explain_interval_ms = 1000;
 };
 
 // What a submitted file became: one job per YAML document.
@@ -166,8 +173,9 @@ class Core {
   absl::StatusOr<v1::Job> Submit(const std::string& user,
                                  const std::string& source_name,
                                  const std::string& source, bool dry_run);
-  // `ref` is a job id or a job name (the newest job of that name).
-  absl::StatusOr<v1::Job> GetJob(const std::string& ref) const;
+  // `ref` is a job id or a job name (the newest job of that name). A
+  // pending job's reason is as of the last scheduling pass (see Queue()).
+  absl::StatusOr<v1::Job> GetJob(const std::string& ref);
   std::vector<v1::Job> ListJobs(const v1::ListJobsRequest& request) const;
   absl::StatusOr<v1::Job> Cancel(const std::string& ref,
                                  const std::string& user);
@@ -199,8 +207,14 @@ class Core {
   void SetClusterConfig(std::shared_ptr<const ClusterConfig> config);
   // Replaces the benchmark list (SIGHUP); applies to later submissions.
   void SetBenchmarks(BenchmarkRegistry benchmarks);
-  // The queue as the last scheduling pass ordered it.
-  v1::GetQueueResponse Queue() const;
+  // The queue as of the last scheduling pass that explained it (as_of_ms):
+  // its order, every pending job's reason and the fair shares. When the
+  // last pass did not explain (CoreOptions::explain_interval_ms), it is
+  // explained here from the snapshot it decided on, with the same
+  // decisions, so the view is always that of the last pass; GPUs in use
+  // per user are counted now. Job reasons shown by ListJobs() may be as old
+  // as the last explanation.
+  v1::GetQueueResponse Queue();
   // Nodes, GPUs, jobs and the queue now, with at most `ended_jobs` of the
   // most recent ended jobs.
   ClusterSnapshot Snapshot(size_t ended_jobs = 0) const;
@@ -291,6 +305,12 @@ class Core {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   double GraceFor(const v1::Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   bool SchedulePass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rebuilds queue_ (and pending jobs' reasons) from a pass that explained.
+  void ShowQueue(const SchedulerInput& input,
+                 const SchedulerDecisions& decisions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Explains the last pass if it did not explain itself.
+  void ExplainLastPass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { work_pending_ = true; }
 
@@ -311,6 +331,10 @@ class Core {
   int64_t last_charge_ms_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_usage_save_ms_ ABSL_GUARDED_BY(mu_) = 0;
   v1::GetQueueResponse queue_ ABSL_GUARDED_BY(mu_);
+  // When the last explanation was made (its pass's clock), if ever.
+  std::optional<int64_t> explained_ms_ ABSL_GUARDED_BY(mu_);
+  // The last pass's snapshot when that pass did not explain.
+  std::optional<SchedulerInput> unexplained_ ABSL_GUARDED_BY(mu_);
   BenchmarkRegistry benchmarks_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -416,6 +416,45 @@ TEST_F(CoreTest, QueueShowsOrderReasonsAndFairShares) {
   EXPECT_EQ(queue.users(0).gpus_in_use(), 1);
 }
 
+// Passes explain the queue at most once per explain_interval_ms; a pass
+// that did not is explained when the queue or a pending job is read.
+TEST_F(CoreTest, QueueIsThatOfTheLastPassEvenWhenThePassDidNotExplain) {
+  auto config = std::make_shared<ClusterConfig>();
+  config->groups["vision"].max_gpus = 1;
+  config->users["alice"].group = "vision";
+  core_ = MakeCore(config);
+  int64_t session;
+  Register("n1", 4, &session);
+  Submit(kOneGpu);
+  core_->Tick();  // places it, and explains: the first pass
+  EXPECT_EQ(core_->Queue().entries_size(), 0);
+
+  const std::string second = Submit(kOneGpu);
+  now_ms_ += 100;  // within the interval: this pass does not explain
+  core_->Tick();
+  auto listed = [&](const std::string& id) {
+    for (const v1::Job& job : core_->ListJobs({})) {
+      if (job.id() == id) return job.reason();
+    }
+    return std::string("(not listed)");
+  };
+  EXPECT_EQ(listed(second), "") << "explained before anyone asked";
+  EXPECT_THAT(core_->GetJob(second)->reason(), HasSubstr("quota"));
+  v1::GetQueueResponse queue = core_->Queue();
+  EXPECT_EQ(queue.as_of_ms(), now_ms_);
+  ASSERT_EQ(queue.entries_size(), 1);
+  EXPECT_EQ(queue.entries(0).job_id(), second);
+  EXPECT_THAT(queue.entries(0).reason(), HasSubstr("group vision at quota"));
+
+  // Once the interval has passed, the pass explains by itself.
+  const std::string third = Submit(kOneGpu);
+  now_ms_ += 1000;
+  core_->Tick();
+  EXPECT_THAT(listed(third), HasSubstr("quota"));
+  queue = core_->Queue();
+  EXPECT_EQ(queue.entries_size(), 2);
+}
+
 TEST_F(CoreTest, GpusComeFromOneLocalityDomainWhenTheAgentReportsThem) {
   int64_t session;
   auto channel = Register("n1", 8, &session, {}, {0, 0, 0, 0, 1, 1, 1, 1});

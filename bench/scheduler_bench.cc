@@ -16,7 +16,8 @@
 // first 10,000 jobs on the empty cluster measures bulk throughput.
 //
 // A digest of every pass's decisions (placements, reservations,
-// preemptions) lets two versions of the policy be shown to decide alike.
+// preemptions) lets two versions of the policy, or passes that explain and
+// passes that do not, be shown to decide alike.
 //
 // Fair-share error: over the middle 60% of the arrival period, half the L1
 // distance between each user's delivered GPU-seconds and a weighted
@@ -24,7 +25,12 @@
 // fraction of the total.
 //
 //   scheduler_bench [--quick] [--seed=N] [--preemption] [--load=X]
-//                   [--pass_interval_s=S] [--per_user]
+//                   [--pass_interval_s=S] [--per_user] [--unlimited=F]
+//                   [--explain | --explain_every_s=S]
+//
+// By default no pass explains the queue (orders every job and gives each
+// its reason), as the coordinator's passes between explanations; with
+// --explain every pass does.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -32,6 +38,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <map>
 #include <queue>
 #include <random>
@@ -57,6 +64,10 @@ struct Options {
   double pass_interval_s = 30;
   bool per_user = false;
   double unlimited = 0;  // fraction of jobs without a time limit
+  // A pass explains the queue (SchedulerInput::explain) when at least this
+  // much simulated time passed since the last one that did; 0: every pass
+  // (as the policy did before it could skip explaining), < 0: none.
+  double explain_every_s = -1;
 };
 
 struct SimJob {
@@ -185,6 +196,7 @@ void Burst(const Options& o, const std::vector<SimJob>& jobs,
   SchedulerInput input;
   input.config = config;
   input.now_ms = 1;
+  input.explain = o.explain_every_s >= 0;
   for (int n = 0; n < o.nodes; ++n) {
     NodeSnapshot node{absl::StrCat("n", n), o.gpus_per_node, {}, {}};
     for (int g = 0; g < o.gpus_per_node; ++g) {
@@ -264,6 +276,8 @@ int Run(const Options& o) {
   std::vector<double> window_gpu_s(kUsers, 0), offered_gpu_s(kUsers, 0);
 
   Digest digest;  // of every pass's placements, reservations, preemptions
+  int64_t explained_ms = std::numeric_limits<int64_t>::min();
+  size_t explained = 0;
   std::vector<double> latency_ms, latency_10k_ms, cpu_ms, cpu_10k_ms;
   double schedule_cpu_s = 0;
   std::map<std::string, int> preempted_by;
@@ -360,6 +374,14 @@ int Run(const Options& o) {
     }
     input.now_ms = now;
     input.usage = ledger.usage();
+    input.explain =
+        o.explain_every_s >= 0 &&
+        (explained == 0 ||
+         now - explained_ms >= static_cast<int64_t>(o.explain_every_s * 1000));
+    if (input.explain) {
+      explained_ms = now;
+      ++explained;
+    }
     const double cpu0 = ThreadCpuMs();
     const auto t0 = std::chrono::steady_clock::now();
     SchedulerDecisions d = policy.Schedule(input);
@@ -476,9 +498,9 @@ int Run(const Options& o) {
       o.nodes, o.gpus_per_node, o.jobs, o.load, o.pass_interval_s,
       o.preemption ? "on" : "off", static_cast<unsigned long long>(o.seed));
   std::printf(
-      "simulated: %.1f h, %zu passes, %lld placements, %lld "
+      "simulated: %.1f h, %zu passes (%zu explained), %lld placements, %lld "
       "preemptions, peak pending %zu\n",
-      jobs.back().submit_ms / 3.6e6, latency_ms.size(),
+      jobs.back().submit_ms / 3.6e6, latency_ms.size(), explained,
       static_cast<long long>(placements), static_cast<long long>(preemptions),
       peak_pending);
   if (!preempted_by.empty()) {
@@ -550,11 +572,15 @@ int main(int argc, char** argv) {
       o.unlimited = std::atof(a + 12);
     } else if (std::strncmp(a, "--load=", 7) == 0) {
       o.load = std::atof(a + 7);
+    } else if (std::strcmp(a, "--explain") == 0) {
+      o.explain_every_s = 0;
+    } else if (std::strncmp(a, "--explain_every_s=", 18) == 0) {
+      o.explain_every_s = std::atof(a + 18);
     } else {
       std::fprintf(stderr,
                    "usage: %s [--quick] [--preemption] [--seed=N] "
                    "[--pass_interval_s=S] [--load=X] [--unlimited=F] "
-                   "[--per_user]\n",
+                   "[--per_user] [--explain | --explain_every_s=S]\n",
                    argv[0]);
       return 2;
     }

@@ -8,6 +8,7 @@
 #include <tuple>
 #include <utility>
 
+#include "absl/base/attributes.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -40,19 +41,20 @@ std::string FormatDuration(int64_t ms) {
 // per job and per running attempt: absl's general string hash and an
 // out-of-line memcmp were a tenth of a pass. Both read a name as at most
 // two overlapping words when it is 16 bytes or shorter.
-uint64_t Load8(const char* p) {
+inline uint64_t Load8(const char* p) {
   uint64_t word;
   std::memcpy(&word, p, 8);
   return word;
 }
-uint32_t Load4(const char* p) {
+inline uint32_t Load4(const char* p) {
   uint32_t word;
   std::memcpy(&word, p, 4);
   return word;
 }
 
 // The name as two words that differ whenever two names of one size do.
-std::pair<uint64_t, uint64_t> Words(absl::string_view s) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::pair<uint64_t, uint64_t> Words(
+    absl::string_view s) {
   const char* p = s.data();
   const size_t n = s.size();
   if (n >= 8) return {Load8(p), Load8(p + n - 8)};

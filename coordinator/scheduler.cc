@@ -190,7 +190,7 @@ class Pass {
 
   static constexpr int kMaxPriority = 100;
   NameIndex account_index_;
-  std::vector<Job> jobs_;  // in queue order
+  std::vector<Job> jobs_;                // in queue order
   bool present_[kMaxPriority + 1] = {};  // some pending job has priority p
   bool in_order_ = true;                 // the queue comes in Before() order
   std::vector<int> user_quota_;          // by account

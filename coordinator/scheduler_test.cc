@@ -818,12 +818,13 @@ TEST(LabPolicyTest, PassesThatDoNotExplainDecideTheSame) {
     const int jobs = 1 + pick(pick(5) == 0 ? 8 : 60);
     short_queues += jobs <= 8;
     for (int j = 0; j < jobs; ++j) {
-      const int gangs = std::min(node_count + 1, 4);
-      PendingJob job = Job(absl::StrCat("q", j), pick(4) == 0 ? 90 : 50,
-                           pick(4) == 0 ? 1 + pick(gangs) : 1,
-                           pick(10) == 0 ? 0 : 1 << pick(4),
-                           absl::StrCat("u", pick(4)),
-                           pick(4) == 0 ? 0 : (1 + pick(600)) * kMinute);
+      // Up to one node more than the cluster has.
+      const int max_nodes = std::min(node_count + 1, 4);
+      PendingJob job =
+          Job(absl::StrCat("q", j), pick(4) == 0 ? 90 : 50,
+              pick(4) == 0 ? 1 + pick(max_nodes) : 1,
+              pick(10) == 0 ? 0 : 1 << pick(4), absl::StrCat("u", pick(4)),
+              pick(4) == 0 ? 0 : (1 + pick(600)) * kMinute);
       job.submit_ms = kNow - pick(50) * kHour;
       input.queue.push_back(job);
     }
@@ -839,8 +840,8 @@ TEST(LabPolicyTest, PassesThatDoNotExplainDecideTheSame) {
       EXPECT_THAT(quiet.queue, IsEmpty());
       EXPECT_THAT(quiet.reasons, IsEmpty());
       ASSERT_EQ(explained.queue.size(), input.queue.size());
-      decided += !explained.placements.empty() +
-                 !explained.reservations.empty();
+      decided +=
+          !explained.placements.empty() + !explained.reservations.empty();
       preempted += !explained.preemptions.empty();
       // The next pass: placements run (with their limits), victims stop.
       for (const Placement& p : explained.placements) {

@@ -168,8 +168,9 @@ class Pass {
   // The `count` nodes where `gpus` GPUs come free soonest, and when.
   std::pair<int64_t, std::vector<int>> BestStart(int count, int gpus) const;
   int64_t StartOn(const std::vector<int>& nodes, int gpus) const;
-  // Whether `count` nodes have `gpus` GPUs free for good by `at_ms`.
-  bool StartsBy(int count, int gpus, int64_t at_ms) const;
+  // How many nodes have `gpus` GPUs free for good from now + the default
+  // grace on (ClusterBook::EarliestStart() no later).
+  int FreeSoon(int gpus);
   void Reserve(const Job& job, const std::vector<int>& nodes, int64_t start);
   std::string Where(const std::vector<int>& nodes, int64_t start) const;
   // Step 5: fills rest_limit and shape_limit_ for `order`.
@@ -271,8 +272,7 @@ class Pass {
   // A shape found able to decide, its limit and the version then.
   int witness_ = -1;
   int64_t witness_limit_ = 0, witness_version_ = -1;
-  // soon_[g]: nodes where g GPUs come free for good within a grace, as of
-  // soon_version_.
+  // soon_[g]: FreeSoon(g) as of soon_version_.
   std::vector<int> soon_;
   int64_t soon_version_ = -1;
   // Pending jobs (not yet scheduled) of higher priority than the lowest
@@ -550,12 +550,27 @@ std::pair<int64_t, std::vector<int>> Pass::BestStart(int count,
   return {starts[count - 1].first, nodes};
 }
 
-bool Pass::StartsBy(int count, int gpus, int64_t at_ms) const {
-  int found = 0;
-  for (int node = 0; node < book_.size() && found < count; ++node) {
-    if (book_.EarliestStart(node, gpus) <= at_ms) ++found;
+int Pass::FreeSoon(int gpus) {
+  if (grace_ms_ < 0) return 0;  // no start is earlier than now
+  if (gpus <= 0) return book_.size();
+  if (gpus > most_gpus_) return 0;
+  if (soon_version_ != version_) {
+    // Counted once per state of the book. A node whose free count never
+    // drops below k from `soon` on has k GPUs free for good by then; such
+    // a node has them free now or has a release by then.
+    const int64_t soon = in_.now_ms + grace_ms_;
+    std::vector<int> exactly(most_gpus_ + 1, 0);
+    for (int node = 0; node < book_.size(); ++node) {
+      if (book_.free_now(node) == 0 && !book_.ReleasesBy(node, soon)) continue;
+      const int lowest =
+          book_.MinFreeFrom(node, soon, [](int) { return false; });
+      if (lowest > 0) ++exactly[std::min(lowest, most_gpus_)];
+    }
+    soon_.assign(most_gpus_ + 2, 0);
+    for (int k = most_gpus_; k >= 1; --k) soon_[k] = soon_[k + 1] + exactly[k];
+    soon_version_ = version_;
   }
-  return found >= count;
+  return soon_[gpus];
 }
 
 int64_t Pass::StartOn(const std::vector<int>& nodes, int gpus) const {
@@ -623,7 +638,7 @@ int Pass::Block(const Job& job, int n, int g) {
   int64_t start = kNever;
   std::vector<int> nodes;
   if (!Covered(not_soon_, n, g, 100) && reservations_left_ <= 0 &&
-      !StartsBy(n, g, soon)) {
+      FreeSoon(g) < n) {
     // With no reservation left to make, the nodes and the time matter
     // only when the job can start soon.
     not_soon_.push_back({n, g, 100});
@@ -763,23 +778,9 @@ bool Pass::MayDecide(int s) {
       static_cast<int>(book_.FindNodes(n, g, end).size()) >= n) {
     return true;
   }
-  if (g <= 0) return false;  // fits nowhere, now or later
   // 4d with no reservation left: only GPUs free for good within a grace
-  // make one. A node where that holds has them free now or has a release
-  // by then.
-  if (soon_version_ != version_) {
-    soon_.assign(most_gpus_ + 1, 0);
-    const int64_t soon = in_.now_ms + grace_ms_;
-    for (int node = 0; node < book_.size(); ++node) {
-      if (book_.free_now(node) == 0 && !book_.ReleasesBy(node, soon)) continue;
-      for (int k = 1; k <= most_gpus_; ++k) {
-        if (book_.EarliestStart(node, k) > soon) break;  // and for more
-        ++soon_[k];
-      }
-    }
-    soon_version_ = version_;
-  }
-  return g <= most_gpus_ && soon_[g] >= n;
+  // make one.
+  return g > 0 && FreeSoon(g) >= n;
 }
 
 bool Pass::Settled(const Job& job) {

@@ -739,6 +739,46 @@ TEST(LabPolicyTest, MultiNodeVictimMakesOthersRedundant) {
   EXPECT_THAT(Victims(d), ElementsAre("gang"));
 }
 
+// With no reservation left to make, a blocked job still holds GPUs that
+// come free within the default grace, as many as it needs and no fewer.
+TEST(LabPolicyTest, JobHoldsGpusBeingFreedWhenNoReservationIsLeft) {
+  for (const int stopping_gpus : {1, 2}) {
+    for (const int needed : {1, 2, 3}) {
+      for (const bool explain : {true, false}) {
+        SchedulerInput input;
+        input.now_ms = kNow;
+        input.explain = explain;
+        auto config = std::make_shared<ClusterConfig>();
+        config->max_reservations = 0;
+        input.config = config;
+        input.nodes = {Node("a", {})};
+        RunningAttempt stopping = Running("stopping", 50, {{"a", {}}});
+        RunningAttempt busy = Running("busy", 50, {{"a", {}}});
+        for (int gpu = 0; gpu < 8; ++gpu) {
+          (gpu < stopping_gpus ? stopping : busy)
+              .placements[0]
+              .gpus.push_back(gpu);
+        }
+        stopping.stopping = true;
+        stopping.stop_deadline_ms = kNow + 10 * kSecond;
+        input.running = {stopping, busy};
+        input.queue = {Job("job", 50, 1, needed)};
+        SchedulerDecisions d = LabPolicy().Schedule(input);
+        SCOPED_TRACE(absl::StrCat("stopping ", stopping_gpus, " needed ",
+                                  needed, " explain ", explain));
+        if (needed > stopping_gpus) {
+          EXPECT_THAT(d.reservations, IsEmpty());
+          continue;
+        }
+        ASSERT_EQ(d.reservations.size(), 1u);
+        EXPECT_EQ(d.reservations[0].job_id, "job");
+        EXPECT_EQ(d.reservations[0].start_ms, kNow + 10 * kSecond);
+        EXPECT_THAT(d.reservations[0].nodes, ElementsAre("a"));
+      }
+    }
+  }
+}
+
 // --- Explaining ------------------------------------------------------------
 
 // Everything a pass decides, as text: placements, reservations, preemptions

@@ -169,7 +169,7 @@ class Pass {
   std::pair<int64_t, std::vector<int>> BestStart(int count, int gpus) const;
   int64_t StartOn(const std::vector<int>& nodes, int gpus) const;
   // How many nodes have `gpus` GPUs free for good from now + the default
-  // grace on (ClusterBook::EarliestStart() no later).
+  // grace on, i.e. whose ClusterBook::EarliestStart() is no later.
   int FreeSoon(int gpus);
   void Reserve(const Job& job, const std::vector<int>& nodes, int64_t start);
   std::string Where(const std::vector<int>& nodes, int64_t start) const;

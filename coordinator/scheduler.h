@@ -182,11 +182,12 @@ class SchedulingPolicy {
 //         later jobs (step b) must not delay it.
 //   5. Unless asked to explain, the pass stops at the first job after
 //      which no later one can change a decision: no reservation is left to
-//      make, no later job outranks a running attempt it could preempt, and
-//      for every shape (nodes, GPUs per node) still waiting, neither its
-//      job with the shortest time limit fits now (4b) nor do enough nodes
-//      come free for it within the default grace (4d). Decisions are then
-//      the same as those of a pass that explains.
+//      make, with preemption on no later job has a higher priority than a
+//      running attempt that is not stopping, and for every shape (nodes,
+//      GPUs per node) still waiting, neither its job with the shortest
+//      time limit fits now (4b) nor do enough nodes come free for it
+//      within the default grace (4d). Decisions are then the same as those
+//      of a pass that explains.
 //   No loops: only attempts that rank below the job (lower priority, and
 //   lower aged priority when they started) are preempted, so a requeued
 //   victim cannot outrank the job and take its GPUs back; and a job whose

@@ -17,7 +17,6 @@
 #include "gtest/gtest.h"
 
 namespace dcvlr::testing {
-namespace {
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path);
@@ -25,8 +24,6 @@ std::string ReadAll(const std::string& path) {
   s << in.rdbuf();
   return s.str();
 }
-
-}  // namespace
 
 std::string BinDir() { return DCVLR_BIN_DIR; }
 

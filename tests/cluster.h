@@ -103,6 +103,9 @@ class Cluster {
 // The directory holding the built programs.
 std::string BinDir();
 
+// A file's contents; empty if it cannot be read.
+std::string ReadAll(const std::string& path);
+
 // Waits (polling, bounded) until `condition` holds.
 bool Eventually(const std::function<bool()>& condition,
                 std::chrono::milliseconds timeout = std::chrono::seconds(30));

@@ -7,9 +7,7 @@
 // tests/fake_oumi, which joins a Gloo process group and records what it was
 // given.
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -23,13 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-std::string ReadAll(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 TEST(OumiJobTest, TwoNodeOumiConfigRunsUnderTorchrunOnEveryNode) {
   if (!fs::exists("/usr/bin/torchrun")) {

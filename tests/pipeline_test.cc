@@ -5,8 +5,6 @@
 // fails cancels its eval; a broken benchmark fails the eval with the
 // benchmark's own error as the reason.
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -37,13 +35,6 @@ training:
   save_steps: 2
   seed: 1
 )";
-
-std::string ReadAll(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 class PipelineTest : public ::testing::Test {
  protected:

@@ -18,33 +18,17 @@
 #include <sstream>
 
 #include "worker/eval/tsv.h"
+#include "worker/trainer/test_util.h"
 
 namespace dcvlr::eval {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using ::dcvlr::trainer::testing::FreePort;
+using ::dcvlr::trainer::testing::ReadAll;
 
 constexpr int kRows = 24;
-
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // Starts `bin` with `env` added to ours; stdout and stderr go to `log`.
 // With `sigterm_pending`, the program starts with a SIGTERM already sent

@@ -12,12 +12,14 @@
 #include "worker/trainer/data_cache.h"
 #include "worker/trainer/image.h"
 #include "worker/trainer/synthetic.h"
+#include "worker/trainer/test_util.h"
 #include "worker/trainer/tokenizer.h"
 
 namespace dcvlr::trainer {
 namespace {
 
 namespace fs = std::filesystem;
+using ::dcvlr::trainer::testing::ReadAll;
 
 fs::path TempDir(const std::string& name) {
   fs::path p =
@@ -25,13 +27,6 @@ fs::path TempDir(const std::string& name) {
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
-}
-
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 TEST(ImageTest, PngRoundTrip) {

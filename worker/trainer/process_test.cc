@@ -19,31 +19,15 @@
 #include <thread>
 
 #include "worker/trainer/safetensors_spec_parser.h"
+#include "worker/trainer/test_util.h"
 
 namespace dcvlr::trainer {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+using ::dcvlr::trainer::testing::FreePort;
+using ::dcvlr::trainer::testing::ReadAll;
 
 // Starts dcvlr-train with `env` added to ours; stderr goes to `log`.
 pid_t Spawn(const std::vector<std::string>& args,

@@ -14,7 +14,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
-#include <dlfcn.h>
 #include <torch/version.h>
 
 #include <chrono>
@@ -33,6 +32,7 @@
 #include "worker/trainer/model.h"
 #include "worker/trainer/synthetic.h"
 #include "worker/trainer/tokenizer.h"
+#include "worker/trainer/trainer.h"
 
 namespace dcvlr::eval {
 namespace {
@@ -43,18 +43,6 @@ using Clock = std::chrono::steady_clock;
 std::string Env(const char* name) {
   const char* v = std::getenv(name);
   return v ? v : "";
-}
-
-// As in the trainer: ATen's thread count does not reach OpenBLAS.
-void SetBlasThreads(int n) {
-  for (const char* name :
-       {"openblas_set_num_threads", "goto_set_num_threads"}) {
-    if (auto fn =
-            reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, name))) {
-      fn(n);
-      return;
-    }
-  }
 }
 
 std::string DecodeText(const std::vector<int64_t>& ids) {
@@ -102,7 +90,7 @@ int RunEvaluation(const EvalConfig& given, const std::atomic<bool>& stop) {
 #endif
   at::set_num_threads(config.num_threads > 0 ? config.num_threads
                                              : (device.is_cuda() ? 4 : 1));
-  SetBlasThreads(at::get_num_threads());
+  trainer::SetBlasThreads(at::get_num_threads());
   const bool bf16 =
       config.dtype == "bf16" || (config.dtype == "auto" && device.is_cuda());
 

@@ -182,20 +182,6 @@ EvalResult Evaluate(const VlmModel& model, const Dataset& data,
   return r;
 }
 
-// ATen's thread setting does not reach OpenBLAS, whose pool (one thread per
-// core by default) would then fight the other ranks for the cores. The
-// symbol is looked up at run time so other BLAS builds link unchanged.
-void SetBlasThreads(int n) {
-  for (const char* name :
-       {"openblas_set_num_threads", "goto_set_num_threads"}) {
-    if (auto fn =
-            reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, name))) {
-      fn(n);
-      return;
-    }
-  }
-}
-
 double PeakFlops(at::Device device, std::string* name) {
   if (const char* v = std::getenv("DCVLR_PEAK_FLOPS")) return std::atof(v);
 #ifdef DCVLR_WITH_CUDA
@@ -532,6 +518,20 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
     log(buf);
   }
   return kExitOk;
+}
+
+// ATen's thread setting does not reach OpenBLAS, whose pool (one thread per
+// core by default) would then fight the other ranks for the cores. The
+// symbol is looked up at run time so other BLAS builds link unchanged.
+void SetBlasThreads(int n) {
+  for (const char* name :
+       {"openblas_set_num_threads", "goto_set_num_threads"}) {
+    if (auto fn =
+            reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, name))) {
+      fn(n);
+      return;
+    }
+  }
 }
 
 }  // namespace dcvlr::trainer

@@ -34,6 +34,10 @@ struct RunPaths {
 // Runs training to the end (or until `stop` is set, after which every rank
 // finishes its step, a checkpoint is committed and kExitRequeue returned).
 // Returns one of the exit codes above.
+// Sets the BLAS library's own thread count (ATen's does not reach
+// OpenBLAS), when the loaded BLAS has such a call.
+void SetBlasThreads(int n);
+
 int RunTraining(const TrainerConfig& config, const RunPaths& paths,
                 const std::atomic<bool>& stop);
 

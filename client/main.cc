@@ -123,13 +123,7 @@ std::string ShellWord(const std::string& word) {
     safe = safe && (absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
                     std::string("-_./=:,@%+<>").find(c) != std::string::npos);
   }
-  if (safe) return word;
-  std::string out = "'";
-  for (char c : word) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
-  }
-  return out + "'";
+  return safe ? word : ShellQuote(word);
 }
 
 // What `--nodes`, `--gpus-per-node` and the file's place add to it.

@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/launch.h"
 #include "common/yaml_checker.h"
 #include "common/yaml_json.h"
 #include "yaml-cpp/yaml.h"
@@ -101,17 +102,6 @@ void EmitAsRead(YAML::Emitter& out, const YAML::Node& node) {
   }
 }
 
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out += c;
-  }
-  return out + "'";
-}
-
 // Variables that the agent sets for every process (DESIGN.md "Process
 // contract"); a job file may not override them.
 bool IsReservedEnv(const std::string& name) {
@@ -186,6 +176,7 @@ class Parser : public YamlChecker {
   void ParseTrain(const YAML::Node& root);
   void ParseEval(const YAML::Node& root);
   void ParseEnvMap(const YAML::Node& node, const std::string& key);
+  void ParseSchedulingKeys(const YAML::Node& map, const std::string& prefix);
   void ApplyOptions();
   void Warn(const YAML::Node& at, const std::string& key,
             const std::string& message);
@@ -437,6 +428,41 @@ void Parser::ApplyOptions() {
   }
 }
 
+// The keys that say how a job is scheduled and retried, in `map` (the file's
+// top level, or a launcher job's `dcvlr:` section, whose keys are named with
+// `prefix`).
+void Parser::ParseSchedulingKeys(const YAML::Node& map,
+                                 const std::string& prefix) {
+  if (YAML::Node n = map["priority"]) {
+    if (auto v = Int(n, prefix + "priority", 0, 100)) spec().set_priority(*v);
+  }
+  if (YAML::Node n = map["retry"]) ParseRetry(n);
+  if (YAML::Node n = map["after"]) {
+    for (const std::string& ref : StringList(n, prefix + "after", true)) {
+      spec().add_after(ref);
+    }
+  }
+  if (YAML::Node n = map["checkpoint_dir"]) {
+    if (auto dir = String(n, prefix + "checkpoint_dir")) {
+      if (dir->empty() || (*dir)[0] != '/') {
+        Error(n, prefix + "checkpoint_dir",
+              absl::StrCat("must be an absolute path, got '", *dir, "'"));
+      }
+      spec().set_checkpoint_dir(*dir);
+    }
+  }
+  if (YAML::Node n = map["grace_s"]) {
+    if (auto v = Number(n, prefix + "grace_s", 0, kMaxGraceS)) {
+      spec().set_grace_s(*v);
+    }
+  }
+  if (YAML::Node n = map["time_limit_s"]) {
+    if (auto v = Number(n, prefix + "time_limit_s", 0, 30 * 86400.0)) {
+      spec().set_time_limit_s(*v);
+    }
+  }
+}
+
 void Parser::ParseJob(const YAML::Node& file_root) {
   // An Oumi training config may carry dcvlr's keys in a `dcvlr:` section;
   // they are read as if they stood at the top level. (yaml-cpp's Node
@@ -514,9 +540,6 @@ void Parser::ParseJob(const YAML::Node& file_root) {
   retry->set_backoff_s(5);
   spec().set_grace_s(30);
 
-  if (YAML::Node n = root["priority"]) {
-    if (auto v = Int(n, "priority", 0, 100)) spec().set_priority(*v);
-  }
   if (YAML::Node n = root["resources"]) ParseResources(n);
   ApplyOptions();
   if (procs_per_gpu_) {
@@ -528,30 +551,8 @@ void Parser::ParseJob(const YAML::Node& file_root) {
   } else if (resources->procs_per_node() == 0) {
     resources->set_procs_per_node(1);
   }
-  if (YAML::Node n = root["retry"]) ParseRetry(n);
-  if (YAML::Node n = root["after"]) {
-    for (const std::string& ref : StringList(n, "after", true)) {
-      spec().add_after(ref);
-    }
-  }
-  if (YAML::Node n = root["checkpoint_dir"]) {
-    if (auto dir = String(n, "checkpoint_dir")) {
-      if (dir->empty() || (*dir)[0] != '/') {
-        Error(n, "checkpoint_dir",
-              absl::StrCat("must be an absolute path, got '", *dir, "'"));
-      }
-      spec().set_checkpoint_dir(*dir);
-    }
-  }
+  ParseSchedulingKeys(root, "");
   if (YAML::Node n = root["env"]) ParseEnv(n);
-  if (YAML::Node n = root["grace_s"]) {
-    if (auto v = Number(n, "grace_s", 0, kMaxGraceS)) spec().set_grace_s(*v);
-  }
-  if (YAML::Node n = root["time_limit_s"]) {
-    if (auto v = Number(n, "time_limit_s", 0, 30 * 86400.0)) {
-      spec().set_time_limit_s(*v);
-    }
-  }
   ParseProgram(root);
 
   if (spec().kind() == v1::JOB_KIND_TRAIN) {
@@ -871,34 +872,7 @@ void Parser::ParseLauncherJob(const YAML::Node& root) {
     if (CheckMap(section, "dcvlr",
                  {"priority", "retry", "after", "checkpoint_dir", "grace_s",
                   "time_limit_s"})) {
-      if (YAML::Node n = section["priority"]) {
-        if (auto v = Int(n, "dcvlr.priority", 0, 100)) spec().set_priority(*v);
-      }
-      if (YAML::Node n = section["retry"]) ParseRetry(n);
-      if (YAML::Node n = section["after"]) {
-        for (const std::string& ref : StringList(n, "dcvlr.after", true)) {
-          spec().add_after(ref);
-        }
-      }
-      if (YAML::Node n = section["checkpoint_dir"]) {
-        if (auto dir = String(n, "dcvlr.checkpoint_dir")) {
-          if (dir->empty() || (*dir)[0] != '/') {
-            Error(n, "dcvlr.checkpoint_dir",
-                  absl::StrCat("must be an absolute path, got '", *dir, "'"));
-          }
-          spec().set_checkpoint_dir(*dir);
-        }
-      }
-      if (YAML::Node n = section["grace_s"]) {
-        if (auto v = Number(n, "dcvlr.grace_s", 0, kMaxGraceS)) {
-          spec().set_grace_s(*v);
-        }
-      }
-      if (YAML::Node n = section["time_limit_s"]) {
-        if (auto v = Number(n, "dcvlr.time_limit_s", 0, 30 * 86400.0)) {
-          spec().set_time_limit_s(*v);
-        }
-      }
+      ParseSchedulingKeys(section, "dcvlr.");
     }
   }
 

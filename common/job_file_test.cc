@@ -194,6 +194,19 @@ TEST(JobFileTest, OumiLauncherJobRunsSetupThenRunOnEveryNode) {
   EXPECT_THAT(parsed->warnings[0],
               HasSubstr("launch.yaml:3:13: resources.cloud: ignored"));
 
+  auto scheduled = ParseJobFile(
+      "launch.yaml",
+      "num_nodes: 1\nrun: x\n"
+      "dcvlr: {priority: 80, after: [prep], grace_s: 90, time_limit_s: 60}\n");
+  ASSERT_TRUE(scheduled.ok()) << scheduled.status();
+  EXPECT_EQ(scheduled->spec.priority(), 80);
+  EXPECT_THAT(scheduled->spec.after(), ::testing::ElementsAre("prep"));
+  EXPECT_DOUBLE_EQ(scheduled->spec.grace_s(), 90);
+  EXPECT_DOUBLE_EQ(scheduled->spec.time_limit_s(), 60);
+  EXPECT_THAT(ErrorOf("num_nodes: 1\nrun: x\ndcvlr: {checkpoint_dir: ckpt}\n"),
+              HasSubstr("job.yaml:3:25: dcvlr.checkpoint_dir: must be an "
+                        "absolute path"));
+
   EXPECT_THAT(ErrorOf("num_nodes: 1\nresources: {accelerators: \"A100:lots\"}\n"
                       "run: x\n"),
               HasSubstr("job.yaml:2:27: resources.accelerators: expected "

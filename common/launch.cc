@@ -44,6 +44,18 @@ std::map<std::string, std::string> NodeEnvironment(const v1::JobSpec& spec,
 
 }  // namespace
 
+std::string ShellQuote(const std::string& word) {
+  std::string out = "'";
+  for (char c : word) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
 std::vector<std::string> OumiTorchrunArgv(const v1::JobSpec& spec,
                                           const NodeContext& node) {
   // The underscore spellings: every torchrun takes them (1.x knows no

@@ -59,6 +59,9 @@ struct NodePlan {
 absl::StatusOr<NodePlan> PlanNode(const v1::JobSpec& spec,
                                   const NodeContext& node);
 
+// `word` single-quoted for bash, whatever it holds.
+std::string ShellQuote(const std::string& word);
+
 // The torchrun command line of an LAUNCHER_TORCHRUN_OUMI job on `node`.
 std::vector<std::string> OumiTorchrunArgv(const v1::JobSpec& spec,
                                           const NodeContext& node);

@@ -190,18 +190,13 @@ void Core::Commit(v1::Job& job) {
 
 // ---------------------------------------------------------------- client API
 
-namespace {
-
-// A job of the same file's earlier documents, by name.
-const v1::Job* FindInBatch(const std::vector<v1::Job>& batch,
-                           const std::string& ref) {
+const v1::Job* Core::FindJob(const std::string& ref,
+                             const std::vector<v1::Job>& batch) const {
   for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
     if (it->spec().name() == ref || it->id() == ref) return &*it;
   }
-  return nullptr;
+  return FindJob(ref);
 }
-
-}  // namespace
 
 void Core::ResolveEval(const ParsedJobFile& file,
                        const std::vector<v1::Job>& batch, v1::JobSpec& spec,
@@ -211,8 +206,7 @@ void Core::ResolveEval(const ParsedJobFile& file,
   if (!config.is_object()) return;  // the parser wrote it; cannot happen
   if (config.contains("model") && config["model"].contains("from")) {
     const std::string ref = config["model"]["from"].get<std::string>();
-    const v1::Job* dep = FindInBatch(batch, ref);
-    if (dep == nullptr) dep = FindJob(ref);
+    const v1::Job* dep = FindJob(ref, batch);
     const std::string where = file.Where("model.from");
     if (dep == nullptr) {
       errors->push_back(
@@ -272,8 +266,7 @@ absl::Status Core::CheckAgainstCluster(const ParsedJobFile& file,
   // `after:` names jobs by id or name; store ids.
   std::vector<std::string> resolved;
   for (int i = 0; i < spec.after_size(); ++i) {
-    const v1::Job* dep = FindInBatch(batch, spec.after(i));
-    if (dep == nullptr) dep = FindJob(spec.after(i));
+    const v1::Job* dep = FindJob(spec.after(i), batch);
     if (dep == nullptr) {
       errors.push_back(absl::StrCat(file.Where(absl::StrCat("after[", i, "]")),
                                     ": no job with id or name '", spec.after(i),

@@ -253,6 +253,11 @@ class Core {
   v1::Job* FindJob(const std::string& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const v1::Job* FindJob(const std::string& ref) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The same, looking first among `batch`, the jobs of a file's earlier
+  // documents (by name or id), which are not stored yet.
+  const v1::Job* FindJob(const std::string& ref,
+                         const std::vector<v1::Job>& batch) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   v1::Attempt* CurrentAttempt(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Records an event, bumps the version and writes the job to the store.

@@ -156,6 +156,8 @@ class Pass {
   // Indices into jobs_, in order.
   std::vector<uint32_t> Order();
   void BuildTimeline();
+  // The index of `p`'s node in in_.nodes; -1 when it is not there.
+  int NodeOf(const NodePlacement& p);
   // The reason the job's quota holds it back (an index into out_.reasons),
   // -1 for none.
   int QuotaReason(const Job& job, int total);
@@ -177,6 +179,14 @@ class Pass {
   void PrepareSettle(const std::vector<uint32_t>& order);
   // Whether no job after `job` (just scheduled) can change a decision.
   bool Settled(const Job& job);
+  // Step 5 once no reservation is left to make and no job left may
+  // preempt: the cluster only fills for the rest of the pass, so a shape
+  // whose jobs can decide nothing now never will, and the rest of the
+  // order is read one live shape at a time, passing over the others' jobs.
+  void Tail(const std::vector<uint32_t>& order);
+  // Whether jobs of shape `s` (its shortest limit left) may still decide
+  // something; false stays false in the tail.
+  bool StillLive(int s);
   // Whether a job of shape `s` whose time limit is shape_limit_[s] may be
   // placed now or reserve GPUs that come free within a grace.
   bool MayDecide(int s);
@@ -207,7 +217,7 @@ class Pass {
   absl::flat_hash_map<uint64_t, int> quota_reason_;
   int reserved_reason_[2] = {-1, -1};
   std::vector<int> node_sizes_;  // total GPUs per node, descending
-  NameIndex node_index_;
+  NameIndex node_index_;         // built when a placement has no index
   // Built on the first preemption attempt of the pass.
   VictimFinder& Victims();
   std::vector<VictimFinder::Holding> holdings_;
@@ -267,6 +277,12 @@ class Pass {
   // only grow).
   std::vector<int64_t> shape_limit_;
   std::vector<int64_t> dead_at_;
+  // By shape: the version and limit it was last found able to decide at.
+  std::vector<int64_t> live_at_, live_limit_;
+  // next_[i]: the position in the order of the next job of order[i]'s
+  // shape (the order's size for none); cursor_[s]: shape s's next job not
+  // yet scheduled.
+  std::vector<uint32_t> next_, cursor_;
   // Counts decisions, each of which changes the book.
   int64_t version_ = 0;
   // A shape found able to decide, its limit and the version then.
@@ -441,12 +457,26 @@ std::vector<uint32_t> Pass::Order() {
 }
 
 // Step 3.
+int Pass::NodeOf(const NodePlacement& p) {
+  const int hint = p.node_index;
+  if (hint >= 0 && hint < static_cast<int>(in_.nodes.size()) &&
+      NameEq()(in_.nodes[hint].name, p.node)) {
+    return hint;
+  }
+  if (node_index_.empty()) {
+    node_index_.reserve(in_.nodes.size());
+    for (size_t i = 0; i < in_.nodes.size(); ++i) {
+      node_index_.try_emplace(in_.nodes[i].name, static_cast<int>(i));
+    }
+  }
+  auto it = node_index_.find(p.node);
+  return it == node_index_.end() ? -1 : it->second;
+}
+
 void Pass::BuildTimeline() {
-  node_index_.reserve(in_.nodes.size());
   node_sizes_.reserve(in_.nodes.size());
-  for (size_t i = 0; i < in_.nodes.size(); ++i) {
-    node_index_[in_.nodes[i].name] = static_cast<int>(i);
-    node_sizes_.push_back(in_.nodes[i].total_gpus);
+  for (const NodeSnapshot& node : in_.nodes) {
+    node_sizes_.push_back(node.total_gpus);
   }
   std::sort(node_sizes_.begin(), node_sizes_.end(), std::greater<int>());
   most_gpus_ = node_sizes_.empty() ? 0 : node_sizes_[0];
@@ -462,12 +492,12 @@ void Pass::BuildTimeline() {
       if (release < now) release = now + grace_ms_;
     }
     for (const NodePlacement& p : r.placements) {
-      auto it = node_index_.find(p.node);
-      if (it == node_index_.end()) continue;
+      const int node = NodeOf(p);
+      if (node < 0) continue;
       const int gpus = static_cast<int>(p.gpus.size());
-      book_.AddRelease(it->second, release, gpus, static_cast<int>(i));
+      book_.AddRelease(node, release, gpus, static_cast<int>(i));
       if (config_.preemption) {
-        holdings_.push_back({it->second, static_cast<int>(i), gpus});
+        holdings_.push_back({node, static_cast<int>(i), gpus});
       }
     }
   }
@@ -725,7 +755,8 @@ int Pass::Schedule(const Job& job) {
   if (static_cast<int>(nodes.size()) < n) return Block(job, n, g);
   Placement placement{job.spec->id, {}};
   for (int node : nodes) {
-    placement.nodes.push_back({in_.nodes[node].name, book_.Take(node, g, end)});
+    placement.nodes.push_back(
+        {in_.nodes[node].name, book_.Take(node, g, end), node});
   }
   out_.placements.push_back(std::move(placement));
   ++version_;
@@ -754,8 +785,14 @@ int Pass::ShapeOf(int nodes, int gpus) {
 void Pass::PrepareSettle(const std::vector<uint32_t>& order) {
   shape_limit_.assign(shapes_.size(), kNoneLeft);
   dead_at_.assign(shapes_.size(), -1);
+  live_at_.assign(shapes_.size(), -1);
+  live_limit_.assign(shapes_.size(), kNoneLeft);
+  next_.resize(order.size());
+  cursor_.assign(shapes_.size(), static_cast<uint32_t>(order.size()));
   for (size_t i = order.size(); i-- > 0;) {
     Job& job = jobs_[order[i]];
+    next_[i] = cursor_[job.shape];
+    cursor_[job.shape] = static_cast<uint32_t>(i);
     int64_t& limit = shape_limit_[job.shape];
     job.rest_limit = limit;
     const int64_t own = job.time_limit_ms > 0 ? job.time_limit_ms : kNever;
@@ -781,6 +818,50 @@ bool Pass::MayDecide(int s) {
   // 4d with no reservation left: only GPUs free for good within a grace
   // make one.
   return g > 0 && FreeSoon(g) >= n;
+}
+
+bool Pass::StillLive(int s) {
+  if (shape_limit_[s] == kNoneLeft || dead_at_[s] == version_) return false;
+  if (live_at_[s] == version_ && live_limit_[s] == shape_limit_[s]) return true;
+  if (!MayDecide(s)) {
+    dead_at_[s] = version_;
+    return false;
+  }
+  live_at_[s] = version_;
+  live_limit_[s] = shape_limit_[s];
+  return true;
+}
+
+void Pass::Tail(const std::vector<uint32_t>& order) {
+  const uint32_t end = static_cast<uint32_t>(order.size());
+  std::vector<int> live;  // shapes with jobs left
+  for (int s = 0; s < static_cast<int>(shapes_.size()); ++s) {
+    if (cursor_[s] < end) live.push_back(s);
+  }
+  while (!live.empty()) {
+    // The live shape whose next job comes first in the order.
+    size_t first = 0;
+    for (size_t i = 1; i < live.size(); ++i) {
+      if (cursor_[live[i]] < cursor_[live[first]]) first = i;
+    }
+    const int s = live[first];
+    if (!StillLive(s)) {
+      // Dead for the rest of the pass: its jobs are passed over.
+      shape_limit_[s] = kNoneLeft;
+      live[first] = live.back();
+      live.pop_back();
+      continue;
+    }
+    const uint32_t at = cursor_[s];
+    const Job& job = jobs_[order[at]];
+    Schedule(job);
+    cursor_[s] = next_[at];
+    if (cursor_[s] >= end) {
+      live[first] = live.back();
+      live.pop_back();
+    }
+    if (Settled(job)) return;
+  }
 }
 
 bool Pass::Settled(const Job& job) {
@@ -823,11 +904,14 @@ SchedulerDecisions Pass::Run() {
     return std::move(out_);
   }
   PrepareSettle(order);
-  for (uint32_t i : order) {
-    const Job& job = jobs_[i];
+  for (size_t at = 0; at < order.size(); ++at) {
+    const Job& job = jobs_[order[at]];
     Schedule(job);
-    if (Settled(job)) break;
+    cursor_[job.shape] = next_[at];
+    if (Settled(job)) return std::move(out_);
+    if (reservations_left_ <= 0 && preempters_left_ <= 0) break;
   }
+  Tail(order);
   return std::move(out_);
 }
 

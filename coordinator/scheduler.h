@@ -51,6 +51,11 @@ struct NodeSnapshot {
 struct NodePlacement {
   std::string node;
   std::vector<int> gpus;
+  // The node's position in SchedulerInput::nodes when the caller knows it
+  // (the policy fills it in its placements, so a caller that keeps its
+  // snapshot between passes passes it back for free); -1: found by name.
+  // A stale index (its node has another name) is found by name too.
+  int node_index = -1;
 };
 
 // An attempt that holds GPUs (SCHEDULED or RUNNING, or stopping).

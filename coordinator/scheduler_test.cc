@@ -877,6 +877,15 @@ TEST(LabPolicyTest, PassesThatDoNotExplainDecideTheSame) {
       const SchedulerDecisions quiet = LabPolicy().Schedule(input);
       ASSERT_EQ(Decided(quiet), Decided(explained))
           << "round " << round << " pass " << pass;
+      // Node indices are hints: wrong ones are looked up by name.
+      SchedulerInput misled = input;
+      for (RunningAttempt& r : misled.running) {
+        for (NodePlacement& p : r.placements) {
+          p.node_index = pick(node_count + 2) - 1;
+        }
+      }
+      ASSERT_EQ(Decided(LabPolicy().Schedule(misled)), Decided(explained))
+          << "round " << round << " pass " << pass;
       EXPECT_THAT(quiet.queue, IsEmpty());
       EXPECT_THAT(quiet.reasons, IsEmpty());
       ASSERT_EQ(explained.queue.size(), input.queue.size());

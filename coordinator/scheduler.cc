@@ -1,6 +1,7 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -115,19 +116,22 @@ class Pass {
   // ordered queue then reads memory in order instead of visiting each
   // PendingJob (the pass's largest cost with a long queue was that miss).
   struct Job {
+    // Until Order(): the priority its aged priority reaches (at most 100).
     int tier;
     int index;    // into in_.queue
     int account;  // index into out_.fair_shares
     int nodes;    // at least 1
     int gpus;     // per node, at least 0
     int priority;
-    int64_t time_limit_ms;
-    double effective_priority;
-    const PendingJob* spec;
     int shape;  // index into shapes_
+    int64_t time_limit_ms;
     // The shortest time limit (kNever for none) among the jobs of its shape
     // after it in the order; kNoneLeft when it is the last of its shape.
     int64_t rest_limit;
+
+    const PendingJob& spec(const SchedulerInput& in) const {
+      return in.queue[index];
+    }
   };
 
   // The order among jobs of one tier and fair-share factor.
@@ -142,6 +146,11 @@ class Pass {
     return std::min(config_.aging_max_points,
                     config_.aging_points_per_hour * (at_ms - since_ms) / 3.6e6);
   }
+  // Priority plus aging points.
+  double EffectivePriority(const PendingJob& spec) const {
+    return std::clamp(spec.priority, 0, kMaxPriority) +
+           Aging(spec.submit_ms, in_.now_ms);
+  }
   // What Schedule() returns for a waiting job when the pass does not
   // explain.
   static constexpr int kWaits = 0;
@@ -151,10 +160,13 @@ class Pass {
     return explain_ ? Intern(text()) : kWaits;
   }
   int AccountOf(const std::string& user, const std::string& group);
+  // AccountOf() through a small direct-mapped cache of names: a pass looks
+  // up a few users' names once per job and per running attempt.
+  int CachedAccountOf(const std::string& user, const std::string& group);
   std::string GroupOf(const std::string& user, const std::string& group) const;
   void BuildAccounts();
-  // Indices into jobs_, in order.
-  std::vector<uint32_t> Order();
+  // Puts jobs_ in order.
+  void Order();
   void BuildTimeline();
   // The index of `p`'s node in in_.nodes; -1 when it is not there.
   int NodeOf(const NodePlacement& p);
@@ -176,14 +188,14 @@ class Pass {
   void Reserve(const Job& job, const std::vector<int>& nodes, int64_t start);
   std::string Where(const std::vector<int>& nodes, int64_t start) const;
   // Step 5: fills rest_limit and shape_limit_ for `order`.
-  void PrepareSettle(const std::vector<uint32_t>& order);
+  void PrepareSettle();
   // Whether no job after `job` (just scheduled) can change a decision.
   bool Settled(const Job& job);
   // Step 5 once no reservation is left to make and no job left may
   // preempt: the cluster only fills for the rest of the pass, so a shape
   // whose jobs can decide nothing now never will, and the rest of the
   // order is read one live shape at a time, passing over the others' jobs.
-  void Tail(const std::vector<uint32_t>& order);
+  void Tail();
   // Whether jobs of shape `s` (its shortest limit left) may still decide
   // something; false stays false in the tail.
   bool StillLive(int s);
@@ -201,7 +213,13 @@ class Pass {
 
   static constexpr int kMaxPriority = 100;
   NameIndex account_index_;
-  std::vector<Job> jobs_;                // in queue order
+  struct CachedName {
+    std::pair<uint64_t, uint64_t> words;
+    size_t size = ~size_t{0};
+    int account = -1;
+  };
+  std::array<CachedName, 64> name_cache_;
+  std::vector<Job> jobs_;  // in queue order, then (Order()) in order
   bool present_[kMaxPriority + 1] = {};  // some pending job has priority p
   bool in_order_ = true;                 // the queue comes in Before() order
   std::vector<int> user_quota_;          // by account
@@ -216,7 +234,13 @@ class Pass {
   // jobs" without and with a time limit.
   absl::flat_hash_map<uint64_t, int> quota_reason_;
   int reserved_reason_[2] = {-1, -1};
-  std::vector<int> node_sizes_;  // total GPUs per node, descending
+  // at_least_total_[g]: how many nodes have g GPUs or more, for g up to
+  // most_gpus_.
+  std::vector<int> at_least_total_;
+  // Whether fewer than `n` nodes have `g` GPUs (free or not).
+  bool TooLarge(int n, int g) const {
+    return g > most_gpus_ || at_least_total_[std::max(g, 0)] < n;
+  }
   NameIndex node_index_;         // built when a placement has no index
   // Built on the first preemption attempt of the pass.
   VictimFinder& Victims();
@@ -316,19 +340,28 @@ int Pass::AccountOf(const std::string& user, const std::string& group) {
   return it->second;
 }
 
+int Pass::CachedAccountOf(const std::string& user, const std::string& group) {
+  // Names of one size with equal Words() are equal up to 16 bytes (NameEq).
+  if (user.size() > 16) return AccountOf(user, group);
+  const std::pair<uint64_t, uint64_t> words = Words(user);
+  uint64_t h = (words.first ^ user.size()) * 0x9e3779b97f4a7c15ull;
+  h = (h ^ words.second) * 0xff51afd7ed558ccdull;
+  CachedName& cached = name_cache_[h >> 58];
+  if (cached.size != user.size() || cached.words != words) {
+    cached = {words, user.size(), AccountOf(user, group)};
+  }
+  return cached.account;
+}
+
 // Step 1.
 void Pass::BuildAccounts() {
   for (const auto& [user, entry] : config_.users) AccountOf(user, "");
   // One read of the queue: each job's account, aged priority and shape.
   jobs_.reserve(in_.queue.size());
-  // Consecutive jobs often share a user; a string compare is cheaper than a
-  // hash lookup.
   const PendingJob* last = nullptr;
   for (size_t i = 0; i < in_.queue.size(); ++i) {
     const PendingJob& spec = in_.queue[i];
-    const int account = last != nullptr && NameEq()(last->user, spec.user)
-                            ? jobs_.back().account
-                            : AccountOf(spec.user, spec.group);
+    const int account = CachedAccountOf(spec.user, spec.group);
     // The order the sort in Order() starts from, checked while the job is
     // at hand.
     if (last != nullptr && in_order_) in_order_ = !Before(spec, *last);
@@ -337,15 +370,16 @@ void Pass::BuildAccounts() {
     present_[base] = true;
     const int nodes = std::max(1, spec.nodes);
     const int gpus = std::max(0, spec.gpus_per_node);
-    jobs_.push_back({0, static_cast<int>(i), account, nodes, gpus,
-                     spec.priority, spec.time_limit_ms,
-                     base + Aging(spec.submit_ms, in_.now_ms), &spec,
-                     explain_ ? 0 : ShapeOf(nodes, gpus), kNoneLeft});
+    const int reached = static_cast<int>(
+        std::min<double>(kMaxPriority, EffectivePriority(spec)));
+    jobs_.push_back({reached, static_cast<int>(i), account, nodes, gpus,
+                     spec.priority, explain_ ? 0 : ShapeOf(nodes, gpus),
+                     spec.time_limit_ms, kNoneLeft});
   }
   std::vector<int> running_account;
   running_account.reserve(in_.running.size());
   for (const RunningAttempt& r : in_.running) {
-    running_account.push_back(AccountOf(r.user, r.group));
+    running_account.push_back(CachedAccountOf(r.user, r.group));
     if (!r.stopping) {
       lowest_running_priority_ = std::min(lowest_running_priority_, r.priority);
     }
@@ -387,7 +421,7 @@ void Pass::BuildAccounts() {
 }
 
 // Step 2.
-std::vector<uint32_t> Pass::Order() {
+void Pass::Order() {
   constexpr int kMax = kMaxPriority;
   // highest[x]: the highest priority of a pending job <= x, -1 for none.
   std::vector<int> highest(kMax + 1, -1);
@@ -401,9 +435,7 @@ std::vector<uint32_t> Pass::Order() {
     // The job competes in the highest tier of pending priorities its aged
     // priority reaches, so aging lifts it past other priorities but does
     // not reorder it among jobs of its own priority (fair share does).
-    const int reached =
-        static_cast<int>(std::min<double>(kMax, job.effective_priority));
-    job.tier = std::max(base, highest[reached]);
+    job.tier = std::max(base, highest[job.tier]);
   }
   // Jobs of one (tier, factor) differ only in (submit, seq, id) order, and
   // a queue has few distinct (tier, factor) pairs, so a counting sort over
@@ -413,7 +445,7 @@ std::vector<uint32_t> Pass::Order() {
   for (size_t i = 0; i < jobs.size(); ++i) order[i] = i;
   if (!in_order_) {
     std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-      return Before(*jobs[a].spec, *jobs[b].spec);
+      return Before(jobs[a].spec(in_), jobs[b].spec(in_));
     });
   }
   // A larger key ranks first: tier in the top bits, then the factor (a
@@ -451,9 +483,12 @@ std::vector<uint32_t> Pass::Order() {
     offset[by_key[r]] = at;
     at += start[by_key[r] + 1];
   }
-  std::vector<uint32_t> sorted(jobs.size());
-  for (uint32_t i : order) sorted[offset[bucket[i]]++] = i;
-  return sorted;
+  std::vector<uint32_t> from(jobs.size());
+  for (uint32_t i : order) from[offset[bucket[i]]++] = i;
+  std::vector<Job> sorted;
+  sorted.reserve(jobs.size());
+  for (uint32_t i : from) sorted.push_back(jobs[i]);
+  jobs_ = std::move(sorted);
 }
 
 // Step 3.
@@ -474,12 +509,17 @@ int Pass::NodeOf(const NodePlacement& p) {
 }
 
 void Pass::BuildTimeline() {
-  node_sizes_.reserve(in_.nodes.size());
+  most_gpus_ = 0;
   for (const NodeSnapshot& node : in_.nodes) {
-    node_sizes_.push_back(node.total_gpus);
+    most_gpus_ = std::max(most_gpus_, node.total_gpus);
   }
-  std::sort(node_sizes_.begin(), node_sizes_.end(), std::greater<int>());
-  most_gpus_ = node_sizes_.empty() ? 0 : node_sizes_[0];
+  at_least_total_.assign(most_gpus_ + 2, 0);
+  for (const NodeSnapshot& node : in_.nodes) {
+    ++at_least_total_[std::max(node.total_gpus, 0)];
+  }
+  for (int g = most_gpus_; g >= 0; --g) {
+    at_least_total_[g] += at_least_total_[g + 1];
+  }
   const int64_t now = in_.now_ms;
   for (size_t i = 0; i < in_.running.size(); ++i) {
     const RunningAttempt& r = in_.running[i];
@@ -613,7 +653,7 @@ int64_t Pass::StartOn(const std::vector<int>& nodes, int gpus) const {
 void Pass::Reserve(const Job& job, const std::vector<int>& nodes,
                    int64_t start) {
   ++version_;
-  Reservation reservation{job.spec->id, start, {}, job.gpus};
+  Reservation reservation{job.spec(in_).id, start, {}, job.gpus};
   for (int node : nodes) {
     book_.AddClaim(node, start, job.gpus);
     reservation.nodes.push_back(in_.nodes[node].name);
@@ -687,7 +727,7 @@ int Pass::Block(const Job& job, int n, int g) {
     if (start == kNever) never_.push_back({n, g, 100});
   }
   if (may_preempt) {
-    const PendingJob& spec = *job.spec;
+    const PendingJob& spec = job.spec(in_);
     std::optional<VictimFinder::Choice> choice =
         Victims().Choose(book_, n, g, spec.priority, job.tier, soon);
     if (!choice) {
@@ -733,7 +773,7 @@ int Pass::Schedule(const Job& job) {
   const int total = n * g;
   // 4a.
   if (int reason = QuotaReason(job, total); reason >= 0) return reason;
-  if (static_cast<int>(node_sizes_.size()) < n || node_sizes_[n - 1] < g) {
+  if (TooLarge(n, g)) {
     return Explain([&] {
       return absl::StrCat("waiting: the cluster has no ", Plural(n, "node"),
                           " with ", Plural(g, "GPU"));
@@ -753,7 +793,7 @@ int Pass::Schedule(const Job& job) {
     if (static_cast<int>(nodes.size()) < n) NoRoom(n, g, end);
   }
   if (static_cast<int>(nodes.size()) < n) return Block(job, n, g);
-  Placement placement{job.spec->id, {}};
+  Placement placement{job.spec(in_).id, {}};
   for (int node : nodes) {
     placement.nodes.push_back(
         {in_.nodes[node].name, book_.Take(node, g, end), node});
@@ -782,15 +822,15 @@ int Pass::ShapeOf(int nodes, int gpus) {
   return it->second;
 }
 
-void Pass::PrepareSettle(const std::vector<uint32_t>& order) {
+void Pass::PrepareSettle() {
   shape_limit_.assign(shapes_.size(), kNoneLeft);
   dead_at_.assign(shapes_.size(), -1);
   live_at_.assign(shapes_.size(), -1);
   live_limit_.assign(shapes_.size(), kNoneLeft);
-  next_.resize(order.size());
-  cursor_.assign(shapes_.size(), static_cast<uint32_t>(order.size()));
-  for (size_t i = order.size(); i-- > 0;) {
-    Job& job = jobs_[order[i]];
+  next_.resize(jobs_.size());
+  cursor_.assign(shapes_.size(), static_cast<uint32_t>(jobs_.size()));
+  for (size_t i = jobs_.size(); i-- > 0;) {
+    Job& job = jobs_[i];
     next_[i] = cursor_[job.shape];
     cursor_[job.shape] = static_cast<uint32_t>(i);
     int64_t& limit = shape_limit_[job.shape];
@@ -805,7 +845,7 @@ void Pass::PrepareSettle(const std::vector<uint32_t>& order) {
 
 bool Pass::MayDecide(int s) {
   const auto [n, g] = shapes_[s];
-  if (static_cast<int>(node_sizes_.size()) < n || node_sizes_[n - 1] < g) {
+  if (TooLarge(n, g)) {
     return false;  // such jobs wait for ever
   }
   const int64_t limit = shape_limit_[s];
@@ -832,8 +872,8 @@ bool Pass::StillLive(int s) {
   return true;
 }
 
-void Pass::Tail(const std::vector<uint32_t>& order) {
-  const uint32_t end = static_cast<uint32_t>(order.size());
+void Pass::Tail() {
+  const uint32_t end = static_cast<uint32_t>(jobs_.size());
   std::vector<int> live;  // shapes with jobs left
   for (int s = 0; s < static_cast<int>(shapes_.size()); ++s) {
     if (cursor_[s] < end) live.push_back(s);
@@ -853,7 +893,7 @@ void Pass::Tail(const std::vector<uint32_t>& order) {
       continue;
     }
     const uint32_t at = cursor_[s];
-    const Job& job = jobs_[order[at]];
+    const Job& job = jobs_[at];
     Schedule(job);
     cursor_[s] = next_[at];
     if (cursor_[s] >= end) {
@@ -892,26 +932,26 @@ bool Pass::Settled(const Job& job) {
 SchedulerDecisions Pass::Run() {
   reservations_left_ = config_.max_reservations;
   BuildAccounts();
-  const std::vector<uint32_t> order = Order();
+  Order();
   BuildTimeline();
   if (explain_) {
-    out_.queue.reserve(order.size());
-    for (uint32_t i : order) {
-      const Job& job = jobs_[i];
+    out_.queue.reserve(jobs_.size());
+    for (const Job& job : jobs_) {
       out_.queue.push_back(
-          {job.index, job.account, job.effective_priority, Schedule(job)});
+          {job.index, job.account, EffectivePriority(job.spec(in_)),
+           Schedule(job)});
     }
     return std::move(out_);
   }
-  PrepareSettle(order);
-  for (size_t at = 0; at < order.size(); ++at) {
-    const Job& job = jobs_[order[at]];
+  PrepareSettle();
+  for (size_t at = 0; at < jobs_.size(); ++at) {
+    const Job& job = jobs_[at];
     Schedule(job);
     cursor_[job.shape] = next_[at];
     if (Settled(job)) return std::move(out_);
     if (reservations_left_ <= 0 && preempters_left_ <= 0) break;
   }
-  Tail(order);
+  Tail();
   return std::move(out_);
 }
 

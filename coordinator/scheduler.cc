@@ -167,6 +167,7 @@ class Pass {
   void BuildAccounts();
   // Puts jobs_ in order.
   void Order();
+  // Also counts the GPUs each account and group holds.
   void BuildTimeline();
   // The index of `p`'s node in in_.nodes; -1 when it is not there.
   int NodeOf(const NodePlacement& p);
@@ -221,10 +222,14 @@ class Pass {
   std::array<CachedName, 64> name_cache_;
   std::vector<Job> jobs_;  // in queue order, then (Order()) in order
   bool present_[kMaxPriority + 1] = {};  // some pending job has priority p
+  // Pending jobs by account and the priority their aged priority reaches:
+  // [account * (kMaxPriority + 1) + reached].
+  std::vector<uint32_t> reached_count_;
   bool in_order_ = true;                 // the queue comes in Before() order
   std::vector<int> user_quota_;          // by account
   std::vector<int> group_quota_;         // by account
   std::vector<int> account_group_;       // by account: index of its group
+  std::vector<int> running_account_;     // by running attempt
   std::vector<int> user_used_;           // GPUs in use, by account
   std::vector<int> group_used_;          // GPUs in use, by group index
   bool any_quota_ = false;
@@ -332,6 +337,7 @@ int Pass::AccountOf(const std::string& user, const std::string& group) {
   auto [it, inserted] = account_index_.try_emplace(
       user, static_cast<int>(out_.fair_shares.size()));
   if (inserted) {
+    reached_count_.resize(reached_count_.size() + kMaxPriority + 1, 0);
     FairShare share;
     share.user = user;
     share.group = GroupOf(user, group);
@@ -357,7 +363,7 @@ int Pass::CachedAccountOf(const std::string& user, const std::string& group) {
 void Pass::BuildAccounts() {
   for (const auto& [user, entry] : config_.users) AccountOf(user, "");
   // One read of the queue: each job's account, aged priority and shape.
-  jobs_.reserve(in_.queue.size());
+  jobs_.resize(in_.queue.size());
   const PendingJob* last = nullptr;
   for (size_t i = 0; i < in_.queue.size(); ++i) {
     const PendingJob& spec = in_.queue[i];
@@ -372,14 +378,23 @@ void Pass::BuildAccounts() {
     const int gpus = std::max(0, spec.gpus_per_node);
     const int reached = static_cast<int>(
         std::min<double>(kMaxPriority, EffectivePriority(spec)));
-    jobs_.push_back({reached, static_cast<int>(i), account, nodes, gpus,
-                     spec.priority, explain_ ? 0 : ShapeOf(nodes, gpus),
-                     spec.time_limit_ms, kNoneLeft});
+    // Field by field: a whole record built aside and copied in stalls on
+    // store forwarding (a tenth of the pass).
+    Job& job = jobs_[i];
+    job.tier = reached;
+    job.index = static_cast<int>(i);
+    job.account = account;
+    job.nodes = nodes;
+    job.gpus = gpus;
+    job.priority = spec.priority;
+    job.shape = explain_ ? 0 : ShapeOf(nodes, gpus);
+    job.time_limit_ms = spec.time_limit_ms;
+    job.rest_limit = kNoneLeft;
+    ++reached_count_[account * (kMaxPriority + 1) + reached];
   }
-  std::vector<int> running_account;
-  running_account.reserve(in_.running.size());
+  running_account_.reserve(in_.running.size());
   for (const RunningAttempt& r : in_.running) {
-    running_account.push_back(CachedAccountOf(r.user, r.group));
+    running_account_.push_back(CachedAccountOf(r.user, r.group));
     if (!r.stopping) {
       lowest_running_priority_ = std::min(lowest_running_priority_, r.priority);
     }
@@ -410,84 +425,89 @@ void Pass::BuildAccounts() {
         group_index.try_emplace(share.group, group_index.size()).first->second;
   }
   group_used_.assign(group_index.size(), 0);
-  for (size_t i = 0; i < in_.running.size(); ++i) {
-    int gpus = 0;
-    for (const NodePlacement& p : in_.running[i].placements) {
-      gpus += p.gpus.size();
-    }
-    user_used_[running_account[i]] += gpus;
-    group_used_[account_group_[running_account[i]]] += gpus;
-  }
 }
 
 // Step 2.
 void Pass::Order() {
   constexpr int kMax = kMaxPriority;
   // highest[x]: the highest priority of a pending job <= x, -1 for none.
-  std::vector<int> highest(kMax + 1, -1);
+  std::array<int, kMax + 1> highest;
   for (int p = 0, last = -1; p <= kMax; ++p) {
     if (present_[p]) last = p;
     highest[p] = last;
   }
-  std::vector<Job>& jobs = jobs_;
-  for (Job& job : jobs) {
-    const int base = std::clamp(job.priority, 0, kMax);
-    // The job competes in the highest tier of pending priorities its aged
-    // priority reaches, so aging lifts it past other priorities but does
-    // not reorder it among jobs of its own priority (fair share does).
-    job.tier = std::max(base, highest[job.tier]);
-  }
+  // A job competes in the highest tier of pending priorities its aged
+  // priority reaches (jobs_[i].tier until now), so aging lifts it past
+  // other priorities but does not reorder it among jobs of its own
+  // priority (fair share does).
+  auto tier_of = [&](const Job& job) {
+    return std::max(std::clamp(job.priority, 0, kMax), highest[job.tier]);
+  };
+  // A larger key ranks first: tier in the top bits, then the factor (a
+  // non-negative double's bits order as the double does).
+  auto key_of = [&](int tier, int account) {
+    uint64_t bits;
+    const double factor =
+        std::clamp(out_.fair_shares[account].factor, 0.0, 1.0);
+    std::memcpy(&bits, &factor, sizeof(bits));
+    return (uint64_t(tier) << 56) | (bits >> 8);
+  };
   // Jobs of one (tier, factor) differ only in (submit, seq, id) order, and
   // a queue has few distinct (tier, factor) pairs, so a counting sort over
   // those pairs, fed in (submit, seq, id) order, keeps the pass linear. The
-  // core's queue already comes in that order.
-  std::vector<uint32_t> order(jobs.size());
-  for (size_t i = 0; i < jobs.size(); ++i) order[i] = i;
-  if (!in_order_) {
-    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-      return Before(jobs[a].spec(in_), jobs[b].spec(in_));
-    });
-  }
-  // A larger key ranks first: tier in the top bits, then the factor (a
-  // non-negative double's bits order as the double does).
-  auto key_of = [&](const Job& job) {
-    uint64_t bits;
-    const double factor =
-        std::clamp(out_.fair_shares[job.account].factor, 0.0, 1.0);
-    std::memcpy(&bits, &factor, sizeof(bits));
-    return (uint64_t(job.tier) << 56) | (bits >> 8);
-  };
-  // Each (tier, account) has one key; hash each key once.
-  const size_t account_count = out_.fair_shares.size();
-  std::vector<int32_t> combo_bucket((kMax + 1) * account_count, -1);
-  absl::flat_hash_map<uint64_t, uint32_t> bucket_of;
-  std::vector<uint32_t> bucket(jobs.size());
+  // core's queue already comes in that order. BuildAccounts() counted the
+  // jobs by (account, reached priority); each such pair has one key.
+  std::vector<int32_t> bucket_of(reached_count_.size(), -1);
+  absl::flat_hash_map<uint64_t, uint32_t> bucket_by_key;
   std::vector<uint64_t> keys;
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    int32_t& b = combo_bucket[jobs[i].tier * account_count + jobs[i].account];
-    if (b < 0) {
-      auto [it, inserted] = bucket_of.try_emplace(key_of(jobs[i]), keys.size());
-      if (inserted) keys.push_back(it->first);
-      b = static_cast<int32_t>(it->second);
+  std::vector<uint32_t> sizes;
+  for (size_t pair = 0; pair < bucket_of.size(); ++pair) {
+    const uint32_t count = reached_count_[pair];
+    if (count == 0) continue;
+    const int account = static_cast<int>(pair / (kMax + 1));
+    const int reached = static_cast<int>(pair % (kMax + 1));
+    // Every job counted here shares its priority's clamp no higher than
+    // `reached`, and that priority is present: its tier is highest[reached].
+    const uint64_t key = key_of(highest[reached], account);
+    auto [it, inserted] = bucket_by_key.try_emplace(key, keys.size());
+    if (inserted) {
+      keys.push_back(key);
+      sizes.push_back(0);
     }
-    bucket[i] = b;
+    bucket_of[pair] = static_cast<int32_t>(it->second);
+    sizes[it->second] += count;
   }
   std::vector<uint32_t> by_key(keys.size());
   for (size_t b = 0; b < keys.size(); ++b) by_key[b] = b;
   std::sort(by_key.begin(), by_key.end(),
             [&](uint32_t a, uint32_t b) { return keys[a] > keys[b]; });
-  std::vector<uint32_t> start(keys.size() + 1, 0);
-  for (uint32_t b : bucket) ++start[b + 1];
   std::vector<uint32_t> offset(keys.size());
   for (size_t r = 0, at = 0; r < by_key.size(); ++r) {
     offset[by_key[r]] = at;
-    at += start[by_key[r] + 1];
+    at += sizes[by_key[r]];
   }
+  std::vector<Job>& jobs = jobs_;
   std::vector<uint32_t> from(jobs.size());
-  for (uint32_t i : order) from[offset[bucket[i]]++] = i;
+  auto place = [&](uint32_t i) {
+    const Job& job = jobs[i];
+    from[offset[bucket_of[job.account * (kMax + 1) + job.tier]]++] = i;
+  };
+  if (in_order_) {
+    for (uint32_t i = 0; i < jobs.size(); ++i) place(i);
+  } else {
+    std::vector<uint32_t> order(jobs.size());
+    for (size_t i = 0; i < jobs.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      return Before(jobs[a].spec(in_), jobs[b].spec(in_));
+    });
+    for (uint32_t i : order) place(i);
+  }
   std::vector<Job> sorted;
   sorted.reserve(jobs.size());
-  for (uint32_t i : from) sorted.push_back(jobs[i]);
+  for (uint32_t i : from) {
+    sorted.push_back(jobs[i]);
+    sorted.back().tier = tier_of(jobs[i]);
+  }
   jobs_ = std::move(sorted);
 }
 
@@ -531,15 +551,19 @@ void Pass::BuildTimeline() {
       // Past its limit: the core is stopping it, or will.
       if (release < now) release = now + grace_ms_;
     }
+    int held = 0;  // on any node, in the snapshot or not
     for (const NodePlacement& p : r.placements) {
+      const int gpus = static_cast<int>(p.gpus.size());
+      held += gpus;
       const int node = NodeOf(p);
       if (node < 0) continue;
-      const int gpus = static_cast<int>(p.gpus.size());
       book_.AddRelease(node, release, gpus, static_cast<int>(i));
       if (config_.preemption) {
         holdings_.push_back({node, static_cast<int>(i), gpus});
       }
     }
+    user_used_[running_account_[i]] += held;
+    group_used_[account_group_[running_account_[i]]] += held;
   }
 }
 
@@ -605,15 +629,23 @@ int Pass::QuotaReason(const Job& job, int total) {
 
 std::pair<int64_t, std::vector<int>> Pass::BestStart(int count,
                                                      int gpus) const {
+  // The `count` least (start, node) pairs, in a max-heap.
   std::vector<std::pair<int64_t, int>> starts;
-  starts.reserve(book_.size());
+  starts.reserve(count + 1);
   for (int node = 0; node < book_.size(); ++node) {
-    const int64_t start = book_.EarliestStart(node, gpus);
-    if (start != kNever) starts.push_back({start, node});
+    const std::pair<int64_t, int> start{book_.EarliestStart(node, gpus), node};
+    if (start.first == kNever) continue;
+    if (static_cast<int>(starts.size()) < count) {
+      starts.push_back(start);
+      std::push_heap(starts.begin(), starts.end());
+    } else if (start < starts.front()) {
+      std::pop_heap(starts.begin(), starts.end());
+      starts.back() = start;
+      std::push_heap(starts.begin(), starts.end());
+    }
   }
   if (static_cast<int>(starts.size()) < count) return {kNever, {}};
-  std::nth_element(starts.begin(), starts.begin() + (count - 1), starts.end());
-  std::sort(starts.begin(), starts.begin() + count);
+  std::sort_heap(starts.begin(), starts.end());
   std::vector<int> nodes;
   for (int i = 0; i < count; ++i) nodes.push_back(starts[i].second);
   std::sort(nodes.begin(), nodes.end());

@@ -181,15 +181,28 @@ class Pass {
   // The index of `reason` in out_.reasons, adding it if new.
   int Intern(std::string reason);
   // The `count` nodes where `gpus` GPUs come free soonest, and when.
-  std::pair<int64_t, std::vector<int>> BestStart(int count, int gpus) const;
+  std::pair<int64_t, std::vector<int>> BestStart(int count, int gpus);
+  // By GPU count: EarliestStart() by node as of book_.changed() up to
+  // `read`.
+  struct KnownStarts {
+    std::vector<int64_t> start;
+    size_t read = 0;
+  };
+  std::vector<KnownStarts> known_starts_;
   int64_t StartOn(const std::vector<int>& nodes, int gpus) const;
   // How many nodes have `gpus` GPUs free for good from now + the default
   // grace on, i.e. whose ClusterBook::EarliestStart() is no later.
   int FreeSoon(int gpus);
+  // The GPUs `node` has free for good from now + the default grace on, at
+  // most most_gpus_.
+  int SoonFree(int node) const;
   void Reserve(const Job& job, const std::vector<int>& nodes, int64_t start);
   std::string Where(const std::vector<int>& nodes, int64_t start) const;
-  // Step 5: fills rest_limit and shape_limit_ for `order`.
+  // Step 5: sizes its tables for jobs_ (before Order()).
   void PrepareSettle();
+  // Step 5, called by Order() for each job from the last: fills the job's
+  // rest_limit and shape_limit_, next_ and cursor_ for the jobs from `at`.
+  void NoteRest(size_t at, Job& job);
   // Whether no job after `job` (just scheduled) can change a decision.
   bool Settled(const Job& job);
   // Step 5 once no reservation is left to make and no job left may
@@ -247,6 +260,13 @@ class Pass {
     return g > most_gpus_ || at_least_total_[std::max(g, 0)] < n;
   }
   NameIndex node_index_;         // built when a placement has no index
+  // By node: its name's Words() and size, to check placements' indices
+  // without reading the snapshot's nodes again.
+  struct NameWords {
+    std::pair<uint64_t, uint64_t> words;
+    size_t size;
+  };
+  std::vector<NameWords> node_names_;
   // Built on the first preemption attempt of the pass.
   VictimFinder& Victims();
   std::vector<VictimFinder::Holding> holdings_;
@@ -317,9 +337,11 @@ class Pass {
   // A shape found able to decide, its limit and the version then.
   int witness_ = -1;
   int64_t witness_limit_ = 0, witness_version_ = -1;
-  // soon_[g]: FreeSoon(g) as of soon_version_.
-  std::vector<int> soon_;
-  int64_t soon_version_ = -1;
+  // FreeSoon(): by node, SoonFree() as of book_.changed() up to
+  // soon_read_; how many nodes have each value; soon_[g]: FreeSoon(g),
+  // empty when out of date.
+  std::vector<int> soon_free_, soon_exactly_, soon_;
+  size_t soon_read_ = 0;
   // Pending jobs (not yet scheduled) of higher priority than the lowest
   // running attempt that is not stopping, with preemption on.
   int lowest_running_priority_ = std::numeric_limits<int>::max();
@@ -502,11 +524,13 @@ void Pass::Order() {
     });
     for (uint32_t i : order) place(i);
   }
-  std::vector<Job> sorted;
-  sorted.reserve(jobs.size());
-  for (uint32_t i : from) {
-    sorted.push_back(jobs[i]);
-    sorted.back().tier = tier_of(jobs[i]);
+  // From the back, so that a pass that does not explain notes what step 5
+  // needs of each job (NoteRest) in the same loop.
+  std::vector<Job> sorted(jobs.size());
+  for (size_t at = from.size(); at-- > 0;) {
+    Job& job = sorted[at] = jobs[from[at]];
+    job.tier = tier_of(job);
+    if (!explain_) NoteRest(at, job);
   }
   jobs_ = std::move(sorted);
 }
@@ -514,9 +538,14 @@ void Pass::Order() {
 // Step 3.
 int Pass::NodeOf(const NodePlacement& p) {
   const int hint = p.node_index;
-  if (hint >= 0 && hint < static_cast<int>(in_.nodes.size()) &&
-      NameEq()(in_.nodes[hint].name, p.node)) {
-    return hint;
+  if (hint >= 0 && hint < static_cast<int>(node_names_.size())) {
+    // Names of one size with equal Words() are equal up to 16 bytes.
+    const NameWords& name = node_names_[hint];
+    if (p.node.size() <= 16 ? name.size == p.node.size() &&
+                                  name.words == Words(p.node)
+                            : in_.nodes[hint].name == p.node) {
+      return hint;
+    }
   }
   if (node_index_.empty()) {
     node_index_.reserve(in_.nodes.size());
@@ -530,8 +559,10 @@ int Pass::NodeOf(const NodePlacement& p) {
 
 void Pass::BuildTimeline() {
   most_gpus_ = 0;
+  node_names_.reserve(in_.nodes.size());
   for (const NodeSnapshot& node : in_.nodes) {
     most_gpus_ = std::max(most_gpus_, node.total_gpus);
+    node_names_.push_back({Words(node.name), node.name.size()});
   }
   at_least_total_.assign(most_gpus_ + 2, 0);
   for (const NodeSnapshot& node : in_.nodes) {
@@ -627,13 +658,30 @@ int Pass::QuotaReason(const Job& job, int total) {
   return it->second;
 }
 
-std::pair<int64_t, std::vector<int>> Pass::BestStart(int count,
-                                                     int gpus) const {
+std::pair<int64_t, std::vector<int>> Pass::BestStart(int count, int gpus) {
+  // EarliestStart() by node for this many GPUs, brought up to date with
+  // the nodes that changed since the last call.
+  if (static_cast<int>(known_starts_.size()) <= gpus) {
+    known_starts_.resize(gpus + 1);
+  }
+  KnownStarts& known = known_starts_[gpus];
+  const std::vector<int>& changed = book_.changed();
+  if (known.start.empty()) {
+    known.start.resize(book_.size());
+    for (int node = 0; node < book_.size(); ++node) {
+      known.start[node] = book_.EarliestStart(node, gpus);
+    }
+    known.read = changed.size();
+  }
+  for (; known.read < changed.size(); ++known.read) {
+    const int node = changed[known.read];
+    known.start[node] = book_.EarliestStart(node, gpus);
+  }
   // The `count` least (start, node) pairs, in a max-heap.
   std::vector<std::pair<int64_t, int>> starts;
   starts.reserve(count + 1);
   for (int node = 0; node < book_.size(); ++node) {
-    const std::pair<int64_t, int> start{book_.EarliestStart(node, gpus), node};
+    const std::pair<int64_t, int> start{known.start[node], node};
     if (start.first == kNever) continue;
     if (static_cast<int>(starts.size()) < count) {
       starts.push_back(start);
@@ -652,25 +700,43 @@ std::pair<int64_t, std::vector<int>> Pass::BestStart(int count,
   return {starts[count - 1].first, nodes};
 }
 
+int Pass::SoonFree(int node) const {
+  // A node whose free count never drops below k from `soon` on has k GPUs
+  // free for good by then; such a node has them free now or has a release
+  // by then.
+  const int64_t soon = in_.now_ms + grace_ms_;
+  if (book_.free_now(node) == 0 && !book_.ReleasesBy(node, soon)) return 0;
+  const int lowest = book_.MinFreeFrom(node, soon, [](int) { return false; });
+  return std::clamp(lowest, 0, most_gpus_);
+}
+
 int Pass::FreeSoon(int gpus) {
   if (grace_ms_ < 0) return 0;  // no start is earlier than now
   if (gpus <= 0) return book_.size();
   if (gpus > most_gpus_) return 0;
-  if (soon_version_ != version_) {
-    // Counted once per state of the book. A node whose free count never
-    // drops below k from `soon` on has k GPUs free for good by then; such
-    // a node has them free now or has a release by then.
-    const int64_t soon = in_.now_ms + grace_ms_;
-    std::vector<int> exactly(most_gpus_ + 1, 0);
+  const std::vector<int>& changed = book_.changed();
+  if (soon_free_.empty()) {
+    soon_free_.resize(book_.size());
+    soon_exactly_.assign(most_gpus_ + 1, 0);
     for (int node = 0; node < book_.size(); ++node) {
-      if (book_.free_now(node) == 0 && !book_.ReleasesBy(node, soon)) continue;
-      const int lowest =
-          book_.MinFreeFrom(node, soon, [](int) { return false; });
-      if (lowest > 0) ++exactly[std::min(lowest, most_gpus_)];
+      soon_free_[node] = SoonFree(node);
+      ++soon_exactly_[soon_free_[node]];
     }
+    soon_read_ = changed.size();
+    soon_.clear();
+  }
+  for (; soon_read_ < changed.size(); ++soon_read_) {
+    const int node = changed[soon_read_];
+    --soon_exactly_[soon_free_[node]];
+    soon_free_[node] = SoonFree(node);
+    ++soon_exactly_[soon_free_[node]];
+    soon_.clear();
+  }
+  if (soon_.empty()) {
     soon_.assign(most_gpus_ + 2, 0);
-    for (int k = most_gpus_; k >= 1; --k) soon_[k] = soon_[k + 1] + exactly[k];
-    soon_version_ = version_;
+    for (int k = most_gpus_; k >= 1; --k) {
+      soon_[k] = soon_[k + 1] + soon_exactly_[k];
+    }
   }
   return soon_[gpus];
 }
@@ -861,17 +927,17 @@ void Pass::PrepareSettle() {
   live_limit_.assign(shapes_.size(), kNoneLeft);
   next_.resize(jobs_.size());
   cursor_.assign(shapes_.size(), static_cast<uint32_t>(jobs_.size()));
-  for (size_t i = jobs_.size(); i-- > 0;) {
-    Job& job = jobs_[i];
-    next_[i] = cursor_[job.shape];
-    cursor_[job.shape] = static_cast<uint32_t>(i);
-    int64_t& limit = shape_limit_[job.shape];
-    job.rest_limit = limit;
-    const int64_t own = job.time_limit_ms > 0 ? job.time_limit_ms : kNever;
-    if (limit == kNoneLeft || own < limit) limit = own;
-    if (config_.preemption && job.priority > lowest_running_priority_) {
-      ++preempters_left_;
-    }
+}
+
+void Pass::NoteRest(size_t at, Job& job) {
+  next_[at] = cursor_[job.shape];
+  cursor_[job.shape] = static_cast<uint32_t>(at);
+  int64_t& limit = shape_limit_[job.shape];
+  job.rest_limit = limit;
+  const int64_t own = job.time_limit_ms > 0 ? job.time_limit_ms : kNever;
+  if (limit == kNoneLeft || own < limit) limit = own;
+  if (config_.preemption && job.priority > lowest_running_priority_) {
+    ++preempters_left_;
   }
 }
 
@@ -964,6 +1030,7 @@ bool Pass::Settled(const Job& job) {
 SchedulerDecisions Pass::Run() {
   reservations_left_ = config_.max_reservations;
   BuildAccounts();
+  if (!explain_) PrepareSettle();
   Order();
   BuildTimeline();
   if (explain_) {
@@ -975,7 +1042,6 @@ SchedulerDecisions Pass::Run() {
     }
     return std::move(out_);
   }
-  PrepareSettle();
   for (size_t at = 0; at < jobs_.size(); ++at) {
     const Job& job = jobs_[at];
     Schedule(job);

@@ -68,12 +68,8 @@ ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes, int64_t now_ms)
   size_t most = 0;
   for (size_t i = 0; i < nodes.size(); ++i) {
     NodeState& n = nodes_[i];
+    // Sorted, if need be, by the first Take(): only it reads the indices.
     n.free = &nodes[i].free_gpus;
-    if (!std::is_sorted(n.free->begin(), n.free->end())) {
-      n.own = *n.free;
-      std::sort(n.own.begin(), n.own.end());
-      n.free = &n.own;
-    }
     n.free_count = static_cast<int>(n.free->size());
     n.domain = &nodes[i].gpu_domain;
     most = std::max(most, n.free->size());
@@ -92,11 +88,15 @@ ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes, int64_t now_ms)
 }
 
 void ClusterBook::Insert(int node, Event event) {
+  changed_.push_back(node);
+  // After every event at or before it; most arrive in time order.
   auto& events = nodes_[node].events;
-  auto at =
-      std::upper_bound(events.begin(), events.end(), event.at_ms,
-                       [](int64_t t, const Event& e) { return t < e.at_ms; });
-  events.insert(at, event);
+  events.push_back(event);
+  size_t i = events.size() - 1;
+  for (; i > 0 && events[i - 1].at_ms > event.at_ms; --i) {
+    events[i] = events[i - 1];
+  }
+  events[i] = event;
 }
 
 void ClusterBook::AddRelease(int node, int64_t at_ms, int gpus, int owner) {
@@ -106,6 +106,7 @@ void ClusterBook::AddRelease(int node, int64_t at_ms, int gpus, int owner) {
 
 void ClusterBook::ExpediteRelease(int node, int owner, int gpus,
                                   int64_t at_ms) {
+  changed_.push_back(node);
   auto& events = nodes_[node].events;
   int found = 0;
   for (size_t i = 0; i < events.size();) {
@@ -158,7 +159,13 @@ std::vector<int> ClusterBook::FindNodes(int count, int gpus,
 }
 
 std::vector<int> ClusterBook::Take(int node, int gpus, int64_t end_ms) {
+  changed_.push_back(node);
   NodeState& n = nodes_[node];
+  if (n.free != &n.own && !std::is_sorted(n.free->begin(), n.free->end())) {
+    n.own = *n.free;
+    std::sort(n.own.begin(), n.own.end());
+    n.free = &n.own;
+  }
   std::vector<int> chosen = ChooseGpus(*n.free, *n.domain, gpus);
   std::vector<int> rest;
   rest.reserve(n.free->size() - chosen.size());

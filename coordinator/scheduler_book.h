@@ -33,6 +33,10 @@ class ClusterBook {
   int size() const { return static_cast<int>(nodes_.size()); }
   int64_t now_ms() const { return now_ms_; }
   int free_now(int node) const { return nodes_[node].free_count; }
+  // Every node whose free GPUs or timeline changed since construction, in
+  // the order of the changes (a node once per change): values derived per
+  // node stay good for the nodes after a reader's last position.
+  const std::vector<int>& changed() const { return changed_; }
 
   // Records that `gpus` GPUs of `node` come free at `at_ms` (kNever: not by
   // themselves), owned by running attempt `owner`.
@@ -83,7 +87,8 @@ class ClusterBook {
 
  private:
   struct NodeState {
-    // The snapshot's free GPUs until the first Take() copies them to `own`.
+    // The snapshot's free GPUs until the first Take() copies them to `own`
+    // (sorted).
     const std::vector<int>* free = nullptr;
     std::vector<int> own;
     int free_count = 0;
@@ -123,6 +128,7 @@ class ClusterBook {
   std::vector<NodeSet> buckets_;
   std::vector<int> counts_;
   std::vector<int> at_least_;  // at_least_[k]: nodes with k or more free
+  std::vector<int> changed_;
 };
 
 template <typename Skip>

@@ -130,10 +130,12 @@ class Pass {
   explicit Pass(const SchedulerInput& input)
       : in_(input),
         config_(input.config ? *input.config : DefaultConfig()),
-        book_(input.nodes, input.now_ms),
+        scratch_(TakeScratch()),
+        book_(scratch_->book),
         grace_ms_(static_cast<int64_t>(config_.default_grace_s * 1000)),
-        explain_(input.explain),
-        scratch_(TakeScratch()) {}
+        explain_(input.explain) {
+    book_.Reset(input.nodes, input.now_ms);
+  }
   ~Pass() { KeptScratch() = std::move(scratch_); }
 
   SchedulerDecisions Run();
@@ -247,24 +249,12 @@ class Pass {
 
   const SchedulerInput& in_;
   const ClusterConfig& config_;
-  ClusterBook book_;
-  const int64_t grace_ms_;
-  const bool explain_;
-  SchedulerDecisions out_;
-
-  static constexpr int kMaxPriority = 100;
-  NameIndex account_index_;
-  struct CachedName {
-    std::pair<uint64_t, uint64_t> words;
-    size_t size = ~size_t{0};
-    int account = -1;
-  };
-  std::array<CachedName, 64> name_cache_;
-  // The memory of the per-job arrays, kept per thread from one pass to the
-  // next: fresh memory for them every pass cost as much in page faults as
-  // filling them. Only the memory is kept; a pass writes every element it
-  // reads.
+  // The memory of the book and the per-job arrays, kept per thread from
+  // one pass to the next: fresh memory for them every pass cost as much in
+  // page faults as filling them. Only the memory is kept; a pass writes
+  // every element it reads.
   struct Scratch {
+    ClusterBook book;
     Array<Job> jobs, sorted;
     Array<uint32_t> from, next;
   };
@@ -277,6 +267,19 @@ class Pass {
     return scratch != nullptr ? std::move(scratch) : std::make_unique<Scratch>();
   }
   std::unique_ptr<Scratch> scratch_;
+  ClusterBook& book_;
+  const int64_t grace_ms_;
+  const bool explain_;
+  SchedulerDecisions out_;
+
+  static constexpr int kMaxPriority = 100;
+  NameIndex account_index_;
+  struct CachedName {
+    std::pair<uint64_t, uint64_t> words;
+    size_t size = ~size_t{0};
+    int account = -1;
+  };
+  std::array<CachedName, 64> name_cache_;
   // In queue order, then (Order()) in order.
   Array<Job>& jobs_ = scratch_->jobs;
   bool present_[kMaxPriority + 1] = {};  // some pending job has priority p

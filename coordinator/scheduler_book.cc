@@ -63,15 +63,25 @@ std::vector<int> ChooseGpus(const std::vector<int>& free,
 
 }  // namespace
 
-ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes, int64_t now_ms)
-    : now_ms_(now_ms), nodes_(nodes.size()) {
+ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes, int64_t now_ms) {
+  Reset(nodes, now_ms);
+}
+
+void ClusterBook::Reset(const std::vector<NodeSnapshot>& nodes,
+                        int64_t now_ms) {
+  now_ms_ = now_ms;
+  nodes_.resize(nodes.size());
+  changed_.clear();
   size_t most = 0;
   for (size_t i = 0; i < nodes.size(); ++i) {
     NodeState& n = nodes_[i];
     // Sorted, if need be, by the first Take(): only it reads the indices.
     n.free = &nodes[i].free_gpus;
+    n.own.clear();
     n.free_count = static_cast<int>(n.free->size());
     n.domain = &nodes[i].gpu_domain;
+    n.events.clear();
+    n.has_claims = false;
     most = std::max(most, n.free->size());
   }
   buckets_.resize(most + 1);

@@ -28,7 +28,11 @@ class ClusterBook {
     int owner;
   };
 
+  ClusterBook() = default;
   ClusterBook(const std::vector<NodeSnapshot>& nodes, int64_t now_ms);
+  // Makes this the book of `nodes` at `now_ms`, as constructed, keeping
+  // the memory it has.
+  void Reset(const std::vector<NodeSnapshot>& nodes, int64_t now_ms);
 
   int size() const { return static_cast<int>(nodes_.size()); }
   int64_t now_ms() const { return now_ms_; }
@@ -122,7 +126,7 @@ class ClusterBook {
     std::vector<uint64_t> words_;
   };
 
-  int64_t now_ms_;
+  int64_t now_ms_ = 0;
   std::vector<NodeState> nodes_;
   // buckets_[k]: the nodes with exactly k free GPUs; counts_[k]: how many.
   std::vector<NodeSet> buckets_;

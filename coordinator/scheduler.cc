@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -417,14 +418,16 @@ int Pass::AccountOf(const std::string& user, const std::string& group) {
   return it->second;
 }
 
-int Pass::CachedAccountOf(const std::string& user, const std::string& group) {
+inline int Pass::CachedAccountOf(const std::string& user,
+                                 const std::string& group) {
   // Names of one size with equal Words() are equal up to 16 bytes (NameEq).
-  if (user.size() > 16) return AccountOf(user, group);
+  if (ABSL_PREDICT_FALSE(user.size() > 16)) return AccountOf(user, group);
   const std::pair<uint64_t, uint64_t> words = Words(user);
   uint64_t h = (words.first ^ user.size()) * 0x9e3779b97f4a7c15ull;
   h = (h ^ words.second) * 0xff51afd7ed558ccdull;
   CachedName& cached = name_cache_[h >> 58];
-  if (cached.size != user.size() || cached.words != words) {
+  if (ABSL_PREDICT_FALSE(cached.size != user.size() ||
+                         cached.words != words)) {
     cached = {words, user.size(), AccountOf(user, group)};
   }
   return cached.account;

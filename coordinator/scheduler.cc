@@ -142,8 +142,8 @@ class Pass {
   SchedulerDecisions Run();
 
  private:
-  // A pending job with what the pass reads of it inline: the loop over the
-  // ordered queue then reads memory in order instead of visiting each
+  // A pending job with what the pass reads of it inline: the passes over
+  // the ordered queue read these 48 bytes instead of visiting each
   // PendingJob (the pass's largest cost with a long queue was that miss).
   struct Job {
     // Until Order(): the priority its aged priority reaches (at most 100).
@@ -195,7 +195,7 @@ class Pass {
   int CachedAccountOf(const std::string& user, const std::string& group);
   std::string GroupOf(const std::string& user, const std::string& group) const;
   void BuildAccounts();
-  // Puts jobs_ in order.
+  // Fills order_ and the jobs' tiers.
   void Order();
   // Also counts the GPUs each account and group holds.
   void BuildTimeline();
@@ -256,8 +256,8 @@ class Pass {
   // every element it reads.
   struct Scratch {
     ClusterBook book;
-    Array<Job> jobs, sorted;
-    Array<uint32_t> from, next;
+    Array<Job> jobs;
+    Array<uint32_t> order, next;
   };
   static std::unique_ptr<Scratch>& KeptScratch() {
     thread_local std::unique_ptr<Scratch> kept;
@@ -281,8 +281,10 @@ class Pass {
     int account = -1;
   };
   std::array<CachedName, 64> name_cache_;
-  // In queue order, then (Order()) in order.
+  // In queue order.
   Array<Job>& jobs_ = scratch_->jobs;
+  // Indices into jobs_ in scheduling order (Order()).
+  Array<uint32_t>& order_ = scratch_->order;
   bool present_[kMaxPriority + 1] = {};  // some pending job has priority p
   // Pending jobs by account and the priority their aged priority reaches:
   // [account * (kMaxPriority + 1) + reached].
@@ -561,7 +563,7 @@ void Pass::Order() {
     at += sizes[by_key[r]];
   }
   Array<Job>& jobs = jobs_;
-  Array<uint32_t>& from = scratch_->from;
+  Array<uint32_t>& from = order_;
   from.resize(jobs.size());
   auto place = [&](uint32_t i) {
     const Job& job = jobs[i];
@@ -579,14 +581,11 @@ void Pass::Order() {
   }
   // From the back, so that a pass that does not explain notes what step 5
   // needs of each job (NoteRest) in the same loop.
-  Array<Job>& sorted = scratch_->sorted;
-  sorted.resize(jobs.size());
   for (size_t at = from.size(); at-- > 0;) {
-    Job& job = sorted[at] = jobs[from[at]];
+    Job& job = jobs[from[at]];
     job.tier = tier_of(job);
     if (!explain_) NoteRest(at, job);
   }
-  jobs_.swap(sorted);
 }
 
 // Step 3.
@@ -1045,7 +1044,7 @@ void Pass::Tail() {
       continue;
     }
     const uint32_t at = cursor_[s];
-    const Job& job = jobs_[at];
+    const Job& job = jobs_[order_[at]];
     Schedule(job);
     cursor_[s] = next_[at];
     if (cursor_[s] >= end) {
@@ -1089,7 +1088,8 @@ SchedulerDecisions Pass::Run() {
   BuildTimeline();
   if (explain_) {
     out_.queue.reserve(jobs_.size());
-    for (const Job& job : jobs_) {
+    for (uint32_t i : order_) {
+      const Job& job = jobs_[i];
       out_.queue.push_back(
           {job.index, job.account, EffectivePriority(job.spec(in_)),
            Schedule(job)});
@@ -1097,7 +1097,7 @@ SchedulerDecisions Pass::Run() {
     return std::move(out_);
   }
   for (size_t at = 0; at < jobs_.size(); ++at) {
-    const Job& job = jobs_[at];
+    const Job& job = jobs_[order_[at]];
     Schedule(job);
     cursor_[job.shape] = next_[at];
     if (Settled(job)) return std::move(out_);

@@ -257,7 +257,7 @@ class Pass {
   struct Scratch {
     ClusterBook book;
     Array<Job> jobs;
-    Array<uint32_t> order, next;
+    Array<uint32_t> order, next, pair;
   };
   static std::unique_ptr<Scratch>& KeptScratch() {
     thread_local std::unique_ptr<Scratch> kept;
@@ -283,6 +283,9 @@ class Pass {
   std::array<CachedName, 64> name_cache_;
   // In queue order.
   Array<Job>& jobs_ = scratch_->jobs;
+  // By job: its (account, reached priority) pair, an index into
+  // reached_count_.
+  Array<uint32_t>& pair_ = scratch_->pair;
   // Indices into jobs_ in scheduling order (Order()).
   Array<uint32_t>& order_ = scratch_->order;
   bool present_[kMaxPriority + 1] = {};  // some pending job has priority p
@@ -440,6 +443,7 @@ void Pass::BuildAccounts() {
   for (const auto& [user, entry] : config_.users) AccountOf(user, "");
   // One read of the queue: each job's account, aged priority and shape.
   jobs_.resize(in_.queue.size());
+  pair_.resize(in_.queue.size());
   const PendingJob* last = nullptr;
   for (size_t i = 0; i < in_.queue.size(); ++i) {
     const PendingJob& spec = in_.queue[i];
@@ -466,7 +470,8 @@ void Pass::BuildAccounts() {
     job.shape = explain_ ? 0 : ShapeOf(nodes, gpus);
     job.time_limit_ms = spec.time_limit_ms;
     job.rest_limit = kNoneLeft;
-    ++reached_count_[account * (kMaxPriority + 1) + reached];
+    pair_[i] = account * (kMaxPriority + 1) + reached;
+    ++reached_count_[pair_[i]];
   }
   running_account_.reserve(in_.running.size());
   for (const RunningAttempt& r : in_.running) {
@@ -566,8 +571,7 @@ void Pass::Order() {
   Array<uint32_t>& from = order_;
   from.resize(jobs.size());
   auto place = [&](uint32_t i) {
-    const Job& job = jobs[i];
-    from[offset[bucket_of[job.account * (kMax + 1) + job.tier]]++] = i;
+    from[offset[bucket_of[pair_[i]]]++] = i;
   };
   if (in_order_) {
     for (uint32_t i = 0; i < jobs.size(); ++i) place(i);

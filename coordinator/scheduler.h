@@ -4,7 +4,8 @@
 // It does no IO and reads no clock; the coordinator core builds the snapshot
 // and applies the decisions. The policy keeps no state between passes:
 // reservations are recomputed each pass from the same inputs, so they hold
-// as long as the inputs do.
+// as long as the inputs do. (A thread keeps the memory of its last pass's
+// working arrays for the next one; no value carries over.)
 #ifndef DCVLR_COORDINATOR_SCHEDULER_H_
 #define DCVLR_COORDINATOR_SCHEDULER_H_
 
@@ -193,8 +194,11 @@ class SchedulingPolicy {
 //      running attempt that is not stopping, and for every shape (nodes,
 //      GPUs per node) still waiting, neither its job with the shortest
 //      time limit fits now (4b) nor do enough nodes come free for it
-//      within the default grace (4d). Decisions are then the same as those
-//      of a pass that explains.
+//      within the default grace (4d). Once no reservation is left to make
+//      and no later job could preempt, the cluster only fills for the rest
+//      of the pass, so a shape found unable to decide never will, and the
+//      jobs of that shape are passed over. Decisions are then the same as
+//      those of a pass that explains.
 //   No loops: only attempts that rank below the job (lower priority, and
 //   lower aged priority when they started) are preempted, so a requeued
 //   victim cannot outrank the job and take its GPUs back; and a job whose

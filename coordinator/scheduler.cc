@@ -163,6 +163,10 @@ class Pass {
       return in.queue[index];
     }
   };
+  // A job's time limit, kNever for none.
+  static int64_t LimitOf(const Job& job) {
+    return job.time_limit_ms > 0 ? job.time_limit_ms : kNever;
+  }
 
   // The order among jobs of one tier and fair-share factor.
   static bool Before(const PendingJob& a, const PendingJob& b) {
@@ -243,6 +247,10 @@ class Pass {
   // Whether jobs of shape `s` (its shortest limit left) may still decide
   // something; false stays false in the tail.
   bool StillLive(int s);
+  // In the tail: whether `job` would find no room and nothing to hold
+  // within a grace; then so would every later job of its shape whose limit
+  // is no shorter, as the cluster only fills.
+  bool Hopeless(const Job& job);
   // Whether a job of shape `s` whose time limit is shape_limit_[s] may be
   // placed now or reserve GPUs that come free within a grace.
   bool MayDecide(int s);
@@ -991,7 +999,7 @@ void Pass::NoteRest(size_t at, Job& job) {
   cursor_[job.shape] = static_cast<uint32_t>(at);
   int64_t& limit = shape_limit_[job.shape];
   job.rest_limit = limit;
-  const int64_t own = job.time_limit_ms > 0 ? job.time_limit_ms : kNever;
+  const int64_t own = LimitOf(job);
   if (limit == kNoneLeft || own < limit) limit = own;
   if (config_.preemption && job.priority > lowest_running_priority_) {
     ++preempters_left_;
@@ -1013,6 +1021,22 @@ bool Pass::MayDecide(int s) {
   // 4d with no reservation left: only GPUs free for good within a grace
   // make one.
   return g > 0 && FreeSoon(g) >= n;
+}
+
+bool Pass::Hopeless(const Job& job) {
+  const int n = job.nodes, g = job.gpus;
+  const int64_t end =
+      job.time_limit_ms > 0 ? in_.now_ms + job.time_limit_ms : kNever;
+  // As in Schedule(): no room now for it, nor for a job as large that ends
+  // no earlier...
+  bool blocked = book_.NodesWithFree(g) < n;
+  for (size_t i = 0; !blocked && i < no_room_.size(); ++i) {
+    const Tried& t = no_room_[i];
+    blocked = n >= t.nodes && g >= t.gpus && end >= t.end_ms;
+  }
+  // ...and, as in Block() with no reservation left, no GPUs it could hold
+  // within a grace.
+  return blocked && (Covered(not_soon_, n, g, 100) || FreeSoon(g) < n);
 }
 
 bool Pass::StillLive(int s) {
@@ -1049,8 +1073,19 @@ void Pass::Tail() {
     }
     const uint32_t at = cursor_[s];
     const Job& job = jobs_[order_[at]];
-    Schedule(job);
-    cursor_[s] = next_[at];
+    if (Hopeless(job)) {
+      // Neither it nor a later job of its shape with a limit as long
+      // decides anything: on to the next one with a shorter limit.
+      const int64_t own = LimitOf(job);
+      uint32_t later = next_[at];
+      while (later < end && LimitOf(jobs_[order_[later]]) >= own) {
+        later = next_[later];
+      }
+      cursor_[s] = later;
+    } else {
+      Schedule(job);
+      cursor_[s] = next_[at];
+    }
     if (cursor_[s] >= end) {
       live[first] = live.back();
       live.pop_back();

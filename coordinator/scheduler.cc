@@ -93,6 +93,18 @@ struct NameEq {
   }
 };
 
+// A name as its size and Words(), which tell names of up to 16 bytes apart
+// exactly (as NameEq does) and longer ones only probably.
+struct NameKey {
+  std::pair<uint64_t, uint64_t> words;
+  size_t size = ~size_t{0};  // none
+
+  static NameKey Of(absl::string_view name) {
+    return {Words(name), name.size()};
+  }
+  bool operator==(const NameKey&) const = default;
+};
+
 // Names to indices; the names are views of the input and the config, which
 // outlive the pass.
 using NameIndex = absl::flat_hash_map<absl::string_view, int, NameHash, NameEq>;
@@ -166,6 +178,10 @@ class Pass {
   // A job's time limit, kNever for none.
   static int64_t LimitOf(const Job& job) {
     return job.time_limit_ms > 0 ? job.time_limit_ms : kNever;
+  }
+  // When a job placed now ends by its limit, kNever for none.
+  int64_t EndOf(const Job& job) const {
+    return job.time_limit_ms > 0 ? in_.now_ms + job.time_limit_ms : kNever;
   }
 
   // The order among jobs of one tier and fair-share factor.
@@ -284,8 +300,7 @@ class Pass {
   static constexpr int kMaxPriority = 100;
   NameIndex account_index_;
   struct CachedName {
-    std::pair<uint64_t, uint64_t> words;
-    size_t size = ~size_t{0};
+    NameKey name;
     int account = -1;
   };
   std::array<CachedName, 64> name_cache_;
@@ -322,13 +337,9 @@ class Pass {
     return g > most_gpus_ || at_least_total_[std::max(g, 0)] < n;
   }
   NameIndex node_index_;         // built when a placement has no index
-  // By node: its name's Words() and size, to check placements' indices
-  // without reading the snapshot's nodes again.
-  struct NameWords {
-    std::pair<uint64_t, uint64_t> words;
-    size_t size;
-  };
-  std::vector<NameWords> node_names_;
+  // By node: its name's key, to check placements' indices without reading
+  // the snapshot's nodes again.
+  std::vector<NameKey> node_names_;
   // Built on the first preemption attempt of the pass.
   VictimFinder& Victims();
   std::vector<VictimFinder::Holding> holdings_;
@@ -361,6 +372,15 @@ class Pass {
     int64_t end_ms;
   };
   std::vector<Tried> no_room_;  // one per shape, the earliest end
+  // Whether `n` nodes with `g` free GPUs until `end` are known not to be
+  // there: too few nodes have them free, or no_room_ says so.
+  bool KnownNoRoom(int n, int g, int64_t end) const {
+    if (book_.NodesWithFree(g) < n) return true;
+    for (const Tried& t : no_room_) {
+      if (n >= t.nodes && g >= t.gpus && end >= t.end_ms) return true;
+    }
+    return false;
+  }
   void NoRoom(int n, int g, int64_t end) {
     for (Tried& t : no_room_) {
       if (t.nodes == n && t.gpus == g) {
@@ -433,15 +453,13 @@ int Pass::AccountOf(const std::string& user, const std::string& group) {
 
 inline int Pass::CachedAccountOf(const std::string& user,
                                  const std::string& group) {
-  // Names of one size with equal Words() are equal up to 16 bytes (NameEq).
   if (ABSL_PREDICT_FALSE(user.size() > 16)) return AccountOf(user, group);
-  const std::pair<uint64_t, uint64_t> words = Words(user);
-  uint64_t h = (words.first ^ user.size()) * 0x9e3779b97f4a7c15ull;
-  h = (h ^ words.second) * 0xff51afd7ed558ccdull;
+  const NameKey name = NameKey::Of(user);
+  uint64_t h = (name.words.first ^ name.size) * 0x9e3779b97f4a7c15ull;
+  h = (h ^ name.words.second) * 0xff51afd7ed558ccdull;
   CachedName& cached = name_cache_[h >> 58];
-  if (ABSL_PREDICT_FALSE(cached.size != user.size() ||
-                         cached.words != words)) {
-    cached = {words, user.size(), AccountOf(user, group)};
+  if (ABSL_PREDICT_FALSE(!(cached.name == name))) {
+    cached = {name, AccountOf(user, group)};
   }
   return cached.account;
 }
@@ -604,10 +622,7 @@ void Pass::Order() {
 int Pass::NodeOf(const NodePlacement& p) {
   const int hint = p.node_index;
   if (hint >= 0 && hint < static_cast<int>(node_names_.size())) {
-    // Names of one size with equal Words() are equal up to 16 bytes.
-    const NameWords& name = node_names_[hint];
-    if (p.node.size() <= 16 ? name.size == p.node.size() &&
-                                  name.words == Words(p.node)
+    if (p.node.size() <= 16 ? node_names_[hint] == NameKey::Of(p.node)
                             : in_.nodes[hint].name == p.node) {
       return hint;
     }
@@ -627,7 +642,7 @@ void Pass::BuildTimeline() {
   node_names_.reserve(in_.nodes.size());
   for (const NodeSnapshot& node : in_.nodes) {
     most_gpus_ = std::max(most_gpus_, node.total_gpus);
-    node_names_.push_back({Words(node.name), node.name.size()});
+    node_names_.push_back(NameKey::Of(node.name));
   }
   at_least_total_.assign(most_gpus_ + 2, 0);
   for (const NodeSnapshot& node : in_.nodes) {
@@ -943,15 +958,9 @@ int Pass::Schedule(const Job& job) {
     });
   }
   // 4b.
-  const int64_t end =
-      job.time_limit_ms > 0 ? in_.now_ms + job.time_limit_ms : kNever;
-  bool room = book_.NodesWithFree(g) >= n;
-  for (size_t i = 0; room && i < no_room_.size(); ++i) {
-    const Tried& t = no_room_[i];
-    room = !(n >= t.nodes && g >= t.gpus && end >= t.end_ms);
-  }
+  const int64_t end = EndOf(job);
   std::vector<int> nodes;
-  if (room) {
+  if (!KnownNoRoom(n, g, end)) {
     nodes = book_.FindNodes(n, g, end);
     if (static_cast<int>(nodes.size()) < n) NoRoom(n, g, end);
   }
@@ -1025,18 +1034,10 @@ bool Pass::MayDecide(int s) {
 
 bool Pass::Hopeless(const Job& job) {
   const int n = job.nodes, g = job.gpus;
-  const int64_t end =
-      job.time_limit_ms > 0 ? in_.now_ms + job.time_limit_ms : kNever;
-  // As in Schedule(): no room now for it, nor for a job as large that ends
-  // no earlier...
-  bool blocked = book_.NodesWithFree(g) < n;
-  for (size_t i = 0; !blocked && i < no_room_.size(); ++i) {
-    const Tried& t = no_room_[i];
-    blocked = n >= t.nodes && g >= t.gpus && end >= t.end_ms;
-  }
-  // ...and, as in Block() with no reservation left, no GPUs it could hold
-  // within a grace.
-  return blocked && (Covered(not_soon_, n, g, 100) || FreeSoon(g) < n);
+  // No room now (as Schedule() finds before searching), and, as in Block()
+  // with no reservation left, no GPUs it could hold within a grace.
+  return KnownNoRoom(n, g, EndOf(job)) &&
+         (Covered(not_soon_, n, g, 100) || FreeSoon(g) < n);
 }
 
 bool Pass::StillLive(int s) {

@@ -37,9 +37,10 @@ class ClusterBook {
   int size() const { return static_cast<int>(nodes_.size()); }
   int64_t now_ms() const { return now_ms_; }
   int free_now(int node) const { return nodes_[node].free_count; }
-  // Every node whose free GPUs or timeline changed since construction, in
-  // the order of the changes (a node once per change): values derived per
-  // node stay good for the nodes after a reader's last position.
+  // Every node whose free GPUs or timeline changed since construction or
+  // Reset(), in the order of the changes (a node once per change): values
+  // derived per node stay good for the nodes after a reader's last
+  // position.
   const std::vector<int>& changed() const { return changed_; }
 
   // Records that `gpus` GPUs of `node` come free at `at_ms` (kNever: not by

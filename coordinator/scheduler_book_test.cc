@@ -55,6 +55,8 @@ struct Model {
 
 TEST(ClusterBookTest, IndexesAgreeWithAPlainModel) {
   std::mt19937 rng(11);
+  // One book for all rounds: Reset() must leave nothing of the last one.
+  ClusterBook book;
   for (int round = 0; round < 200; ++round) {
     const int node_count = 1 + rng() % 12;
     std::vector<NodeSnapshot> nodes;
@@ -68,7 +70,7 @@ TEST(ClusterBookTest, IndexesAgreeWithAPlainModel) {
       nodes.push_back(std::move(node));
     }
     model.changes.resize(node_count);
-    ClusterBook book(nodes, kNow);
+    book.Reset(nodes, kNow);
     for (int n = 0; n < node_count; ++n) {
       const int busy = 8 - model.free[n];
       if (busy > 0 && rng() % 4 != 0) {
@@ -93,6 +95,8 @@ TEST(ClusterBookTest, IndexesAgreeWithAPlainModel) {
           if (model.free[node] >= gpus && gpus > 0) {
             std::vector<int> taken = book.Take(node, gpus, end);
             ASSERT_EQ(static_cast<int>(taken.size()), gpus);
+            ASSERT_FALSE(book.changed().empty());
+            EXPECT_EQ(book.changed().back(), node);
             model.free[node] -= gpus;
             if (end != kNever) model.changes[node].push_back({end, gpus});
           }

@@ -18,6 +18,7 @@
 #include "worker/eval/config.h"
 #include "worker/eval/evaluator.h"
 #include "worker/eval/results.h"
+#include "worker/trainer/config.h"
 
 namespace {
 
@@ -111,24 +112,14 @@ int Score(int argc, char** argv) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "score") == 0) return Score(argc, argv);
   std::string config_path;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--config" && i + 1 < argc) {
-      config_path = argv[++i];
-    } else if (a.rfind("--config=", 0) == 0) {
-      config_path = a.substr(9);
-    } else if (a == "--help" || a == "-h") {
-      Usage(stdout);
+  switch (dcvlr::trainer::ParseConfigArgs(argc, argv, "dcvlr-eval", Usage,
+                                          &config_path)) {
+    case dcvlr::trainer::ConfigArgs::kHelpShown:
       return kExitOk;
-    } else {
-      fprintf(stderr, "dcvlr-eval: unknown argument %s\n", a.c_str());
-      Usage(stderr);
+    case dcvlr::trainer::ConfigArgs::kBad:
       return kExitBadConfig;
-    }
-  }
-  if (config_path.empty()) {
-    Usage(stderr);
-    return kExitBadConfig;
+    case dcvlr::trainer::ConfigArgs::kRun:
+      break;
   }
   // A signal only raises a flag: the ranks agree to stop after their
   // current batch and exit 75.

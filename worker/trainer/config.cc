@@ -443,4 +443,29 @@ bool LoadConfigFile(const std::string& path, TrainerConfig* out,
   return true;
 }
 
+ConfigArgs ParseConfigArgs(int argc, char** argv, const char* program,
+                           void (*usage)(FILE*), std::string* config_path) {
+  config_path->clear();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) {
+      *config_path = argv[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      *config_path = a.substr(9);
+    } else if (a == "--help" || a == "-h") {
+      usage(stdout);
+      return ConfigArgs::kHelpShown;
+    } else {
+      fprintf(stderr, "%s: unknown argument %s\n", program, a.c_str());
+      usage(stderr);
+      return ConfigArgs::kBad;
+    }
+  }
+  if (config_path->empty()) {
+    usage(stderr);
+    return ConfigArgs::kBad;
+  }
+  return ConfigArgs::kRun;
+}
+
 }  // namespace dcvlr::trainer

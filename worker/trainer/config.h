@@ -9,6 +9,7 @@
 #define DCVLR_WORKER_TRAINER_CONFIG_H_
 
 #include <cstdint>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -75,6 +76,16 @@ bool ParseConfig(const nlohmann::json& doc, const std::string& config_dir,
 // Reads and parses a config file.
 bool LoadConfigFile(const std::string& path, TrainerConfig* out,
                     std::string* error, std::vector<std::string>* warnings);
+
+// The command line dcvlr-train and dcvlr-eval share: `--config FILE` (or
+// `--config=FILE`) and `--help`.
+enum class ConfigArgs {
+  kRun,        // *config_path is set
+  kHelpShown,  // usage went to stdout
+  kBad,        // an unknown argument or no --config; usage went to stderr
+};
+ConfigArgs ParseConfigArgs(int argc, char** argv, const char* program,
+                           void (*usage)(FILE*), std::string* config_path);
 
 }  // namespace dcvlr::trainer
 

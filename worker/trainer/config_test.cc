@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <string>
+#include <vector>
+
 namespace dcvlr::trainer {
 namespace {
 
@@ -109,6 +113,37 @@ TEST(ConfigTest, HfVisionPathsResolveAgainstConfigDir) {
             (std::vector<std::string>{"/cfg/d/a.jsonl", "/abs/b.jsonl"}));
   doc["data"]["train"]["datasets"][0]["dataset_kwargs"] = json::object();
   EXPECT_FALSE(ParseConfig(doc, "/cfg", &c, &error, &warnings));
+}
+
+// Counts the usage texts a parse prints, by stream.
+int usage_to_stdout = 0, usage_to_stderr = 0;
+void CountingUsage(FILE* out) {
+  ++(out == stdout ? usage_to_stdout : usage_to_stderr);
+}
+
+ConfigArgs Parse(std::vector<std::string> args, std::string* path) {
+  args.insert(args.begin(), "dcvlr-train");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return ParseConfigArgs(static_cast<int>(argv.size()), argv.data(),
+                         "dcvlr-train", CountingUsage, path);
+}
+
+TEST(ConfigArgsTest, ReadsConfigInBothSpellingsAndRefusesTheRest) {
+  usage_to_stdout = usage_to_stderr = 0;
+  std::string path;
+  EXPECT_EQ(Parse({"--config", "a.json"}, &path), ConfigArgs::kRun);
+  EXPECT_EQ(path, "a.json");
+  EXPECT_EQ(Parse({"--config=b.json"}, &path), ConfigArgs::kRun);
+  EXPECT_EQ(path, "b.json");
+  EXPECT_EQ(usage_to_stdout + usage_to_stderr, 0);
+
+  EXPECT_EQ(Parse({"--help"}, &path), ConfigArgs::kHelpShown);
+  EXPECT_EQ(usage_to_stdout, 1);
+  EXPECT_EQ(Parse({}, &path), ConfigArgs::kBad);            // no --config
+  EXPECT_EQ(Parse({"--config"}, &path), ConfigArgs::kBad);  // no file
+  EXPECT_EQ(Parse({"--config=c.json", "--steps=3"}, &path), ConfigArgs::kBad);
+  EXPECT_EQ(usage_to_stderr, 3);
 }
 
 }  // namespace

@@ -97,24 +97,13 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "gen-synthetic") == 0)
     return GenSynthetic(argc, argv);
   std::string config_path;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--config" && i + 1 < argc) {
-      config_path = argv[++i];
-    } else if (a.rfind("--config=", 0) == 0) {
-      config_path = a.substr(9);
-    } else if (a == "--help" || a == "-h") {
-      Usage(stdout);
+  switch (ParseConfigArgs(argc, argv, "dcvlr-train", Usage, &config_path)) {
+    case ConfigArgs::kHelpShown:
       return kExitOk;
-    } else {
-      fprintf(stderr, "dcvlr-train: unknown argument %s\n", a.c_str());
-      Usage(stderr);
+    case ConfigArgs::kBad:
       return kExitBadConfig;
-    }
-  }
-  if (config_path.empty()) {
-    Usage(stderr);
-    return kExitBadConfig;
+    case ConfigArgs::kRun:
+      break;
   }
   TrainerConfig config;
   std::string error;

@@ -125,7 +125,7 @@ absl::Status Core::Recover() {
             std::vector<int>(p.gpus().begin(), p.gpus().end());
       }
     }
-    jobs_.emplace(seq, std::move(job));
+    AddJob(seq, std::move(job));
   }
   work_pending_ = true;
   return absl::OkStatus();
@@ -142,10 +142,30 @@ const v1::Job* Core::FindJob(const std::string& ref) const {
     auto it = jobs_.find(seq);
     return it == jobs_.end() ? nullptr : &it->second;
   }
-  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
-    if (it->second.spec().name() == ref) return &it->second;
+  auto named = newest_by_name_.find(ref);
+  if (named == newest_by_name_.end()) return nullptr;
+  auto it = jobs_.find(named->second);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+void Core::AddJob(int64_t seq, v1::Job job) {
+  auto [it, inserted] = jobs_.emplace(seq, std::move(job));
+  if (!inserted) return;
+  v1::Job& added = it->second;
+  if (IsTerminal(added.state())) {
+    ++ended_by_state_[added.state()];
+  } else {
+    live_.emplace(seq, &added);
   }
-  return nullptr;
+  int64_t& newest = newest_by_name_[added.spec().name()];
+  newest = std::max(newest, seq);
+}
+
+std::vector<v1::Job*> Core::LiveJobs() const {
+  std::vector<v1::Job*> out;
+  out.reserve(live_.size());
+  for (const auto& [seq, job] : live_) out.push_back(job);
+  return out;
 }
 
 v1::Attempt* Core::CurrentAttempt(v1::Job& job) {
@@ -166,8 +186,13 @@ void Core::AddEvent(v1::Job& job, v1::EventType type,
 
 void Core::SetState(v1::Job& job, v1::JobState state,
                     const std::string& reason) {
+  const bool ended = IsTerminal(state) && !IsTerminal(job.state());
   job.set_state(state);
   job.set_reason(reason);
+  if (ended) {
+    live_.erase(JobSeq(job.id()));
+    ++ended_by_state_[state];
+  }
   if (IsTerminal(state)) {
     job.set_end_time_ms(Now());
     if (options_.metric_history != nullptr) {
@@ -374,7 +399,7 @@ absl::StatusOr<SubmitResult> Core::SubmitFile(const std::string& user,
   // Acknowledge only what is durable.
   if (absl::Status s = store_->PutJobs(result.jobs); !s.ok()) return s;
   ++version_;
-  for (const v1::Job& job : result.jobs) jobs_.emplace(next_seq_++, job);
+  for (const v1::Job& job : result.jobs) AddJob(next_seq_++, job);
   work_pending_ = true;
   return result;
 }
@@ -482,15 +507,19 @@ ClusterSnapshot Core::Snapshot(size_t ended_jobs) const {
                                       job.user(),    job.state(),
                                       job.attempt(), job.failures()};
   };
-  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
-    const v1::Job& job = it->second;
+  out.jobs_by_state = ended_by_state_;
+  for (auto it = jobs_.rbegin();
+       it != jobs_.rend() && out.recently_ended.size() < ended_jobs; ++it) {
+    if (IsTerminal(it->second.state())) {
+      out.recently_ended.push_back(labels(it->second));
+    }
+  }
+  for (auto it = live_.rbegin(); it != live_.rend(); ++it) {
+    const v1::Job& job = *it->second;
     ++out.jobs_by_state[job.state()];
     if (IsActive(job.state()) ||
         (job.state() == v1::JOB_STATE_PENDING && job.attempt() > 0)) {
       out.active.push_back(labels(job));
-    } else if (IsTerminal(job.state()) &&
-               out.recently_ended.size() < ended_jobs) {
-      out.recently_ended.push_back(labels(job));
     }
     if (job.state() == v1::JOB_STATE_PENDING) {
       ClusterSnapshot::Pending& p =
@@ -935,7 +964,8 @@ void Core::LoseNode(NodeEntry& node, const std::string& why) {
 
 bool Core::ResolveDependencies() {
   bool changed = false;
-  for (auto& [seq, job] : jobs_) {
+  for (v1::Job* live : LiveJobs()) {
+    v1::Job& job = *live;
     if (job.state() != v1::JOB_STATE_PENDING || job.spec().after_size() == 0) {
       continue;
     }
@@ -994,7 +1024,8 @@ absl::Status Core::ChargeUsage(bool save) {
 bool Core::EnforceTimeLimits() {
   const int64_t now = Now();
   bool changed = false;
-  for (auto& [seq, job] : jobs_) {
+  for (v1::Job* live : LiveJobs()) {
+    v1::Job& job = *live;
     if (!IsActive(job.state()) || job.spec().time_limit_s() <= 0) continue;
     v1::Attempt* attempt = CurrentAttempt(job);
     const int64_t limit_ms =
@@ -1022,7 +1053,8 @@ bool Core::SchedulePass() {
   input.now_ms = now;
   input.config = config_;
   input.usage = ledger_.usage();
-  for (const auto& [seq, job] : jobs_) {
+  for (const auto& [seq, live] : live_) {
+    const v1::Job& job = *live;
     if (IsActive(job.state())) {
       const v1::Attempt& attempt = *job.attempts().rbegin();
       RunningAttempt running;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -318,6 +319,10 @@ class Core {
   void ExplainLastPass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { work_pending_ = true; }
+  // Adds a job to jobs_ and the indexes.
+  void AddJob(int64_t seq, v1::Job job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The live jobs, oldest first, for loops that may end some of them.
+  std::vector<v1::Job*> LiveJobs() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const CoreOptions options_;
   LogStore* const logs_;
@@ -325,7 +330,17 @@ class Core {
 
   mutable absl::Mutex mu_;
   std::unique_ptr<Store> store_ ABSL_GUARDED_BY(mu_);
-  std::map<int64_t, v1::Job> jobs_ ABSL_GUARDED_BY(mu_);  // by seq
+  // Every job ever submitted, by seq: a coordinator keeps its history.
+  std::map<int64_t, v1::Job> jobs_ ABSL_GUARDED_BY(mu_);
+  // The jobs that have not ended (pending, scheduled, running, preempted),
+  // by seq, pointing into jobs_: what ticks and snapshots walk, so that
+  // the ended jobs cost them nothing. Ended jobs never come back.
+  std::map<int64_t, v1::Job*> live_ ABSL_GUARDED_BY(mu_);
+  // How many ended jobs are in each terminal state.
+  std::map<v1::JobState, int> ended_by_state_ ABSL_GUARDED_BY(mu_);
+  // The newest job of each name, for lookups by name.
+  absl::flat_hash_map<std::string, int64_t> newest_by_name_
+      ABSL_GUARDED_BY(mu_);
   std::map<std::string, NodeEntry> nodes_ ABSL_GUARDED_BY(mu_);
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;

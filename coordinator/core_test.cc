@@ -501,6 +501,72 @@ TEST_F(CoreTest, RestartKeepsEveryJobAndItsRunningAttempt) {
   EXPECT_EQ(Submit(kOneGpu), "j-4");
 }
 
+// Ended jobs leave the work that ticks and snapshots repeat, but every
+// lookup, count and listing still sees them, before and after a restart.
+TEST_F(CoreTest, EndedJobsStayFindableAndCountedButAreNeverScheduled) {
+  int64_t session;
+  auto channel = Register("n1", 1, &session);
+  const std::string sweep = std::string("name: sweep\n") + kOneGpu;
+  const std::string first = Submit(sweep);
+  core_->Tick();
+  Report("n1", session, first, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  Report("n1", session, first, 1, v1::AttemptUpdate::PHASE_EXITED, 0);
+  const std::string second = Submit(sweep);
+  ASSERT_TRUE(core_->Cancel(second, "alice").ok());
+  const std::string third = Submit(sweep);
+  core_->Tick();
+  Report("n1", session, third, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  const std::string waiting = Submit(kOneGpu);  // the one GPU is taken
+  core_->Tick();
+
+  auto ids = [](const std::vector<ClusterSnapshot::JobLabels>& jobs) {
+    std::vector<std::string> out;
+    for (const auto& job : jobs) out.push_back(job.id);
+    return out;
+  };
+  using State = std::map<v1::JobState, int>;
+  ClusterSnapshot snapshot = core_->Snapshot(1);
+  EXPECT_EQ(snapshot.jobs_by_state,
+            (State{{v1::JOB_STATE_PENDING, 1},
+                   {v1::JOB_STATE_RUNNING, 1},
+                   {v1::JOB_STATE_SUCCEEDED, 1},
+                   {v1::JOB_STATE_CANCELLED, 1}}));
+  EXPECT_THAT(ids(snapshot.active), ::testing::ElementsAre(third));
+  EXPECT_THAT(ids(snapshot.recently_ended), ::testing::ElementsAre(second));
+  ASSERT_TRUE(core_->GetJob("sweep").ok());
+  EXPECT_EQ(core_->GetJob("sweep")->id(), third);
+
+  Report("n1", session, third, 1, v1::AttemptUpdate::PHASE_EXITED, 0);
+  core_->Tick();
+  std::vector<std::string> started;
+  for (const auto& start : channel->Starts()) started.push_back(start.job_id());
+  EXPECT_THAT(started, ::testing::ElementsAre(first, third, waiting));
+  const State after = {{v1::JOB_STATE_SCHEDULED, 1},
+                       {v1::JOB_STATE_SUCCEEDED, 2},
+                       {v1::JOB_STATE_CANCELLED, 1}};
+  snapshot = core_->Snapshot(10);
+  EXPECT_EQ(snapshot.jobs_by_state, after);
+  EXPECT_THAT(ids(snapshot.recently_ended),
+              ::testing::ElementsAre(third, second, first));
+
+  core_ = MakeCore();  // rebuilt from the store alone
+  snapshot = core_->Snapshot(10);
+  EXPECT_EQ(snapshot.jobs_by_state, after);
+  EXPECT_THAT(ids(snapshot.recently_ended),
+              ::testing::ElementsAre(third, second, first));
+  ASSERT_TRUE(core_->GetJob("sweep").ok());
+  EXPECT_EQ(core_->GetJob("sweep")->id(), third);
+  v1::RunningAttempt still;
+  still.set_job_id(waiting);
+  still.set_attempt(1);
+  auto again = Register("n1", 1, &session, {still});
+  core_->Tick();
+  EXPECT_TRUE(again->Starts().empty());
+  EXPECT_TRUE(again->Stops().empty());
+  EXPECT_EQ(StateOf(first), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(StateOf(second), v1::JOB_STATE_CANCELLED);
+}
+
 // Fair-share usage is saved with the passes' charges and reloaded on
 // restart: a user who ran for an hour still ranks behind one who did not.
 TEST_F(CoreTest, FairShareUsageSurvivesARestart) {

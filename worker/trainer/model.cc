@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "worker/trainer/tokenizer.h"
 
@@ -139,6 +140,31 @@ at::Tensor VlmModel::W(int index) const {
   return dtype_ == at::kFloat ? t : t.to(dtype_);
 }
 
+at::Tensor VlmModel::Joined(std::initializer_list<int> indices) const {
+  std::vector<at::Tensor> parts;
+  for (int i : indices) parts.push_back(params_[i].tensor);
+  at::Tensor joined = at::cat(parts);
+  return dtype_ == at::kFloat ? joined : joined.to(dtype_);
+}
+
+std::array<at::Tensor, 3> VlmModel::Projections(const at::Tensor& n,
+                                                const DecoderLayer& l) const {
+  const ModelPreset& p = preset_;
+  const int64_t b = n.size(0), t = n.size(1), hd = p.head_dim();
+  const int64_t kv = int64_t(p.kv_heads) * hd;
+  auto qkv = at::linear(n, Joined({l.q_w, l.k_w, l.v_w}),
+                        Joined({l.q_b, l.k_b, l.v_b}))
+                 .split_with_sizes({int64_t(p.hidden), kv, kv}, -1);
+  return {qkv[0].view({b, t, p.heads, hd}).transpose(1, 2),
+          qkv[1].view({b, t, p.kv_heads, hd}).transpose(1, 2),
+          qkv[2].view({b, t, p.kv_heads, hd}).transpose(1, 2)};
+}
+
+at::Tensor VlmModel::Mlp(const at::Tensor& n, const DecoderLayer& l) const {
+  auto gate_up = at::linear(n, Joined({l.gate, l.up})).chunk(2, -1);
+  return Linear(at::silu(gate_up[0]) * gate_up[1], l.down);
+}
+
 at::Tensor VlmModel::Linear(const at::Tensor& x, int weight, int bias) const {
   return bias >= 0 ? at::linear(x, W(weight), W(bias))
                    : at::linear(x, W(weight));
@@ -157,20 +183,68 @@ at::Tensor VlmModel::RmsNorm(const at::Tensor& x, int weight) const {
   return y.to(dtype_) * W(weight);
 }
 
-at::Tensor VlmModel::Attention(const at::Tensor& q, const at::Tensor& k,
-                               const at::Tensor& v, bool causal) const {
-  // q, k, v: [B, heads, T, D] with equal head counts.
+namespace {
+
+// GQA's keys or values [B, kv_heads, T, D] repeated for each of the query
+// heads they serve: [B, heads, T, D].
+at::Tensor ExpandKv(const at::Tensor& x, int64_t heads) {
+  const int64_t b = x.size(0), kvh = x.size(1), t = x.size(2), d = x.size(3);
+  if (kvh == heads) return x;
+  return x.unsqueeze(2)
+      .expand({b, kvh, heads / kvh, t, d})
+      .reshape({b, heads, t, d});
+}
+
+// Qwen2's rotary embedding, rotate-half layout, of q or k [B, heads, T, D]
+// with the tables' rows for its positions ([T, D] or [B, 1, T, D]).
+at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos,
+                const at::Tensor& sin) {
+  auto halves = x.chunk(2, -1);
+  return x * cos + at::cat({-halves[1], halves[0]}, -1) * sin;
+}
+
+// Attention where `allowed` [B, 1, Tq, Tk] says which keys each query sees.
+at::Tensor MaskedAttention(const at::Tensor& q, const at::Tensor& k,
+                           const at::Tensor& v, const at::Tensor& allowed) {
 #if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
+  return at::scaled_dot_product_attention(q, k, v, allowed);
 #else
-  const int64_t t = q.size(2);
   auto scores =
       at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(3))));
+  scores = scores.masked_fill(allowed.logical_not(),
+                              -std::numeric_limits<float>::infinity());
+  return at::matmul(at::softmax(scores, -1), v);
+#endif
+}
+
+}  // namespace
+
+at::Tensor VlmModel::Attention(const at::Tensor& q, const at::Tensor& k,
+                               const at::Tensor& v, bool causal) const {
+  // q: [B, heads, T, D]; k, v: [B, kv_heads, T, D], kv_heads dividing heads.
+#if TORCH_VERSION_MAJOR > 2 || \
+    (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+  // The flash kernel (CUDA, bf16/fp16, sm80+) reads shared K/V heads
+  // itself, sparing two copies per layer; the other kernels do not take
+  // enable_gqa (SDPA would fall back to its math path), so fp32 and CPU
+  // runs get expanded K/V.
+  if (q.is_cuda() && q.scalar_type() != at::kFloat && k.size(1) != q.size(1))
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal,
+                                            std::nullopt, /*enable_gqa=*/true);
+#endif
+  const int64_t heads = q.size(1);
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(q, ExpandKv(k, heads),
+                                          ExpandKv(v, heads), {}, 0.0, causal);
+#else
+  const int64_t t = q.size(2);
+  auto scores = at::matmul(q, ExpandKv(k, heads).transpose(-2, -1)) *
+                (1.0 / std::sqrt(double(q.size(3))));
   if (causal) {
     auto mask = at::ones({t, t}, q.options().dtype(at::kBool)).triu(1);
     scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
-  return at::matmul(at::softmax(scores, -1), v);
+  return at::matmul(at::softmax(scores, -1), ExpandKv(v, heads));
 #endif
 }
 
@@ -210,61 +284,26 @@ at::Tensor VlmModel::Vision(const at::Tensor& images) const {
 at::Tensor VlmModel::Hidden(const Batch& batch) const {
   const ModelPreset& p = preset_;
   const int64_t b = batch.tokens.size(0), t = batch.tokens.size(1);
-  const int64_t h = p.hidden, hd = p.head_dim(), heads = p.heads,
-                kvh = p.kv_heads;
+  const int64_t h = p.hidden;
   auto x = at::embedding(W(embed_), batch.tokens);
   // Image features replace the <|image_pad|> embeddings, row by row in order.
   auto vis = Vision(batch.images);
   auto image_mask = batch.tokens.eq(kImagePadId).unsqueeze(-1);
   x = x.masked_scatter(image_mask, vis);
   auto cos = rope_cos_.narrow(0, 0, t), sin = rope_sin_.narrow(0, 0, t);
-  auto rope = [&](const at::Tensor& q) {
-    auto halves = q.chunk(2, -1);
-    return q * cos + at::cat({-halves[1], halves[0]}, -1) * sin;
-  };
   for (const DecoderLayer& l : layers_) {
-    auto n = RmsNorm(x, l.in_norm);
-    auto q =
-        rope(Linear(n, l.q_w, l.q_b).view({b, t, heads, hd}).transpose(1, 2));
-    auto k =
-        rope(Linear(n, l.k_w, l.k_b).view({b, t, kvh, hd}).transpose(1, 2));
-    auto v = Linear(n, l.v_w, l.v_b).view({b, t, kvh, hd}).transpose(1, 2);
-    if (kvh != heads) {  // GQA: each KV head serves heads/kvh query heads
-      k = k.unsqueeze(2)
-              .expand({b, kvh, heads / kvh, t, hd})
-              .reshape({b, heads, t, hd});
-      v = v.unsqueeze(2)
-              .expand({b, kvh, heads / kvh, t, hd})
-              .reshape({b, heads, t, hd});
-    }
-    auto a =
-        Attention(q, k, v, /*causal=*/true).transpose(1, 2).reshape({b, t, h});
+    auto [q, k, v] = Projections(RmsNorm(x, l.in_norm), l);
+    auto a = Attention(Rope(q, cos, sin), Rope(k, cos, sin), v,
+                       /*causal=*/true)
+                 .transpose(1, 2)
+                 .reshape({b, t, h});
     x = x + Linear(a, l.o_w);
-    auto n2 = RmsNorm(x, l.post_norm);
-    x = x + Linear(at::silu(Linear(n2, l.gate)) * Linear(n2, l.up), l.down);
+    x = x + Mlp(RmsNorm(x, l.post_norm), l);
   }
   // Only scored positions go through the final norm and the lm_head.
   auto picked = x.reshape({b * t, h}).index_select(0, batch.loss_index);
   return RmsNorm(picked, final_norm_);
 }
-
-namespace {
-
-// Attention where `allowed` [B, 1, Tq, Tk] says which keys each query sees.
-at::Tensor MaskedAttention(const at::Tensor& q, const at::Tensor& k,
-                           const at::Tensor& v, const at::Tensor& allowed) {
-#if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(q, k, v, allowed);
-#else
-  auto scores =
-      at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(3))));
-  scores = scores.masked_fill(allowed.logical_not(),
-                              -std::numeric_limits<float>::infinity());
-  return at::matmul(at::softmax(scores, -1), v);
-#endif
-}
-
-}  // namespace
 
 at::Tensor VlmModel::Prefill(const PromptBatch& prompt, KvCache* cache) const {
   const at::Tensor& tokens = prompt.tokens;
@@ -303,15 +342,10 @@ at::Tensor VlmModel::DecodeCached(at::Tensor x, const at::Tensor& positions,
                                   KvCache* cache) const {
   const ModelPreset& p = preset_;
   const int64_t b = x.size(0), t = x.size(1);
-  const int64_t h = p.hidden, hd = p.head_dim(), heads = p.heads,
-                kvh = p.kv_heads;
+  const int64_t h = p.hidden, hd = p.head_dim(), heads = p.heads;
   auto flat = positions.reshape({-1});
   auto cos = rope_cos_.index_select(0, flat).view({b, 1, t, hd});
   auto sin = rope_sin_.index_select(0, flat).view({b, 1, t, hd});
-  auto rope = [&](const at::Tensor& q) {
-    auto halves = q.chunk(2, -1);
-    return q * cos + at::cat({-halves[1], halves[0]}, -1) * sin;
-  };
   const int64_t past =
       cache->key_valid.defined() ? cache->key_valid.size(1) : 0;
   cache->key_valid =
@@ -327,31 +361,21 @@ at::Tensor VlmModel::DecodeCached(at::Tensor x, const at::Tensor& positions,
   allowed = allowed.unsqueeze(1);  // [B, 1, t, tk]
   for (size_t i = 0; i < layers_.size(); ++i) {
     const DecoderLayer& l = layers_[i];
-    auto n = RmsNorm(x, l.in_norm);
-    auto q =
-        rope(Linear(n, l.q_w, l.q_b).view({b, t, heads, hd}).transpose(1, 2));
-    auto k =
-        rope(Linear(n, l.k_w, l.k_b).view({b, t, kvh, hd}).transpose(1, 2));
-    auto v = Linear(n, l.v_w, l.v_b).view({b, t, kvh, hd}).transpose(1, 2);
+    auto [q, k, v] = Projections(RmsNorm(x, l.in_norm), l);
+    q = Rope(q, cos, sin);
+    k = Rope(k, cos, sin);
     if (past > 0) {
       k = at::cat({cache->k[i], k}, 2);
       v = at::cat({cache->v[i], v}, 2);
     }
     cache->k[i] = k;
     cache->v[i] = v;
-    if (kvh != heads) {
-      k = k.unsqueeze(2)
-              .expand({b, kvh, heads / kvh, tk, hd})
-              .reshape({b, heads, tk, hd});
-      v = v.unsqueeze(2)
-              .expand({b, kvh, heads / kvh, tk, hd})
-              .reshape({b, heads, tk, hd});
-    }
-    auto a =
-        MaskedAttention(q, k, v, allowed).transpose(1, 2).reshape({b, t, h});
+    auto a = MaskedAttention(q, ExpandKv(k, heads), ExpandKv(v, heads),
+                             allowed)
+                 .transpose(1, 2)
+                 .reshape({b, t, h});
     x = x + Linear(a, l.o_w);
-    auto n2 = RmsNorm(x, l.post_norm);
-    x = x + Linear(at::silu(Linear(n2, l.gate)) * Linear(n2, l.up), l.down);
+    x = x + Mlp(RmsNorm(x, l.post_norm), l);
   }
   return RmsNorm(x.select(1, t - 1), final_norm_);
 }

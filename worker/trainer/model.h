@@ -15,7 +15,9 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -103,6 +105,11 @@ class VlmModel {
   void Flatten(at::Device device);
 
   at::Tensor W(int index) const;  // parameter `index` in the compute dtype
+  // Parameters concatenated along their first dimension, in the compute
+  // dtype: the weights of projections that read the same input, so that
+  // one matmul does their work. They stay separate parameters (and
+  // checkpoint tensors, as in Hugging Face's files).
+  at::Tensor Joined(std::initializer_list<int> indices) const;
   at::Tensor Linear(const at::Tensor& x, int weight, int bias = -1) const;
   at::Tensor RmsNorm(const at::Tensor& x, int weight) const;
   at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
@@ -123,6 +130,13 @@ class VlmModel {
   struct DecoderLayer {
     int in_norm, q_w, q_b, k_w, k_b, v_w, v_b, o_w, post_norm, gate, up, down;
   };
+  // A decoder layer's q, k and v of normed input `n` [B, T, H], from one
+  // matmul: [B, heads, T, D], [B, kv_heads, T, D] twice, before RoPE.
+  std::array<at::Tensor, 3> Projections(const at::Tensor& n,
+                                        const DecoderLayer& l) const;
+  // A decoder layer's SwiGLU MLP of normed input `n`; gate and up in one
+  // matmul.
+  at::Tensor Mlp(const at::Tensor& n, const DecoderLayer& l) const;
 
   ModelPreset preset_;
   at::ScalarType dtype_;

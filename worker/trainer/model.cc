@@ -15,6 +15,7 @@
 #include <limits>
 #include <optional>
 
+#include "worker/trainer/ops.h"
 #include "worker/trainer/tokenizer.h"
 
 namespace dcvlr::trainer {
@@ -87,6 +88,12 @@ VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
   auto emb = at::cat({freqs, freqs}, -1);
   rope_cos_ = emb.cos().to(device, dtype_);
   rope_sin_ = emb.sin().to(device, dtype_);
+#if TORCH_VERSION_MAJOR < 2
+  causal_bias_ = at::full({p.max_seq_len, p.max_seq_len},
+                          -std::numeric_limits<float>::infinity(),
+                          at::TensorOptions(device).dtype(dtype_))
+                     .triu(1);
+#endif
 }
 
 int VlmModel::NewParam(const std::string& name, std::vector<int64_t> shape,
@@ -140,31 +147,6 @@ at::Tensor VlmModel::W(int index) const {
   return dtype_ == at::kFloat ? t : t.to(dtype_);
 }
 
-at::Tensor VlmModel::Joined(std::initializer_list<int> indices) const {
-  std::vector<at::Tensor> parts;
-  for (int i : indices) parts.push_back(params_[i].tensor);
-  at::Tensor joined = at::cat(parts);
-  return dtype_ == at::kFloat ? joined : joined.to(dtype_);
-}
-
-std::array<at::Tensor, 3> VlmModel::Projections(const at::Tensor& n,
-                                                const DecoderLayer& l) const {
-  const ModelPreset& p = preset_;
-  const int64_t b = n.size(0), t = n.size(1), hd = p.head_dim();
-  const int64_t kv = int64_t(p.kv_heads) * hd;
-  auto qkv = at::linear(n, Joined({l.q_w, l.k_w, l.v_w}),
-                        Joined({l.q_b, l.k_b, l.v_b}))
-                 .split_with_sizes({int64_t(p.hidden), kv, kv}, -1);
-  return {qkv[0].view({b, t, p.heads, hd}).transpose(1, 2),
-          qkv[1].view({b, t, p.kv_heads, hd}).transpose(1, 2),
-          qkv[2].view({b, t, p.kv_heads, hd}).transpose(1, 2)};
-}
-
-at::Tensor VlmModel::Mlp(const at::Tensor& n, const DecoderLayer& l) const {
-  auto gate_up = at::linear(n, Joined({l.gate, l.up})).chunk(2, -1);
-  return Linear(at::silu(gate_up[0]) * gate_up[1], l.down);
-}
-
 at::Tensor VlmModel::Linear(const at::Tensor& x, int weight, int bias) const {
   return bias >= 0 ? at::linear(x, W(weight), W(bias))
                    : at::linear(x, W(weight));
@@ -195,14 +177,6 @@ at::Tensor ExpandKv(const at::Tensor& x, int64_t heads) {
       .reshape({b, heads, t, d});
 }
 
-// Qwen2's rotary embedding, rotate-half layout, of q or k [B, heads, T, D]
-// with the tables' rows for its positions ([T, D] or [B, 1, T, D]).
-at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos,
-                const at::Tensor& sin) {
-  auto halves = x.chunk(2, -1);
-  return x * cos + at::cat({-halves[1], halves[0]}, -1) * sin;
-}
-
 // Attention where `allowed` [B, 1, Tq, Tk] says which keys each query sees.
 at::Tensor MaskedAttention(const at::Tensor& q, const at::Tensor& k,
                            const at::Tensor& v, const at::Tensor& allowed) {
@@ -218,6 +192,30 @@ at::Tensor MaskedAttention(const at::Tensor& q, const at::Tensor& k,
 }
 
 }  // namespace
+
+at::Tensor VlmModel::Joined(std::initializer_list<int> indices) const {
+  std::vector<at::Tensor> parts;
+  for (int i : indices) parts.push_back(params_[i].tensor);
+  at::Tensor joined = at::cat(parts);
+  return dtype_ == at::kFloat ? joined : joined.to(dtype_);
+}
+
+std::array<at::Tensor, 3> VlmModel::Projections(const at::Tensor& n,
+                                                const DecoderLayer& l) const {
+  const ModelPreset& p = preset_;
+  const int64_t b = n.size(0), t = n.size(1), hd = p.head_dim();
+  const int64_t kv = int64_t(p.kv_heads) * hd;
+  auto qkv = at::linear(n, Joined({l.q_w, l.k_w, l.v_w}),
+                        Joined({l.q_b, l.k_b, l.v_b}))
+                 .split_with_sizes({int64_t(p.hidden), kv, kv}, -1);
+  return {qkv[0].view({b, t, p.heads, hd}).transpose(1, 2),
+          qkv[1].view({b, t, p.kv_heads, hd}).transpose(1, 2),
+          qkv[2].view({b, t, p.kv_heads, hd}).transpose(1, 2)};
+}
+
+at::Tensor VlmModel::Mlp(const at::Tensor& n, const DecoderLayer& l) const {
+  return Linear(SwiGlu(at::linear(n, Joined({l.gate, l.up}))), l.down);
+}
 
 at::Tensor VlmModel::Attention(const at::Tensor& q, const at::Tensor& k,
                                const at::Tensor& v, bool causal) const {
@@ -237,14 +235,18 @@ at::Tensor VlmModel::Attention(const at::Tensor& q, const at::Tensor& k,
   return at::scaled_dot_product_attention(q, ExpandKv(k, heads),
                                           ExpandKv(v, heads), {}, 0.0, causal);
 #else
-  const int64_t t = q.size(2);
-  auto scores = at::matmul(q, ExpandKv(k, heads).transpose(-2, -1)) *
-                (1.0 / std::sqrt(double(q.size(3))));
-  if (causal) {
-    auto mask = at::ones({t, t}, q.options().dtype(at::kBool)).triu(1);
-    scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-  }
-  return at::matmul(at::softmax(scores, -1), ExpandKv(v, heads));
+  // The scale and the causal mask go into the score matmul: one batched
+  // GEMM adds scale * q k^T to the mask's 0 / -inf bias.
+  const int64_t b = q.size(0), t = q.size(2), d = q.size(3);
+  auto q3 = q.reshape({b * heads, t, d});
+  auto k3 = ExpandKv(k, heads).reshape({b * heads, t, d});
+  auto bias = causal ? causal_bias_.narrow(0, 0, t).narrow(1, 0, t)
+                     : at::zeros({1, 1, 1}, q.options());
+  auto scores = at::baddbmm(bias, q3, k3.transpose(1, 2), causal ? 1.0 : 0.0,
+                            1.0 / std::sqrt(double(d)));
+  auto a = at::bmm(at::softmax(scores, -1),
+                   ExpandKv(v, heads).reshape({b * heads, t, d}));
+  return a.view({b, heads, t, d});
 #endif
 }
 
@@ -370,8 +372,7 @@ at::Tensor VlmModel::DecodeCached(at::Tensor x, const at::Tensor& positions,
     }
     cache->k[i] = k;
     cache->v[i] = v;
-    auto a = MaskedAttention(q, ExpandKv(k, heads), ExpandKv(v, heads),
-                             allowed)
+    auto a = MaskedAttention(q, ExpandKv(k, heads), ExpandKv(v, heads), allowed)
                  .transpose(1, 2)
                  .reshape({b, t, h});
     x = x + Linear(a, l.o_w);

@@ -143,7 +143,10 @@ class VlmModel {
   std::vector<Parameter> params_;
   at::Tensor flat_params_, flat_grads_, decay_mask_;
   at::Tensor rope_cos_, rope_sin_;  // [max_seq_len, head_dim], compute dtype
-  at::Generator init_gen_;          // weight init, used only while constructing
+  // Libtorch without fused attention (< 2.0): [max_seq_len, max_seq_len],
+  // 0 where a query may see a key and -inf above the diagonal.
+  at::Tensor causal_bias_;
+  at::Generator init_gen_;  // weight init, used only while constructing
 
   int patch_w_, patch_b_, pos_;
   std::vector<VisionBlock> vblocks_;

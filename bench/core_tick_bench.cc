@@ -12,6 +12,8 @@
 //             scheduling pass;
 //   snapshot  Core::Snapshot(50), what every Prometheus scrape reads;
 //   list      ListJobs with limit 50, what `dcvlrctl list` asks for;
+//   list live ListJobs of pending, scheduled and running jobs, what
+//             `dcvlrctl top` asks for at every refresh;
 //   by name   GetJob of a name no job has (a typo), which reads every job.
 //
 //   core_tick_bench [--finished=0,10000,100000] [--pending=500] [--ticks=300]
@@ -186,6 +188,14 @@ int Run(int64_t finished, int pending, int ticks) {
   size_t listed = 0;
   const Stats list =
       Time(ticks, [&] { listed += core.ListJobs(list_request).size(); });
+  v1::ListJobsRequest live_request;
+  for (v1::JobState state : {v1::JOB_STATE_PENDING, v1::JOB_STATE_SCHEDULED,
+                             v1::JOB_STATE_RUNNING}) {
+    live_request.add_states(state);
+  }
+  size_t live = 0;
+  const Stats list_live =
+      Time(ticks, [&] { live += core.ListJobs(live_request).size(); });
   int missing = 0;
   const Stats by_name = Time(std::min(ticks, 50), [&] {
     missing += !core.GetJob("no-such-job").ok();
@@ -199,12 +209,15 @@ int Run(int64_t finished, int pending, int ticks) {
   row("tick", tick);
   row("snapshot", snapshot);
   row("list", list);
+  row("list live", list_live);
   row("by name", by_name);
   // What the loops saw, so a broken setup shows: nothing changes, 128
-  // attempts run, 50 jobs listed, no job is called "no-such-job".
+  // attempts run, 50 jobs listed, every live job listed, no job is called
+  // "no-such-job".
   printf("  checks: ticks that changed=%d active/snapshot=%zu listed/call=%zu "
-         "missing=%d/%d\n",
-         changed, active / ticks, listed / ticks, missing, std::min(ticks, 50));
+         "live/call=%zu missing=%d/%d\n",
+         changed, active / ticks, listed / ticks, live / ticks, missing,
+         std::min(ticks, 50));
   std::filesystem::remove_all(dir);
   return 0;
 }

@@ -426,16 +426,32 @@ absl::StatusOr<v1::Job> Core::GetJob(const std::string& ref) {
 std::vector<v1::Job> Core::ListJobs(const v1::ListJobsRequest& request) const {
   absl::ReaderMutexLock lock(&mu_);
   std::vector<v1::Job> out;
-  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
-    const v1::Job& job = it->second;
-    if (!request.user().empty() && job.user() != request.user()) continue;
+  auto add = [&](const v1::Job& job) {
+    if (!request.user().empty() && job.user() != request.user()) return true;
     if (request.states_size() > 0 &&
         std::find(request.states().begin(), request.states().end(),
                   job.state()) == request.states().end()) {
-      continue;
+      return true;
     }
     out.push_back(job);
-    if (request.limit() > 0 && out.size() >= size_t(request.limit())) break;
+    return request.limit() <= 0 || out.size() < size_t(request.limit());
+  };
+  // Asked only for states a job leaves when it ends (`dcvlrctl top`), the
+  // live jobs hold every match.
+  const bool live_only =
+      request.states_size() > 0 &&
+      std::none_of(request.states().begin(), request.states().end(),
+                   [](int state) {
+                     return IsTerminal(static_cast<v1::JobState>(state));
+                   });
+  if (live_only) {
+    for (auto it = live_.rbegin(); it != live_.rend(); ++it) {
+      if (!add(*it->second)) break;
+    }
+  } else {
+    for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
+      if (!add(it->second)) break;
+    }
   }
   return out;
 }

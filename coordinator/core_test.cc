@@ -535,6 +535,21 @@ TEST_F(CoreTest, EndedJobsStayFindableAndCountedButAreNeverScheduled) {
   EXPECT_THAT(ids(snapshot.recently_ended), ::testing::ElementsAre(second));
   ASSERT_TRUE(core_->GetJob("sweep").ok());
   EXPECT_EQ(core_->GetJob("sweep")->id(), third);
+  auto listed = [this](std::vector<v1::JobState> states, int limit = 0) {
+    v1::ListJobsRequest request;
+    for (v1::JobState state : states) request.add_states(state);
+    request.set_limit(limit);
+    std::vector<std::string> out;
+    for (const v1::Job& job : core_->ListJobs(request)) out.push_back(job.id());
+    return out;
+  };
+  EXPECT_THAT(listed({v1::JOB_STATE_PENDING, v1::JOB_STATE_RUNNING}),
+              ::testing::ElementsAre(waiting, third));
+  EXPECT_THAT(listed({v1::JOB_STATE_PENDING, v1::JOB_STATE_RUNNING}, 1),
+              ::testing::ElementsAre(waiting));
+  EXPECT_THAT(listed({v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED}),
+              ::testing::ElementsAre(third, first));
+  EXPECT_THAT(listed({}), ::testing::ElementsAre(waiting, third, second, first));
 
   Report("n1", session, third, 1, v1::AttemptUpdate::PHASE_EXITED, 0);
   core_->Tick();

@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
 #include <torch/version.h>
 
 #include <cmath>
@@ -144,7 +145,27 @@ void VlmModel::Flatten(at::Device device) {
 
 at::Tensor VlmModel::W(int index) const {
   const at::Tensor& t = params_[index].tensor;
-  return dtype_ == at::kFloat ? t : t.to(dtype_);
+  if (dtype_ == at::kFloat) return t;
+  if (const at::Tensor* kept = Kept({index})) return *kept;
+  return Keep({index}, t.to(dtype_));
+}
+
+const at::Tensor* VlmModel::Kept(const std::vector<int>& indices) const {
+  if (at::GradMode::is_enabled()) {
+    kept_.clear();  // training: copies must stay in the autograd graph
+    return nullptr;
+  }
+  auto it = kept_.find(indices);
+  return it != kept_.end() && it->second.version == flat_params_._version()
+             ? &it->second.tensor
+             : nullptr;
+}
+
+at::Tensor VlmModel::Keep(const std::vector<int>& indices,
+                          at::Tensor copy) const {
+  if (!at::GradMode::is_enabled())
+    kept_[indices] = {copy, flat_params_._version()};
+  return copy;
 }
 
 at::Tensor VlmModel::Linear(const at::Tensor& x, int weight, int bias) const {
@@ -194,10 +215,14 @@ at::Tensor MaskedAttention(const at::Tensor& q, const at::Tensor& k,
 }  // namespace
 
 at::Tensor VlmModel::Joined(std::initializer_list<int> indices) const {
+  const std::vector<int> key(indices);
+  if (const at::Tensor* kept = Kept(key)) return *kept;
   std::vector<at::Tensor> parts;
-  for (int i : indices) parts.push_back(params_[i].tensor);
-  at::Tensor joined = at::cat(parts);
-  return dtype_ == at::kFloat ? joined : joined.to(dtype_);
+  for (int i : indices) {
+    const at::Tensor& t = params_[i].tensor;
+    parts.push_back(dtype_ == at::kFloat ? t : t.to(dtype_));
+  }
+  return Keep(key, at::cat(parts));
 }
 
 std::array<at::Tensor, 3> VlmModel::Projections(const at::Tensor& n,
@@ -223,10 +248,13 @@ at::Tensor VlmModel::Attention(const at::Tensor& q, const at::Tensor& k,
 #if TORCH_VERSION_MAJOR > 2 || \
     (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
   // The flash kernel (CUDA, bf16/fp16, sm80+) reads shared K/V heads
-  // itself, sparing two copies per layer; the other kernels do not take
-  // enable_gqa (SDPA would fall back to its math path), so fp32 and CPU
-  // runs get expanded K/V.
-  if (q.is_cuda() && q.scalar_type() != at::kFloat && k.size(1) != q.size(1))
+  // itself, sparing two copies per layer. The other kernels do not take
+  // enable_gqa (SDPA would fall back to its math path), so where flash
+  // would not be chosen, K/V are expanded as below.
+  constexpr int64_t kFlash = 1;  // sdp::SDPBackend::flash_attention
+  if (q.is_cuda() && k.size(1) != q.size(1) &&
+      at::_fused_sdp_choice(q, k, v, {}, 0.0, causal, std::nullopt,
+                            /*enable_gqa=*/true) == kFlash)
     return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal,
                                             std::nullopt, /*enable_gqa=*/true);
 #endif
@@ -370,8 +398,10 @@ at::Tensor VlmModel::DecodeCached(at::Tensor x, const at::Tensor& positions,
       k = at::cat({cache->k[i], k}, 2);
       v = at::cat({cache->v[i], v}, 2);
     }
+    // v is a view into the joined projection's output; the cache keeps a
+    // compact copy rather than that whole output.
     cache->k[i] = k;
-    cache->v[i] = v;
+    cache->v[i] = past > 0 ? v : v.contiguous();
     auto a = MaskedAttention(q, ExpandKv(k, heads), ExpandKv(v, heads), allowed)
                  .transpose(1, 2)
                  .reshape({b, t, h});

@@ -18,6 +18,7 @@
 #include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,14 @@ class VlmModel {
   // one matmul does their work. They stay separate parameters (and
   // checkpoint tensors, as in Hugging Face's files).
   at::Tensor Joined(std::initializer_list<int> indices) const;
+  // Under no-grad (evaluation, generation), the copies W() and Joined()
+  // make are kept until the parameters next change, so that decoding one
+  // token at a time does not copy the weights for every token. Kept()
+  // returns the copy of `indices` if it is still current; Keep() keeps
+  // `copy` (under no-grad) and returns it. With grad enabled nothing is
+  // kept and the kept copies are dropped.
+  const at::Tensor* Kept(const std::vector<int>& indices) const;
+  at::Tensor Keep(const std::vector<int>& indices, at::Tensor copy) const;
   at::Tensor Linear(const at::Tensor& x, int weight, int bias = -1) const;
   at::Tensor RmsNorm(const at::Tensor& x, int weight) const;
   at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
@@ -146,6 +155,11 @@ class VlmModel {
   // Libtorch without fused attention (< 2.0): [max_seq_len, max_seq_len],
   // 0 where a query may see a key and -inf above the diagonal.
   at::Tensor causal_bias_;
+  struct KeptCopy {
+    at::Tensor tensor;
+    int64_t version;  // flat_params_'s version counter when copied
+  };
+  mutable std::map<std::vector<int>, KeptCopy> kept_;
   at::Generator init_gen_;  // weight init, used only while constructing
 
   int patch_w_, patch_b_, pos_;

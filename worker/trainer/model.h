@@ -116,7 +116,10 @@ class VlmModel {
   // token at a time does not copy the weights for every token. Kept()
   // returns the copy of `indices` if it is still current; Keep() keeps
   // `copy` (under no-grad) and returns it. With grad enabled nothing is
-  // kept and the kept copies are dropped.
+  // kept and the kept copies are dropped. "Change" is a move of
+  // flat_params_'s version counter, which ATen's in-place ops and copy_
+  // make; a c10d collective writing the buffer does not, which is why the
+  // trainer's start-up broadcast comes before any forward pass.
   const at::Tensor* Kept(const std::vector<int>& indices) const;
   at::Tensor Keep(const std::vector<int>& indices, at::Tensor copy) const;
   at::Tensor Linear(const at::Tensor& x, int weight, int bias = -1) const;

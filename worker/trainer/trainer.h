@@ -31,13 +31,13 @@ struct RunPaths {
   static RunPaths FromEnvironment(const TrainerConfig& config);
 };
 
-// Runs training to the end (or until `stop` is set, after which every rank
-// finishes its step, a checkpoint is committed and kExitRequeue returned).
-// Returns one of the exit codes above.
 // Sets the BLAS library's own thread count (ATen's does not reach
 // OpenBLAS), when the loaded BLAS has such a call.
 void SetBlasThreads(int n);
 
+// Runs training to the end (or until `stop` is set, after which every rank
+// finishes its step, a checkpoint is committed and kExitRequeue returned).
+// Returns one of the exit codes above.
 int RunTraining(const TrainerConfig& config, const RunPaths& paths,
                 const std::atomic<bool>& stop);
 

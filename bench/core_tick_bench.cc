@@ -17,8 +17,6 @@
 //   by name   GetJob of a name no job has (a typo), which reads every job.
 //
 //   core_tick_bench [--finished=0,10000,100000] [--pending=500] [--ticks=300]
-#include <time.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -31,6 +29,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "coordinator/core.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/store.h"
@@ -46,12 +45,6 @@ class NullChannel : public AgentChannel {
   void Send(const v1::CoordinatorMessage&) override {}
   void Close() override {}
 };
-
-int64_t CpuNs() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 // A job as the store holds it: a train job's spec (its worker config is
 // the bulk of it), submitted, scheduled, run and ended.
@@ -109,18 +102,15 @@ Stats Time(int rounds, F&& f) {
   std::vector<double> wall, cpu;
   for (int i = 0; i < rounds; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    const int64_t c0 = CpuNs();
+    const double c0 = bench::ThreadCpuMs();
     f();
-    cpu.push_back((CpuNs() - c0) / 1e3);
+    cpu.push_back((bench::ThreadCpuMs() - c0) * 1e3);
     wall.push_back(std::chrono::duration<double, std::micro>(
                        std::chrono::steady_clock::now() - t0)
                        .count());
   }
-  auto pct = [](std::vector<double> v, double q) {
-    std::sort(v.begin(), v.end());
-    return v[std::min(v.size() - 1, size_t(q * v.size()))];
-  };
-  return {pct(wall, 0.5), pct(wall, 0.99), pct(cpu, 0.5)};
+  return {bench::Percentile(wall, 0.5), bench::Percentile(wall, 0.99),
+          bench::Percentile(cpu, 0.5)};
 }
 
 int Run(int64_t finished, int pending, int ticks) {

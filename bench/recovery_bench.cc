@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "dcvlr/v1/client.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/cluster.h"
@@ -32,6 +33,7 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using dcvlr::bench::Percentile;
 using dcvlr::testing::BinDir;
 using dcvlr::testing::Eventually;
 using dcvlr::testing::Process;
@@ -97,11 +99,6 @@ dcvlr::v1::Job Get(dcvlr::v1::ClientService::Stub* stub, const std::string& id) 
   dcvlr::v1::Job job;
   stub->GetJob(&context, request, &job);
   return job;
-}
-
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
 }
 
 void AgentKill(const std::string& root, int trials) {

@@ -46,11 +46,15 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
 #include "coordinator/fair_share.h"
 #include "coordinator/scheduler.h"
 
 namespace dcvlr {
 namespace {
+
+using bench::Percentile;
+using bench::ThreadCpuMs;
 
 struct Options {
   int nodes = 1000;
@@ -174,20 +178,6 @@ class Digest {
   void Byte(uint8_t b) { hash_ = (hash_ ^ b) * 0x100000001b3ull; }
   uint64_t hash_ = 0xcbf29ce484222325ull;
 };
-
-// This thread's CPU time in ms: on a shared machine, what the pass cost
-// without the time other processes held the core.
-double ThreadCpuMs() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
-}
 
 // One pass over the trace's first `pending` jobs, all waiting at once on the
 // empty cluster: the policy's throughput when it has much to place.

@@ -28,55 +28,59 @@ VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
       init_gen_(at::make_generator<at::CPUGeneratorImpl>(seed)) {
   const int64_t pd = int64_t(p.patch_size) * p.patch_size * 3,
                 vw = p.vision_width;
-  patch_w_ = NewParam("visual.patch_embed.proj.weight", {vw, pd}, 'n');
+  patch_w_ = NewParam("visual.patch_embed.proj.weight", {vw, pd}, 'f');
   patch_b_ = NewParam("visual.patch_embed.proj.bias", {vw}, 'z');
-  pos_ = NewParam("visual.pos_embed", {p.num_patches(), vw}, 'n');
+  pos_ = NewParam("visual.pos_embed", {p.num_patches(), vw}, 'f');
   for (int i = 0; i < p.vision_layers; ++i) {
     std::string b = "visual.blocks." + std::to_string(i) + ".";
     VisionBlock v;
     v.norm1 = NewParam(b + "norm1.weight", {vw}, '1');
-    v.qkv_w = NewParam(b + "attn.qkv.weight", {3 * vw, vw}, 'n');
+    v.qkv_w = NewParam(b + "attn.qkv.weight", {3 * vw, vw}, 'f');
     v.qkv_b = NewParam(b + "attn.qkv.bias", {3 * vw}, 'z');
-    v.proj_w = NewParam(b + "attn.proj.weight", {vw, vw}, 'o');
+    v.proj_w = NewParam(b + "attn.proj.weight", {vw, vw}, 'o', p.vision_layers);
     v.proj_b = NewParam(b + "attn.proj.bias", {vw}, 'z');
     v.norm2 = NewParam(b + "norm2.weight", {vw}, '1');
-    v.fc1_w = NewParam(b + "mlp.fc1.weight", {p.vision_mlp, vw}, 'n');
+    v.fc1_w = NewParam(b + "mlp.fc1.weight", {p.vision_mlp, vw}, 'f');
     v.fc1_b = NewParam(b + "mlp.fc1.bias", {p.vision_mlp}, 'z');
-    v.fc2_w = NewParam(b + "mlp.fc2.weight", {vw, p.vision_mlp}, 'o');
+    v.fc2_w =
+        NewParam(b + "mlp.fc2.weight", {vw, p.vision_mlp}, 'o', p.vision_layers);
     v.fc2_b = NewParam(b + "mlp.fc2.bias", {vw}, 'z');
     vblocks_.push_back(v);
   }
   const int64_t mi = vw * p.merge_size * p.merge_size, h = p.hidden;
   merger_norm_ = NewParam("visual.merger.ln_q.weight", {vw}, '1');
   merger_fc1_w_ =
-      NewParam("visual.merger.mlp.0.weight", {p.merger_hidden, mi}, 'n');
+      NewParam("visual.merger.mlp.0.weight", {p.merger_hidden, mi}, 'f');
   merger_fc1_b_ = NewParam("visual.merger.mlp.0.bias", {p.merger_hidden}, 'z');
   merger_fc2_w_ =
-      NewParam("visual.merger.mlp.2.weight", {h, p.merger_hidden}, 'n');
+      NewParam("visual.merger.mlp.2.weight", {h, p.merger_hidden}, 'f');
   merger_fc2_b_ = NewParam("visual.merger.mlp.2.bias", {h}, 'z');
-  embed_ = NewParam("model.embed_tokens.weight", {p.vocab_size, h}, 'n');
+  // Tied embeddings are the lm_head too, whose logits must start small.
+  embed_ = NewParam("model.embed_tokens.weight", {p.vocab_size, h},
+                    p.tie_embeddings ? 'f' : 'e');
   const int64_t kv = int64_t(p.kv_heads) * p.head_dim();
   for (int i = 0; i < p.layers; ++i) {
     std::string b = "model.layers." + std::to_string(i) + ".";
     DecoderLayer l;
     l.in_norm = NewParam(b + "input_layernorm.weight", {h}, '1');
-    l.q_w = NewParam(b + "self_attn.q_proj.weight", {h, h}, 'n');
+    l.q_w = NewParam(b + "self_attn.q_proj.weight", {h, h}, 'f');
     l.q_b = NewParam(b + "self_attn.q_proj.bias", {h}, 'z');
-    l.k_w = NewParam(b + "self_attn.k_proj.weight", {kv, h}, 'n');
+    l.k_w = NewParam(b + "self_attn.k_proj.weight", {kv, h}, 'f');
     l.k_b = NewParam(b + "self_attn.k_proj.bias", {kv}, 'z');
-    l.v_w = NewParam(b + "self_attn.v_proj.weight", {kv, h}, 'n');
+    l.v_w = NewParam(b + "self_attn.v_proj.weight", {kv, h}, 'f');
     l.v_b = NewParam(b + "self_attn.v_proj.bias", {kv}, 'z');
-    l.o_w = NewParam(b + "self_attn.o_proj.weight", {h, h}, 'o');
+    l.o_w = NewParam(b + "self_attn.o_proj.weight", {h, h}, 'o', p.layers);
     l.post_norm = NewParam(b + "post_attention_layernorm.weight", {h}, '1');
-    l.gate = NewParam(b + "mlp.gate_proj.weight", {p.intermediate, h}, 'n');
-    l.up = NewParam(b + "mlp.up_proj.weight", {p.intermediate, h}, 'n');
-    l.down = NewParam(b + "mlp.down_proj.weight", {h, p.intermediate}, 'o');
+    l.gate = NewParam(b + "mlp.gate_proj.weight", {p.intermediate, h}, 'f');
+    l.up = NewParam(b + "mlp.up_proj.weight", {p.intermediate, h}, 'f');
+    l.down =
+        NewParam(b + "mlp.down_proj.weight", {h, p.intermediate}, 'o', p.layers);
     layers_.push_back(l);
   }
   final_norm_ = NewParam("model.norm.weight", {h}, '1');
   lm_head_ = p.tie_embeddings
                  ? embed_
-                 : NewParam("lm_head.weight", {p.vocab_size, h}, 'n');
+                 : NewParam("lm_head.weight", {p.vocab_size, h}, 'f');
   Flatten(device);
 
   // RoPE tables, Qwen2's rotate-half layout: [cos(t*f), cos(t*f)] per row.
@@ -98,21 +102,37 @@ VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
 }
 
 int VlmModel::NewParam(const std::string& name, std::vector<int64_t> shape,
-                       char init) {
+                       char init, int depth) {
   // Created on CPU from one generator in a fixed order, so every rank and
   // every device starts from the same weights.
   auto& gen = init_gen_;
   at::Tensor t = at::empty(shape, at::kFloat);
-  // 'n': N(0, 0.02); 'o': output projections scaled down by depth as in
-  // GPT-2, so the residual stream does not grow with the layer count.
+  // Scaled to the fan-in, so that every layer's output starts at the scale
+  // of its input and a signal crosses the whole vision -> merger -> decoder
+  // path from the first step (a fixed N(0, 0.02) shrinks it by ~0.3 per
+  // matmul at these widths, which left a long plateau before the model
+  // started to read the image, escaped or not by chance):
+  // 'f': standard deviation 1/sqrt(fan_in), fan_in = shape[1] (a position
+  //      table's width);
+  // 'o': an output projection into a residual stream, further scaled by
+  //      1/sqrt(2 * depth) as in GPT-2 so the stream does not grow with
+  //      the `depth` blocks that add to it;
+  // 'e': N(0, 1), token embeddings: the decoder's text inputs start at the
+  //      scale of the image tokens the merger makes; a small embedding
+  //      would be divided by its own small norm in the first RMSNorm's
+  //      backward, amplifying its gradient (the cause of loss spikes);
+  // 'z': zeros (biases); '1': ones (norm weights).
+  const double fan_in = shape.size() >= 2 ? double(shape[1]) : 1.0;
   if (init == 'z')
     t.zero_();
   else if (init == '1')
     t.fill_(1.0);
+  else if (init == 'e')
+    t.normal_(0.0, 1.0, gen);
   else if (init == 'o')
-    t.normal_(0.0, 0.02 / std::sqrt(2.0 * std::max(1, preset_.layers)), gen);
+    t.normal_(0.0, 1.0 / std::sqrt(fan_in * 2.0 * std::max(1, depth)), gen);
   else
-    t.normal_(0.0, 0.02, gen);
+    t.normal_(0.0, 1.0 / std::sqrt(fan_in), gen);
   params_.push_back({name, t, 0, shape.size() >= 2 && init != '1'});
   return int(params_.size()) - 1;
 }

@@ -102,7 +102,10 @@ class VlmModel {
   const ModelPreset& preset() const { return preset_; }
 
  private:
-  int NewParam(const std::string& name, std::vector<int64_t> shape, char init);
+  // A parameter initialised as `init` says (see model.cc); `depth` is the
+  // number of blocks adding to the residual stream an 'o' projection feeds.
+  int NewParam(const std::string& name, std::vector<int64_t> shape, char init,
+               int depth = 1);
   void Flatten(at::Device device);
 
   at::Tensor W(int index) const;  // parameter `index` in the compute dtype

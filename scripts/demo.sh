@@ -7,6 +7,11 @@
 # follows each job's logs and waits for it, and ends by printing the scores.
 #
 #   scripts/demo.sh [JOBFILE]      DEMO_DIR=... keeps the cluster's files there
+#
+# Exits 0 only if every job SUCCEEDED and, for the built-in pipeline (or
+# when DEMO_MIN_ACCURACY is set), the eval's accuracy reached
+# DEMO_MIN_ACCURACY (default 0.80; chance is 0.25): a demo whose model did
+# not learn says so and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -16,9 +21,11 @@ scripts/build.sh
 
 bin="$repo/${BUILD_DIR:-build}/bin"
 job_file=${1:-}
+min_accuracy=${DEMO_MIN_ACCURACY:-}
 if [[ -z "$job_file" ]]; then
   if [[ -x "$bin/dcvlr-train" && -x "$bin/dcvlr-eval" ]]; then
     job_file=configs/demo/pipeline.yaml
+    min_accuracy=${min_accuracy:-0.80}
   else
     job_file=configs/demo/hello.yaml
   fi
@@ -60,16 +67,36 @@ done
 "$bin/dcvlrctl" nodes
 
 ids=$("$bin/dcvlrctl" submit "$job_file")
-status=0
+failed=()
 for id in $ids; do
   echo "== $id: following rank 0's log"
   "$bin/dcvlrctl" logs "$id" --rank 0 --follow || true
-  "$bin/dcvlrctl" wait "$id" || status=$?
+  "$bin/dcvlrctl" wait "$id" || failed+=("$id")
   "$bin/dcvlrctl" describe "$id"
 done
 echo "cluster files (logs, checkpoints, state) are in $dir"
 # The scores, as dcvlr-eval's last lines say them.
+accuracy=""
 for id in $ids; do
-  "$bin/dcvlrctl" logs "$id" --rank 0 | grep -E '^(rank=0 )?(benchmark|done benchmarks)' || true
+  scores=$("$bin/dcvlrctl" logs "$id" --rank 0 | grep -E '^(rank=0 )?(benchmark|done benchmarks)' || true)
+  if [[ -n $scores ]]; then echo "$scores"; fi
+  got=$(sed -n 's/.*done benchmarks=.* accuracy=\([0-9.]*\).*/\1/p' <<<"$scores" | tail -n 1)
+  if [[ -n $got ]]; then accuracy=$got; fi
 done
-exit $status
+
+if ((${#failed[@]} > 0)); then
+  echo "demo: FAILED: ${failed[*]} did not succeed (see dcvlrctl describe above and the logs in $dir)" >&2
+  exit 1
+fi
+if [[ -n $min_accuracy ]]; then
+  if [[ -z $accuracy ]]; then
+    echo "demo: FAILED: no accuracy reported (expected >= $min_accuracy; chance is 0.25)" >&2
+    exit 1
+  fi
+  if ! awk -v a="$accuracy" -v m="$min_accuracy" 'BEGIN { exit !(a + 0 >= m + 0) }'; then
+    echo "demo: FAILED: accuracy $accuracy, expected >= $min_accuracy (chance is 0.25):" \
+      "the model did not learn to read the images; the training log is in $dir" >&2
+    exit 1
+  fi
+  echo "demo: accuracy $accuracy, expected >= $min_accuracy (chance is 0.25): the model learned"
+fi

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/launch.h"
+#include "common/process_contract.h"
 #include "common/yaml_checker.h"
 #include "common/yaml_json.h"
 #include "yaml-cpp/yaml.h"
@@ -100,22 +101,6 @@ void EmitAsRead(YAML::Emitter& out, const YAML::Node& node) {
     default:
       out << YAML::Null;
   }
-}
-
-// Variables that the agent sets for every process (DESIGN.md "Process
-// contract"); a job file may not override them.
-bool IsReservedEnv(const std::string& name) {
-  static const auto* reserved =
-      new std::set<std::string>{"RANK",
-                                "LOCAL_RANK",
-                                "WORLD_SIZE",
-                                "LOCAL_WORLD_SIZE",
-                                "NODE_RANK",
-                                "GROUP_RANK",
-                                "MASTER_ADDR",
-                                "MASTER_PORT",
-                                "CUDA_VISIBLE_DEVICES"};
-  return reserved->count(name) > 0 || name.rfind("DCVLR_", 0) == 0;
 }
 
 // Finds the first byte that makes the text unfit to be a job file (a NUL,
@@ -330,9 +315,9 @@ void Parser::ParseEnvMap(const YAML::Node& node, const std::string& env_key) {
     }
     if (!valid) {
       Error(entry.first, key, "not a valid environment variable name");
-    } else if (IsReservedEnv(name)) {
+    } else if (contract::IsContractVariable(name)) {
       Error(entry.first, key,
-            "set by dcvlr for every process (DESIGN.md process contract); "
+            "set by dcvlr for every process (the process contract); "
             "it cannot be overridden");
     } else if (!entry.second.IsScalar()) {
       Error(entry.second, key,
@@ -921,8 +906,8 @@ void Parser::ParseLauncherJob(const YAML::Node& root) {
 }  // namespace
 
 bool IsNativeModel(absl::string_view model_name) {
-  return model_name == "tiny-vlm" || model_name == "qwen2-vl-0.5b" ||
-         model_name == "qwen2-vl-2b";
+  return contract::IsNativeModel(
+      std::string_view(model_name.data(), model_name.size()));
 }
 
 std::string ParsedJobFile::Where(const std::string& key) const {

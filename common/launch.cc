@@ -6,39 +6,40 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/job_file.h"
+#include "common/process_contract.h"
 
 namespace dcvlr {
 namespace {
 
-// The variables every process of the node gets (DESIGN.md "Process
-// contract"), less the per-rank ones.
+// The variables every process of the node gets (common/process_contract.h),
+// less the per-rank ones.
 std::map<std::string, std::string> NodeEnvironment(const v1::JobSpec& spec,
                                                    const NodeContext& node) {
   std::map<std::string, std::string> env(spec.env().begin(), spec.env().end());
   const int gpus_per_node = static_cast<int>(node.gpus.size());
   std::vector<std::string> gpus;
   for (int gpu : node.gpus) gpus.push_back(std::to_string(gpu));
-  env["NODE_RANK"] = std::to_string(node.node_rank);
-  env["GROUP_RANK"] = std::to_string(node.node_rank);
-  env["MASTER_ADDR"] = node.master_addr;
-  env["MASTER_PORT"] = std::to_string(node.master_port);
-  env["CUDA_VISIBLE_DEVICES"] = absl::StrJoin(gpus, ",");
-  env["DCVLR_JOB_ID"] = node.job_id;
-  env["DCVLR_JOB_NAME"] = spec.name();
-  env["DCVLR_USER"] = node.user;
-  env["DCVLR_ATTEMPT"] = std::to_string(node.attempt);
-  env["DCVLR_NODE"] = node.node;
-  env["DCVLR_NUM_NODES"] = std::to_string(node.num_nodes);
-  env["DCVLR_GPUS_PER_NODE"] = std::to_string(gpus_per_node);
-  env["DCVLR_AGENT_DIR"] = node.agent_dir;
-  env["DCVLR_CHECKPOINT_DIR"] = node.checkpoint_dir;
-  env["DCVLR_OUTPUT_DIR"] = node.output_dir;
-  env["DCVLR_METRICS_FILE"] = absl::StrCat(node.attempt_dir, "/metrics.jsonl");
-  env["DCVLR_CACHE_DIR"] = node.cache_dir;
+  env[contract::kNodeRank] = std::to_string(node.node_rank);
+  env[contract::kGroupRank] = std::to_string(node.node_rank);
+  env[contract::kMasterAddr] = node.master_addr;
+  env[contract::kMasterPort] = std::to_string(node.master_port);
+  env[contract::kCudaVisibleDevices] = absl::StrJoin(gpus, ",");
+  env[contract::kJobId] = node.job_id;
+  env[contract::kJobName] = spec.name();
+  env[contract::kUser] = node.user;
+  env[contract::kAttempt] = std::to_string(node.attempt);
+  env[contract::kNode] = node.node;
+  env[contract::kNumNodes] = std::to_string(node.num_nodes);
+  env[contract::kGpusPerNode] = std::to_string(gpus_per_node);
+  env[contract::kAgentDir] = node.agent_dir;
+  env[contract::kCheckpointDir] = node.checkpoint_dir;
+  env[contract::kOutputDir] = node.output_dir;
+  env[contract::kMetricsFile] = absl::StrCat(node.attempt_dir, "/metrics.jsonl");
+  env[contract::kCacheDir] = node.cache_dir;
   // The names Oumi's launcher scripts read (it exports them on SkyPilot).
-  env["OUMI_NUM_NODES"] = std::to_string(node.num_nodes);
-  env["OUMI_MASTER_ADDR"] = node.master_addr;
-  env["OUMI_TOTAL_NUM_GPUS"] = std::to_string(node.num_nodes * gpus_per_node);
+  env[contract::kOumiNumNodes] = std::to_string(node.num_nodes);
+  env[contract::kOumiMasterAddr] = node.master_addr;
+  env[contract::kOumiTotalNumGpus] = std::to_string(node.num_nodes * gpus_per_node);
   return env;
 }
 
@@ -89,8 +90,8 @@ absl::StatusOr<NodePlan> PlanNode(const v1::JobSpec& spec,
     process.rank = node.node_rank;
     process.argv = OumiTorchrunArgv(spec, node);
     process.env = base;
-    process.env["WORLD_SIZE"] = std::to_string(procs * node.num_nodes);
-    process.env["LOCAL_WORLD_SIZE"] = std::to_string(procs);
+    process.env[contract::kWorldSize] = std::to_string(procs * node.num_nodes);
+    process.env[contract::kLocalWorldSize] = std::to_string(procs);
     process.log_name = absl::StrCat("rank-", node.node_rank, ".log");
     plan.processes.push_back(std::move(process));
     return plan;
@@ -125,10 +126,10 @@ absl::StatusOr<NodePlan> PlanNode(const v1::JobSpec& spec,
     process.rank = node.node_rank * procs + local;
     process.argv = argv;
     process.env = base;
-    process.env["RANK"] = std::to_string(process.rank);
-    process.env["LOCAL_RANK"] = std::to_string(local);
-    process.env["WORLD_SIZE"] = std::to_string(procs * node.num_nodes);
-    process.env["LOCAL_WORLD_SIZE"] = std::to_string(procs);
+    process.env[contract::kRank] = std::to_string(process.rank);
+    process.env[contract::kLocalRank] = std::to_string(local);
+    process.env[contract::kWorldSize] = std::to_string(procs * node.num_nodes);
+    process.env[contract::kLocalWorldSize] = std::to_string(procs);
     process.log_name = absl::StrCat("rank-", process.rank, ".log");
     plan.processes.push_back(std::move(process));
   }

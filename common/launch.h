@@ -1,7 +1,8 @@
 // What one node runs for one attempt of a job: its processes (argv and the
-// environment of DESIGN.md's process contract) and the files written before
-// they start. The agent launches exactly this; `dcvlrctl render` prints it
-// for every node of a job file, so what a user sees is what will run.
+// environment of the process contract, common/process_contract.h) and the
+// files written before they start. The agent launches exactly this;
+// `dcvlrctl render` prints it for every node of a job file, so what a user
+// sees is what will run.
 #ifndef DCVLR_COMMON_LAUNCH_H_
 #define DCVLR_COMMON_LAUNCH_H_
 

@@ -43,7 +43,7 @@ std::string PreemptionReason(const v1::Attempt& attempt) {
   const std::string& why = attempt.stop_reason();
   if (why.rfind("preempted", 0) == 0) return "priority";
   if (why.rfind("evicted", 0) == 0) return "drain";
-  if (why.empty() && attempt.exit_code() == kRequeueExitCode) {
+  if (why.empty() && attempt.exit_code() == contract::kExitRequeue) {
     return "requeue_exit";
   }
   return "stopped";
@@ -883,7 +883,7 @@ void Core::NodeExited(v1::Job& job, const std::string& node, int exit_code,
     // Peers of a failed node cannot go on (their collectives would hang).
     if (attempt->placements_size() > 1) {
       // A stop given only because a peer failed is not a preemption.
-      const bool preempts = lost || exit_code == kRequeueExitCode;
+      const bool preempts = lost || exit_code == contract::kExitRequeue;
       StopAttempt(job, options_.peer_failure_grace_s,
                   absl::StrCat("peer on ", node, " ended"), preempts);
     }

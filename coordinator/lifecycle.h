@@ -6,12 +6,11 @@
 #include <cstdint>
 #include <string>
 
+#include "common/process_contract.h"
 #include "dcvlr/v1/job.pb.h"
 
 namespace dcvlr {
 
-// Exit code a process uses to ask to be requeued (EX_TEMPFAIL).
-inline constexpr int kRequeueExitCode = 75;
 
 bool IsLegalTransition(v1::JobState from, v1::JobState to);
 

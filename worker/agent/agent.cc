@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "common/address.h"
 #include "common/launch.h"
+#include "common/process_contract.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 
@@ -43,24 +44,11 @@ constexpr size_t kFinishedKept = 256;
 // Grace given to processes when the lease runs out: the coordinator's node
 // timeout must exceed the lease plus this.
 constexpr double kLeaseStopGraceS = 2;
-// EX_TEMPFAIL: the process asks to be requeued (DESIGN.md "Job lifecycle").
-constexpr int kRequeueExitCode = 75;
 
 int64_t SteadyMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-bool IsContractVariable(const std::string& name) {
-  static const char* const kNames[] = {
-      "RANK",      "LOCAL_RANK", "WORLD_SIZE",  "LOCAL_WORLD_SIZE",
-      "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
-      "CUDA_VISIBLE_DEVICES"};
-  for (const char* n : kNames) {
-    if (name == n) return true;
-  }
-  return absl::StartsWith(name, "DCVLR_");
 }
 
 // The agent's environment without variables the process contract sets.
@@ -71,7 +59,7 @@ std::map<std::string, std::string> BaseEnvironment() {
     size_t eq = entry.find('=');
     if (eq == std::string::npos) continue;
     std::string name = entry.substr(0, eq);
-    if (!IsContractVariable(name)) env[name] = entry.substr(eq + 1);
+    if (!contract::IsContractVariable(name)) env[name] = entry.substr(eq + 1);
   }
   return env;
 }
@@ -556,7 +544,7 @@ void Agent::OnExit(const AttemptExit& exit) {
     std::lock_guard<std::mutex> lock(logs_mu_);
     auto it = logs_.find(key);
     if (it != logs_.end() && exit.failed_rank >= 0 && !exit.stopped &&
-        exit.exit_code != kRequeueExitCode) {
+        exit.exit_code != contract::kExitRequeue) {
       auto rank = it->second.find(exit.failed_rank);
       if (rank != it->second.end()) last_words = LastLine(rank->second.path);
     }

@@ -61,7 +61,7 @@ class Agent {
     std::string path;
     int64_t sent = 0;
   };
-  // The job's metrics file, read as it grows (DESIGN.md process contract).
+  // The job's metrics file, read as it grows (common/process_contract.h).
   struct MetricsTail {
     std::string path;
     int64_t offset = 0;

@@ -1,5 +1,5 @@
-// dcvlr-agent: runs the jobs the coordinator places on this machine. See
-// DESIGN.md "Processes" and "Process contract".
+// dcvlr-agent: runs the jobs the coordinator places on this machine, under
+// the process contract of common/process_contract.h.
 #include <limits.h>
 #include <signal.h>
 #include <unistd.h>

@@ -40,11 +40,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
 std::string DecodeText(const std::vector<int64_t>& ids) {
   std::string s;
   for (int64_t id : ids)
@@ -64,7 +59,7 @@ int RunEvaluation(const EvalConfig& given, const std::atomic<bool>& stop) {
   const trainer::DistEnv env = trainer::DistEnv::FromEnvironment();
   const bool leader = env.rank == 0;
   std::string tag = "dcvlr-eval";
-  if (const std::string job = Env("DCVLR_JOB_ID"); !job.empty())
+  if (const std::string job = contract::GetEnv(contract::kJobId); !job.empty())
     tag += " job=" + job;
   tag += " rank=" + std::to_string(env.rank);
   auto log = [&](const std::string& msg) {
@@ -95,7 +90,7 @@ int RunEvaluation(const EvalConfig& given, const std::atomic<bool>& stop) {
       config.dtype == "bf16" || (config.dtype == "auto" && device.is_cuda());
 
   std::string output_dir = config.output_dir;
-  if (output_dir.empty()) output_dir = Env("DCVLR_OUTPUT_DIR");
+  if (output_dir.empty()) output_dir = contract::GetEnv(contract::kOutputDir);
   if (output_dir.empty()) output_dir = fs::current_path().string();
 
   // Step 1: checkpoint and benchmarks.
@@ -249,7 +244,7 @@ int RunEvaluation(const EvalConfig& given, const std::atomic<bool>& stop) {
           (fs::path(output_dir) / "dcvlr_scoring_summary.json").string(),
           DumpJson(summary, 2) + "\n", &error))
     return fail(error);
-  if (const std::string metrics = Env("DCVLR_METRICS_FILE"); !metrics.empty())
+  if (const std::string metrics = contract::GetEnv(contract::kMetricsFile); !metrics.empty())
     if (!AppendMetrics(metrics, scores, &error)) return fail(error);
   const Tally all = Overall(scores);
   char buf[160];

@@ -10,14 +10,18 @@
 
 #include <atomic>
 
+#include "common/process_contract.h"
 #include "worker/eval/config.h"
 
 namespace dcvlr::eval {
 
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitError = 1;      // bad checkpoint, bad TSV, IO
-inline constexpr int kExitBadConfig = 2;  // bad config file or arguments
-inline constexpr int kExitRequeue = 75;   // stopped by SIGTERM/SIGINT
+// Exit codes: the process contract's. kExitError: bad checkpoint, bad TSV,
+// IO; kExitBadConfig: bad config file or arguments; kExitRequeue: stopped
+// by SIGTERM/SIGINT.
+using contract::kExitBadConfig;
+using contract::kExitError;
+using contract::kExitOk;
+using contract::kExitRequeue;
 
 // Runs to the end, or returns kExitRequeue soon after `stop` becomes true
 // (on every rank: ranks agree on stopping after each batch).

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/process_contract.h"
 #include "worker/eval/config.h"
 #include "worker/eval/evaluator.h"
 #include "worker/eval/results.h"
@@ -138,7 +139,7 @@ int main(int argc, char** argv) {
   EvalConfig config;
   std::string error;
   std::vector<std::string> warnings;
-  const char* rank = std::getenv("RANK");
+  const char* rank = std::getenv(dcvlr::contract::kRank);
   const bool leader = !rank || std::atoi(rank) == 0;
   if (!LoadEvalConfigFile(config_path, &config, &error, &warnings)) {
     fprintf(stderr, "dcvlr-eval: config error: %s\n", error.c_str());

@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "common/process_contract.h"
+#include "worker/trainer/presets.h"
+
 namespace dcvlr::trainer {
 namespace {
 
@@ -85,6 +88,21 @@ TEST(ConfigTest, PresetsAreDataAndOverridable) {
   doc["model"] = {{"model_name", "gpt-17"}};
   EXPECT_FALSE(ParseConfig(doc, "", &c, &error, &warnings));
   EXPECT_NE(error.find("model.model_name"), std::string::npos);
+}
+
+// The coordinator runs a model natively exactly when the contract lists it
+// as native; each of those must be a preset here, and no preset is missing
+// from the list.
+TEST(ConfigTest, EveryNativeModelOfTheContractIsAPreset) {
+  for (std::string_view name : contract::kNativeModels) {
+    ModelPreset p;
+    EXPECT_TRUE(FindPreset(std::string(name), &p)) << name;
+    EXPECT_EQ(p.name, name);
+  }
+  EXPECT_EQ(PresetNames().size(), contract::kNativeModels.size());
+  ModelPreset p;
+  EXPECT_FALSE(FindPreset("Qwen/Qwen2.5-VL-7B-Instruct", &p));
+  EXPECT_FALSE(contract::IsNativeModel("Qwen/Qwen2.5-VL-7B-Instruct"));
 }
 
 TEST(ConfigTest, TinyVlmMatchesDesign) {

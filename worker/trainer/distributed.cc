@@ -1,6 +1,8 @@
 // c10d process groups and the gradient reducer; see distributed.h.
 #include "worker/trainer/distributed.h"
 
+#include "common/process_contract.h"
+
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/function.h>
@@ -102,12 +104,12 @@ class C10dCommunicator : public Communicator {
 
 DistEnv DistEnv::FromEnvironment() {
   DistEnv e;
-  e.rank = EnvInt("RANK", 0);
-  e.world_size = EnvInt("WORLD_SIZE", 1);
-  e.local_rank = EnvInt("LOCAL_RANK", e.rank);
-  e.local_world_size = EnvInt("LOCAL_WORLD_SIZE", e.world_size);
-  if (const char* a = std::getenv("MASTER_ADDR"); a && *a) e.master_addr = a;
-  e.master_port = EnvInt("MASTER_PORT", 29500);
+  e.rank = EnvInt(contract::kRank, 0);
+  e.world_size = EnvInt(contract::kWorldSize, 1);
+  e.local_rank = EnvInt(contract::kLocalRank, e.rank);
+  e.local_world_size = EnvInt(contract::kLocalWorldSize, e.world_size);
+  if (const char* a = std::getenv(contract::kMasterAddr); a && *a) e.master_addr = a;
+  e.master_port = EnvInt(contract::kMasterPort, 29500);
   return e;
 }
 

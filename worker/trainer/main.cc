@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
   TrainerConfig config;
   std::string error;
   std::vector<std::string> warnings;
-  const char* rank = std::getenv("RANK");
+  const char* rank = std::getenv(dcvlr::contract::kRank);
   const bool leader = !rank || std::atoi(rank) == 0;
   if (!LoadConfigFile(config_path, &config, &error, &warnings)) {
     fprintf(stderr, "dcvlr-train: config error: %s\n", error.c_str());

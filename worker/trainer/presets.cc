@@ -1,6 +1,8 @@
 // Built-in presets and their arithmetic; see presets.h.
 #include "worker/trainer/presets.h"
 
+#include "common/process_contract.h"
+
 namespace dcvlr::trainer {
 namespace {
 
@@ -129,7 +131,7 @@ double ModelPreset::TrainFlopsPerSample(int seq_len, int scored) const {
 }
 
 std::vector<std::string> PresetNames() {
-  return {"tiny-vlm", "qwen2-vl-0.5b", "qwen2-vl-2b"};
+  return {contract::kNativeModels.begin(), contract::kNativeModels.end()};
 }
 
 bool FindPreset(const std::string& name, ModelPreset* out) {

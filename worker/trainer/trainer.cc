@@ -46,11 +46,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
 double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
@@ -209,16 +204,16 @@ double PeakFlops(at::Device device, std::string* name) {
 
 RunPaths RunPaths::FromEnvironment(const TrainerConfig& config) {
   RunPaths p;
-  p.output_dir = Env("DCVLR_OUTPUT_DIR");
+  p.output_dir = contract::GetEnv(contract::kOutputDir);
   if (p.output_dir.empty()) p.output_dir = config.training.output_dir;
-  p.checkpoint_dir = Env("DCVLR_CHECKPOINT_DIR");
+  p.checkpoint_dir = contract::GetEnv(contract::kCheckpointDir);
   if (p.checkpoint_dir.empty())
     p.checkpoint_dir = p.output_dir + "/checkpoints";
-  p.metrics_file = Env("DCVLR_METRICS_FILE");
+  p.metrics_file = contract::GetEnv(contract::kMetricsFile);
   if (p.metrics_file.empty()) p.metrics_file = p.output_dir + "/metrics.jsonl";
-  p.cache_dir = Env("DCVLR_CACHE_DIR");
+  p.cache_dir = contract::GetEnv(contract::kCacheDir);
   if (p.cache_dir.empty()) p.cache_dir = p.output_dir + "/cache";
-  p.job_id = Env("DCVLR_JOB_ID");
+  p.job_id = contract::GetEnv(contract::kJobId);
   return p;
 }
 

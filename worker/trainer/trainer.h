@@ -6,16 +6,17 @@
 #include <atomic>
 #include <string>
 
+#include "common/process_contract.h"
 #include "worker/trainer/config.h"
 
 namespace dcvlr::trainer {
 
-// Exit codes of dcvlr-train (the agent's process contract).
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitError = 1;
-inline constexpr int kExitBadConfig = 2;
-inline constexpr int kExitRequeue =
-    75;  // EX_TEMPFAIL: stopped by SIGTERM, checkpointed
+// Exit codes of dcvlr-train: the process contract's. kExitRequeue: stopped
+// by SIGTERM, checkpointed.
+using contract::kExitBadConfig;
+using contract::kExitError;
+using contract::kExitOk;
+using contract::kExitRequeue;
 
 // Where a run reads and writes, from the agent's environment with fallbacks
 // for runs by hand.

@@ -9,9 +9,9 @@
 // question alone (the plateau the demo once sat on for its whole run on
 // some machines) scores 0.25 +- 0.02 on the 400 held-out questions
 // (binomial standard deviation); 0.50 is more than ten of those above it.
-// The demo's recipe is at about 0.8 by step 100 (bench/README.md, "The
-// demo learns everywhere"), so ordinary rounding differences leave a wide
-// margin, while the recipe that failed was at 0.27 there.
+// The demo's recipe is at 0.6-0.8 by step 100 depending on the seed
+// (bench/README.md, "The demo learns everywhere"), so rounding differences
+// leave a wide margin, while the recipe that failed was at 0.27 there.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>

@@ -1,6 +1,9 @@
 #include "coordinator/core.h"
 
 #include <algorithm>
+#include <atomic>
+#include <iterator>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -67,6 +70,15 @@ Core::Core(CoreOptions options, std::unique_ptr<Store> store, LogStore* logs,
                 : std::make_shared<const ClusterConfig>();
   ledger_.set_half_life_s(config_->fair_share_half_life_s);
   benchmarks_ = options_.benchmarks;
+  writer_ = std::thread([this] { WriterLoop(); });
+}
+
+Core::~Core() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;  // the writer writes what is pending, once, and ends
+  }
+  writer_.join();
 }
 
 void Core::SetBenchmarks(BenchmarkRegistry benchmarks) {
@@ -203,14 +215,113 @@ void Core::SetState(v1::Job& job, v1::JobState state,
 
 void Core::Commit(v1::Job& job) {
   job.set_version(++version_);
-  if (absl::Status s = store_->PutJob(job); !s.ok()) {
-    // The in-memory state moves on; the next successful write of this job
-    // carries the change. Submit, the one call that must not acknowledge an
-    // unwritten change, checks its own write.
-    fprintf(stderr, "store write failed job=%s: %s\n", job.id().c_str(),
-            s.ToString().c_str());
-  }
+  pending_.jobs[JobSeq(job.id())] = job;
   work_pending_ = true;
+}
+
+void Core::SendAfterCommit(const std::shared_ptr<AgentChannel>& channel,
+                           v1::CoordinatorMessage message) {
+  if (channel == nullptr) return;
+  pending_.orders.emplace_back(channel, std::move(message));
+}
+
+absl::Status Core::CheckWritable() const {
+  if (store_error_.ok()) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat(
+      "the coordinator is read-only until its state store accepts writes "
+      "again (running jobs go on): ",
+      store_error_.message()));
+}
+
+Core::Ticket Core::TakeTicket(bool retry) {
+  if (pending_.empty()) return {nullptr, absl::OkStatus()};
+  if (!store_error_.ok() && !retry) return {nullptr, CheckWritable()};
+  if (retry) retry_requested_ = true;
+  if (pending_.outcome == nullptr) {
+    pending_.outcome = std::make_shared<BatchOutcome>();
+  }
+  return {pending_.outcome, absl::OkStatus()};
+}
+
+absl::Status Core::AwaitTicket(const Ticket& ticket) {
+  if (ticket.outcome == nullptr) return ticket.now;
+  ticket.outcome->done.wait(0);
+  return ticket.outcome->status;
+}
+
+void Core::WriterLoop() {
+  absl::MutexLock lock(&mu_);
+  auto work = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return stopping_ ||
+           (!pending_.empty() && (store_error_.ok() || retry_requested_));
+  };
+  for (;;) {
+    mu_.Await(absl::Condition(&work));
+    if (pending_.empty()) return;  // stopping, nothing left to write
+    const bool last = stopping_;
+    retry_requested_ = false;
+
+    // Everything pending becomes one transaction.
+    PendingBatch batch = std::exchange(pending_, PendingBatch());
+    StoreBatch write;
+    write.jobs.reserve(batch.jobs.size() + batch.submitted.size());
+    for (auto& [seq, job] : batch.jobs) write.jobs.push_back(std::move(job));
+    const size_t changed_jobs = write.jobs.size();
+    for (auto& job : batch.submitted) write.jobs.push_back(std::move(job));
+    for (auto& [name, node] : batch.nodes) write.nodes.push_back(std::move(node));
+    write.usage = std::move(batch.usage);
+
+    mu_.Unlock();
+    const absl::Status status = store_->Write(write);
+    mu_.Lock();
+
+    if (status.ok()) {
+      if (!store_error_.ok()) {
+        fprintf(stderr, "state store writable again\n");
+        store_error_ = absl::OkStatus();
+      }
+      for (size_t i = changed_jobs; i < write.jobs.size(); ++i) {
+        const int64_t seq = JobSeq(write.jobs[i].id());
+        AddJob(seq, std::move(write.jobs[i]));
+        work_pending_ = true;
+      }
+      // In the order they were queued, before anything queued later.
+      for (auto& [channel, message] : batch.orders) channel->Send(message);
+    } else {
+      if (store_error_.ok()) {
+        fprintf(stderr,
+                "state store write failed, read-only until a write "
+                "succeeds: %s\n",
+                status.ToString().c_str());
+      }
+      store_error_ = status;
+      // Keep the batch's changes (later ones win) and its orders (first in
+      // line); submitted jobs are dropped: their submit is refused.
+      for (size_t i = 0; i < changed_jobs; ++i) {
+        pending_.jobs.try_emplace(JobSeq(write.jobs[i].id()),
+                                  std::move(write.jobs[i]));
+      }
+      for (v1::Node& node : write.nodes) {
+        pending_.nodes.try_emplace(node.name(), std::move(node));
+      }
+      if (!pending_.usage) pending_.usage = std::move(write.usage);
+      batch.orders.insert(batch.orders.end(),
+                          std::make_move_iterator(pending_.orders.begin()),
+                          std::make_move_iterator(pending_.orders.end()));
+      pending_.orders = std::move(batch.orders);
+    }
+    if (batch.outcome != nullptr) {
+      batch.outcome->status = status.ok() ? status : CheckWritable();
+      batch.outcome->done.store(1);
+      batch.outcome->done.notify_all();
+    }
+    if (last) return;
+  }
+}
+
+absl::Status Core::StoreStatus() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return store_error_;
 }
 
 // ---------------------------------------------------------------- client API
@@ -352,7 +463,10 @@ absl::StatusOr<SubmitResult> Core::SubmitFile(const std::string& user,
       ParseJobFiles(source_name, source, options);
   if (!files.ok()) return files.status();
 
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
+  if (!dry_run) {
+    if (absl::Status s = CheckWritable(); !s.ok()) return s;
+  }
   SubmitResult result;
   std::vector<std::string> errors;
   // The cluster config's shared root wins over the flag's.
@@ -396,11 +510,15 @@ absl::StatusOr<SubmitResult> Core::SubmitFile(const std::string& user,
              absl::StrCat("submitted by ", user, " from ", source_name));
     job.set_version(version_ + 1);
   }
-  // Acknowledge only what is durable.
-  if (absl::Status s = store_->PutJobs(result.jobs); !s.ok()) return s;
   ++version_;
-  for (const v1::Job& job : result.jobs) AddJob(next_seq_++, job);
-  work_pending_ = true;
+  next_seq_ = seq;
+  // Acknowledge only what is durable: the jobs join the table once their
+  // batch is written (and are dropped if it fails).
+  pending_.submitted.insert(pending_.submitted.end(), result.jobs.begin(),
+                            result.jobs.end());
+  const Ticket ticket = TakeTicket();
+  lock.Release();
+  if (absl::Status s = AwaitTicket(ticket); !s.ok()) return s;
   return result;
 }
 
@@ -458,7 +576,8 @@ std::vector<v1::Job> Core::ListJobs(const v1::ListJobsRequest& request) const {
 
 absl::StatusOr<v1::Job> Core::Cancel(const std::string& ref,
                                      const std::string& user) {
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
+  if (absl::Status s = CheckWritable(); !s.ok()) return s;
   v1::Job* job = FindJob(ref);
   if (job == nullptr) {
     return absl::NotFoundError(absl::StrCat("no job '", ref, "'"));
@@ -484,7 +603,11 @@ absl::StatusOr<v1::Job> Core::Cancel(const std::string& ref,
     AddEvent(*job, v1::EVENT_TYPE_CANCELLED, job->reason());
   }
   Commit(*job);
-  return *job;
+  const v1::Job out = *job;
+  const Ticket ticket = TakeTicket();
+  lock.Release();
+  if (absl::Status s = AwaitTicket(ticket); !s.ok()) return s;
+  return out;
 }
 
 absl::StatusOr<v1::Job> Core::AwaitChange(const std::string& id,
@@ -505,6 +628,7 @@ ClusterSnapshot Core::Snapshot(size_t ended_jobs) const {
   absl::ReaderMutexLock lock(&mu_);
   ClusterSnapshot out;
   out.now_ms = Now();
+  out.store_healthy = store_error_.ok();
   for (const auto& [name, node] : nodes_) {
     ClusterSnapshot::Node& n = out.nodes.emplace_back();
     n.name = name;
@@ -576,13 +700,14 @@ std::vector<v1::Node> Core::ListNodes() const {
 absl::StatusOr<v1::Node> Core::SetDrained(const std::string& name,
                                           bool drained, bool evict) {
   {
-    absl::MutexLock lock(&mu_);
+    absl::ReleasableMutexLock lock(&mu_);
+    if (absl::Status s = CheckWritable(); !s.ok()) return s;
     auto it = nodes_.find(name);
     if (it == nodes_.end()) {
       return absl::NotFoundError(absl::StrCat("no node '", name, "'"));
     }
     it->second.info.set_drained(drained);
-    if (absl::Status s = store_->PutNode(it->second.info); !s.ok()) return s;
+    pending_.nodes[name] = it->second.info;
     work_pending_ = true;
     if (drained && evict) {
       std::vector<AttemptKey> held;
@@ -598,6 +723,9 @@ absl::StatusOr<v1::Node> Core::SetDrained(const std::string& name,
         Commit(*job);
       }
     }
+    const Ticket ticket = TakeTicket();
+    lock.Release();
+    if (absl::Status s = AwaitTicket(ticket); !s.ok()) return s;
   }
   for (v1::Node& node : ListNodes()) {
     if (node.name() == name) return node;
@@ -613,7 +741,7 @@ absl::StatusOr<int64_t> Core::RegisterAgent(
   if (request.name().empty()) {
     return absl::InvalidArgumentError("agent registered without a name");
   }
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   NodeEntry& node = nodes_[request.name()];
   if (node.channel != nullptr) {
     // A newer stream from the same agent (it restarted or reconnected
@@ -633,10 +761,7 @@ absl::StatusOr<int64_t> Core::RegisterAgent(
   node.last_seen_ms = Now();
   node.session = next_session_++;
   node.channel = channel;
-  if (absl::Status s = store_->PutNode(node.info); !s.ok()) {
-    fprintf(stderr, "store write failed node=%s: %s\n",
-            request.name().c_str(), s.ToString().c_str());
-  }
+  pending_.nodes[request.name()] = node.info;
 
   v1::CoordinatorMessage ack_message;
   v1::RegisterAck* ack = ack_message.mutable_ack();
@@ -670,6 +795,9 @@ absl::StatusOr<int64_t> Core::RegisterAgent(
           options_.metric_history->Offset(update.job_id(), update.attempt()));
     }
   }
+  // The ack goes first on the new stream, not after the pending batch: it
+  // records no change, and every later message to this agent is queued
+  // after it.
   channel->Send(ack_message);
   const int64_t session = node.session;
 
@@ -707,6 +835,11 @@ absl::StatusOr<int64_t> Core::RegisterAgent(
     }
   }
   work_pending_ = true;
+  // A failed write is logged by the writer and retried by Tick(); the
+  // agent's running attempts go on meanwhile.
+  const Ticket ticket = TakeTicket();
+  lock.Release();
+  AwaitTicket(ticket).IgnoreError();
   return session;
 }
 
@@ -732,8 +865,13 @@ void Core::OnActivity(const std::string& name, int64_t session) {
 
 void Core::OnAttemptUpdate(const std::string& name, int64_t session,
                            const v1::AttemptUpdate& update) {
-  absl::MutexLock lock(&mu_);
-  ApplyUpdate(name, session, update);
+  Ticket ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    ApplyUpdate(name, session, update);
+    ticket = TakeTicket();
+  }
+  AwaitTicket(ticket).IgnoreError();  // as in RegisterAgent
 }
 
 void Core::ApplyUpdate(const std::string& name, int64_t session,
@@ -825,9 +963,7 @@ void Core::SendStart(v1::Job& job, v1::Attempt& attempt, int node_rank) {
   start->set_master_port(attempt.master_port());
   start->mutable_gpus()->CopyFrom(placement.gpus());
   attempt.add_ordered_nodes(placement.node());
-  if (node.channel != nullptr) {
-    node.channel->Send(message);
-  }
+  SendAfterCommit(node.channel, std::move(message));
   // With no channel the order is lost with the node; the node timeout
   // requeues the attempt.
 }
@@ -842,7 +978,7 @@ void Core::SendStop(const std::string& name, const AttemptKey& key,
   stop->set_attempt(key.attempt);
   stop->set_grace_s(grace_s);
   stop->set_reason(reason);
-  it->second.channel->Send(message);
+  SendAfterCommit(it->second.channel, std::move(message));
 }
 
 void Core::StopAttempt(v1::Job& job, double grace_s,
@@ -1004,11 +1140,16 @@ bool Core::ResolveDependencies() {
 }
 
 absl::Status Core::SaveUsage() {
-  absl::MutexLock lock(&mu_);
-  return ChargeUsage(/*save=*/true);
+  Ticket ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    ChargeUsage(/*save=*/true);
+    ticket = TakeTicket(/*retry=*/true);
+  }
+  return AwaitTicket(ticket);
 }
 
-absl::Status Core::ChargeUsage(bool save) {
+void Core::ChargeUsage(bool save) {
   const int64_t now = Now();
   if (last_charge_ms_ == 0) last_charge_ms_ = now;
   const int64_t elapsed = now - last_charge_ms_;
@@ -1026,15 +1167,10 @@ absl::Status Core::ChargeUsage(bool save) {
   last_charge_ms_ = now;
   if (!save && last_usage_save_ms_ != 0 &&
       now - last_usage_save_ms_ < options_.usage_save_interval_ms) {
-    return absl::OkStatus();
+    return;
   }
   last_usage_save_ms_ = now;
-  absl::Status status = store_->PutUsage(ledger_.usage());
-  if (!status.ok()) {
-    fprintf(stderr, "store write failed usage: %s\n",
-            status.ToString().c_str());
-  }
-  return status;
+  pending_.usage = ledger_.usage();
 }
 
 bool Core::EnforceTimeLimits() {
@@ -1259,7 +1395,7 @@ void Core::ShowQueue(const SchedulerInput& input,
 }
 
 bool Core::Tick() {
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   work_pending_ = false;
   const int64_t now = Now();
   bool changed = false;
@@ -1273,9 +1409,15 @@ bool Core::Tick() {
     }
   }
   changed |= EnforceTimeLimits();
-  ChargeUsage().IgnoreError();  // logged; the next save retries
+  ChargeUsage();
   changed |= ResolveDependencies();
-  changed |= SchedulePass();
+  // While the store fails, nothing is placed or preempted: those orders
+  // could not leave anyway, and the queue may change before they could.
+  if (store_error_.ok()) changed |= SchedulePass();
+  // Writes this tick's changes; retries a failed write.
+  const Ticket ticket = TakeTicket(/*retry=*/true);
+  lock.Release();
+  AwaitTicket(ticket).IgnoreError();
   return changed;
 }
 

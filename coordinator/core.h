@@ -7,11 +7,28 @@
 // themselves.
 //
 // Thread-safety: every public method is safe to call from any thread; one
-// mutex guards all state. Store writes happen under it, so a method that
-// changes a job returns only once the change is durable.
+// mutex guards all state.
+//
+// Durability (group commit): a change is made in memory under the mutex and
+// its record joins the pending batch; the method releases the mutex and
+// waits until that batch is durable. One writer thread takes the whole
+// batch — every change made since its last write, by any thread — and
+// writes it in one SQLite transaction with the mutex released, while later
+// changes gather in the next batch. Orders to agents ride in the batch of
+// the change that calls for them and leave only once it is durable, so an
+// agent never acts on a change a crash could undo. A method returns (and a
+// client is answered) only once its changes are durable; the jobs of a
+// submit join the job table only then.
+//
+// A failed write is sticky: the batch is kept, the core turns read-only for
+// clients (submit, cancel and drain are refused with UNAVAILABLE), no
+// scheduling pass places or preempts, and Tick() retries the write; agent
+// reports are still applied and join the kept batch, so running jobs run on
+// and no ended state is lost. The first write that succeeds ends it.
 #ifndef DCVLR_COORDINATOR_CORE_H_
 #define DCVLR_COORDINATOR_CORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -19,6 +36,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -70,6 +88,8 @@ class CoreObserver {
 // The cluster at one moment, for exporters (coordinator/metrics.h).
 struct ClusterSnapshot {
   int64_t now_ms = 0;
+  // False while store writes fail (the core is read-only for clients).
+  bool store_healthy = true;
   struct Node {
     std::string name;
     v1::NodeState state = v1::NODE_STATE_UNSPECIFIED;  // DRAINED if drained
@@ -154,6 +174,8 @@ class Core {
  public:
   Core(CoreOptions options, std::unique_ptr<Store> store, LogStore* logs,
        std::unique_ptr<SchedulingPolicy> policy);
+  // Writes what is still pending (one try) and stops the writer.
+  ~Core();
 
   // Loads jobs, nodes and fair-share usage from the store. Nodes start
   // disconnected: their agents have node_timeout_ms to reconnect before
@@ -219,6 +241,8 @@ class Core {
   // Nodes, GPUs, jobs and the queue now, with at most `ended_jobs` of the
   // most recent ended jobs.
   ClusterSnapshot Snapshot(size_t ended_jobs = 0) const;
+  // OK, or the error of the last store write while writes fail (read-only).
+  absl::Status StoreStatus() const;
 
   // Charges usage up to now and writes it to the store at once (a clean
   // shutdown), instead of waiting for usage_save_interval_ms.
@@ -261,8 +285,35 @@ class Core {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   v1::Attempt* CurrentAttempt(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Records an event, bumps the version and writes the job to the store.
+  // Bumps the job's version and adds its record to the pending batch.
   void Commit(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues `message` for `channel`, to leave once the pending batch (and
+  // every change made before this call) is durable.
+  void SendAfterCommit(const std::shared_ptr<AgentChannel>& channel,
+                       v1::CoordinatorMessage message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A batch's outcome, for the callers that wait on it without the lock.
+  struct BatchOutcome {
+    std::atomic<uint32_t> done{0};  // 1 once `status` is set
+    absl::Status status;
+  };
+  // What a caller waits on, with mu_ released, for its changes to be
+  // durable: the pending batch's outcome, or an answer known now (nothing
+  // pending: OK; the store failing: its error, the changes kept).
+  struct Ticket {
+    std::shared_ptr<BatchOutcome> outcome;
+    absl::Status now;
+  };
+  // With `retry`, a core in the read-only state has the writer try again
+  // (Tick() and SaveUsage() do).
+  Ticket TakeTicket(bool retry = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static absl::Status AwaitTicket(const Ticket& ticket);
+  // The writer thread: takes the pending batch, writes it with mu_
+  // released, then (under mu_) adds the submitted jobs, sends the batch's
+  // orders and wakes its waiters.
+  void WriterLoop();
+  // Refuses a client's change while the store fails.
+  absl::Status CheckWritable() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void AddEvent(v1::Job& job, v1::EventType type, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetState(v1::Job& job, v1::JobState state, const std::string& reason)
@@ -306,9 +357,9 @@ class Core {
   // Stops attempts that ran past their job's time_limit_s.
   bool EnforceTimeLimits() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Charges every user the GPU-seconds their attempts held since last time,
-  // and saves the totals every usage_save_interval_ms (or now, with `save`).
-  absl::Status ChargeUsage(bool save = false)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // and queues the totals for the store every usage_save_interval_ms (or
+  // now, with `save`).
+  void ChargeUsage(bool save = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   double GraceFor(const v1::Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   bool SchedulePass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Rebuilds queue_ (and pending jobs' reasons) from a pass that explained.
@@ -329,7 +380,32 @@ class Core {
   const std::unique_ptr<SchedulingPolicy> policy_;
 
   mutable absl::Mutex mu_;
-  std::unique_ptr<Store> store_ ABSL_GUARDED_BY(mu_);
+  // Used by Recover(), then only by the writer thread with mu_ released.
+  const std::unique_ptr<Store> store_;
+
+  // Group commit: the changes made since the writer last took them.
+  struct PendingBatch {
+    std::map<int64_t, v1::Job> jobs;  // by seq: the latest record of each
+    // Submitted jobs: they join jobs_ once durable, and are dropped (their
+    // submit refused) if their batch fails.
+    std::vector<v1::Job> submitted;
+    std::map<std::string, v1::Node> nodes;
+    std::optional<Usage> usage;
+    std::vector<std::pair<std::shared_ptr<AgentChannel>,
+                          v1::CoordinatorMessage>>
+        orders;
+    // Created by the first caller that waits on this batch.
+    std::shared_ptr<BatchOutcome> outcome;
+    bool empty() const {
+      return jobs.empty() && submitted.empty() && nodes.empty() && !usage &&
+             orders.empty();
+    }
+  };
+  PendingBatch pending_ ABSL_GUARDED_BY(mu_);
+  // The last write's error while writes fail; OK otherwise.
+  absl::Status store_error_ ABSL_GUARDED_BY(mu_);
+  bool retry_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Every job ever submitted, by seq: a coordinator keeps its history.
   std::map<int64_t, v1::Job> jobs_ ABSL_GUARDED_BY(mu_);
   // The jobs that have not ended (pending, scheduled, running, preempted),
@@ -356,6 +432,9 @@ class Core {
   // The last pass's snapshot when that pass did not explain.
   std::optional<SchedulerInput> unexplained_ ABSL_GUARDED_BY(mu_);
   BenchmarkRegistry benchmarks_ ABSL_GUARDED_BY(mu_);
+
+  // Last: it runs WriterLoop() on the members above.
+  std::thread writer_;
 };
 
 }  // namespace dcvlr

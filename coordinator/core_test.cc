@@ -1,7 +1,13 @@
 #include "coordinator/core.h"
 
+#include <sqlite3.h>
+#include <sys/mount.h>
+
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -58,7 +64,10 @@ class CoreTest : public ::testing::Test {
     options.now_ms = [this] { return now_ms_; };
     options.node_timeout_ms = 10000;
     options.cluster_config = std::move(config);
-    auto store = Store::Open(dir_ + "/state.db");
+    // A write waits this long for another connection's lock before it
+    // fails (the store-failure tests hold one).
+    auto store = Store::Open(dir_ + "/state.db", /*durable=*/true,
+                             /*busy_timeout_ms=*/50);
     EXPECT_TRUE(store.ok()) << store.status();
     auto core = std::make_unique<Core>(options, *std::move(store), logs_.get(),
                                        std::make_unique<FirstFitPolicy>());
@@ -797,6 +806,189 @@ TEST(BenchmarksTest, FileErrorsNameTheKey) {
   auto defaults = ParseBenchmarks("b.yaml", "");
   ASSERT_TRUE(defaults.ok());
   EXPECT_EQ(defaults->count("synthetic_shapes"), 1u);
+}
+
+// Holds the store's write lock from a second connection, as an operator's
+// sqlite3 shell left in a transaction would: the core's writes fail.
+class WriteLock {
+ public:
+  explicit WriteLock(const std::string& path) {
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
+              SQLITE_OK);
+  }
+  ~WriteLock() { Release(); }
+  void Release() {
+    if (db_ == nullptr) return;
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close(db_);
+    db_ = nullptr;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+std::map<std::string, v1::Job> StoredJobs(const std::string& path) {
+  std::map<std::string, v1::Job> out;
+  auto store = Store::Open(path);
+  EXPECT_TRUE(store.ok()) << store.status();
+  if (!store.ok()) return out;
+  auto jobs = (*store)->LoadJobs();
+  EXPECT_TRUE(jobs.ok()) << jobs.status();
+  if (jobs.ok()) {
+    for (v1::Job& job : *jobs) out[job.id()] = std::move(job);
+  }
+  return out;
+}
+
+TEST_F(CoreTest, AFailedWriteTurnsTheCoreReadOnlyUntilAWriteSucceeds) {
+  int64_t session;
+  auto channel = Register("n1", 1, &session);
+  const std::string running = Submit(kOneGpu);
+  core_->Tick();
+  Report("n1", session, running, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
+  ASSERT_EQ(StateOf(running), v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(core_->StoreStatus().ok());
+
+  WriteLock lock(dir_ + "/state.db");
+  // The submit whose write fails is refused, and never stored later.
+  auto refused = core_->Submit("alice", "job.yaml", kOneGpu, false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(core_->StoreStatus().ok());
+  EXPECT_FALSE(core_->Snapshot().store_healthy);
+  // Later changes from clients are refused at once, saying why.
+  auto again = core_->Submit("alice", "job.yaml", kOneGpu, false);
+  ASSERT_FALSE(again.ok());
+  EXPECT_THAT(again.status().message(), HasSubstr("read-only"));
+  EXPECT_EQ(core_->Cancel(running, "alice").status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(core_->SetDrained("n1", true).ok());
+  EXPECT_EQ(StateOf(running), v1::JOB_STATE_RUNNING);
+  // Dry runs need no write.
+  EXPECT_TRUE(core_->Submit("alice", "job.yaml", kOneGpu, true).ok());
+
+  // The running job ends meanwhile: applied, kept, and retried each tick.
+  Report("n1", session, running, 1, v1::AttemptUpdate::PHASE_EXITED, 0);
+  EXPECT_EQ(StateOf(running), v1::JOB_STATE_SUCCEEDED);
+  core_->Tick();
+  EXPECT_FALSE(core_->StoreStatus().ok());
+
+  lock.Release();
+  core_->Tick();
+  EXPECT_TRUE(core_->StoreStatus().ok());
+  EXPECT_TRUE(core_->Snapshot().store_healthy);
+  std::map<std::string, v1::Job> stored = StoredJobs(dir_ + "/state.db");
+  ASSERT_EQ(stored.size(), 1u) << "a refused submit was stored";
+  EXPECT_EQ(stored[running].state(), v1::JOB_STATE_SUCCEEDED);
+  // Writable again.
+  const std::string next = Submit(kOneGpu);
+  EXPECT_EQ(StoredJobs(dir_ + "/state.db").count(next), 1u);
+}
+
+TEST_F(CoreTest, AStartOrderLeavesOnlyOnceItsPlacementIsDurable) {
+  int64_t session;
+  auto channel = Register("n1", 1, &session);
+  const std::string id = Submit(kOneGpu);
+  {
+    WriteLock lock(dir_ + "/state.db");
+    core_->Tick();  // places the job; the write of the placement fails
+    EXPECT_FALSE(core_->StoreStatus().ok());
+    EXPECT_TRUE(channel->Starts().empty())
+        << "a start order left before its placement was written";
+    core_->Tick();  // retries, fails again; places nothing new
+    EXPECT_TRUE(channel->Starts().empty());
+  }
+  core_->Tick();
+  ASSERT_EQ(channel->Starts().size(), 1u);
+  EXPECT_EQ(channel->Starts()[0].job_id(), id);
+  EXPECT_EQ(channel->Starts()[0].attempt(), 1);
+  v1::Job stored = StoredJobs(dir_ + "/state.db")[id];
+  EXPECT_EQ(stored.state(), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(stored.attempt(), 1);
+}
+
+TEST_F(CoreTest, AFullFileSystemRefusesChangesAndLosesNothing) {
+  // A real full disk: the state directory on a small tmpfs (needs root).
+  const std::string mount_dir = dir_ + "/small";
+  std::filesystem::create_directories(mount_dir);
+  if (mount("tmpfs", mount_dir.c_str(), "tmpfs", 0, "size=512k") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << strerror(errno);
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{mount_dir};
+  CoreOptions options;
+  options.now_ms = [this] { return now_ms_; };
+  auto store = Store::Open(mount_dir + "/state.db", true, 50);
+  ASSERT_TRUE(store.ok()) << store.status();
+  core_ = std::make_unique<Core>(options, *std::move(store), logs_.get(),
+                                 std::make_unique<FirstFitPolicy>());
+  ASSERT_TRUE(core_->Recover().ok());
+  std::vector<std::string> kept;
+  for (int i = 0; i < 5; ++i) kept.push_back(Submit(kOneGpu));
+
+  // Fill the file system.
+  const std::string filler = mount_dir + "/filler";
+  {
+    std::ofstream out(filler, std::ios::binary);
+    const std::string block(4096, 'x');
+    while (out.write(block.data(), block.size())) {
+    }
+  }
+  // Jobs with large specs, until a write does not fit.
+  std::string big = std::string(kOneGpu) + "env: {PAD: \"" +
+                    std::string(64 * 1024, 'p') + "\"}\n";
+  absl::Status failed;
+  for (int i = 0; i < 20 && failed.ok(); ++i) {
+    auto job = core_->Submit("alice", "big.yaml", big, false);
+    if (job.ok()) kept.push_back(job->id());
+    else failed = job.status();
+  }
+  ASSERT_FALSE(failed.ok()) << "the file system never filled";
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_FALSE(core_->StoreStatus().ok());
+  EXPECT_FALSE(core_->Cancel(kept[0], "alice").ok());
+
+  std::filesystem::remove(filler);
+  core_->Tick();
+  EXPECT_TRUE(core_->StoreStatus().ok()) << core_->StoreStatus();
+  EXPECT_TRUE(core_->Cancel(kept[0], "alice").ok());
+  // Every acknowledged job is stored, and the cancel with it.
+  core_.reset();
+  std::map<std::string, v1::Job> stored = StoredJobs(mount_dir + "/state.db");
+  for (const std::string& id : kept) EXPECT_EQ(stored.count(id), 1u) << id;
+  EXPECT_EQ(stored.size(), kept.size());
+  EXPECT_EQ(stored[kept[0]].state(), v1::JOB_STATE_CANCELLED);
+}
+
+TEST_F(CoreTest, ConcurrentSubmitsAreAllDurableWithDistinctIds) {
+  constexpr int kThreads = 8;
+  constexpr int kEach = 25;
+  std::vector<std::vector<std::string>> ids(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        auto job = core_->Submit("user" + std::to_string(t), "job.yaml",
+                                 kOneGpu, false);
+        ASSERT_TRUE(job.ok()) << job.status();
+        ids[t].push_back(job->id());
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  std::set<std::string> all;
+  for (const auto& some : ids) all.insert(some.begin(), some.end());
+  EXPECT_EQ(all.size(), size_t(kThreads * kEach));
+  std::map<std::string, v1::Job> stored = StoredJobs(dir_ + "/state.db");
+  EXPECT_EQ(stored.size(), all.size());
+  for (const std::string& id : all) {
+    EXPECT_EQ(stored.count(id), 1u) << id;
+    EXPECT_EQ(core_->GetJob(id)->state(), v1::JOB_STATE_PENDING);
+  }
 }
 
 }  // namespace

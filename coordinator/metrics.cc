@@ -198,6 +198,12 @@ std::vector<MetricFamily> CoordinatorMetrics::Collect() const {
     AddGauge(nodes, {{"state", state}}, count);
   }
 
+  MetricFamily store_healthy = Family(
+      "dcvlr_store_healthy",
+      "1 while the state store accepts writes; 0 while writes fail and the "
+      "coordinator refuses submits, cancels and drains.");
+  AddGauge(store_healthy, {}, snapshot.store_healthy ? 1 : 0);
+
   // ---- jobs and the queue
   MetricFamily jobs = Family("dcvlr_jobs", "Jobs by state.");
   for (int s = v1::JOB_STATE_PENDING; s <= v1::JOB_STATE_PREEMPTED; ++s) {
@@ -287,7 +293,8 @@ std::vector<MetricFamily> CoordinatorMetrics::Collect() const {
                              : 0;
 
   for (MetricFamily* family :
-       {&nodes, &node_up, &gpus, &allocated, &free, &gpu_allocated, &jobs,
+       {&store_healthy, &nodes, &node_up, &gpus, &allocated, &free,
+        &gpu_allocated, &jobs,
         &pending_jobs, &pending_gpus, &pending_wait, &attempt, &ingested}) {
     out.push_back(std::move(*family));
   }

@@ -30,7 +30,8 @@ int64_t JobSeq(const std::string& id) {
 }
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
-                                                   bool durable) {
+                                                   bool durable,
+                                                   int busy_timeout_ms) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -42,7 +43,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
     return status;
   }
   std::unique_ptr<Store> store(new Store(db));
-  sqlite3_busy_timeout(db, 5000);
+  sqlite3_busy_timeout(db, busy_timeout_ms);
   for (const char* sql : {
            "PRAGMA journal_mode=WAL",
            durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
@@ -80,10 +81,19 @@ absl::Status Store::Exec(const char* sql) {
   return absl::OkStatus();
 }
 
-absl::Status Store::PutJob(const v1::Job& job) {
-  int64_t seq = JobSeq(job.id());
-  if (seq < 0) return absl::InvalidArgumentError("bad job id " + job.id());
-  std::string record = job.SerializeAsString();
+absl::Status Store::Write(const StoreBatch& batch) {
+  if (batch.empty()) return absl::OkStatus();
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  absl::Status status = WriteJobs(batch.jobs);
+  if (status.ok()) status = WriteNodes(batch.nodes);
+  if (status.ok() && batch.usage) status = WriteUsage(*batch.usage);
+  if (status.ok()) status = Exec("COMMIT");
+  if (!status.ok()) Exec("ROLLBACK").IgnoreError();
+  return status;
+}
+
+absl::Status Store::WriteJobs(const std::vector<v1::Job>& jobs) {
+  if (jobs.empty()) return absl::OkStatus();
   Statement s;
   if (sqlite3_prepare_v2(db_,
                          "INSERT INTO jobs(seq, id, record) VALUES(?, ?, ?) "
@@ -91,25 +101,29 @@ absl::Status Store::PutJob(const v1::Job& job) {
                          -1, &s.stmt, nullptr) != SQLITE_OK) {
     return SqliteError(db_, "prepare");
   }
-  sqlite3_bind_int64(s.stmt, 1, seq);
-  sqlite3_bind_text(s.stmt, 2, job.id().c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_blob(s.stmt, 3, record.data(), static_cast<int>(record.size()),
-                    SQLITE_TRANSIENT);
-  if (sqlite3_step(s.stmt) != SQLITE_DONE) {
-    return SqliteError(db_, "write job " + job.id());
+  std::string record;
+  for (const v1::Job& job : jobs) {
+    const int64_t seq = JobSeq(job.id());
+    if (seq < 0) return absl::InvalidArgumentError("bad job id " + job.id());
+    job.SerializeToString(&record);
+    sqlite3_bind_int64(s.stmt, 1, seq);
+    sqlite3_bind_text(s.stmt, 2, job.id().c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(s.stmt, 3, record.data(),
+                      static_cast<int>(record.size()), SQLITE_TRANSIENT);
+    if (sqlite3_step(s.stmt) != SQLITE_DONE) {
+      return SqliteError(db_, "write job " + job.id());
+    }
+    sqlite3_reset(s.stmt);
   }
   return absl::OkStatus();
 }
 
+absl::Status Store::PutJob(const v1::Job& job) { return PutJobs({job}); }
+
 absl::Status Store::PutJobs(const std::vector<v1::Job>& jobs) {
-  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-  for (const v1::Job& job : jobs) {
-    if (absl::Status s = PutJob(job); !s.ok()) {
-      Exec("ROLLBACK").IgnoreError();
-      return s;
-    }
-  }
-  return Exec("COMMIT");
+  StoreBatch batch;
+  batch.jobs = jobs;
+  return Write(batch);
 }
 
 absl::StatusOr<std::vector<v1::Job>> Store::LoadJobs() {
@@ -136,8 +150,8 @@ absl::StatusOr<std::vector<v1::Job>> Store::LoadJobs() {
   return jobs;
 }
 
-absl::Status Store::PutNode(const v1::Node& node) {
-  std::string record = node.SerializeAsString();
+absl::Status Store::WriteNodes(const std::vector<v1::Node>& nodes) {
+  if (nodes.empty()) return absl::OkStatus();
   Statement s;
   if (sqlite3_prepare_v2(db_,
                          "INSERT INTO nodes(name, record) VALUES(?, ?) "
@@ -145,13 +159,24 @@ absl::Status Store::PutNode(const v1::Node& node) {
                          -1, &s.stmt, nullptr) != SQLITE_OK) {
     return SqliteError(db_, "prepare");
   }
-  sqlite3_bind_text(s.stmt, 1, node.name().c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_blob(s.stmt, 2, record.data(), static_cast<int>(record.size()),
-                    SQLITE_TRANSIENT);
-  if (sqlite3_step(s.stmt) != SQLITE_DONE) {
-    return SqliteError(db_, "write node " + node.name());
+  std::string record;
+  for (const v1::Node& node : nodes) {
+    node.SerializeToString(&record);
+    sqlite3_bind_text(s.stmt, 1, node.name().c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(s.stmt, 2, record.data(),
+                      static_cast<int>(record.size()), SQLITE_TRANSIENT);
+    if (sqlite3_step(s.stmt) != SQLITE_DONE) {
+      return SqliteError(db_, "write node " + node.name());
+    }
+    sqlite3_reset(s.stmt);
   }
   return absl::OkStatus();
+}
+
+absl::Status Store::PutNode(const v1::Node& node) {
+  StoreBatch batch;
+  batch.nodes.push_back(node);
+  return Write(batch);
 }
 
 absl::StatusOr<std::vector<v1::Node>> Store::LoadNodes() {
@@ -174,34 +199,31 @@ absl::StatusOr<std::vector<v1::Node>> Store::LoadNodes() {
   return nodes;
 }
 
-absl::Status Store::PutUsage(const Usage& usage) {
-  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-  auto write = [&]() -> absl::Status {
-    if (absl::Status s = Exec("DELETE FROM usage"); !s.ok()) return s;
-    Statement s;
-    if (sqlite3_prepare_v2(db_,
-                           "INSERT INTO usage(user, gpu_s, as_of_ms) "
-                           "VALUES(?, ?, ?)",
-                           -1, &s.stmt, nullptr) != SQLITE_OK) {
-      return SqliteError(db_, "prepare");
-    }
-    for (const auto& [user, gpu_s] : usage.user_gpu_s) {
-      sqlite3_bind_text(s.stmt, 1, user.c_str(), -1, SQLITE_TRANSIENT);
-      sqlite3_bind_double(s.stmt, 2, gpu_s);
-      sqlite3_bind_int64(s.stmt, 3, usage.as_of_ms);
-      if (sqlite3_step(s.stmt) != SQLITE_DONE) {
-        return SqliteError(db_, "write usage of " + user);
-      }
-      sqlite3_reset(s.stmt);
-    }
-    return absl::OkStatus();
-  };
-  absl::Status status = write();
-  if (!status.ok()) {
-    Exec("ROLLBACK").IgnoreError();
-    return status;
+absl::Status Store::WriteUsage(const Usage& usage) {
+  if (absl::Status s = Exec("DELETE FROM usage"); !s.ok()) return s;
+  Statement s;
+  if (sqlite3_prepare_v2(db_,
+                         "INSERT INTO usage(user, gpu_s, as_of_ms) "
+                         "VALUES(?, ?, ?)",
+                         -1, &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
   }
-  return Exec("COMMIT");
+  for (const auto& [user, gpu_s] : usage.user_gpu_s) {
+    sqlite3_bind_text(s.stmt, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(s.stmt, 2, gpu_s);
+    sqlite3_bind_int64(s.stmt, 3, usage.as_of_ms);
+    if (sqlite3_step(s.stmt) != SQLITE_DONE) {
+      return SqliteError(db_, "write usage of " + user);
+    }
+    sqlite3_reset(s.stmt);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::PutUsage(const Usage& usage) {
+  StoreBatch batch;
+  batch.usage = usage;
+  return Write(batch);
 }
 
 absl::StatusOr<Usage> Store::LoadUsage() {

@@ -1,13 +1,15 @@
 // Durable cluster state: jobs, known nodes and users' fair-share usage.
 //
-// The coordinator is the only writer. Every Put is one SQLite transaction in
-// WAL mode with synchronous=FULL, so a call that returned OK survives a crash
-// of the process or of the machine.
+// The coordinator is the only writer. Every Write (and Put) is one SQLite
+// transaction in WAL mode with synchronous=FULL, so a call that returned OK
+// survives a crash of the process or of the machine. The coordinator's core
+// groups its changes into one StoreBatch per transaction (group commit).
 #ifndef DCVLR_COORDINATOR_STORE_H_
 #define DCVLR_COORDINATOR_STORE_H_
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,6 +31,15 @@ struct MetricsOffsetRecord {
   int64_t offset = 0;
 };
 
+// Changes written together, in one transaction: all of them or none.
+struct StoreBatch {
+  std::vector<v1::Job> jobs;    // inserted, or replacing the stored record
+  std::vector<v1::Node> nodes;  // the same, by name
+  std::optional<Usage> usage;   // replaces the stored usage when set
+
+  bool empty() const { return jobs.empty() && nodes.empty() && !usage; }
+};
+
 // Not thread-safe: callers serialise access (the coordinator core holds its
 // lock around every call). Several Stores may open the same file (SQLite
 // serialises their writes).
@@ -37,12 +48,18 @@ class Store {
   // Opens (creating if needed) the database at `path`. Without `durable`,
   // a write survives a crash of the process but not of the machine (WAL with
   // synchronous=NORMAL): for data that may lose its last seconds.
-  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path,
-                                                     bool durable = true);
+  // A write waits at most `busy_timeout_ms` for another connection's write
+  // lock (the metric history's, or an operator's sqlite3 shell) before it
+  // fails.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(
+      const std::string& path, bool durable = true, int busy_timeout_ms = 5000);
   ~Store();
 
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
+
+  // Every change of `batch` in one transaction, or none.
+  absl::Status Write(const StoreBatch& batch);
 
   absl::Status PutJob(const v1::Job& job);
   // All of `jobs` in one transaction, or none.
@@ -71,6 +88,10 @@ class Store {
  private:
   explicit Store(sqlite3* db) : db_(db) {}
   absl::Status Exec(const char* sql);
+  // The statements of a transaction that Write has begun.
+  absl::Status WriteJobs(const std::vector<v1::Job>& jobs);
+  absl::Status WriteNodes(const std::vector<v1::Node>& nodes);
+  absl::Status WriteUsage(const Usage& usage);
 
   sqlite3* db_;
 };

@@ -1,8 +1,8 @@
 // Parsing and validation of job files, the YAML that `dcvlrctl submit` takes.
 //
 // Three shapes of file are accepted:
-//   - dcvlr's own job file (DESIGN.md "Job file"): `kind: train | eval |
-//     command` and the keys below;
+//   - dcvlr's own job file (docs/architecture.md "Job files"): `kind: train |
+//     eval | command` and the keys below;
 //   - an Oumi training config as it is (top-level model / data / training /
 //     peft / fsdp / deepspeed, no `kind`), with dcvlr's keys either in an
 //     optional `dcvlr:` section or given as flags (JobFileOptions). A model

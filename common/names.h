@@ -11,7 +11,8 @@
 
 namespace dcvlr {
 
-// "PENDING", "RUNNING", ... as DESIGN.md writes the job lifecycle.
+// "PENDING", "RUNNING", ... as docs/architecture.md ("The job lifecycle")
+// writes them.
 std::string JobStateName(dcvlr::v1::JobState state);
 std::optional<dcvlr::v1::JobState> ParseJobState(absl::string_view name);
 bool IsTerminal(dcvlr::v1::JobState state);

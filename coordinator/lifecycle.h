@@ -1,5 +1,6 @@
-// The job state machine of DESIGN.md as pure functions: which transitions
-// are legal, how an ended attempt is classified, and what the job does next.
+// The job state machine (docs/architecture.md "The job lifecycle") as pure
+// functions: which transitions are legal, how an ended attempt is
+// classified, and what the job does next.
 #ifndef DCVLR_COORDINATOR_LIFECYCLE_H_
 #define DCVLR_COORDINATOR_LIFECYCLE_H_
 

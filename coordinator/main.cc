@@ -1,5 +1,5 @@
 // dcvlr-coordinator: the daemon that queues jobs and schedules them onto
-// worker agents. See DESIGN.md "Processes".
+// worker agents. See docs/architecture.md "Processes".
 #include <signal.h>
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-// The coordinator's Prometheus exporter (DESIGN.md "Observability").
+// The coordinator's Prometheus exporter (docs/architecture.md "Observability").
 //
 // Gauges are built at each scrape from a Core snapshot and the metric
 // history's newest values, so a series exists exactly while what it

@@ -7,7 +7,8 @@ namespace dcvlr::trainer {
 namespace {
 
 ModelPreset TinyVlm() {
-  // DESIGN.md's demo and benchmark model; the defaults in presets.h are it.
+  // The demo and benchmark model (docs/architecture.md "The native trainer
+  // and evaluator"); the defaults in presets.h are it.
   ModelPreset p;
   p.name = "tiny-vlm";
   return p;

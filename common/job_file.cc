@@ -15,6 +15,7 @@
 #include "common/launch.h"
 #include "common/process_contract.h"
 #include "common/yaml_checker.h"
+#include "common/yaml_load.h"
 #include "common/yaml_json.h"
 #include "yaml-cpp/yaml.h"
 
@@ -930,14 +931,10 @@ absl::StatusOr<std::vector<ParsedJobFile>> ParseJobFiles(
         absl::StrCat(source_name, ":", binary->first.line, ":",
                      binary->first.column, ": ", binary->second));
   }
-  std::vector<YAML::Node> documents;
-  try {
-    documents = YAML::LoadAll(std::string(text));
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source_name, ":", e.mark.line + 1, ":", e.mark.column + 1,
-                     ": invalid YAML: ", e.msg));
-  }
+  absl::StatusOr<std::vector<YAML::Node>> loaded =
+      LoadYamlDocuments(source_name, text);
+  if (!loaded.ok()) return loaded.status();
+  const std::vector<YAML::Node>& documents = *loaded;
   std::vector<ParsedJobFile> jobs;
   std::vector<std::string> errors;
   std::set<std::string> names;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/yaml_checker.h"
+#include "common/yaml_load.h"
 #include "yaml-cpp/yaml.h"
 
 namespace dcvlr {
@@ -111,14 +112,9 @@ absl::StatusOr<BenchmarkRegistry> ParseBenchmarks(absl::string_view source,
         absl::StrCat(source, ": more than ", kMaxFileBytes, " bytes"));
   }
   BenchmarkRegistry registry = DefaultBenchmarks();
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(text));
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ":", e.mark.line + 1,
-                                                   ":", e.mark.column + 1,
-                                                   ": invalid YAML: ", e.msg));
-  }
+  absl::StatusOr<YAML::Node> loaded = LoadYamlDocument(source, text);
+  if (!loaded.ok()) return loaded.status();
+  const YAML::Node root = *std::move(loaded);
   if (root.IsNull()) return registry;
   Parser parser(source, &registry);
   try {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/yaml_checker.h"
+#include "common/yaml_load.h"
 #include "yaml-cpp/yaml.h"
 
 namespace dcvlr {
@@ -244,14 +245,9 @@ absl::StatusOr<ClusterConfig> ParseClusterConfig(absl::string_view source_name,
         " bytes; a cluster config may have at most ", kMaxFileBytes));
   }
   ClusterConfig config;
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(text));
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source_name, ":", e.mark.line + 1, ":", e.mark.column + 1,
-                     ": invalid YAML: ", e.msg));
-  }
+  absl::StatusOr<YAML::Node> loaded = LoadYamlDocument(source_name, text);
+  if (!loaded.ok()) return loaded.status();
+  const YAML::Node root = *std::move(loaded);
   if (root.IsNull()) return config;  // an empty file: all defaults
   Parser parser(source_name, &config);
   try {

@@ -1,5 +1,6 @@
 #include "coordinator/cluster_config.h"
 
+#include "coordinator/benchmarks.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -74,6 +75,20 @@ TEST(ClusterConfigTest, ErrorsNameFileLineColumnAndKey) {
             "fair_share_half_life, default_grace_s, checkpoint_root, aging, "
             "backfill, groups, "
             "users");
+}
+
+TEST(ClusterConfigTest, ACyclicAliasIsRefusedNotFollowed) {
+  // A SIGHUP reload of this once overflowed the coordinator's stack.
+  absl::StatusOr<ClusterConfig> config =
+      ParseClusterConfig("c.yaml", "users: &u {alice: *u}\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().message(),
+            "c.yaml:1:8: an alias makes this node contain itself");
+  absl::StatusOr<BenchmarkRegistry> benchmarks =
+      ParseBenchmarks("b.yaml", "benchmarks: &b [*b]\n");
+  ASSERT_FALSE(benchmarks.ok());
+  EXPECT_EQ(benchmarks.status().message(),
+            "b.yaml:1:13: an alias makes this node contain itself");
 }
 
 TEST(ClusterConfigTest, ReportsEveryErrorAtOnce) {

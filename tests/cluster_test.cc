@@ -325,6 +325,20 @@ TEST(ClusterTest, ClusterConfigQuotasShowInTheQueueAndReloadOnSighup) {
   }
 }
 
+// A job file whose aliases expand to 10^10 nodes: 10 levels, each a list of
+// 10 aliases of the level before.
+std::string AliasBombJob() {
+  std::string text = "kind: command\nrun: x\nl0: &l0 [x]\n";
+  for (int level = 1; level <= 10; ++level) {
+    const std::string name = "l" + std::to_string(level);
+    const std::string below = "*l" + std::to_string(level - 1);
+    text += name + ": &" + name + " [" + below;
+    for (int c = 1; c < 10; ++c) text += ", " + below;
+    text += "]\n";
+  }
+  return text;
+}
+
 TEST(ClusterTest, BadJobFilesAreRejectedWithFileLineAndKey) {
   Cluster cluster;
   cluster.StartCoordinator();
@@ -354,6 +368,13 @@ TEST(ClusterTest, BadJobFilesAreRejectedWithFileLineAndKey) {
       {"toobig.yaml", "kind: command\nrun: x\nresources: {gpus_per_node: 16}\n",
        "toobig.yaml:3:28: resources.gpus_per_node: 16 GPUs per node asked for, "
        "but the largest node has 8"},
+      // Once a stack overflow of the coordinator and of dcvlrctl.
+      {"selfalias.yaml", "kind: command\nrun: x\ntraining: &a [*a]\n",
+       "selfalias.yaml:3:11: an alias makes this node contain itself"},
+      // 10 levels of 10 aliases: 10^10 nodes in 600 bytes; once gigabytes.
+      {"bomb.yaml", AliasBombJob(),
+       "the document expands to more than 200000 nodes once its aliases are "
+       "expanded"},
   };
   for (const Case& c : cases) {
     CommandResult result = cluster.Ctl({"submit", cluster.WriteFile(c.name, c.text)});

@@ -173,6 +173,32 @@ TEST(ClusterTest, CancelKillsTheWholeProcessTree) {
   for (pid_t pid : tree) EXPECT_FALSE(Alive(pid)) << "pid " << pid << " survived";
 }
 
+TEST(ClusterTest, AFloodOfMetricsLinesLeavesTheAgentResponsive) {
+  // 300,000 short lines (3.6 MB), then a 2 MB line with no structure, then
+  // a checkpoint line. The agent's scan of this once took minutes of CPU
+  // under a lock its heartbeats needed: the node was declared lost and the
+  // job requeued. Now the scan is one pass, the long line is skipped, and
+  // the checkpoint after it is still seen.
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartAgent("n1", 1);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string id = cluster.Submit(
+      "flood.yaml",
+      "kind: command\n"
+      "run: |\n"
+      "  yes '{\"step\": 1, \"loss\": 0.5}' | head -n 300000 >> $DCVLR_METRICS_FILE\n"
+      "  head -c 2000000 /dev/zero | tr '\\0' x >> $DCVLR_METRICS_FILE\n"
+      "  echo >> $DCVLR_METRICS_FILE\n"
+      "  echo '{\"checkpoint_step\": 7}' >> $DCVLR_METRICS_FILE\n"
+      "  sleep 3\n");
+  const v1::Job job = cluster.AwaitEnd(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.reason();
+  EXPECT_EQ(job.attempt(), 1) << "the job was requeued: the node was lost";
+  ASSERT_EQ(job.attempts_size(), 1);
+  EXPECT_EQ(job.attempts(0).last_checkpoint_step(), 7);
+}
+
 TEST(ClusterTest, CoordinatorKill9AndRestartKeepsEveryJob) {
   Cluster cluster;
   cluster.StartCoordinator();

@@ -686,10 +686,12 @@ void Agent::RelayMetrics(const AttemptKey& key) {
           memchr(buffer.data() + begin, '\n', static_cast<size_t>(n) - begin);
       if (found == nullptr) break;
       const size_t newline = static_cast<const char*>(found) - buffer.data();
-      auto json = nlohmann::json::parse(buffer.begin() + begin,
+      const size_t line_begin = begin;
+      begin = end = newline + 1;
+      if (newline - line_begin > kMaxMetricsLineBytes) continue;  // skipped
+      auto json = nlohmann::json::parse(buffer.begin() + line_begin,
                                         buffer.begin() + newline, nullptr,
                                         /*allow_exceptions=*/false);
-      begin = end = newline + 1;
       if (!json.is_object()) continue;  // not a metrics line: skipped
       v1::MetricPoint* point = batch.add_points();
       point->set_time_ms(now_ms);
@@ -734,23 +736,24 @@ void Agent::ScanMetrics(const AttemptKey& key) {
     MetricsTail& tail = it->second;
     int fd = open(tail.path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return;
+    // One pass over the new bytes, in bounded reads; nothing is held but
+    // the end of a line not yet complete (kMaxMetricsLineBytes at most).
     std::string buffer(kLogChunkBytes, '\0');
     ssize_t n;
     while ((n = pread(fd, buffer.data(), buffer.size(), tail.offset)) > 0) {
       tail.offset += n;
-      tail.partial.append(buffer.data(), static_cast<size_t>(n));
+      tail.lines.Feed(
+          std::string_view(buffer.data(), static_cast<size_t>(n)),
+          [&](std::string_view line) {
+            if (line.find("checkpoint_step") == std::string_view::npos) return;
+            auto json = nlohmann::json::parse(line, nullptr,
+                                              /*allow_exceptions=*/false);
+            if (json.is_object() && json["checkpoint_step"].is_number()) {
+              checkpoints.push_back(json["checkpoint_step"].get<int64_t>());
+            }
+          });
     }
     close(fd);
-    size_t newline;
-    while ((newline = tail.partial.find('\n')) != std::string::npos) {
-      const std::string line = tail.partial.substr(0, newline);
-      tail.partial.erase(0, newline + 1);
-      if (line.find("checkpoint_step") == std::string::npos) continue;
-      auto json = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (json.is_object() && json["checkpoint_step"].is_number()) {
-        checkpoints.push_back(json["checkpoint_step"].get<int64_t>());
-      }
-    }
   }
   for (int64_t step : checkpoints) {
     v1::AttemptUpdate update;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "dcvlr/v1/agent.grpc.pb.h"
+#include "worker/agent/line_splitter.h"
 #include "worker/agent/supervisor.h"
 
 namespace dcvlr {
@@ -65,7 +66,7 @@ class Agent {
   struct MetricsTail {
     std::string path;
     int64_t offset = 0;
-    std::string partial;  // a line not yet complete
+    LineSplitter lines;  // of the bytes scanned so far
     // How far the coordinator has the file's points (relayed, or known
     // from its registration ack); the file itself is the buffer while the
     // coordinator is unreachable.

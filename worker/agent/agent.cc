@@ -40,6 +40,8 @@ constexpr int64_t kLogChunkBytes = 64 * 1024;
 // many bytes of the file.
 constexpr int kMaxPointsPerBatch = 2000;
 constexpr int64_t kMetricsReadBytes = 1024 * 1024;
+// Log chunks and metric batches queued beyond this wait in their files.
+constexpr size_t kSendQueueBytes = 8 * 1024 * 1024;
 constexpr size_t kFinishedKept = 256;
 // Grace given to processes when the lease runs out: the coordinator's node
 // timeout must exceed the lease plus this.
@@ -224,6 +226,7 @@ void Agent::Shutdown(double grace_s) {
   supervisor_->StopAll(grace_s, "agent shutting down");
   supervisor_->AwaitIdle(static_cast<int64_t>(grace_s * 1000) + 5000);
   FlushAllLogs();
+  AwaitSent(5000);  // the last exits, logs and metrics
   shutting_down_ = true;
   {
     std::lock_guard<std::mutex> lock(stream_mu_);
@@ -266,7 +269,6 @@ void Agent::Serve() {
     std::lock_guard<std::mutex> lock(stream_mu_);
     if (shutting_down_) return;
     context_ = &context;
-    stream_ = stream.get();
   }
   v1::CoordinatorMessage message;
   bool ok = stream->Write(hello) && stream->Read(&message) &&
@@ -297,9 +299,12 @@ void Agent::Serve() {
     }
     last_contact_ms_ = SteadyMs();
     {
-      std::lock_guard<std::mutex> lock(stream_mu_);
+      std::lock_guard<std::mutex> lock(send_mu_);
+      send_queue_.clear();
+      send_queue_bytes_ = 0;
       registered_ = true;
     }
+    std::thread writer([&] { WriteLoop(stream.get(), &context); });
     fprintf(stderr, "dcvlr-agent: node=%s registered with %s\n",
             options_.name.c_str(), options_.coordinator.c_str());
     while (stream->Read(&message)) {
@@ -310,12 +315,16 @@ void Agent::Serve() {
         HandleStop(message.stop());
       }
     }
+    {
+      std::lock_guard<std::mutex> lock(send_mu_);
+      registered_ = false;
+    }
+    send_cv_.notify_all();
+    writer.join();
   }
   {
     std::lock_guard<std::mutex> lock(stream_mu_);
-    registered_ = false;
     context_ = nullptr;
-    stream_ = nullptr;
   }
   context.TryCancel();
   grpc::Status status = stream->Finish();
@@ -326,10 +335,60 @@ void Agent::Serve() {
   }
 }
 
-bool Agent::Send(const v1::AgentMessage& message) {
-  std::lock_guard<std::mutex> lock(stream_mu_);
-  if (stream_ == nullptr || !registered_) return false;
-  return stream_->Write(message);
+bool Agent::Send(v1::AgentMessage message, bool bulk) {
+  {
+    std::lock_guard<std::mutex> lock(send_mu_);
+    if (!registered_) return false;
+    if (bulk && send_queue_bytes_ >= kSendQueueBytes) return false;
+    send_queue_bytes_ += message.ByteSizeLong();
+    send_queue_.push_back(std::move(message));
+  }
+  send_cv_.notify_all();
+  return true;
+}
+
+void Agent::WriteLoop(
+    grpc::ClientReaderWriter<v1::AgentMessage, v1::CoordinatorMessage>* stream,
+    grpc::ClientContext* context) {
+  for (;;) {
+    v1::AgentMessage message;
+    {
+      std::unique_lock<std::mutex> lock(send_mu_);
+      send_cv_.wait(lock,
+                    [this] { return !registered_ || !send_queue_.empty(); });
+      if (!registered_) {
+        // The stream ended: the rest is resent after the next registration
+        // (logs and metrics from the coordinator's offsets, exits from
+        // finished_).
+        send_queue_.clear();
+        send_queue_bytes_ = 0;
+        send_cv_.notify_all();
+        return;
+      }
+      message = std::move(send_queue_.front());
+      send_queue_.pop_front();
+      send_queue_bytes_ -= std::min(send_queue_bytes_, message.ByteSizeLong());
+      writing_ = true;
+    }
+    const bool ok = stream->Write(message);
+    {
+      std::lock_guard<std::mutex> lock(send_mu_);
+      writing_ = false;
+      if (!ok) registered_ = false;
+    }
+    send_cv_.notify_all();
+    if (!ok) {
+      context->TryCancel();  // ends the reader's Read(), and so Serve()
+      return;
+    }
+  }
+}
+
+void Agent::AwaitSent(int64_t timeout_ms) {
+  std::unique_lock<std::mutex> lock(send_mu_);
+  send_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] {
+    return !registered_ || (send_queue_.empty() && !writing_);
+  });
 }
 
 void Agent::SendUpdate(const v1::AttemptUpdate& update) {
@@ -341,7 +400,7 @@ void Agent::SendUpdate(const v1::AttemptUpdate& update) {
   }
   v1::AgentMessage message;
   *message.mutable_update() = update;
-  Send(message);
+  Send(std::move(message));
 }
 
 void Agent::HandleStart(const v1::StartAttempt& start) {
@@ -608,7 +667,7 @@ void Agent::FlushLogs(const AttemptKey& key) {
       chunk->set_rank(rank);
       chunk->set_offset(log.sent);
       chunk->set_data(buffer.data(), static_cast<size_t>(n));
-      if (!Send(message)) break;
+      if (!Send(std::move(message), /*bulk=*/true)) break;
       log.sent += n;
     }
     close(fd);
@@ -720,8 +779,11 @@ void Agent::RelayMetrics(const AttemptKey& key) {
     v1::AgentMessage message;
     *message.mutable_metrics() = std::move(batch);
     const int points = message.metrics().points_size();
-    if (!Send(message)) break;  // resent from relay_offset after reconnect
-    tail.relay_offset = message.metrics().end_offset();
+    const int64_t end_offset = message.metrics().end_offset();
+    // Resent from relay_offset after a reconnect, or on the next round when
+    // the queue is full.
+    if (!Send(std::move(message), /*bulk=*/true)) break;
+    tail.relay_offset = end_offset;
     points_relayed_ += points;
   }
   close(fd);
@@ -781,7 +843,7 @@ void Agent::HeartbeatLoop() {
         std::chrono::duration_cast<std::chrono::milliseconds>(
             std::chrono::system_clock::now().time_since_epoch())
             .count());
-    Send(message);
+    Send(std::move(message));
     std::unique_lock<std::mutex> lock(wake_mu_);
     wake_.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_),
                    [this] { return shutting_down_.load(); });
@@ -793,7 +855,7 @@ void Agent::LeaseLoop() {
   while (!shutting_down_) {
     bool registered;
     {
-      std::lock_guard<std::mutex> lock(stream_mu_);
+      std::lock_guard<std::mutex> lock(send_mu_);
       registered = registered_;
     }
     if (registered) {

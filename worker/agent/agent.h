@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -86,7 +87,19 @@ class Agent {
   void HandleStart(const v1::StartAttempt& start);
   void HandleStop(const v1::StopAttempt& stop);
   void OnExit(const AttemptExit& exit);
-  bool Send(const v1::AgentMessage& message);
+  // Queues `message` for the stream's writer thread and returns at once:
+  // false when no stream is registered (the message is dropped; what
+  // matters is resent after the next registration), or, for `bulk`
+  // messages (log chunks, metric batches), when kSendQueueBytes are
+  // already queued (the caller tries again later from the same offset).
+  bool Send(v1::AgentMessage message, bool bulk = false);
+  // The registered stream's writer: writes queued messages in order, with
+  // no lock held, until the stream ends or a write fails.
+  void WriteLoop(grpc::ClientReaderWriter<v1::AgentMessage,
+                                          v1::CoordinatorMessage>* stream,
+                 grpc::ClientContext* context);
+  // Waits until the queue is written (or `timeout_ms` passes).
+  void AwaitSent(int64_t timeout_ms);
   void SendUpdate(const v1::AttemptUpdate& update);
   void HeartbeatLoop();
   void LogLoop();
@@ -110,12 +123,19 @@ class Agent {
   // either reachable or down (refusing connections).
   std::atomic<int64_t> last_contact_ms_{0};
 
-  // The live stream; Send() writes through it.
+  // The live stream's context, for cancelling it from Shutdown().
   std::mutex stream_mu_;
   grpc::ClientContext* context_ = nullptr;
-  grpc::ClientReaderWriter<v1::AgentMessage, v1::CoordinatorMessage>* stream_ =
-      nullptr;
-  bool registered_ = false;
+
+  // What goes to the coordinator: one writer thread per registered stream
+  // drains send_queue_, so no thread ever waits on the network while it
+  // holds a lock (the reaper, the log relay and the heartbeat only queue).
+  std::mutex send_mu_;  // a leaf: nothing is taken under it
+  std::condition_variable send_cv_;
+  std::deque<v1::AgentMessage> send_queue_;  // under send_mu_
+  size_t send_queue_bytes_ = 0;              // under send_mu_
+  bool writing_ = false;     // a message is being written; under send_mu_
+  bool registered_ = false;  // under send_mu_
 
   // Starts and exits are sent in order: STARTED before EXITED.
   std::mutex order_mu_;
@@ -127,7 +147,7 @@ class Agent {
   std::map<AttemptKey, MetricsTail> metrics_;
   std::map<AttemptKey, std::vector<int>> gpus_;  // under state_mu_
   std::atomic<int64_t> points_relayed_{0};
-  std::mutex logs_mu_;  // held while reading and sending logs
+  std::mutex logs_mu_;  // held while reading logs and queueing them
 
   std::condition_variable wake_;
   std::mutex wake_mu_;

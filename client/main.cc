@@ -218,11 +218,30 @@ int GetJob(Client& client, const std::string& ref, v1::Job* job) {
   return status.ok() ? 0 : client.Fail(status);
 }
 
+// Every job `request` matches, up to `limit` (0: all), a page at a time:
+// one reply never holds more than the coordinator's reply size.
+int ListPages(Client& client, v1::ListJobsRequest request, int limit,
+              std::vector<v1::Job>* jobs) {
+  std::string token;
+  do {
+    request.set_page_token(token);
+    request.set_limit(limit > 0 ? limit - static_cast<int>(jobs->size()) : 0);
+    v1::ListJobsResponse response;
+    grpc::ClientContext context;
+    client.Prepare(&context);
+    grpc::Status status = client.stub()->ListJobs(&context, request, &response);
+    if (!status.ok()) return client.Fail(status);
+    for (v1::Job& job : *response.mutable_jobs()) jobs->push_back(std::move(job));
+    token = response.next_page_token();
+  } while (!token.empty() &&
+           (limit <= 0 || static_cast<int>(jobs->size()) < limit));
+  return 0;
+}
+
 int List(Client& client, const std::string& user,
          const std::vector<std::string>& states, int limit) {
   v1::ListJobsRequest request;
   request.set_user(user);
-  request.set_limit(limit);
   for (const std::string& name : states) {
     auto state = ParseJobState(name);
     if (!state) {
@@ -233,12 +252,8 @@ int List(Client& client, const std::string& user,
     }
     request.add_states(*state);
   }
-  v1::ListJobsResponse response;
-  grpc::ClientContext context;
-  client.Prepare(&context);
-  grpc::Status status = client.stub()->ListJobs(&context, request, &response);
-  if (!status.ok()) return client.Fail(status);
-  std::vector<v1::Job> jobs(response.jobs().begin(), response.jobs().end());
+  std::vector<v1::Job> jobs;
+  if (int rc = ListPages(client, request, limit, &jobs); rc != 0) return rc;
   if (client.globals().json()) {
     nlohmann::json array = nlohmann::json::array();
     for (const v1::Job& job : jobs) array.push_back(JobToJson(job));
@@ -607,22 +622,19 @@ int Top(Client& client, bool once, double interval_s) {
           client.stub()->ListNodes(&context, v1::ListNodesRequest(), &nodes);
       if (!status.ok()) return client.Fail(status);
     }
-    v1::ListJobsResponse jobs;
+    std::vector<v1::Job> jobs;
     {
       v1::ListJobsRequest request;
       for (v1::JobState state : {v1::JOB_STATE_PENDING, v1::JOB_STATE_SCHEDULED,
                                  v1::JOB_STATE_RUNNING}) {
         request.add_states(state);
       }
-      grpc::ClientContext context;
-      client.Prepare(&context);
-      grpc::Status status = client.stub()->ListJobs(&context, request, &jobs);
-      if (!status.ok()) return client.Fail(status);
+      if (int rc = ListPages(client, request, 0, &jobs); rc != 0) return rc;
     }
     v1::GetQueueResponse queue;
     if (int rc = FetchQueue(client, &queue); rc != 0) return rc;
     std::map<std::string, std::map<std::string, double>> latest;
-    for (const v1::Job& job : jobs.jobs()) {
+    for (const v1::Job& job : jobs) {
       if (job.state() != v1::JOB_STATE_RUNNING) continue;
       v1::GetJobMetricsResponse metrics;
       if (FetchMetrics(client, job.id(), true, {}, &metrics, true) != 0)
@@ -636,7 +648,7 @@ int Top(Client& client, bool once, double interval_s) {
     }
     const std::vector<v1::Node> node_list(nodes.nodes().begin(),
                                           nodes.nodes().end());
-    const std::vector<v1::Job> job_list(jobs.jobs().begin(), jobs.jobs().end());
+    const std::vector<v1::Job>& job_list = jobs;
     if (client.globals().json()) {
       nlohmann::json out;
       out["nodes"] = nlohmann::json::array();

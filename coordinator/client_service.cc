@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/names.h"
 #include "coordinator/services.h"
+#include "coordinator/store.h"
 
 namespace dcvlr {
 
@@ -44,7 +45,15 @@ grpc::Status ClientServiceImpl::GetJob(grpc::ServerContext*,
 grpc::Status ClientServiceImpl::ListJobs(grpc::ServerContext*,
                                          const v1::ListJobsRequest* request,
                                          v1::ListJobsResponse* response) {
-  for (v1::Job& job : core_->ListJobs(*request)) {
+  if (!request->page_token().empty() && JobSeq(request->page_token()) < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "page_token: not a job id: " + request->page_token());
+  }
+  // A reply stays well under gRPC's 4 MiB message limit, however large
+  // the jobs: the rest is a page away.
+  constexpr size_t kMaxReplyBytes = 3 * 1024 * 1024;
+  for (v1::Job& job : core_->ListJobs(
+           *request, response->mutable_next_page_token(), kMaxReplyBytes)) {
     *response->add_jobs() = std::move(job);
   }
   return grpc::Status::OK;

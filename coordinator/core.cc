@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <iterator>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -541,9 +542,14 @@ absl::StatusOr<v1::Job> Core::GetJob(const std::string& ref) {
   return *job;
 }
 
-std::vector<v1::Job> Core::ListJobs(const v1::ListJobsRequest& request) const {
+std::vector<v1::Job> Core::ListJobs(const v1::ListJobsRequest& request,
+                                    std::string* next_page_token,
+                                    size_t max_bytes) const {
   absl::ReaderMutexLock lock(&mu_);
   std::vector<v1::Job> out;
+  size_t bytes = 0;
+  bool more = false;
+  // False once the page is full (`more`: a job may be left to list).
   auto add = [&](const v1::Job& job) {
     if (!request.user().empty() && job.user() != request.user()) return true;
     if (request.states_size() > 0 &&
@@ -551,9 +557,25 @@ std::vector<v1::Job> Core::ListJobs(const v1::ListJobsRequest& request) const {
                   job.state()) == request.states().end()) {
       return true;
     }
+    const size_t size = job.ByteSizeLong();
+    if (!out.empty() && bytes + size > max_bytes) {
+      more = true;
+      return false;
+    }
     out.push_back(job);
-    return request.limit() <= 0 || out.size() < size_t(request.limit());
+    bytes += size;
+    if (request.limit() > 0 && out.size() >= size_t(request.limit())) {
+      more = true;
+      return false;
+    }
+    return true;
   };
+  // Below the page token's job; every job without one.
+  int64_t below = std::numeric_limits<int64_t>::max();
+  if (!request.page_token().empty()) {
+    const int64_t seq = JobSeq(request.page_token());
+    if (seq >= 0) below = seq;
+  }
   // Asked only for states a job leaves when it ends (`dcvlrctl top`), the
   // live jobs hold every match.
   const bool live_only =
@@ -563,13 +585,18 @@ std::vector<v1::Job> Core::ListJobs(const v1::ListJobsRequest& request) const {
                      return IsTerminal(static_cast<v1::JobState>(state));
                    });
   if (live_only) {
-    for (auto it = live_.rbegin(); it != live_.rend(); ++it) {
+    for (auto it = std::make_reverse_iterator(live_.lower_bound(below));
+         it != live_.rend(); ++it) {
       if (!add(*it->second)) break;
     }
   } else {
-    for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
+    for (auto it = std::make_reverse_iterator(jobs_.lower_bound(below));
+         it != jobs_.rend(); ++it) {
       if (!add(it->second)) break;
     }
+  }
+  if (next_page_token != nullptr) {
+    *next_page_token = more ? out.back().id() : "";
   }
   return out;
 }

@@ -199,7 +199,13 @@ class Core {
   // `ref` is a job id or a job name (the newest job of that name). A
   // pending job's reason is as of the last scheduling pass (see Queue()).
   absl::StatusOr<v1::Job> GetJob(const std::string& ref);
-  std::vector<v1::Job> ListJobs(const v1::ListJobsRequest& request) const;
+  // Newest first, from below request.page_token (a job id; empty: the
+  // newest). Stops at request.limit jobs, or once the jobs taken reach
+  // `max_bytes` serialized (at least one is taken); `next_page_token` then
+  // gets the last job's id.
+  std::vector<v1::Job> ListJobs(const v1::ListJobsRequest& request,
+                                std::string* next_page_token = nullptr,
+                                size_t max_bytes = SIZE_MAX) const;
   absl::StatusOr<v1::Job> Cancel(const std::string& ref,
                                  const std::string& user);
   // Waits until the job's version passes `version` or `timeout` passes, and

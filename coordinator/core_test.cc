@@ -964,6 +964,43 @@ TEST_F(CoreTest, AFullFileSystemRefusesChangesAndLosesNothing) {
   EXPECT_EQ(stored[kept[0]].state(), v1::JOB_STATE_CANCELLED);
 }
 
+TEST_F(CoreTest, ListJobsPagesByCountAndBySize) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 7; ++i) ids.push_back(Submit(kOneGpu));
+  // By count: 3, 3, 1, newest first, each page below the last.
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    v1::ListJobsRequest request;
+    request.set_limit(3);
+    request.set_page_token(token);
+    std::vector<v1::Job> page = core_->ListJobs(request, &token);
+    EXPECT_LE(page.size(), 3u);
+    for (const v1::Job& job : page) seen.push_back(job.id());
+    ++pages;
+  } while (!token.empty() && pages < 10);
+  EXPECT_EQ(seen, std::vector<std::string>(ids.rbegin(), ids.rend()));
+  EXPECT_EQ(pages, 3);
+  // By size: a budget of two and a half jobs gives pages of two.
+  const size_t size = core_->GetJob(ids[0])->ByteSizeLong();
+  std::vector<v1::Job> page =
+      core_->ListJobs(v1::ListJobsRequest(), &token, size * 5 / 2);
+  EXPECT_EQ(page.size(), 2u);
+  EXPECT_EQ(token, ids[5]);
+  // A budget smaller than one job still gives one, so paging goes on.
+  page = core_->ListJobs(v1::ListJobsRequest(), &token, 1);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(token, ids[6]);
+  // The last page says so.
+  v1::ListJobsRequest rest;
+  rest.set_page_token(ids[1]);
+  page = core_->ListJobs(rest, &token);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].id(), ids[0]);
+  EXPECT_TRUE(token.empty());
+}
+
 TEST_F(CoreTest, ConcurrentSubmitsAreAllDurableWithDistinctIds) {
   constexpr int kThreads = 8;
   constexpr int kEach = 25;

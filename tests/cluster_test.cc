@@ -199,6 +199,32 @@ TEST(ClusterTest, AFloodOfMetricsLinesLeavesTheAgentResponsive) {
   EXPECT_EQ(job.attempts(0).last_checkpoint_step(), 7);
 }
 
+TEST(ClusterTest, ListingsPageSoNoReplyOutgrowsTheMessageLimit) {
+  // Six jobs of ~950 KB each: one reply of them all (5.6 MB) once broke
+  // `dcvlrctl get` and `list` for every user against gRPC's 4 MiB limit.
+  Cluster cluster;
+  cluster.StartCoordinator();
+  const std::string pad(950 * 1024, 'p');
+  for (int i = 0; i < 6; ++i) {
+    cluster.Submit("big.yaml",
+                   "kind: command\nrun: 'true'\nenv: {PAD: " + pad + "}\n");
+  }
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"list", "-o", "json"},
+        std::vector<std::string>{"get", "-o", "json"}}) {
+    CommandResult listed = cluster.Ctl(args);
+    ASSERT_EQ(listed.exit_code, 0) << args[0] << ": " << listed.err;
+    const nlohmann::json jobs = nlohmann::json::parse(listed.out);
+    ASSERT_EQ(jobs.size(), 6u) << args[0];
+    for (int i = 0; i < 6; ++i) {
+      EXPECT_EQ(jobs[i]["id"], "j-" + std::to_string(6 - i)) << args[0];
+    }
+  }
+  CommandResult limited = cluster.Ctl({"list", "--limit", "4", "-o", "json"});
+  ASSERT_EQ(limited.exit_code, 0) << limited.err;
+  EXPECT_EQ(nlohmann::json::parse(limited.out).size(), 4u);
+}
+
 TEST(ClusterTest, CoordinatorKill9AndRestartKeepsEveryJob) {
   Cluster cluster;
   cluster.StartCoordinator();

@@ -22,6 +22,7 @@ namespace {
 constexpr size_t kMaxFileBytes = 1 << 20;
 constexpr int kMaxGpus = 1 << 20;
 constexpr double kMaxShares = 1e6;
+constexpr int kMaxJobs = 1 << 30;
 
 class Parser : public YamlChecker {
  public:
@@ -35,6 +36,7 @@ class Parser : public YamlChecker {
   void ParseUsers(const YAML::Node& node);
   void ParseAging(const YAML::Node& node);
   void ParseBackfill(const YAML::Node& node);
+  void ParseSubmitLimits(const YAML::Node& node);
 
   ClusterConfig* out_;
 };
@@ -90,7 +92,8 @@ void Parser::ParseUsers(const YAML::Node& node) {
     }
     UserConfig user;
     if (!entry.second.IsNull() &&
-        CheckMap(entry.second, key, {"group", "shares", "max_gpus"})) {
+        CheckMap(entry.second, key,
+                 {"group", "shares", "max_gpus", "max_pending_jobs"})) {
       if (YAML::Node n = entry.second["group"]) {
         if (!n.IsScalar()) {
           Error(n, key + ".group",
@@ -112,6 +115,11 @@ void Parser::ParseUsers(const YAML::Node& node) {
       }
       if (YAML::Node n = entry.second["max_gpus"]) {
         if (auto v = Int(n, key + ".max_gpus", 0, kMaxGpus)) user.max_gpus = *v;
+      }
+      if (YAML::Node n = entry.second["max_pending_jobs"]) {
+        if (auto v = Int(n, key + ".max_pending_jobs", 0, kMaxJobs)) {
+          user.max_pending_jobs = *v;
+        }
       }
     }
     out_->users[name] = user;
@@ -141,11 +149,33 @@ void Parser::ParseBackfill(const YAML::Node& node) {
   }
 }
 
+void Parser::ParseSubmitLimits(const YAML::Node& node) {
+  if (!CheckMap(node, "submit_limits",
+                {"max_pending_jobs", "jobs_per_s", "burst"})) {
+    return;
+  }
+  if (YAML::Node n = node["max_pending_jobs"]) {
+    if (auto v = Int(n, "submit_limits.max_pending_jobs", 0, kMaxJobs)) {
+      out_->max_pending_jobs = *v;
+    }
+  }
+  if (YAML::Node n = node["jobs_per_s"]) {
+    if (auto v = Number(n, "submit_limits.jobs_per_s", 0, 1e6)) {
+      out_->submit_jobs_per_s = *v;
+    }
+  }
+  if (YAML::Node n = node["burst"]) {
+    if (auto v = Number(n, "submit_limits.burst", 0, 1e9)) {
+      out_->submit_burst = *v;
+    }
+  }
+}
+
 void Parser::Parse(const YAML::Node& root) {
   if (!CheckMap(root, "",
                 {"preemption", "fair_share_half_life", "default_grace_s",
                  "checkpoint_root",
-                 "aging", "backfill", "groups", "users"})) {
+                 "aging", "backfill", "submit_limits", "groups", "users"})) {
     return;
   }
   if (YAML::Node n = root["preemption"]) {
@@ -183,6 +213,7 @@ void Parser::Parse(const YAML::Node& root) {
   }
   if (YAML::Node n = root["aging"]) ParseAging(n);
   if (YAML::Node n = root["backfill"]) ParseBackfill(n);
+  if (YAML::Node n = root["submit_limits"]) ParseSubmitLimits(n);
   // Groups before users: a user names its group.
   if (YAML::Node n = root["groups"]) ParseGroups(n);
   if (YAML::Node n = root["users"]) ParseUsers(n);

@@ -7,11 +7,12 @@
 //   checkpoint_root: /shared/ckpt    # shared checkpoints: <root>/<job id>
 //   aging: {points_per_hour: 1, max_points: 50}
 //   backfill: {max_reservations: 4}
+//   submit_limits: {max_pending_jobs: 10000, jobs_per_s: 50, burst: 1000}
 //   groups:
 //     vision: {shares: 3, max_gpus: 16}
 //     nlp: {shares: 1}
 //   users:
-//     alice: {group: vision, shares: 2, max_gpus: 8}
+//     alice: {group: vision, shares: 2, max_gpus: 8, max_pending_jobs: 50000}
 //     bob: {group: nlp}
 //
 // Everything is optional; an empty file (or none) gives every user one share
@@ -41,6 +42,8 @@ struct UserConfig {
   std::string group = kDefaultGroup;
   double shares = 1;  // weight among the users of its group
   int max_gpus = 0;   // 0: no quota
+  // Overrides submit_limits.max_pending_jobs for this user; -1: it does not.
+  int64_t max_pending_jobs = -1;
 };
 
 struct ClusterConfig {
@@ -60,6 +63,11 @@ struct ClusterConfig {
   // Blocked jobs (in queue order) that hold a reservation; backfill must not
   // delay them. Jobs that preempted always hold one.
   int max_reservations = 4;
+  // What one user may submit (0: no bound): jobs submitted and not yet
+  // ended, and a token bucket of jobs (jobs_per_s refill, burst size).
+  int64_t max_pending_jobs = 0;
+  double submit_jobs_per_s = 0;
+  double submit_burst = 0;  // 0 with a rate: 10 s worth of it
 
   // The user's entry, or the defaults for a user the file does not name
   // (group "default", one share, no quota).

@@ -73,8 +73,25 @@ TEST(ClusterConfigTest, ErrorsNameFileLineColumnAndKey) {
             "c.yaml:2:1: fair_share_halflife: unknown key (did you mean "
             "'fair_share_half_life'?); known: preemption, "
             "fair_share_half_life, default_grace_s, checkpoint_root, aging, "
-            "backfill, groups, "
-            "users");
+            "backfill, submit_limits, groups, users");
+}
+
+TEST(ClusterConfigTest, ParsesSubmitLimits) {
+  absl::StatusOr<ClusterConfig> config = ParseClusterConfig(
+      "c.yaml",
+      "submit_limits: {max_pending_jobs: 10000, jobs_per_s: 50, burst: 1000}\n"
+      "users:\n  alice: {max_pending_jobs: 20000}\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->max_pending_jobs, 10000);
+  EXPECT_DOUBLE_EQ(config->submit_jobs_per_s, 50);
+  EXPECT_DOUBLE_EQ(config->submit_burst, 1000);
+  EXPECT_EQ(config->User("alice").max_pending_jobs, 20000);
+  EXPECT_EQ(config->User("bob").max_pending_jobs, -1);
+  absl::StatusOr<ClusterConfig> bad =
+      ParseClusterConfig("c.yaml", "submit_limits: {jobs_per_s: -1}\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(),
+              HasSubstr("c.yaml:1:29: submit_limits.jobs_per_s"));
 }
 
 TEST(ClusterConfigTest, ACyclicAliasIsRefusedNotFollowed) {

@@ -169,6 +169,7 @@ void Core::AddJob(int64_t seq, v1::Job job) {
     ++ended_by_state_[added.state()];
   } else {
     live_.emplace(seq, &added);
+    ++live_by_user_[added.user()];
   }
   int64_t& newest = newest_by_name_[added.spec().name()];
   newest = std::max(newest, seq);
@@ -205,6 +206,7 @@ void Core::SetState(v1::Job& job, v1::JobState state,
   if (ended) {
     live_.erase(JobSeq(job.id()));
     ++ended_by_state_[state];
+    if (--live_by_user_[job.user()] <= 0) live_by_user_.erase(job.user());
   }
   if (IsTerminal(state)) {
     job.set_end_time_ms(Now());
@@ -283,6 +285,9 @@ void Core::WriterLoop() {
       }
       for (size_t i = changed_jobs; i < write.jobs.size(); ++i) {
         const int64_t seq = JobSeq(write.jobs[i].id());
+        if (--submitting_by_user_[write.jobs[i].user()] <= 0) {
+          submitting_by_user_.erase(write.jobs[i].user());
+        }
         AddJob(seq, std::move(write.jobs[i]));
         work_pending_ = true;
       }
@@ -302,6 +307,11 @@ void Core::WriterLoop() {
         pending_.jobs.try_emplace(JobSeq(write.jobs[i].id()),
                                   std::move(write.jobs[i]));
       }
+      for (size_t i = changed_jobs; i < write.jobs.size(); ++i) {
+        if (--submitting_by_user_[write.jobs[i].user()] <= 0) {
+          submitting_by_user_.erase(write.jobs[i].user());
+        }
+      }
       for (v1::Node& node : write.nodes) {
         pending_.nodes.try_emplace(node.name(), std::move(node));
       }
@@ -318,6 +328,59 @@ void Core::WriterLoop() {
     }
     if (last) return;
   }
+}
+
+absl::Status Core::AdmitSubmit(const std::string& user, int64_t jobs) {
+  const UserConfig& limits = config_->User(user);
+  const int64_t max_pending = limits.max_pending_jobs >= 0
+                                  ? limits.max_pending_jobs
+                                  : config_->max_pending_jobs;
+  if (max_pending > 0) {
+    auto count = [](const std::map<std::string, int64_t>& by_user,
+                    const std::string& user) {
+      auto it = by_user.find(user);
+      return it == by_user.end() ? int64_t{0} : it->second;
+    };
+    const int64_t pending =
+        count(live_by_user_, user) + count(submitting_by_user_, user);
+    if (pending + jobs > max_pending) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "user ", user, " has ", pending, " jobs that have not ended; ",
+          "the cluster allows ", max_pending,
+          " (submit_limits.max_pending_jobs): wait for some to end or "
+          "cancel them"));
+    }
+  }
+  const double rate = config_->submit_jobs_per_s;
+  if (rate <= 0) return absl::OkStatus();
+  const double burst =
+      config_->submit_burst > 0 ? config_->submit_burst : 10 * rate;
+  const int64_t now = Now();
+  auto [it, added] = submit_buckets_.try_emplace(user);
+  SubmitBucket& bucket = it->second;
+  if (added) {
+    bucket.tokens = burst;
+  } else {
+    bucket.tokens = std::min(
+        burst, bucket.tokens + static_cast<double>(now - bucket.at_ms) *
+                                   rate / 1000.0);
+  }
+  bucket.at_ms = now;
+  if (static_cast<double>(jobs) > burst) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "a file of ", jobs, " jobs is more than the ", burst,
+        " jobs one user may submit at once (submit_limits.burst)"));
+  }
+  if (bucket.tokens < static_cast<double>(jobs)) {
+    const double wait_s =
+        (static_cast<double>(jobs) - bucket.tokens) / rate;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "user ", user, ": submit rate limit of ", rate, " jobs/s (burst ",
+        burst, ", submit_limits) reached; retry in ",
+        absl::SixDigits(wait_s), " s"));
+  }
+  bucket.tokens -= static_cast<double>(jobs);
+  return absl::OkStatus();
 }
 
 absl::Status Core::StoreStatus() const {
@@ -505,6 +568,11 @@ absl::StatusOr<SubmitResult> Core::SubmitFile(const std::string& user,
     for (v1::Job& job : result.jobs) job.clear_id();
     return result;
   }
+  if (absl::Status s = AdmitSubmit(user, int64_t(result.jobs.size()));
+      !s.ok()) {
+    return s;
+  }
+  submitting_by_user_[user] += int64_t(result.jobs.size());
 
   for (v1::Job& job : result.jobs) {
     AddEvent(job, v1::EVENT_TYPE_SUBMITTED,

@@ -320,6 +320,10 @@ class Core {
   void WriterLoop();
   // Refuses a client's change while the store fails.
   absl::Status CheckWritable() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Refuses `jobs` more jobs of `user` beyond the cluster config's
+  // submit_limits; otherwise takes them from the user's token bucket.
+  absl::Status AdmitSubmit(const std::string& user, int64_t jobs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddEvent(v1::Job& job, v1::EventType type, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetState(v1::Job& job, v1::JobState state, const std::string& reason)
@@ -420,6 +424,16 @@ class Core {
   std::map<int64_t, v1::Job*> live_ ABSL_GUARDED_BY(mu_);
   // How many ended jobs are in each terminal state.
   std::map<v1::JobState, int> ended_by_state_ ABSL_GUARDED_BY(mu_);
+  // Per user: jobs in live_, and jobs submitted whose batch is not written
+  // yet (for submit_limits.max_pending_jobs).
+  std::map<std::string, int64_t> live_by_user_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> submitting_by_user_ ABSL_GUARDED_BY(mu_);
+  // Per user: the submit token bucket (submit_limits.jobs_per_s).
+  struct SubmitBucket {
+    double tokens = 0;
+    int64_t at_ms = 0;
+  };
+  std::map<std::string, SubmitBucket> submit_buckets_ ABSL_GUARDED_BY(mu_);
   // The newest job of each name, for lookups by name.
   absl::flat_hash_map<std::string, int64_t> newest_by_name_
       ABSL_GUARDED_BY(mu_);

@@ -1001,6 +1001,62 @@ TEST_F(CoreTest, ListJobsPagesByCountAndBySize) {
   EXPECT_TRUE(token.empty());
 }
 
+TEST_F(CoreTest, SubmitLimitsBoundPendingJobsPerUser) {
+  auto config = std::make_shared<ClusterConfig>();
+  config->max_pending_jobs = 3;
+  config->users["bob"].max_pending_jobs = 4;
+  core_ = MakeCore(config);
+  std::vector<std::string> alice;
+  for (int i = 0; i < 3; ++i) alice.push_back(Submit(kOneGpu));
+  auto refused = core_->Submit("alice", "job.yaml", kOneGpu, false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("user alice has 3 jobs that have not ended; the "
+                        "cluster allows 3 (submit_limits.max_pending_jobs)"));
+  // Dry runs cost nothing; other users have their own bound.
+  EXPECT_TRUE(core_->Submit("alice", "job.yaml", kOneGpu, true).ok());
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(core_->Submit("bob", "job.yaml", kOneGpu, false).ok()) << i;
+  }
+  EXPECT_FALSE(core_->Submit("bob", "job.yaml", kOneGpu, false).ok());
+  // A job that ends makes room.
+  ASSERT_TRUE(core_->Cancel(alice[0], "alice").ok());
+  EXPECT_TRUE(core_->Submit("alice", "job.yaml", kOneGpu, false).ok());
+  // The count survives a restart.
+  core_ = MakeCore(config);
+  EXPECT_FALSE(core_->Submit("alice", "job.yaml", kOneGpu, false).ok());
+}
+
+TEST_F(CoreTest, SubmitLimitsBoundTheRatePerUser) {
+  auto config = std::make_shared<ClusterConfig>();
+  config->submit_jobs_per_s = 1;
+  config->submit_burst = 2;
+  core_ = MakeCore(config);
+  EXPECT_TRUE(core_->Submit("alice", "job.yaml", kOneGpu, false).ok());
+  EXPECT_TRUE(core_->Submit("alice", "job.yaml", kOneGpu, false).ok());
+  auto refused = core_->Submit("alice", "job.yaml", kOneGpu, false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("submit rate limit of 1 jobs/s (burst 2"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("retry in 1 s"));
+  EXPECT_TRUE(core_->Submit("bob", "job.yaml", kOneGpu, false).ok());
+  now_ms_ += 1000;
+  EXPECT_TRUE(core_->Submit("alice", "job.yaml", kOneGpu, false).ok());
+  EXPECT_FALSE(core_->Submit("alice", "job.yaml", kOneGpu, false).ok());
+  // A file bigger than the burst can never pass, and says so.
+  now_ms_ += 60000;
+  auto big = core_->SubmitFile(
+      "alice", "jobs.yaml",
+      std::string(kOneGpu) + "name: a\n---\n" + kOneGpu + "name: b\n---\n" +
+          kOneGpu + "name: c\n",
+      false);
+  ASSERT_FALSE(big.ok());
+  EXPECT_THAT(big.status().message(),
+              HasSubstr("a file of 3 jobs is more than the 2 jobs"));
+}
+
 TEST_F(CoreTest, ConcurrentSubmitsAreAllDurableWithDistinctIds) {
   constexpr int kThreads = 8;
   constexpr int kEach = 25;

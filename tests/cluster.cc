@@ -194,11 +194,12 @@ bool Cluster::AwaitReadyNodes(int count) {
   });
 }
 
-CommandResult Cluster::Ctl(std::vector<std::string> args) {
+CommandResult Cluster::Ctl(std::vector<std::string> args,
+                           const std::string& user) {
   static int counter = 0;
   const std::string base = dir_ + "/ctl-" + std::to_string(++counter);
   std::vector<std::string> argv = {BinDir() + "/dcvlrctl", "--coordinator",
-                                   address_, "--user", "tester"};
+                                   address_, "--user", user};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char*> raw;
   for (std::string& a : argv) raw.push_back(a.data());

@@ -73,7 +73,8 @@ class Cluster {
   bool AwaitReadyNodes(int count);
 
   // Runs dcvlrctl against this cluster.
-  CommandResult Ctl(std::vector<std::string> args);
+  CommandResult Ctl(std::vector<std::string> args,
+                    const std::string& user = "tester");
   // Writes a job file under the cluster's directory; returns its path.
   std::string WriteFile(const std::string& name, const std::string& text);
   // Submits a job file through dcvlrctl; returns the job id.

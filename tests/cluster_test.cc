@@ -325,6 +325,44 @@ TEST(ClusterTest, DrainStopsPlacementsAndEvictMovesRunningJobs) {
   EXPECT_EQ(json[0]["state"], "DRAINED");
 }
 
+TEST(ClusterTest, ASubmitFloodIsRefusedWithAClearMessage) {
+  // Three 1 MiB files once made 104,598 jobs in 30 s. With submit_limits,
+  // a user's flood stops at the bound, says why, and costs others nothing.
+  Cluster cluster;
+  const std::string config = cluster.WriteFile(
+      "cluster.yaml",
+      "submit_limits: {max_pending_jobs: 8, jobs_per_s: 0.001, burst: 6}\n");
+  cluster.StartCoordinator({"--cluster-config", config});
+  const std::string job = "kind: command\nrun: 'true'\n";
+  std::string three;
+  for (const char* name : {"a", "b", "c"}) {
+    three += std::string("---\nname: ") + name + "\n" + job;
+  }
+  EXPECT_EQ(cluster.Ctl({"submit", cluster.WriteFile("1.yaml", three)}).exit_code, 0);
+  EXPECT_EQ(cluster.Ctl({"submit", cluster.WriteFile("2.yaml", three)}).exit_code, 0);
+  // The bucket (6) is empty: refused whole, saying when to retry.
+  CommandResult rate = cluster.Ctl({"submit", cluster.WriteFile("3.yaml", job)});
+  EXPECT_EQ(rate.exit_code, 1);
+  EXPECT_THAT(rate.err, HasSubstr("submit rate limit of 0.001 jobs/s"));
+  // Another user is not held back by tester's flood.
+  CommandResult other =
+      cluster.Ctl({"submit", cluster.WriteFile("4.yaml", three)}, "carol");
+  EXPECT_EQ(other.exit_code, 0) << other.err;
+  CommandResult more =
+      cluster.Ctl({"submit", cluster.WriteFile("5.yaml", three)}, "carol");
+  EXPECT_EQ(more.exit_code, 0) << more.err;
+  // carol has 6 of her 8 pending: 3 more break that bound, which is
+  // checked before the (also empty) bucket and names itself.
+  CommandResult pending =
+      cluster.Ctl({"submit", cluster.WriteFile("6.yaml", three)}, "carol");
+  EXPECT_EQ(pending.exit_code, 1);
+  EXPECT_THAT(pending.err,
+              HasSubstr("user carol has 6 jobs that have not ended; the "
+                        "cluster allows 8"));
+  CommandResult list = cluster.Ctl({"list", "-o", "json"});
+  EXPECT_EQ(nlohmann::json::parse(list.out).size(), 12u) << list.out;
+}
+
 TEST(ClusterTest, ClusterConfigQuotasShowInTheQueueAndReloadOnSighup) {
   Cluster cluster;
   const std::string config = cluster.WriteFile(

@@ -64,8 +64,9 @@ class Client {
   explicit Client(const Globals& globals)
       : globals_(globals),
         address_(ResolveAddress(globals.coordinator)),
-        stub_(v1::ClientService::NewStub(grpc::CreateChannel(
-            address_, grpc::InsecureChannelCredentials()))) {}
+        channel_(grpc::CreateChannel(address_,
+                                     grpc::InsecureChannelCredentials())),
+        stub_(v1::ClientService::NewStub(channel_)) {}
 
   v1::ClientService::Stub* stub() { return stub_.get(); }
   const Globals& globals() const { return globals_; }
@@ -79,8 +80,14 @@ class Client {
 
   // Prints a failed RPC for people and returns the exit code for it.
   int Fail(const grpc::Status& status) {
-    if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
-        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    // UNAVAILABLE from a coordinator that answered (its connection is up)
+    // is its own refusal, e.g. while its state store fails: say it as is.
+    const bool answered =
+        channel_->GetState(false) == GRPC_CHANNEL_READY &&
+        status.error_code() == grpc::StatusCode::UNAVAILABLE;
+    if (!answered &&
+        (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)) {
       fprintf(stderr,
               "dcvlrctl: cannot reach the coordinator at %s (%s); is "
               "dcvlr-coordinator running? Set --coordinator or "
@@ -97,6 +104,7 @@ class Client {
  private:
   const Globals& globals_;
   const std::string address_;
+  const std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ClientService::Stub> stub_;
 };
 

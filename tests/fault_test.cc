@@ -1,15 +1,79 @@
 // Fault tests with the real binaries: agents killed and restarted.
 #include <signal.h>
+#include <sqlite3.h>
 
 #include <fstream>
 
 #include "gmock/gmock.h"
+#include "nlohmann/json.hpp"
 #include "gtest/gtest.h"
 #include "tests/cluster.h"
+#include "tests/http.h"
 #include "tests/tcp_proxy.h"
 
 namespace dcvlr::testing {
 namespace {
+
+TEST(FaultTest, AFailingStoreRefusesChangesKeepsJobsRunningAndRecovers) {
+  // A second connection holds the state store's write lock, as a stuck
+  // sqlite3 shell would: the coordinator's writes fail (after its 5 s busy
+  // timeout) and it turns read-only until they succeed again.
+  Cluster cluster;
+  cluster.StartCoordinator({"--metrics-listen", "127.0.0.1:0"});
+  cluster.StartAgent("n1", 1);
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string release = cluster.dir() + "/release";
+  const std::string running = cluster.Submit(
+      "run.yaml", "kind: command\nrun: |\n  while [ ! -e " + release +
+                      " ]; do sleep 0.1; done\n");
+  ASSERT_EQ(cluster.AwaitJob(running, [](const v1::Job& j) {
+                      return j.state() == v1::JOB_STATE_RUNNING;
+                    }).state(),
+            v1::JOB_STATE_RUNNING);
+  auto metric = [&] {
+    const std::string text = HttpGet(
+        "http://" + ReadAddress(cluster.state_dir() + "/metrics.addr") +
+        "/metrics").value_or("");
+    const size_t at = text.find("\ndcvlr_store_healthy ");
+    return at == std::string::npos ? std::string("?")
+                                   : text.substr(at + 21, 1);
+  };
+  EXPECT_EQ(metric(), "1");
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((cluster.state_dir() + "/state.db").c_str(), &db),
+            SQLITE_OK);
+  sqlite3_busy_timeout(db, 10000);  // the coordinator writes too
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  CommandResult refused = cluster.Ctl(
+      {"submit", cluster.WriteFile("x.yaml", "kind: command\nrun: 'true'\n")});
+  EXPECT_EQ(refused.exit_code, 1) << refused.err;
+  EXPECT_THAT(refused.err, ::testing::HasSubstr("read-only"));
+  EXPECT_THAT(refused.err, ::testing::Not(::testing::HasSubstr("cannot reach")));
+  EXPECT_EQ(metric(), "0");
+  CommandResult cancel = cluster.Ctl({"cancel", running});
+  EXPECT_EQ(cancel.exit_code, 1);
+  EXPECT_THAT(cancel.err, ::testing::HasSubstr("read-only"));
+  // The running job ends meanwhile; its end is kept.
+  std::ofstream(release).close();
+  EXPECT_EQ(cluster.AwaitEnd(running).state(), v1::JOB_STATE_SUCCEEDED);
+
+  sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  ASSERT_TRUE(Eventually([&] { return metric() == "1"; },
+                         std::chrono::seconds(30)));
+  const std::string after =
+      cluster.Submit("after.yaml", "kind: command\nrun: 'true'\n");
+  EXPECT_EQ(cluster.AwaitEnd(after).state(), v1::JOB_STATE_SUCCEEDED);
+  // The refused submit left nothing; the ended job is on disk: a restarted
+  // coordinator has both jobs and only them.
+  cluster.KillCoordinator();
+  cluster.StartCoordinator({"--metrics-listen", "127.0.0.1:0"});
+  EXPECT_EQ(cluster.GetJob(running).state(), v1::JOB_STATE_SUCCEEDED);
+  CommandResult list = cluster.Ctl({"list", "-o", "json"});
+  EXPECT_EQ(nlohmann::json::parse(list.out).size(), 2u) << list.out;
+}
 
 TEST(FaultTest, KilledAgentTakesItsJobWithItAndTheJobMovesOn) {
   Cluster cluster;

@@ -568,7 +568,9 @@ void Parser::ParseTrain(const YAML::Node& root) {
       Error(entry.first, name, "only for kind: eval");
     }
   }
-  if (IsNativeModel(model_name)) {
+  // Models dcvlr-train has presets for run natively; any other under
+  // torchrun with Oumi.
+  if (contract::IsNativeModel(model_name)) {
     // The trainer's sections travel as one JSON object.
     nlohmann::json config = nlohmann::json::object();
     for (const auto& entry : root) {
@@ -905,11 +907,6 @@ void Parser::ParseLauncherJob(const YAML::Node& root) {
 }
 
 }  // namespace
-
-bool IsNativeModel(absl::string_view model_name) {
-  return contract::IsNativeModel(
-      std::string_view(model_name.data(), model_name.size()));
-}
 
 std::string ParsedJobFile::Where(const std::string& key) const {
   auto it = positions.find(key);

@@ -61,10 +61,6 @@ struct JobFileOptions {
   std::string submit_dir;
 };
 
-// The model names dcvlr-train has presets for (worker/trainer/presets.cc);
-// train jobs for any other model run under torchrun with Oumi.
-bool IsNativeModel(absl::string_view model_name);
-
 // Name of the Oumi config file written into each attempt's directory for
 // LAUNCHER_TORCHRUN_OUMI jobs.
 inline constexpr char kOumiConfigFileName[] = "oumi_config.yaml";

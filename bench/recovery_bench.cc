@@ -20,7 +20,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,13 +41,6 @@ double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 class Coordinator {
  public:
   Coordinator(const std::string& dir, int n) {
@@ -57,11 +49,12 @@ class Coordinator {
         std::vector<std::string>{BinDir() + "/dcvlr-coordinator", "--listen",
                                  "127.0.0.1:0", "--state-dir", dir + "/state"},
         log);
-    Eventually([&] { return ReadAll(log).find("listening on ") != std::string::npos; },
-               std::chrono::seconds(120));
-    std::string text = ReadAll(log);
-    size_t at = text.find("listening on ") + 13;
-    address_ = text.substr(at, text.find('\n', at) - at);
+    address_ = dcvlr::testing::AwaitListening(log, std::chrono::seconds(120));
+    if (address_.empty()) {
+      fprintf(stderr, "dcvlr-coordinator did not start; see %s\n",
+              log.c_str());
+      exit(1);
+    }
     stub_ = dcvlr::v1::ClientService::NewStub(
         grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
   }

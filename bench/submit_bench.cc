@@ -30,7 +30,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,16 +45,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using dcvlr::bench::Percentile;
+using dcvlr::testing::AwaitListening;
 using dcvlr::testing::BinDir;
 using dcvlr::testing::Eventually;
 using dcvlr::testing::Process;
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // A coordinator process on a fresh state directory.
 class Coordinator {
@@ -67,12 +60,12 @@ class Coordinator {
         std::vector<std::string>{binary, "--listen", "127.0.0.1:0",
                                  "--state-dir", dir + "/state"},
         log);
-    Eventually(
-        [&] { return ReadAll(log).find("listening on ") != std::string::npos; },
-        std::chrono::seconds(120));
-    const std::string text = ReadAll(log);
-    const size_t at = text.find("listening on ") + 13;
-    address_ = text.substr(at, text.find('\n', at) - at);
+    address_ = AwaitListening(log, std::chrono::seconds(120));
+    if (address_.empty()) {
+      fprintf(stderr, "%s did not start; see %s\n", binary.c_str(),
+              log.c_str());
+      exit(1);
+    }
   }
   const std::string& address() const { return address_; }
 

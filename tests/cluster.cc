@@ -18,6 +18,24 @@
 
 namespace dcvlr::testing {
 
+std::string AwaitListening(const std::string& log_path,
+                           std::chrono::milliseconds timeout) {
+  constexpr char kListening[] = "listening on ";
+  std::string log;
+  if (!Eventually(
+          [&] {
+            log = ReadAll(log_path);
+            const size_t at = log.find(kListening);
+            return at != std::string::npos &&
+                   log.find('\n', at) != std::string::npos;
+          },
+          timeout)) {
+    return "";
+  }
+  const size_t at = log.find(kListening) + strlen(kListening);
+  return log.substr(at, log.find('\n', at) - at);
+}
+
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;
@@ -125,13 +143,8 @@ void Cluster::StartCoordinator(std::vector<std::string> extra_args) {
                                    state_dir()};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   coordinator_ = std::make_unique<Process>(argv, out);
-  // Its first stdout line names the address.
-  ASSERT_TRUE(Eventually([&] {
-    return ReadAll(out).find("listening on ") != std::string::npos;
-  })) << ReadAll(out);
-  std::string log = ReadAll(out);
-  size_t at = log.find("listening on ") + strlen("listening on ");
-  address_ = log.substr(at, log.find('\n', at) - at);
+  address_ = AwaitListening(out);
+  ASSERT_FALSE(address_.empty()) << ReadAll(out);
   stub_ = v1::ClientService::NewStub(
       grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
 }

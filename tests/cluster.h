@@ -107,6 +107,13 @@ std::string BinDir();
 // A file's contents; empty if it cannot be read.
 std::string ReadAll(const std::string& path);
 
+// Waits (up to `timeout`) for a coordinator's log to hold its first
+// stdout line, "listening on HOST:PORT", and returns HOST:PORT; empty if
+// it never does.
+std::string AwaitListening(const std::string& log_path,
+                           std::chrono::milliseconds timeout =
+                               std::chrono::seconds(30));
+
 // Waits (polling, bounded) until `condition` holds.
 bool Eventually(const std::function<bool()>& condition,
                 std::chrono::milliseconds timeout = std::chrono::seconds(30));

@@ -109,10 +109,21 @@ void WriteError(const char* what, const char* detail) {
   }
 }
 
+// Whether `pid` exists and is not a zombie.
+bool IsRunning(pid_t pid) {
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() &&
+         line[paren + 2] != 'Z';
+}
+
 }  // namespace
 
 int SignalTaggedProcesses(const std::string& agent_dir,
-                          const std::string& job_id, int attempt, int sig) {
+                          const std::string& job_id, int attempt, int sig,
+                          std::vector<pid_t>* pids) {
   const std::string want_node = "DCVLR_AGENT_DIR=" + agent_dir;
   const std::string want_job = "DCVLR_JOB_ID=" + job_id;
   const std::string want_attempt = absl::StrCat("DCVLR_ATTEMPT=", attempt);
@@ -136,6 +147,7 @@ int SignalTaggedProcesses(const std::string& agent_dir,
     }
     if (node_match && job_match && attempt_match && kill(static_cast<pid_t>(pid), sig) == 0) {
       ++signalled;
+      if (pids != nullptr) pids->push_back(static_cast<pid_t>(pid));
     }
   }
   closedir(proc);
@@ -388,6 +400,7 @@ void Supervisor::ReaperLoop() {
       continue;
     }
     std::optional<AttemptExit> report;
+    std::vector<pid_t> killed;  // the attempt's last processes, dying
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto owner = pid_to_attempt_.find(pid);
@@ -413,7 +426,8 @@ void Supervisor::ReaperLoop() {
         all_exited = all_exited && proc.exited;
       }
       if (all_exited) {
-        SignalTaggedProcesses(agent_dir_, attempt.job_id, attempt.number, SIGKILL);
+        SignalTaggedProcesses(agent_dir_, attempt.job_id, attempt.number,
+                              SIGKILL, &killed);
         const bool launch_failed = attempt.stop_reason == "launch failed";
         AttemptExit exit = Finish(attempt);
         attempts_.erase(it);
@@ -421,7 +435,21 @@ void Supervisor::ReaperLoop() {
       }
     }
     changed_.notify_all();
-    if (report) on_exit_(*report);
+    if (!report) continue;
+    // A SIGKILLed process runs on until the kernel schedules its death: the
+    // attempt counts as ended (and its GPUs as free) only once none does.
+    // Those that are our children (orphans we adopted) are reaped here.
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (pid_t dying : killed) {
+      while (std::chrono::steady_clock::now() < deadline) {
+        int ignored;
+        const pid_t reaped = waitpid(dying, &ignored, WNOHANG);
+        if (reaped == dying || !IsRunning(dying)) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    }
+    on_exit_(*report);
   }
 }
 

@@ -140,9 +140,11 @@ class Supervisor {
 };
 
 // Sends `sig` to every process whose environment names this attempt on this
-// agent (DCVLR_JOB_ID, DCVLR_ATTEMPT, DCVLR_AGENT_DIR). Returns how many.
+// agent (DCVLR_JOB_ID, DCVLR_ATTEMPT, DCVLR_AGENT_DIR). Returns how many;
+// with `pids`, appends theirs.
 int SignalTaggedProcesses(const std::string& agent_dir,
-                          const std::string& job_id, int attempt, int sig);
+                          const std::string& job_id, int attempt, int sig,
+                          std::vector<pid_t>* pids = nullptr);
 
 }  // namespace dcvlr
 

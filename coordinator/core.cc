@@ -278,6 +278,12 @@ void Core::WriterLoop() {
     const absl::Status status = store_->Write(write);
     mu_.Lock();
 
+    // Written or dropped, the submitted jobs are no longer in flight.
+    for (size_t i = changed_jobs; i < write.jobs.size(); ++i) {
+      if (--submitting_by_user_[write.jobs[i].user()] <= 0) {
+        submitting_by_user_.erase(write.jobs[i].user());
+      }
+    }
     if (status.ok()) {
       if (!store_error_.ok()) {
         fprintf(stderr, "state store writable again\n");
@@ -285,9 +291,6 @@ void Core::WriterLoop() {
       }
       for (size_t i = changed_jobs; i < write.jobs.size(); ++i) {
         const int64_t seq = JobSeq(write.jobs[i].id());
-        if (--submitting_by_user_[write.jobs[i].user()] <= 0) {
-          submitting_by_user_.erase(write.jobs[i].user());
-        }
         AddJob(seq, std::move(write.jobs[i]));
         work_pending_ = true;
       }
@@ -306,11 +309,6 @@ void Core::WriterLoop() {
       for (size_t i = 0; i < changed_jobs; ++i) {
         pending_.jobs.try_emplace(JobSeq(write.jobs[i].id()),
                                   std::move(write.jobs[i]));
-      }
-      for (size_t i = changed_jobs; i < write.jobs.size(); ++i) {
-        if (--submitting_by_user_[write.jobs[i].user()] <= 0) {
-          submitting_by_user_.erase(write.jobs[i].user());
-        }
       }
       for (v1::Node& node : write.nodes) {
         pending_.nodes.try_emplace(node.name(), std::move(node));

@@ -36,6 +36,7 @@ using dcvlr::bench::Percentile;
 using dcvlr::testing::BinDir;
 using dcvlr::testing::Eventually;
 using dcvlr::testing::Process;
+using dcvlr::testing::SubmitOrExit;
 
 double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
@@ -70,21 +71,6 @@ class Coordinator {
   std::unique_ptr<dcvlr::v1::ClientService::Stub> stub_;
 };
 
-std::string Submit(dcvlr::v1::ClientService::Stub* stub, const std::string& yaml) {
-  grpc::ClientContext context;
-  dcvlr::v1::SubmitJobRequest request;
-  request.set_user("bench");
-  request.set_source_name("bench.yaml");
-  request.set_source(yaml);
-  dcvlr::v1::SubmitJobResponse response;
-  grpc::Status status = stub->SubmitJob(&context, request, &response);
-  if (!status.ok()) {
-    fprintf(stderr, "submit: %s\n", status.error_message().c_str());
-    exit(1);
-  }
-  return response.job().id();
-}
-
 dcvlr::v1::Job Get(dcvlr::v1::ClientService::Stub* stub, const std::string& id) {
   grpc::ClientContext context;
   dcvlr::v1::GetJobRequest request;
@@ -108,7 +94,7 @@ void AgentKill(const std::string& root, int trials) {
           dir + "/agent-" + name + ".log");
     };
     auto a = agent("a");
-    const std::string id = Submit(coordinator.stub(),
+    const std::string id = SubmitOrExit(coordinator.stub(),
                                   "kind: command\nresources: {gpus_per_node: 1}\n"
                                   "run: exec sleep 600\n");
     Eventually([&] { return Get(coordinator.stub(), id).state() ==
@@ -148,7 +134,7 @@ void CoordinatorRestart(const std::string& root, int jobs) {
     Coordinator coordinator(dir, 1);
     const auto began = Clock::now();
     for (int i = 0; i < jobs; ++i) {
-      Submit(coordinator.stub(), "kind: command\nrun: 'true'\n");
+      SubmitOrExit(coordinator.stub(), "kind: command\nrun: 'true'\n");
     }
     printf("submitted %d jobs in %.1f s (%.0f durable submits/s)\n", jobs,
            Seconds(Clock::now() - began), jobs / Seconds(Clock::now() - began));

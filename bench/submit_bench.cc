@@ -49,6 +49,7 @@ using dcvlr::testing::AwaitListening;
 using dcvlr::testing::BinDir;
 using dcvlr::testing::Eventually;
 using dcvlr::testing::Process;
+using dcvlr::testing::SubmitOrExit;
 
 // A coordinator process on a fresh state directory.
 class Coordinator {
@@ -85,23 +86,6 @@ class Coordinator {
 constexpr char kPendingJob[] =
     "kind: command\nrun: 'true'\nresources: {gpus_per_node: 1}\n";
 
-bool Submit(dcvlr::v1::ClientService::Stub* stub, const std::string& yaml,
-            std::string* id) {
-  grpc::ClientContext context;
-  dcvlr::v1::SubmitJobRequest request;
-  request.set_user("bench");
-  request.set_source_name("bench.yaml");
-  request.set_source(yaml);
-  dcvlr::v1::SubmitJobResponse response;
-  grpc::Status status = stub->SubmitJob(&context, request, &response);
-  if (!status.ok()) {
-    fprintf(stderr, "submit: %s\n", status.error_message().c_str());
-    return false;
-  }
-  if (id != nullptr) *id = response.job().id();
-  return true;
-}
-
 // Durable submits per second with `clients` concurrent clients.
 double Throughput(const std::string& binary, const std::string& dir,
                   int clients, double seconds) {
@@ -109,7 +93,7 @@ double Throughput(const std::string& binary, const std::string& dir,
   std::vector<std::unique_ptr<dcvlr::v1::ClientService::Stub>> stubs;
   for (int c = 0; c < clients; ++c) {
     stubs.push_back(coordinator.Connect());
-    if (!Submit(stubs.back().get(), kPendingJob, nullptr)) exit(1);  // warm
+    SubmitOrExit(stubs.back().get(), kPendingJob);  // warm
   }
   std::atomic<bool> stop{false};
   std::atomic<int64_t> done{0};
@@ -118,7 +102,7 @@ double Throughput(const std::string& binary, const std::string& dir,
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
       while (!stop.load(std::memory_order_relaxed)) {
-        if (!Submit(stubs[c].get(), kPendingJob, nullptr)) exit(1);
+        SubmitOrExit(stubs[c].get(), kPendingJob);
         done.fetch_add(1, std::memory_order_relaxed);
       }
     });
@@ -166,8 +150,7 @@ std::vector<double> Latency(const std::string& binary, const std::string& dir,
       std::chrono::seconds(60));
   std::vector<double> ms;
   for (int j = 0; j < jobs + 1; ++j) {
-    std::string id;
-    if (!Submit(stub.get(), kPendingJob, &id)) exit(1);
+    const std::string id = SubmitOrExit(stub.get(), kPendingJob);
     dcvlr::v1::Job job;
     Eventually(
         [&] {

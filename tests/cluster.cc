@@ -36,6 +36,22 @@ std::string AwaitListening(const std::string& log_path,
   return log.substr(at, log.find('\n', at) - at);
 }
 
+std::string SubmitOrExit(v1::ClientService::Stub* stub,
+                         const std::string& yaml) {
+  grpc::ClientContext context;
+  v1::SubmitJobRequest request;
+  request.set_user("bench");
+  request.set_source_name("bench.yaml");
+  request.set_source(yaml);
+  v1::SubmitJobResponse response;
+  const grpc::Status status = stub->SubmitJob(&context, request, &response);
+  if (!status.ok()) {
+    fprintf(stderr, "submit: %s\n", status.error_message().c_str());
+    exit(1);
+  }
+  return response.job().id();
+}
+
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;

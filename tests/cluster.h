@@ -107,6 +107,11 @@ std::string BinDir();
 // A file's contents; empty if it cannot be read.
 std::string ReadAll(const std::string& path);
 
+// For benchmark drivers: one SubmitJob RPC of `yaml` as user "bench";
+// returns the job's id, or prints the error and exits 1.
+std::string SubmitOrExit(v1::ClientService::Stub* stub,
+                         const std::string& yaml);
+
 // Waits (up to `timeout`) for a coordinator's log to hold its first
 // stdout line, "listening on HOST:PORT", and returns HOST:PORT; empty if
 // it never does.

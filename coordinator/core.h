@@ -1,5 +1,22 @@
-// The coordinator's core: owns jobs, attempts and nodes, applies the
-// scheduling policy's decisions and turns agent reports into job states.
+// The coordinator's core: applies clients' requests, agents' reports and
+// the scheduling policy's decisions to the cluster's state, and keeps that
+// state durable.
+//
+// It coordinates parts that each own one concern:
+//   JobTable        every job, the live index, lookups by id and name
+//                   (job_table.h);
+//   NodeRegistry    agents' sessions (the fencing epochs), liveness and GPU
+//                   holds (node_registry.h);
+//   ResolveSpec, SubmitLimiter
+//                   a job file checked and resolved against the cluster,
+//                   and the submit limits (submission.h);
+//   BuildSchedulerInput, QueueView
+//                   the snapshot a pass decides on and the queue it shows
+//                   (scheduler_snapshot.h);
+//   GroupCommit     durability: changes batched and written by one thread
+//                   with the mutex released (group_commit.h).
+// core.cc holds the client API, recovery and the periodic work;
+// core_attempts.cc the agents' sessions and the attempt state machine.
 //
 // It knows nothing of gRPC: the services translate requests into calls here
 // and agents are reached through the AgentChannel interface. Time comes from
@@ -9,26 +26,21 @@
 // Thread-safety: every public method is safe to call from any thread; one
 // mutex guards all state.
 //
-// Durability (group commit): a change is made in memory under the mutex and
-// its record joins the pending batch; the method releases the mutex and
-// waits until that batch is durable. One writer thread takes the whole
-// batch — every change made since its last write, by any thread — and
-// writes it in one SQLite transaction with the mutex released, while later
-// changes gather in the next batch. Orders to agents ride in the batch of
-// the change that calls for them and leave only once it is durable, so an
-// agent never acts on a change a crash could undo. A method returns (and a
-// client is answered) only once its changes are durable; the jobs of a
-// submit join the job table only then.
+// Durability: a change is made in memory under the mutex and its record
+// joins GroupCommit's pending batch; the method releases the mutex and
+// waits until that batch is durable. A method returns (and a client is
+// answered) only once its changes are durable; the jobs of a submit join
+// the job table only then. Orders to agents leave only once the change
+// that calls for them is durable.
 //
-// A failed write is sticky: the batch is kept, the core turns read-only for
-// clients (submit, cancel and drain are refused with UNAVAILABLE), no
-// scheduling pass places or preempts, and Tick() retries the write; agent
-// reports are still applied and join the kept batch, so running jobs run on
-// and no ended state is lost. The first write that succeeds ends it.
+// A failed write is sticky: the core turns read-only for clients (submit,
+// cancel and drain are refused with UNAVAILABLE), no scheduling pass places
+// or preempts, and Tick() retries the write; agent reports are still
+// applied and join the kept batch, so running jobs run on and no ended
+// state is lost. The first write that succeeds ends it.
 #ifndef DCVLR_COORDINATOR_CORE_H_
 #define DCVLR_COORDINATOR_CORE_H_
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -36,37 +48,31 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/job_file.h"
+#include "coordinator/agent_channel.h"
 #include "coordinator/benchmarks.h"
 #include "coordinator/cluster_config.h"
 #include "coordinator/fair_share.h"
+#include "coordinator/group_commit.h"
+#include "coordinator/job_table.h"
 #include "coordinator/log_store.h"
 #include "coordinator/metric_history.h"
+#include "coordinator/node_registry.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/store.h"
+#include "coordinator/submission.h"
 #include "dcvlr/v1/agent.pb.h"
 #include "dcvlr/v1/client.pb.h"
 
 namespace dcvlr {
-
-// The coordinator's end of one agent's stream. Send() must not block (it
-// queues); Close() ends the stream from the coordinator's side.
-class AgentChannel {
- public:
-  virtual ~AgentChannel() = default;
-  virtual void Send(const v1::CoordinatorMessage& message) = 0;
-  virtual void Close() = 0;
-};
 
 // What the core reports as it happens, for monitoring (counters and
 // histograms that a snapshot cannot reconstruct). Called with the core's
@@ -263,84 +269,68 @@ class Core {
   void AwaitWork(absl::Duration timeout);
 
  private:
-  struct AttemptKey {
-    std::string job_id;
-    int attempt;
-    auto operator<=>(const AttemptKey&) const = default;
-  };
-
-  struct NodeEntry {
-    v1::Node info;  // name, address, gpus, drained
-    v1::NodeState state = v1::NODE_STATE_DISCONNECTED;
-    int64_t last_seen_ms = 0;
-    int64_t session = 0;
-    std::shared_ptr<AgentChannel> channel;
-    // GPUs held by attempts on this node, until the agent reports them gone.
-    std::map<AttemptKey, std::vector<int>> holds;
-  };
-
   int64_t Now() const { return options_.now_ms(); }
 
-  v1::Job* FindJob(const std::string& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  const v1::Job* FindJob(const std::string& ref) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // The same, looking first among `batch`, the jobs of a file's earlier
-  // documents (by name or id), which are not stored yet.
-  const v1::Job* FindJob(const std::string& ref,
-                         const std::vector<v1::Job>& batch) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  v1::Attempt* CurrentAttempt(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  // Bumps the job's version and adds its record to the pending batch.
-  void Commit(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Queues `message` for `channel`, to leave once the pending batch (and
-  // every change made before this call) is durable.
-  void SendAfterCommit(const std::shared_ptr<AgentChannel>& channel,
-                       v1::CoordinatorMessage message)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A batch's outcome, for the callers that wait on it without the lock.
-  struct BatchOutcome {
-    std::atomic<uint32_t> done{0};  // 1 once `status` is set
-    absl::Status status;
-  };
-  // What a caller waits on, with mu_ released, for its changes to be
-  // durable: the pending batch's outcome, or an answer known now (nothing
-  // pending: OK; the store failing: its error, the changes kept).
-  struct Ticket {
-    std::shared_ptr<BatchOutcome> outcome;
-    absl::Status now;
-  };
-  // With `retry`, a core in the read-only state has the writer try again
-  // (Tick() and SaveUsage() do).
-  Ticket TakeTicket(bool retry = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  static absl::Status AwaitTicket(const Ticket& ticket);
-  // The writer thread: takes the pending batch, writes it with mu_
-  // released, then (under mu_) adds the submitted jobs, sends the batch's
-  // orders and wakes its waiters.
-  void WriterLoop();
-  // Refuses a client's change while the store fails.
-  absl::Status CheckWritable() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Refuses `jobs` more jobs of `user` beyond the cluster config's
-  // submit_limits; otherwise takes them from the user's token bucket.
-  absl::Status AdmitSubmit(const std::string& user, int64_t jobs)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ---- changes (core.cc) ----
   void AddEvent(v1::Job& job, v1::EventType type, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetState(v1::Job& job, v1::JobState state, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Bumps the job's version and adds its record to the pending batch.
+  void Commit(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Refuses a client's change while the store fails.
+  absl::Status CheckWritable() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Waits, without the mutex, until the ticket's changes are durable; a
+  // failed write is the read-only error.
+  static absl::Status AwaitDurable(const GroupCommit::Ticket& ticket);
+  // GroupCommit's report of a written (or failed) batch.
+  void OnWritten(std::vector<v1::Job>& submitted, bool ok)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The file's documents as jobs with ids, checked against the cluster.
+  absl::StatusOr<SubmitResult> ResolveFile(
+      const std::string& user, const std::string& source_name,
+      const std::vector<ParsedJobFile>& files) ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
-  // `batch`: the jobs of the file's earlier documents, which later ones may
-  // name.
-  absl::Status CheckAgainstCluster(const ParsedJobFile& file,
-                                   const std::vector<v1::Job>& batch,
-                                   v1::JobSpec& spec) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // An eval job's model.from and benchmark names, made concrete.
-  void ResolveEval(const ParsedJobFile& file,
-                   const std::vector<v1::Job>& batch, v1::JobSpec& spec,
-                   std::vector<std::string>* errors) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // ---- periodic work (core.cc) ----
+  // Nodes silent past the node timeout are lost; true if any.
+  bool LoseSilentNodes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ResolveDependencies() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops attempts that ran past their job's time_limit_s.
+  bool EnforceTimeLimits() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Charges every user the GPU-seconds their attempts held since last time,
+  // and queues the totals for the store every usage_save_interval_ms (or
+  // now, with `save`).
+  void ChargeUsage(bool save = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SchedulePass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies a pass's preemptions and placements; true if any.
+  bool ApplyDecisions(const SchedulerDecisions& decisions, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes queue_ (and pending jobs' reasons) from a pass that explained.
+  void ShowQueue(const SchedulerInput& input,
+                 const SchedulerDecisions& decisions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Explains the last pass if it did not explain itself.
+  void ExplainLastPass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { work_pending_ = true; }
 
+  // ---- agents and attempts (core_attempts.cc) ----
+  // The RegisterAck for an agent: heartbeat interval, and where the relay
+  // of each of its attempts' logs and metrics resumes.
+  v1::CoordinatorMessage MakeAck(const v1::RegisterRequest& request) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // After a registration: attempts held here that the agent does not run
+  // are lost; those it runs that are not current are stopped.
+  void Reconcile(const std::string& node, const std::set<AttemptKey>& running)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyUpdate(const std::string& node, int64_t session,
+                   const v1::AttemptUpdate& update)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A node's processes of the current attempt started.
+  void NodeStarted(v1::Job& job, const std::string& node, int master_port)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new attempt of `job` on `placement`'s nodes, whose GPUs it holds.
+  void PlaceAttempt(v1::Job& job, const Placement& placement, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendStart(v1::Job& job, v1::Attempt& attempt, int node_rank)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendStop(const std::string& node, const AttemptKey& key,
@@ -350,40 +340,22 @@ class Core {
   // With `record`, the stop makes the attempt count as preempted.
   void StopAttempt(v1::Job& job, double grace_s, const std::string& reason,
                    bool record = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ApplyUpdate(const std::string& node, int64_t session,
-                   const v1::AttemptUpdate& update)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records that the attempt's processes on `node` are gone.
   void NodeExited(v1::Job& job, const std::string& node, int exit_code,
                   int signal, bool lost, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishAttemptIfDone(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Releases `key`'s GPUs on `node`: the agent reported its processes gone.
   void ReleaseHold(const std::string& node, const AttemptKey& key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The current attempt of each job `key` names that is still active on
+  // `node` ended as lost (`why`); every hold is released.
+  void LoseAttempts(const std::string& node, const std::vector<AttemptKey>& keys,
+                    const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoseNode(NodeEntry& node, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  bool ResolveDependencies() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Stops attempts that ran past their job's time_limit_s.
-  bool EnforceTimeLimits() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Charges every user the GPU-seconds their attempts held since last time,
-  // and queues the totals for the store every usage_save_interval_ms (or
-  // now, with `save`).
-  void ChargeUsage(bool save = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  double GraceFor(const v1::Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  bool SchedulePass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Rebuilds queue_ (and pending jobs' reasons) from a pass that explained.
-  void ShowQueue(const SchedulerInput& input,
-                 const SchedulerDecisions& decisions)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Explains the last pass if it did not explain itself.
-  void ExplainLastPass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { work_pending_ = true; }
-  // Adds a job to jobs_ and the indexes.
-  void AddJob(int64_t seq, v1::Job job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The live jobs, oldest first, for loops that may end some of them.
-  std::vector<v1::Job*> LiveJobs() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The job of `key` if `key` is its current, active attempt.
+  v1::Job* ActiveJob(const AttemptKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const CoreOptions options_;
   LogStore* const logs_;
@@ -393,56 +365,12 @@ class Core {
   // Used by Recover(), then only by the writer thread with mu_ released.
   const std::unique_ptr<Store> store_;
 
-  // Group commit: the changes made since the writer last took them.
-  struct PendingBatch {
-    std::map<int64_t, v1::Job> jobs;  // by seq: the latest record of each
-    // Submitted jobs: they join jobs_ once durable, and are dropped (their
-    // submit refused) if their batch fails.
-    std::vector<v1::Job> submitted;
-    std::map<std::string, v1::Node> nodes;
-    std::optional<Usage> usage;
-    std::vector<std::pair<std::shared_ptr<AgentChannel>,
-                          v1::CoordinatorMessage>>
-        orders;
-    // Created by the first caller that waits on this batch.
-    std::shared_ptr<BatchOutcome> outcome;
-    bool empty() const {
-      return jobs.empty() && submitted.empty() && nodes.empty() && !usage &&
-             orders.empty();
-    }
-  };
-  PendingBatch pending_ ABSL_GUARDED_BY(mu_);
-  // The last write's error while writes fail; OK otherwise.
-  absl::Status store_error_ ABSL_GUARDED_BY(mu_);
-  bool retry_requested_ ABSL_GUARDED_BY(mu_) = false;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // Every job ever submitted, by seq: a coordinator keeps its history.
-  std::map<int64_t, v1::Job> jobs_ ABSL_GUARDED_BY(mu_);
-  // The jobs that have not ended (pending, scheduled, running, preempted),
-  // by seq, pointing into jobs_: what ticks and snapshots walk, so that
-  // the ended jobs cost them nothing. Ended jobs never come back.
-  std::map<int64_t, v1::Job*> live_ ABSL_GUARDED_BY(mu_);
-  // How many ended jobs are in each terminal state.
-  std::map<v1::JobState, int> ended_by_state_ ABSL_GUARDED_BY(mu_);
-  // Per user: jobs in live_, and jobs submitted whose batch is not written
-  // yet (for submit_limits.max_pending_jobs).
-  std::map<std::string, int64_t> live_by_user_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, int64_t> submitting_by_user_ ABSL_GUARDED_BY(mu_);
-  // Per user: the submit token bucket (submit_limits.jobs_per_s).
-  struct SubmitBucket {
-    double tokens = 0;
-    int64_t at_ms = 0;
-  };
-  std::map<std::string, SubmitBucket> submit_buckets_ ABSL_GUARDED_BY(mu_);
-  // The newest job of each name, for lookups by name.
-  absl::flat_hash_map<std::string, int64_t> newest_by_name_
-      ABSL_GUARDED_BY(mu_);
-  std::map<std::string, NodeEntry> nodes_ ABSL_GUARDED_BY(mu_);
-  int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
-  int64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
-  int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  JobTable jobs_ ABSL_GUARDED_BY(mu_);
+  NodeRegistry nodes_ ABSL_GUARDED_BY(mu_);
+  SubmitLimiter limiter_ ABSL_GUARDED_BY(mu_);
   bool work_pending_ ABSL_GUARDED_BY(mu_) = true;
   std::shared_ptr<const ClusterConfig> config_ ABSL_GUARDED_BY(mu_);
+  BenchmarkRegistry benchmarks_ ABSL_GUARDED_BY(mu_);
   UsageLedger ledger_ ABSL_GUARDED_BY(mu_);
   int64_t last_charge_ms_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_usage_save_ms_ ABSL_GUARDED_BY(mu_) = 0;
@@ -451,10 +379,9 @@ class Core {
   std::optional<int64_t> explained_ms_ ABSL_GUARDED_BY(mu_);
   // The last pass's snapshot when that pass did not explain.
   std::optional<SchedulerInput> unexplained_ ABSL_GUARDED_BY(mu_);
-  BenchmarkRegistry benchmarks_ ABSL_GUARDED_BY(mu_);
 
-  // Last: it runs WriterLoop() on the members above.
-  std::thread writer_;
+  // Last: its writer thread reaches the members above through OnWritten.
+  GroupCommit commit_;
 };
 
 }  // namespace dcvlr

@@ -11,6 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "coordinator/store_testing.h"
 #include "nlohmann/json.hpp"
 
 namespace dcvlr {
@@ -806,40 +807,6 @@ TEST(BenchmarksTest, FileErrorsNameTheKey) {
   auto defaults = ParseBenchmarks("b.yaml", "");
   ASSERT_TRUE(defaults.ok());
   EXPECT_EQ(defaults->count("synthetic_shapes"), 1u);
-}
-
-// Holds the store's write lock from a second connection, as an operator's
-// sqlite3 shell left in a transaction would: the core's writes fail.
-class WriteLock {
- public:
-  explicit WriteLock(const std::string& path) {
-    EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK);
-    EXPECT_EQ(sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
-              SQLITE_OK);
-  }
-  ~WriteLock() { Release(); }
-  void Release() {
-    if (db_ == nullptr) return;
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    sqlite3_close(db_);
-    db_ = nullptr;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
-
-std::map<std::string, v1::Job> StoredJobs(const std::string& path) {
-  std::map<std::string, v1::Job> out;
-  auto store = Store::Open(path);
-  EXPECT_TRUE(store.ok()) << store.status();
-  if (!store.ok()) return out;
-  auto jobs = (*store)->LoadJobs();
-  EXPECT_TRUE(jobs.ok()) << jobs.status();
-  if (jobs.ok()) {
-    for (v1::Job& job : *jobs) out[job.id()] = std::move(job);
-  }
-  return out;
 }
 
 TEST_F(CoreTest, AFailedWriteTurnsTheCoreReadOnlyUntilAWriteSucceeds) {

@@ -4,6 +4,7 @@
 #ifndef DCVLR_COORDINATOR_LIFECYCLE_H_
 #define DCVLR_COORDINATOR_LIFECYCLE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -14,6 +15,23 @@ namespace dcvlr {
 
 
 bool IsLegalTransition(v1::JobState from, v1::JobState to);
+
+// SCHEDULED or RUNNING: the job has an attempt that holds GPUs.
+inline bool IsActive(v1::JobState state) {
+  return state == v1::JOB_STATE_SCHEDULED || state == v1::JOB_STATE_RUNNING;
+}
+
+// The job's latest attempt, or null before its first.
+inline v1::Attempt* CurrentAttempt(v1::Job& job) {
+  if (job.attempts_size() == 0) return nullptr;
+  return job.mutable_attempts(job.attempts_size() - 1);
+}
+
+// Whether a node list of an attempt (ordered, started, exited) names `node`.
+inline bool Lists(const google::protobuf::RepeatedPtrField<std::string>& nodes,
+                  const std::string& node) {
+  return std::find(nodes.begin(), nodes.end(), node) != nodes.end();
+}
 
 enum class AttemptOutcome {
   kSucceeded,

@@ -1,0 +1,135 @@
+#include "coordinator/group_commit.h"
+
+#include <cstdio>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+
+namespace dcvlr {
+
+GroupCommit::GroupCommit(Store* store, absl::Mutex* mu, OnWritten on_written)
+    : store_(store), mu_(mu), on_written_(std::move(on_written)) {
+  writer_ = std::thread([this] { WriterLoop(); });
+}
+
+GroupCommit::~GroupCommit() { Stop(); }
+
+void GroupCommit::Stop() {
+  if (!writer_.joinable()) return;
+  {
+    absl::MutexLock lock(mu_);
+    stopping_ = true;  // the writer writes what is pending, once, and ends
+  }
+  writer_.join();
+}
+
+void GroupCommit::Job(int64_t seq, const v1::Job& job) {
+  pending_.jobs[seq] = job;
+}
+
+void GroupCommit::Submitted(std::vector<v1::Job> jobs) {
+  pending_.submitted.insert(pending_.submitted.end(),
+                            std::make_move_iterator(jobs.begin()),
+                            std::make_move_iterator(jobs.end()));
+}
+
+void GroupCommit::Node(const v1::Node& node) {
+  pending_.nodes[node.name()] = node;
+}
+
+void GroupCommit::SetUsage(Usage usage) { pending_.usage = std::move(usage); }
+
+void GroupCommit::Send(std::shared_ptr<AgentChannel> channel,
+                       v1::CoordinatorMessage message) {
+  if (channel == nullptr) return;
+  pending_.orders.emplace_back(std::move(channel), std::move(message));
+}
+
+GroupCommit::Ticket GroupCommit::TakeTicket(bool retry) {
+  if (pending_.empty()) return {nullptr, absl::OkStatus()};
+  if (!error_.ok() && !retry) return {nullptr, error_};
+  if (retry) retry_requested_ = true;
+  if (pending_.outcome == nullptr) pending_.outcome = std::make_shared<Outcome>();
+  return {pending_.outcome, absl::OkStatus()};
+}
+
+absl::Status GroupCommit::Await(const Ticket& ticket) {
+  if (ticket.outcome == nullptr) return ticket.now;
+  ticket.outcome->done.wait(0);
+  return ticket.outcome->status;
+}
+
+void GroupCommit::WriterLoop() {
+  absl::MutexLock lock(mu_);
+  auto work = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return stopping_ ||
+           (!pending_.empty() && (error_.ok() || retry_requested_));
+  };
+  for (;;) {
+    mu_->Await(absl::Condition(&work));
+    if (pending_.empty()) return;  // stopping, nothing left to write
+    const bool last = stopping_;
+    retry_requested_ = false;
+
+    // Everything pending becomes one transaction.
+    Batch batch = std::exchange(pending_, Batch());
+    StoreBatch write;
+    write.jobs.reserve(batch.jobs.size() + batch.submitted.size());
+    for (auto& [seq, job] : batch.jobs) write.jobs.push_back(std::move(job));
+    const size_t changed_jobs = write.jobs.size();
+    for (auto& job : batch.submitted) write.jobs.push_back(std::move(job));
+    for (auto& [name, node] : batch.nodes) write.nodes.push_back(std::move(node));
+    write.usage = std::move(batch.usage);
+
+    mu_->Unlock();
+    const absl::Status status = store_->Write(write);
+    mu_->Lock();
+
+    std::vector<v1::Job> submitted(
+        std::make_move_iterator(write.jobs.begin() + changed_jobs),
+        std::make_move_iterator(write.jobs.end()));
+    on_written_(submitted, status.ok());
+    if (status.ok()) {
+      if (!error_.ok()) {
+        fprintf(stderr, "state store writable again\n");
+        error_ = absl::OkStatus();
+      }
+      // In the order they were queued, before anything queued later.
+      for (auto& [channel, message] : batch.orders) channel->Send(message);
+    } else {
+      if (error_.ok()) {
+        fprintf(stderr,
+                "state store write failed, read-only until a write "
+                "succeeds: %s\n",
+                status.ToString().c_str());
+      }
+      error_ = status;
+      Restore(write, changed_jobs, batch);
+    }
+    if (batch.outcome != nullptr) {
+      batch.outcome->status = status;
+      batch.outcome->done.store(1);
+      batch.outcome->done.notify_all();
+    }
+    if (last) return;
+  }
+}
+
+void GroupCommit::Restore(StoreBatch& write, size_t changed_jobs,
+                          Batch& batch) {
+  // Later changes of a record win; the failed batch's orders stay first.
+  for (size_t i = 0; i < changed_jobs; ++i) {
+    pending_.jobs.try_emplace(JobSeq(write.jobs[i].id()),
+                              std::move(write.jobs[i]));
+  }
+  for (v1::Node& node : write.nodes) {
+    pending_.nodes.try_emplace(node.name(), std::move(node));
+  }
+  if (!pending_.usage) pending_.usage = std::move(write.usage);
+  batch.orders.insert(batch.orders.end(),
+                      std::make_move_iterator(pending_.orders.begin()),
+                      std::make_move_iterator(pending_.orders.end()));
+  pending_.orders = std::move(batch.orders);
+}
+
+}  // namespace dcvlr

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
+#include "common/logging.h"
 #include "coordinator/services.h"
 
 namespace dcvlr {
@@ -110,8 +111,7 @@ grpc::Status AgentServiceImpl::Connect(
     channel->Finish();
     return ToGrpcStatus(session.status());
   }
-  fprintf(stderr, "node=%s connected session=%lld\n", name.c_str(),
-          static_cast<long long>(*session));
+  LOG(INFO) << "node=" << name << " connected session=" << *session;
 
   v1::AgentMessage message;
   auto last_activity = std::chrono::steady_clock::time_point();
@@ -129,8 +129,7 @@ grpc::Status AgentServiceImpl::Connect(
                                        chunk.rank(), chunk.offset(),
                                        chunk.data());
         if (!s.ok()) {
-          fprintf(stderr, "node=%s log chunk refused: %s\n", name.c_str(),
-                  s.ToString().c_str());
+          LOG(WARNING) << "node=" << name << " log chunk refused: " << s;
         }
         core_->OnActivity(name, *session);
         break;
@@ -153,8 +152,7 @@ grpc::Status AgentServiceImpl::Connect(
   }
   core_->OnAgentDisconnected(name, *session);
   channel->Finish();
-  fprintf(stderr, "node=%s disconnected session=%lld\n", name.c_str(),
-          static_cast<long long>(*session));
+  LOG(INFO) << "node=" << name << " disconnected session=" << *session;
   return grpc::Status::OK;
 }
 

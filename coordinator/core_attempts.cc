@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/logging.h"
 #include "coordinator/core.h"
 #include "coordinator/lifecycle.h"
 
@@ -157,6 +158,9 @@ void Core::ApplyUpdate(const std::string& name, int64_t session,
   NodeEntry* node = nodes_.Current(name, session);
   if (node == nullptr) return;
   node->last_seen_ms = Now();
+  VLOG(1) << "node=" << name << " job=" << update.job_id()
+          << " attempt=" << update.attempt() << " reports "
+          << v1::AttemptUpdate::Phase_Name(update.phase());
   const AttemptKey key{update.job_id(), update.attempt()};
   v1::Job* job = ActiveJob(key);
   switch (update.phase()) {
@@ -217,6 +221,8 @@ void Core::PlaceAttempt(v1::Job& job, const Placement& placement,
   SetState(job, v1::JOB_STATE_SCHEDULED, "");
   AddEvent(job, v1::EVENT_TYPE_SCHEDULED,
            absl::StrCat("attempt ", number, " on ", absl::StrJoin(where, " ")));
+  VLOG(1) << "job=" << job.id() << " attempt=" << number << " placed on "
+          << absl::StrJoin(where, " ");
   // Node rank 0 first: the others once it reports its rendezvous port.
   SendStart(job, *attempt, 0);
 }
@@ -282,6 +288,8 @@ void Core::SendStop(const std::string& name, const AttemptKey& key,
   stop->set_attempt(key.attempt);
   stop->set_grace_s(grace_s);
   stop->set_reason(reason);
+  VLOG(1) << "job=" << key.job_id << " attempt=" << key.attempt
+          << " stop ordered on " << name << " (" << reason << ")";
   commit_.Send(node->channel, std::move(message));
 }
 
@@ -406,7 +414,7 @@ void Core::LoseAttempts(const std::string& node,
 
 void Core::LoseNode(NodeEntry& node, const std::string& why) {
   const std::string name = node.info.name();
-  fprintf(stderr, "node=%s lost: %s\n", name.c_str(), why.c_str());
+  LOG(WARNING) << "node=" << name << " lost: " << why;
   LoseAttempts(name, nodes_.MarkLost(node),
                absl::StrCat("node ", name, " lost (", why, ")"));
 }

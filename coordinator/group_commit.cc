@@ -1,9 +1,8 @@
 #include "coordinator/group_commit.h"
 
-#include <cstdio>
 #include <iterator>
 
-#include "absl/strings/str_cat.h"
+#include "common/logging.h"
 
 namespace dcvlr {
 
@@ -84,6 +83,10 @@ void GroupCommit::WriterLoop() {
     mu_->Unlock();
     const absl::Status status = store_->Write(write);
     mu_->Lock();
+    VLOG(1) << "store batch: " << write.jobs.size() << " jobs ("
+            << write.jobs.size() - changed_jobs << " submitted), "
+            << write.nodes.size() << " nodes, " << batch.orders.size()
+            << " orders: " << status;
 
     std::vector<v1::Job> submitted(
         std::make_move_iterator(write.jobs.begin() + changed_jobs),
@@ -91,17 +94,16 @@ void GroupCommit::WriterLoop() {
     on_written_(submitted, status.ok());
     if (status.ok()) {
       if (!error_.ok()) {
-        fprintf(stderr, "state store writable again\n");
+        LOG(WARNING) << "state store writable again";
         error_ = absl::OkStatus();
       }
       // In the order they were queued, before anything queued later.
       for (auto& [channel, message] : batch.orders) channel->Send(message);
     } else {
       if (error_.ok()) {
-        fprintf(stderr,
-                "state store write failed, read-only until a write "
-                "succeeds: %s\n",
-                status.ToString().c_str());
+        LOG(ERROR) << "state store write failed, read-only until a write "
+                      "succeeds: "
+                   << status;
       }
       error_ = status;
       Restore(write, changed_jobs, batch);

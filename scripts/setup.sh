@@ -11,7 +11,7 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libyaml-cpp-dev prometheus-cpp-dev libsqlite3-dev
   libcurl4-openssl-dev
-  libgtest-dev libgmock-dev libcli11-dev
+  libgtest-dev libgmock-dev libcli11-dev libgoogle-glog-dev
   # worker programs: libtorch (CPU) + Gloo headers for c10d, JSON, fast BLAS
   libtorch-dev libgloo-dev nlohmann-json3-dev libopenblas0-pthread
   # dcvlr-eval: JPEG benchmark images (optional at build time)

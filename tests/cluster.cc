@@ -223,20 +223,17 @@ bool Cluster::AwaitReadyNodes(int count) {
   });
 }
 
-CommandResult Cluster::Ctl(std::vector<std::string> args,
-                           const std::string& user) {
-  static int counter = 0;
-  const std::string base = dir_ + "/ctl-" + std::to_string(++counter);
-  std::vector<std::string> argv = {BinDir() + "/dcvlrctl", "--coordinator",
-                                   address_, "--user", user};
-  argv.insert(argv.end(), args.begin(), args.end());
+CommandResult RunCommand(std::vector<std::string> argv,
+                         const std::string& output_base) {
   std::vector<char*> raw;
   for (std::string& a : argv) raw.push_back(a.data());
   raw.push_back(nullptr);
   pid_t pid = fork();
   if (pid == 0) {
-    int out = open((base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int err = open((base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int out = open((output_base + ".out").c_str(),
+                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = open((output_base + ".err").c_str(),
+                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(out, 1);
     dup2(err, 2);
     execv(raw[0], raw.data());
@@ -246,9 +243,19 @@ CommandResult Cluster::Ctl(std::vector<std::string> args,
   waitpid(pid, &status, 0);
   CommandResult result;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = ReadAll(base + ".out");
-  result.err = ReadAll(base + ".err");
+  result.out = ReadAll(output_base + ".out");
+  result.err = ReadAll(output_base + ".err");
   return result;
+}
+
+CommandResult Cluster::Ctl(std::vector<std::string> args,
+                           const std::string& user) {
+  static int counter = 0;
+  std::vector<std::string> argv = {BinDir() + "/dcvlrctl", "--coordinator",
+                                   address_, "--user", user};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(std::move(argv),
+                    dir_ + "/ctl-" + std::to_string(++counter));
 }
 
 std::string Cluster::WriteFile(const std::string& name,

@@ -42,6 +42,11 @@ struct CommandResult {
   std::string err;  // stderr
 };
 
+// Runs `argv` (argv[0] a path) to its end, its stdout and stderr kept in
+// `output_base`.out and .err.
+CommandResult RunCommand(std::vector<std::string> argv,
+                         const std::string& output_base);
+
 class Cluster {
  public:
   // Creates the directory; starts nothing.

@@ -34,6 +34,36 @@ bool Running(pid_t pid) {
          line[paren + 2] != 'Z';
 }
 
+TEST(ClusterTest, LogLevelsShowDebugDetailOnlyWhenAskedFor) {
+  Cluster cluster;
+  cluster.StartCoordinator({"--log-level", "debug"});
+  cluster.StartAgent("n1", 1, {"--log-level", "warning"});
+  ASSERT_TRUE(cluster.AwaitReadyNodes(1));
+  const std::string id =
+      cluster.Submit("hi.yaml", "name: hi\nkind: command\nrun: \"true\"\n");
+  EXPECT_EQ(cluster.AwaitEnd(id).state(), v1::JOB_STATE_SUCCEEDED);
+  // The coordinator at debug: the placement, the agent's reports and the
+  // store batches, each line with its severity and source.
+  const std::string coordinator = cluster.CoordinatorLog();
+  EXPECT_THAT(coordinator,
+              ::testing::ContainsRegex("I[0-9]{8} [^\n]*core_attempts.cc:[0-9]+\\] "
+                                       "job=" + id + " attempt=1 placed on n1"));
+  EXPECT_THAT(coordinator, HasSubstr("job=" + id + " attempt=1 reports "
+                                     "PHASE_EXITED"));
+  EXPECT_THAT(coordinator, HasSubstr("store batch: "));
+  EXPECT_THAT(coordinator, HasSubstr("node=n1 connected"));
+  // The agent at warning: none of its info lines.
+  const std::string agent = ReadAll(cluster.dir() + "/agent-n1.log");
+  EXPECT_THAT(agent, ::testing::Not(HasSubstr("registered with")));
+  EXPECT_THAT(agent, ::testing::Not(HasSubstr("exited code=0")));
+  // A level that does not exist is refused before anything starts.
+  CommandResult bad =
+      RunCommand({BinDir() + "/dcvlr-coordinator", "--log-level", "loud"},
+                 cluster.dir() + "/bad-level");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("--log-level: loud not in"));
+}
+
 TEST(ClusterTest, CommandJobSucceedsAndItsLogsComeBack) {
   Cluster cluster;
   cluster.StartCoordinator();

@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "common/address.h"
 #include "common/launch.h"
+#include "common/logging.h"
 #include "common/process_contract.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
@@ -189,9 +190,9 @@ void Agent::CleanUpPreviousLife() {
     }
   }
   if (killed > 0) {
-    fprintf(stderr, "dcvlr-agent: node=%s killed %d process%s left by a "
-            "previous agent\n", options_.name.c_str(), killed,
-            killed == 1 ? "" : "es");
+    LOG(WARNING) << "node=" << options_.name << " killed " << killed
+                 << (killed == 1 ? " process" : " processes")
+                 << " left by a previous agent";
   }
 }
 
@@ -305,8 +306,8 @@ void Agent::Serve() {
       registered_ = true;
     }
     std::thread writer([&] { WriteLoop(stream.get(), &context); });
-    fprintf(stderr, "dcvlr-agent: node=%s registered with %s\n",
-            options_.name.c_str(), options_.coordinator.c_str());
+    LOG(INFO) << "node=" << options_.name << " registered with "
+              << options_.coordinator;
     while (stream->Read(&message)) {
       last_contact_ms_ = SteadyMs();
       if (message.has_start()) {
@@ -329,9 +330,9 @@ void Agent::Serve() {
   context.TryCancel();
   grpc::Status status = stream->Finish();
   if (!shutting_down_) {
-    fprintf(stderr, "dcvlr-agent: node=%s stream to %s ended: %s\n",
-            options_.name.c_str(), options_.coordinator.c_str(),
-            status.error_message().c_str());
+    LOG(WARNING) << "node=" << options_.name << " stream to "
+                 << options_.coordinator
+                 << " ended: " << status.error_message();
   }
 }
 
@@ -392,6 +393,8 @@ void Agent::AwaitSent(int64_t timeout_ms) {
 }
 
 void Agent::SendUpdate(const v1::AttemptUpdate& update) {
+  VLOG(1) << "job=" << update.job_id() << " attempt=" << update.attempt()
+          << " report " << v1::AttemptUpdate::Phase_Name(update.phase());
   if (update.phase() == v1::AttemptUpdate::PHASE_EXITED) {
     // Kept and repeated at each registration until it has surely arrived.
     std::lock_guard<std::mutex> lock(state_mu_);
@@ -415,8 +418,9 @@ void Agent::HandleStart(const v1::StartAttempt& start) {
     std::lock_guard<std::mutex> lock(state_mu_);
     int& newest = newest_attempt_[start.job_id()];
     if (start.attempt() <= newest) {
-      fprintf(stderr, "dcvlr-agent: job=%s attempt=%d refused: attempt %d "
-              "seen already\n", start.job_id().c_str(), start.attempt(), newest);
+      LOG(WARNING) << "job=" << start.job_id() << " attempt="
+                   << start.attempt() << " refused: attempt " << newest
+                   << " seen already";
       if (start.attempt() < newest) {
         update.set_phase(v1::AttemptUpdate::PHASE_EXITED);
         update.set_exit_code(-1);
@@ -545,8 +549,8 @@ void Agent::HandleStart(const v1::StartAttempt& start) {
     const std::string text =
         absl::StrCat("dcvlr: cannot start the job: ", status.message(), "\n");
     std::ofstream(attempt.processes[0].log_path, std::ios::app) << text;
-    fprintf(stderr, "dcvlr-agent: job=%s attempt=%d %s", start.job_id().c_str(),
-            start.attempt(), text.c_str());
+    LOG(ERROR) << "job=" << start.job_id() << " attempt=" << start.attempt()
+               << " " << absl::StripTrailingAsciiWhitespace(text);
     FlushLogs(key);
     {
       std::lock_guard<std::mutex> lock(logs_mu_);
@@ -558,9 +562,8 @@ void Agent::HandleStart(const v1::StartAttempt& start) {
     SendUpdate(update);
     return;
   }
-  fprintf(stderr, "dcvlr-agent: job=%s attempt=%d started %d process%s\n",
-          start.job_id().c_str(), start.attempt(), procs,
-          procs == 1 ? "" : "es");
+  LOG(INFO) << "job=" << start.job_id() << " attempt=" << start.attempt()
+            << " started " << procs << (procs == 1 ? " process" : " processes");
   update.set_phase(v1::AttemptUpdate::PHASE_STARTED);
   update.set_master_port(master_port);
   SendUpdate(update);
@@ -571,9 +574,9 @@ void Agent::HandleStop(const v1::StopAttempt& stop) {
   for (const auto& [job, attempt] : supervisor_->Running()) {
     running |= job == stop.job_id() && attempt == stop.attempt();
   }
-  fprintf(stderr, "dcvlr-agent: job=%s attempt=%d stop (%s)%s\n",
-          stop.job_id().c_str(), stop.attempt(), stop.reason().c_str(),
-          running ? "" : ": not running here");
+  LOG(INFO) << "job=" << stop.job_id() << " attempt=" << stop.attempt()
+            << " stop (" << stop.reason() << ")"
+            << (running ? "" : ": not running here");
   if (running) {
     supervisor_->Stop(stop.job_id(), stop.attempt(), stop.grace_s(),
                       stop.reason());
@@ -631,9 +634,8 @@ void Agent::OnExit(const AttemptExit& exit) {
     std::lock_guard<std::mutex> lock(state_mu_);
     gpus_.erase(key);
   }
-  fprintf(stderr, "dcvlr-agent: job=%s attempt=%d exited code=%d %s\n",
-          exit.job_id.c_str(), exit.attempt, exit.exit_code,
-          exit.message.c_str());
+  LOG(INFO) << "job=" << exit.job_id << " attempt=" << exit.attempt
+            << " exited code=" << exit.exit_code << " " << exit.message;
   v1::AttemptUpdate update;
   update.set_job_id(exit.job_id);
   update.set_attempt(exit.attempt);
@@ -869,10 +871,9 @@ void Agent::LeaseLoop() {
     const int64_t silent_ms = SteadyMs() - last_contact_ms_;
     if (!expired && silent_ms > options_.lease_ms &&
         !supervisor_->Running().empty()) {
-      fprintf(stderr,
-              "dcvlr-agent: node=%s lease expired (coordinator unreachable "
-              "for %lld ms): stopping every job process\n",
-              options_.name.c_str(), static_cast<long long>(silent_ms));
+      LOG(WARNING) << "node=" << options_.name
+                   << " lease expired (coordinator unreachable for "
+                   << silent_ms << " ms): stopping every job process";
       supervisor_->StopAll(kLeaseStopGraceS, "lease expired");
       expired = true;
     }

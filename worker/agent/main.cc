@@ -11,6 +11,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "prometheus/exposer.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/agent_metrics.h"
@@ -63,18 +64,22 @@ int main(int argc, char** argv) {
   app.add_option("--torchrun", options.torchrun_bin,
                  "torchrun to start Oumi training configs with (default: "
                  "torchrun on PATH)");
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level,
+                 "debug (every report to the coordinator), info, warning or "
+                 "error")
+      ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   CLI11_PARSE(app, argc, argv);
+  dcvlr::InitLogging(argv[0], log_level).IgnoreError();  // checked
 
   if (options.coordinator.empty()) {
-    fprintf(stderr, "dcvlr-agent: --coordinator (or DCVLR_COORDINATOR) is "
-                    "required\n");
+    LOG(ERROR) << "--coordinator (or DCVLR_COORDINATOR) is required";
     return 2;
   }
   std::error_code ec;
   fs::create_directories(options.work_dir, ec);
   if (ec) {
-    fprintf(stderr, "dcvlr-agent: --work-dir %s: %s\n",
-            options.work_dir.c_str(), ec.message().c_str());
+    LOG(ERROR) << "--work-dir " << options.work_dir << ": " << ec.message();
     return 2;
   }
   options.work_dir = fs::absolute(options.work_dir).string();
@@ -85,8 +90,7 @@ int main(int argc, char** argv) {
     if (found.ok()) {
       options.gpus = *std::move(found);
     } else {
-      fprintf(stderr, "dcvlr-agent: no GPUs: %s\n",
-              found.status().ToString().c_str());
+      LOG(WARNING) << "no GPUs: " << found.status();
     }
   }
   // Metrics: bound before the agent registers, which reports the address.
@@ -95,8 +99,7 @@ int main(int argc, char** argv) {
     try {
       exposer = std::make_unique<prometheus::Exposer>(metrics_listen);
     } catch (const std::exception& e) {
-      fprintf(stderr, "dcvlr-agent: --metrics-listen %s: %s\n",
-              metrics_listen.c_str(), e.what());
+      LOG(ERROR) << "--metrics-listen " << metrics_listen << ": " << e.what();
       return 2;
     }
     const std::vector<int> ports = exposer->GetListeningPorts();
@@ -109,13 +112,13 @@ int main(int argc, char** argv) {
     if (out == nullptr ||
         fprintf(out, "%s\n", options.metrics_address.c_str()) < 0 ||
         fclose(out) != 0 || rename(tmp.c_str(), addr_file.c_str()) != 0) {
-      fprintf(stderr, "dcvlr-agent: cannot write %s\n", addr_file.c_str());
+      LOG(ERROR) << "cannot write " << addr_file;
     }
-    fprintf(stderr, "dcvlr-agent: metrics on http://%s/metrics\n",
-            options.metrics_address.c_str());
+    LOG(INFO) << "metrics on http://" << options.metrics_address
+              << "/metrics";
   }
-  fprintf(stderr, "dcvlr-agent: node=%s gpus=%zu work_dir=%s\n",
-          options.name.c_str(), options.gpus.size(), options.work_dir.c_str());
+  LOG(INFO) << "node=" << options.name << " gpus=" << options.gpus.size()
+            << " work_dir=" << options.work_dir;
 
   sigset_t signals;
   sigemptyset(&signals);
@@ -141,7 +144,7 @@ int main(int argc, char** argv) {
   std::thread signal_thread([&] {
     int signal_number = 0;
     sigwait(&signals, &signal_number);
-    fprintf(stderr, "dcvlr-agent: signal %d, stopping jobs\n", signal_number);
+    LOG(INFO) << "signal " << signal_number << ", stopping jobs";
     agent.Shutdown(10);
   });
   agent.Run();

@@ -131,8 +131,8 @@ Reachability ProbeTcp(const std::string& host_port, int timeout_ms) {
     return Reachability::kUnreachable;
   }
   Reachability reach = Reachability::kUnreachable;
-  int fd = socket(result->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                  0);
+  int fd =
+      socket(result->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd >= 0) {
     int rc = connect(fd, result->ai_addr, result->ai_addrlen);
     if (rc == 0) {
@@ -184,8 +184,8 @@ void Agent::CleanUpPreviousLife() {
       }
       if (had_pid_file) {
         killed += SignalTaggedProcesses(options_.work_dir,
-                                        job.path().filename().string(),
-                                        attempt, SIGKILL);
+                                        job.path().filename().string(), attempt,
+                                        SIGKILL);
       }
     }
   }
@@ -272,8 +272,7 @@ void Agent::Serve() {
     context_ = &context;
   }
   v1::CoordinatorMessage message;
-  bool ok = stream->Write(hello) && stream->Read(&message) &&
-            message.has_ack();
+  bool ok = stream->Write(hello) && stream->Read(&message) && message.has_ack();
   if (ok) {
     const v1::RegisterAck& ack = message.ack();
     if (ack.heartbeat_interval_ms() > 0) {
@@ -408,142 +407,20 @@ void Agent::SendUpdate(const v1::AttemptUpdate& update) {
 
 void Agent::HandleStart(const v1::StartAttempt& start) {
   std::lock_guard<std::mutex> order(order_mu_);
+  if (!AcceptStart(start)) return;
+  const NodeContext node = PrepareNode(start);
+  const absl::StatusOr<NodePlan> plan = PlanNode(start.spec(), node);
+  const absl::Status ready =
+      plan.ok() ? ReadyToStart(start.spec(), *plan, node)
+                : absl::FailedPreconditionError(plan.status().message());
+  const AttemptSpec attempt = MakeAttempt(
+      start, plan.ok() ? *plan : FailurePlan(start.node_rank()), node);
   const AttemptKey key{start.job_id(), start.attempt()};
-  const v1::JobSpec& spec = start.spec();
+  Track(key, attempt, start, node.attempt_dir);
+  const absl::Status status = ready.ok() ? supervisor_->Start(attempt) : ready;
   v1::AttemptUpdate update;
   update.set_job_id(start.job_id());
   update.set_attempt(start.attempt());
-
-  {
-    std::lock_guard<std::mutex> lock(state_mu_);
-    int& newest = newest_attempt_[start.job_id()];
-    if (start.attempt() <= newest) {
-      LOG(WARNING) << "job=" << start.job_id() << " attempt="
-                   << start.attempt() << " refused: attempt " << newest
-                   << " seen already";
-      if (start.attempt() < newest) {
-        update.set_phase(v1::AttemptUpdate::PHASE_EXITED);
-        update.set_exit_code(-1);
-        update.set_message("stale start order refused");
-        SendUpdate(update);
-      }
-      return;
-    }
-    newest = start.attempt();
-  }
-  for (const auto& [job, attempt] : supervisor_->Running()) {
-    if (job == start.job_id() && attempt < start.attempt()) {
-      supervisor_->Stop(job, attempt, 0, "superseded by a newer attempt");
-    }
-  }
-
-  const fs::path job_dir = fs::path(options_.work_dir) / "jobs" / start.job_id();
-  const fs::path attempt_dir = job_dir / absl::StrCat("attempt-", start.attempt());
-  const std::string checkpoint_dir = spec.checkpoint_dir().empty()
-                                         ? (job_dir / "checkpoints").string()
-                                         : spec.checkpoint_dir();
-  const fs::path output_dir = job_dir / "output";
-  const fs::path cache_dir = fs::path(options_.work_dir) / "cache";
-  std::error_code ec;
-  for (const fs::path& dir :
-       {attempt_dir, output_dir, fs::path(checkpoint_dir), cache_dir}) {
-    fs::create_directories(dir, ec);
-  }
-
-  std::string master_addr = start.master_addr();
-  if (master_addr.empty()) {
-    master_addr = options_.advertise_host.empty() ? "127.0.0.1"
-                                                  : options_.advertise_host;
-  }
-  int master_port = start.master_port();
-  if (master_port == 0 && start.node_rank() == 0) master_port = PickFreePort();
-
-  NodeContext node;
-  node.job_id = start.job_id();
-  node.attempt = start.attempt();
-  node.user = start.user();
-  node.node = options_.name;
-  node.node_rank = start.node_rank();
-  node.num_nodes = std::max(1, start.num_nodes());
-  node.master_addr = master_addr;
-  node.master_port = master_port;
-  node.gpus.assign(start.gpus().begin(), start.gpus().end());
-  node.agent_dir = options_.work_dir;
-  node.attempt_dir = attempt_dir.string();
-  node.output_dir = output_dir.string();
-  node.checkpoint_dir = checkpoint_dir;
-  node.cache_dir = cache_dir.string();
-  node.trainer_bin = options_.trainer_bin;
-  node.eval_bin = options_.eval_bin;
-  node.torchrun = options_.torchrun_bin;
-
-  std::string error;
-  absl::StatusOr<NodePlan> plan = PlanNode(spec, node);
-  if (!plan.ok()) {
-    error = std::string(plan.status().message());
-  } else {
-    if (spec.launcher() == v1::LAUNCHER_DIRECT &&
-        (spec.kind() == v1::JOB_KIND_TRAIN ||
-         spec.kind() == v1::JOB_KIND_EVAL)) {
-      const std::string& bin = plan->processes[0].argv[0];
-      if (!Executable(bin)) {
-        error = absl::StrCat("worker program ", bin,
-                             " not found (build with DCVLR_WORKER=ON, or give "
-                             "--trainer-bin / --eval-bin)");
-      }
-    }
-    for (const PlannedFile& file : plan->files) {
-      if (error.empty() && !WriteFile(file.path, file.content)) {
-        error = "cannot write " + file.path;
-      }
-    }
-  }
-  if (master_port == 0 && error.empty()) {
-    error = "no rendezvous port (node rank 0 has not reported one)";
-  }
-
-  const int procs = plan.ok() ? static_cast<int>(plan->processes.size()) : 1;
-  AttemptSpec attempt;
-  attempt.job_id = start.job_id();
-  attempt.attempt = start.attempt();
-  attempt.grace_s = spec.grace_s();
-  std::map<int, TrackedLog> tracked;
-  if (!plan.ok()) {
-    // Only for the log line that says why nothing started.
-    PlannedProcess none;
-    none.rank = start.node_rank();
-    none.log_name = absl::StrCat("rank-", none.rank, ".log");
-    plan = NodePlan{{}, {none}};
-  }
-  for (const PlannedProcess& planned : plan->processes) {
-    std::map<std::string, std::string> env = BaseEnvironment();
-    for (const auto& [name, value] : planned.env) env[name] = value;
-    ProcessSpec process;
-    process.rank = planned.rank;
-    process.argv = planned.argv;
-    for (const auto& [name, value] : env) {
-      process.env.push_back(absl::StrCat(name, "=", value));
-    }
-    process.log_path = (attempt_dir / planned.log_name).string();
-    process.pid_path =
-        (attempt_dir / absl::StrCat("rank-", planned.rank, ".pid")).string();
-    process.cwd = output_dir.string();
-    tracked[planned.rank].path = process.log_path;
-    attempt.processes.push_back(std::move(process));
-  }
-  {
-    std::lock_guard<std::mutex> lock(logs_mu_);
-    logs_[key] = tracked;
-    metrics_[key].path = (attempt_dir / "metrics.jsonl").string();
-  }
-  {
-    std::lock_guard<std::mutex> lock(state_mu_);
-    gpus_[key].assign(start.gpus().begin(), start.gpus().end());
-  }
-
-  absl::Status status = error.empty()
-                            ? supervisor_->Start(attempt)
-                            : absl::FailedPreconditionError(error);
   if (!status.ok()) {
     // Say why in the job's own log, where its user looks.
     const std::string text =
@@ -562,11 +439,152 @@ void Agent::HandleStart(const v1::StartAttempt& start) {
     SendUpdate(update);
     return;
   }
+  const size_t procs = attempt.processes.size();
   LOG(INFO) << "job=" << start.job_id() << " attempt=" << start.attempt()
             << " started " << procs << (procs == 1 ? " process" : " processes");
   update.set_phase(v1::AttemptUpdate::PHASE_STARTED);
-  update.set_master_port(master_port);
+  update.set_master_port(node.master_port);
   SendUpdate(update);
+}
+
+bool Agent::AcceptStart(const v1::StartAttempt& start) {
+  {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    int& newest = newest_attempt_[start.job_id()];
+    if (start.attempt() <= newest) {
+      LOG(WARNING) << "job=" << start.job_id() << " attempt=" << start.attempt()
+                   << " refused: attempt " << newest << " seen already";
+      if (start.attempt() < newest) {
+        v1::AttemptUpdate update;
+        update.set_job_id(start.job_id());
+        update.set_attempt(start.attempt());
+        update.set_phase(v1::AttemptUpdate::PHASE_EXITED);
+        update.set_exit_code(-1);
+        update.set_message("stale start order refused");
+        SendUpdate(update);
+      }
+      return false;
+    }
+    newest = start.attempt();
+  }
+  for (const auto& [job, attempt] : supervisor_->Running()) {
+    if (job == start.job_id() && attempt < start.attempt()) {
+      supervisor_->Stop(job, attempt, 0, "superseded by a newer attempt");
+    }
+  }
+  return true;
+}
+
+NodeContext Agent::PrepareNode(const v1::StartAttempt& start) const {
+  const fs::path job_dir =
+      fs::path(options_.work_dir) / "jobs" / start.job_id();
+  NodeContext node;
+  node.attempt_dir =
+      (job_dir / absl::StrCat("attempt-", start.attempt())).string();
+  node.checkpoint_dir = start.spec().checkpoint_dir().empty()
+                            ? (job_dir / "checkpoints").string()
+                            : start.spec().checkpoint_dir();
+  node.output_dir = (job_dir / "output").string();
+  node.cache_dir = (fs::path(options_.work_dir) / "cache").string();
+  std::error_code ec;
+  for (const std::string& dir : {node.attempt_dir, node.output_dir,
+                                 node.checkpoint_dir, node.cache_dir}) {
+    fs::create_directories(dir, ec);  // a failure shows when files are written
+  }
+  node.master_addr = start.master_addr();
+  if (node.master_addr.empty()) {
+    node.master_addr =
+        options_.advertise_host.empty() ? "127.0.0.1" : options_.advertise_host;
+  }
+  node.master_port = start.master_port();
+  if (node.master_port == 0 && start.node_rank() == 0) {
+    node.master_port = PickFreePort();
+  }
+  node.job_id = start.job_id();
+  node.attempt = start.attempt();
+  node.user = start.user();
+  node.node = options_.name;
+  node.node_rank = start.node_rank();
+  node.num_nodes = std::max(1, start.num_nodes());
+  node.gpus.assign(start.gpus().begin(), start.gpus().end());
+  node.agent_dir = options_.work_dir;
+  node.trainer_bin = options_.trainer_bin;
+  node.eval_bin = options_.eval_bin;
+  node.torchrun = options_.torchrun_bin;
+  return node;
+}
+
+absl::Status Agent::ReadyToStart(const v1::JobSpec& spec, const NodePlan& plan,
+                                 const NodeContext& node) const {
+  if (spec.launcher() == v1::LAUNCHER_DIRECT &&
+      (spec.kind() == v1::JOB_KIND_TRAIN || spec.kind() == v1::JOB_KIND_EVAL)) {
+    const std::string& bin = plan.processes[0].argv[0];
+    if (!Executable(bin)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker program ", bin,
+                       " not found (build with DCVLR_WORKER=ON, or give "
+                       "--trainer-bin / --eval-bin)"));
+    }
+  }
+  for (const PlannedFile& file : plan.files) {
+    if (!WriteFile(file.path, file.content)) {
+      return absl::FailedPreconditionError("cannot write " + file.path);
+    }
+  }
+  if (node.master_port == 0) {
+    return absl::FailedPreconditionError(
+        "no rendezvous port (node rank 0 has not reported one)");
+  }
+  return absl::OkStatus();
+}
+
+NodePlan Agent::FailurePlan(int node_rank) {
+  // Only for the log line that says why nothing started.
+  PlannedProcess none;
+  none.rank = node_rank;
+  none.log_name = absl::StrCat("rank-", none.rank, ".log");
+  return NodePlan{{}, {none}};
+}
+
+AttemptSpec Agent::MakeAttempt(const v1::StartAttempt& start,
+                               const NodePlan& plan, const NodeContext& node) {
+  AttemptSpec attempt;
+  attempt.job_id = start.job_id();
+  attempt.attempt = start.attempt();
+  attempt.grace_s = start.spec().grace_s();
+  const fs::path attempt_dir = node.attempt_dir;
+  for (const PlannedProcess& planned : plan.processes) {
+    std::map<std::string, std::string> env = BaseEnvironment();
+    for (const auto& [name, value] : planned.env) env[name] = value;
+    ProcessSpec process;
+    process.rank = planned.rank;
+    process.argv = planned.argv;
+    for (const auto& [name, value] : env) {
+      process.env.push_back(absl::StrCat(name, "=", value));
+    }
+    process.log_path = (attempt_dir / planned.log_name).string();
+    process.pid_path =
+        (attempt_dir / absl::StrCat("rank-", planned.rank, ".pid")).string();
+    process.cwd = node.output_dir;
+    attempt.processes.push_back(std::move(process));
+  }
+  return attempt;
+}
+
+void Agent::Track(const AttemptKey& key, const AttemptSpec& attempt,
+                  const v1::StartAttempt& start,
+                  const std::string& attempt_dir) {
+  std::map<int, TrackedLog> tracked;
+  for (const ProcessSpec& process : attempt.processes) {
+    tracked[process.rank].path = process.log_path;
+  }
+  {
+    std::lock_guard<std::mutex> lock(logs_mu_);
+    logs_[key] = std::move(tracked);
+    metrics_[key].path = (fs::path(attempt_dir) / "metrics.jsonl").string();
+  }
+  std::lock_guard<std::mutex> lock(state_mu_);
+  gpus_[key].assign(start.gpus().begin(), start.gpus().end());
 }
 
 void Agent::HandleStop(const v1::StopAttempt& stop) {
@@ -863,7 +881,8 @@ void Agent::LeaseLoop() {
     if (registered) {
       // last_contact_ms_ moves with every message received on the stream.
       expired = false;
-    } else if (ProbeTcp(ResolveAddress(options_.coordinator), 500) == Reachability::kRefused) {
+    } else if (ProbeTcp(ResolveAddress(options_.coordinator), 500) ==
+               Reachability::kRefused) {
       // The coordinator is down, not cut off from us: it cannot place our
       // jobs elsewhere while down, and keeps them when it comes back.
       last_contact_ms_ = SteadyMs();

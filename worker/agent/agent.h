@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "common/launch.h"
 #include "dcvlr/v1/agent.grpc.pb.h"
 #include "worker/agent/line_splitter.h"
 #include "worker/agent/supervisor.h"
@@ -34,8 +36,8 @@ struct AgentOptions {
   std::vector<v1::Gpu> gpus;
   std::string work_dir;
   std::string advertise_host;
-  std::string trainer_bin;  // dcvlr-train
-  std::string eval_bin;     // dcvlr-eval
+  std::string trainer_bin;                // dcvlr-train
+  std::string eval_bin;                   // dcvlr-eval
   std::string torchrun_bin = "torchrun";  // for Oumi training configs
   int64_t lease_ms = 4000;
   // Where this agent serves Prometheus metrics (reported at registration);
@@ -84,7 +86,28 @@ class Agent {
   // removes its pid files. Its attempts then count as lost.
   void CleanUpPreviousLife();
   void Serve();
+  // A start order, in named steps: accepted (fencing), the node's
+  // directories and rendezvous, the plan (PlanNode) and its files, the
+  // processes, the bookkeeping, then the supervisor; a step that fails ends the
+  // attempt with exit 127 and says why in the job's log.
   void HandleStart(const v1::StartAttempt& start);
+  // False for an attempt not newer than the newest seen for the job (an
+  // older one is answered EXITED -1); stops older attempts still running.
+  bool AcceptStart(const v1::StartAttempt& start);
+  // The attempt's directories (created) and its rendezvous address; node
+  // rank 0 picks the port.
+  NodeContext PrepareNode(const v1::StartAttempt& start) const;
+  // Writes the plan's files and checks that it can start (its worker
+  // program exists, a rendezvous port is known); an error says why not.
+  absl::Status ReadyToStart(const v1::JobSpec& spec, const NodePlan& plan,
+                            const NodeContext& node) const;
+  // A plan of one log and no process, for an attempt that cannot start.
+  static NodePlan FailurePlan(int node_rank);
+  static AttemptSpec MakeAttempt(const v1::StartAttempt& start,
+                                 const NodePlan& plan, const NodeContext& node);
+  // Relays the attempt's logs and metrics and records its GPUs.
+  void Track(const AttemptKey& key, const AttemptSpec& attempt,
+             const v1::StartAttempt& start, const std::string& attempt_dir);
   void HandleStop(const v1::StopAttempt& stop);
   void OnExit(const AttemptExit& exit);
   // Queues `message` for the stream's writer thread and returns at once:

@@ -170,9 +170,8 @@ int Run(int64_t finished, int pending, int ticks) {
     changed += core.Tick();
   });
   size_t active = 0;
-  const Stats snapshot = Time(ticks, [&] {
-    active += core.Snapshot(50).active.size();
-  });
+  const Stats snapshot =
+      Time(ticks, [&] { active += core.Snapshot(50).active.size(); });
   v1::ListJobsRequest list_request;
   list_request.set_limit(50);
   size_t listed = 0;
@@ -204,10 +203,11 @@ int Run(int64_t finished, int pending, int ticks) {
   // What the loops saw, so a broken setup shows: nothing changes, 128
   // attempts run, 50 jobs listed, every live job listed, no job is called
   // "no-such-job".
-  printf("  checks: ticks that changed=%d active/snapshot=%zu listed/call=%zu "
-         "live/call=%zu missing=%d/%d\n",
-         changed, active / ticks, listed / ticks, live / ticks, missing,
-         std::min(ticks, 50));
+  printf(
+      "  checks: ticks that changed=%d active/snapshot=%zu listed/call=%zu "
+      "live/call=%zu missing=%d/%d\n",
+      changed, active / ticks, listed / ticks, live / ticks, missing,
+      std::min(ticks, 50));
   std::filesystem::remove_all(dir);
   return 0;
 }

@@ -52,8 +52,7 @@ class Coordinator {
         log);
     address_ = dcvlr::testing::AwaitListening(log, std::chrono::seconds(120));
     if (address_.empty()) {
-      fprintf(stderr, "dcvlr-coordinator did not start; see %s\n",
-              log.c_str());
+      fprintf(stderr, "dcvlr-coordinator did not start; see %s\n", log.c_str());
       exit(1);
     }
     stub_ = dcvlr::v1::ClientService::NewStub(
@@ -71,7 +70,8 @@ class Coordinator {
   std::unique_ptr<dcvlr::v1::ClientService::Stub> stub_;
 };
 
-dcvlr::v1::Job Get(dcvlr::v1::ClientService::Stub* stub, const std::string& id) {
+dcvlr::v1::Job Get(dcvlr::v1::ClientService::Stub* stub,
+                   const std::string& id) {
   grpc::ClientContext context;
   dcvlr::v1::GetJobRequest request;
   request.set_job(id);
@@ -89,17 +89,22 @@ void AgentKill(const std::string& root, int trials) {
     auto agent = [&](const std::string& name) {
       return std::make_unique<Process>(
           std::vector<std::string>{BinDir() + "/dcvlr-agent", "--coordinator",
-                                   dir + "/state/coordinator.addr", "--name", name,
-                                   "--gpus", "1", "--work-dir", dir + "/" + name},
+                                   dir + "/state/coordinator.addr", "--name",
+                                   name, "--gpus", "1", "--work-dir",
+                                   dir + "/" + name},
           dir + "/agent-" + name + ".log");
     };
     auto a = agent("a");
-    const std::string id = SubmitOrExit(coordinator.stub(),
-                                  "kind: command\nresources: {gpus_per_node: 1}\n"
-                                  "run: exec sleep 600\n");
-    Eventually([&] { return Get(coordinator.stub(), id).state() ==
-                            dcvlr::v1::JOB_STATE_RUNNING; },
-               std::chrono::seconds(60));
+    const std::string id =
+        SubmitOrExit(coordinator.stub(),
+                     "kind: command\nresources: {gpus_per_node: 1}\n"
+                     "run: exec sleep 600\n");
+    Eventually(
+        [&] {
+          return Get(coordinator.stub(), id).state() ==
+                 dcvlr::v1::JOB_STATE_RUNNING;
+        },
+        std::chrono::seconds(60));
     auto b = agent("b");
     Eventually([&] {
       grpc::ClientContext context;
@@ -113,7 +118,8 @@ void AgentKill(const std::string& root, int trials) {
     Eventually(
         [&] {
           dcvlr::v1::Job job = Get(coordinator.stub(), id);
-          return job.state() == dcvlr::v1::JOB_STATE_RUNNING && job.attempt() == 2;
+          return job.state() == dcvlr::v1::JOB_STATE_RUNNING &&
+                 job.attempt() == 2;
         },
         std::chrono::seconds(120));
     seconds.push_back(Seconds(Clock::now() - killed));
@@ -121,10 +127,11 @@ void AgentKill(const std::string& root, int trials) {
     b->Signal(SIGTERM);
     b->Wait();
   }
-  printf("agent kill -9 -> job RUNNING again elsewhere (%d trials): "
-         "p50 %.2f s, p99 %.2f s, max %.2f s\n",
-         trials, Percentile(seconds, 0.5), Percentile(seconds, 0.99),
-         *std::max_element(seconds.begin(), seconds.end()));
+  printf(
+      "agent kill -9 -> job RUNNING again elsewhere (%d trials): "
+      "p50 %.2f s, p99 %.2f s, max %.2f s\n",
+      trials, Percentile(seconds, 0.5), Percentile(seconds, 0.99),
+      *std::max_element(seconds.begin(), seconds.end()));
 }
 
 void CoordinatorRestart(const std::string& root, int jobs) {
@@ -143,16 +150,21 @@ void CoordinatorRestart(const std::string& root, int jobs) {
   const auto started = Clock::now();
   Coordinator coordinator(dir, 2);
   const double listening = Seconds(Clock::now() - started);
-  Eventually([&] {
-    grpc::ClientContext context;
-    dcvlr::v1::ListJobsRequest request;
-    dcvlr::v1::ListJobsResponse response;
-    return coordinator.stub()->ListJobs(&context, request, &response).ok() &&
-           response.jobs_size() == jobs;
-  }, std::chrono::seconds(300));
-  printf("coordinator restart with %d jobs in the store: listening after "
-         "%.2f s, all jobs listed after %.2f s\n",
-         jobs, listening, Seconds(Clock::now() - started));
+  Eventually(
+      [&] {
+        grpc::ClientContext context;
+        dcvlr::v1::ListJobsRequest request;
+        dcvlr::v1::ListJobsResponse response;
+        return coordinator.stub()
+                   ->ListJobs(&context, request, &response)
+                   .ok() &&
+               response.jobs_size() == jobs;
+      },
+      std::chrono::seconds(300));
+  printf(
+      "coordinator restart with %d jobs in the store: listening after "
+      "%.2f s, all jobs listed after %.2f s\n",
+      jobs, listening, Seconds(Clock::now() - started));
   coordinator.Kill();
 }
 

@@ -19,8 +19,8 @@
 //
 //   submit_bench [--coordinator PATH]... [--seconds 5] [--clients 1,8,64]
 //                [--rounds 2] [--latency-jobs 100] [--ctl-runs 50]
-#include <sys/wait.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -126,10 +126,10 @@ int64_t EventTime(const dcvlr::v1::Job& job, dcvlr::v1::EventType type) {
 std::vector<double> Latency(const std::string& binary, const std::string& dir,
                             int jobs) {
   Coordinator coordinator(binary, dir);
-  Process agent({BinDir() + "/dcvlr-agent", "--coordinator",
-                 coordinator.address(), "--name", "n1", "--gpus", "1",
-                 "--work-dir", dir + "/work"},
-                dir + "/agent.log");
+  Process agent(
+      {BinDir() + "/dcvlr-agent", "--coordinator", coordinator.address(),
+       "--name", "n1", "--gpus", "1", "--work-dir", dir + "/work"},
+      dir + "/agent.log");
   auto stub = coordinator.Connect();
   auto get = [&](const std::string& id) {
     grpc::ClientContext context;
@@ -169,8 +169,8 @@ std::vector<double> Latency(const std::string& binary, const std::string& dir,
 }
 
 // Wall time of `dcvlrctl submit FILE`, in ms, `runs` times.
-std::vector<double> CtlSubmit(const std::string& binary,
-                              const std::string& dir, int runs) {
+std::vector<double> CtlSubmit(const std::string& binary, const std::string& dir,
+                              int runs) {
   Coordinator coordinator(binary, dir);
   const std::string file = dir + "/job.yaml";
   std::ofstream(file) << kPendingJob;
@@ -259,20 +259,21 @@ int main(int argc, char** argv) {
         fflush(stdout);
       }
       std::vector<double> l =
-          Latency(binary, root + "/run-" + std::to_string(run++),
-                  latency_jobs);
+          Latency(binary, root + "/run-" + std::to_string(run++), latency_jobs);
       latency[binary].insert(latency[binary].end(), l.begin(), l.end());
       std::vector<double> c =
           CtlSubmit(binary, root + "/run-" + std::to_string(run++), ctl_runs);
       ctl[binary].insert(ctl[binary].end(), c.begin(), c.end());
-      printf("round %d %s submit->started p50 %.1f ms; dcvlrctl submit p50 "
-             "%.1f ms\n",
-             round, binary.c_str(), Percentile(l, 0.5), Percentile(c, 0.5));
+      printf(
+          "round %d %s submit->started p50 %.1f ms; dcvlrctl submit p50 "
+          "%.1f ms\n",
+          round, binary.c_str(), Percentile(l, 0.5), Percentile(c, 0.5));
       fflush(stdout);
     }
   }
   printf("\n%-40s", "coordinator");
-  for (int clients : client_counts) printf(" %9s", ("c=" + std::to_string(clients)).c_str());
+  for (int clients : client_counts)
+    printf(" %9s", ("c=" + std::to_string(clients)).c_str());
   printf(" %22s %22s\n", "submit->started p50/p99", "dcvlrctl submit p50/p99");
   for (const std::string& binary : binaries) {
     printf("%-40s", binary.c_str());
@@ -283,8 +284,9 @@ int main(int argc, char** argv) {
            Percentile(latency[binary], 0.5), Percentile(latency[binary], 0.99),
            Percentile(ctl[binary], 0.5), Percentile(ctl[binary], 0.99));
   }
-  printf("(durable submits/s: median over rounds; latency and dcvlrctl: "
-         "percentiles over every sample)\n");
+  printf(
+      "(durable submits/s: median over rounds; latency and dcvlrctl: "
+      "percentiles over every sample)\n");
   std::filesystem::remove_all(root);
   return 0;
 }

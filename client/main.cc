@@ -64,8 +64,8 @@ class Client {
   explicit Client(const Globals& globals)
       : globals_(globals),
         address_(ResolveAddress(globals.coordinator)),
-        channel_(grpc::CreateChannel(address_,
-                                     grpc::InsecureChannelCredentials())),
+        channel_(
+            grpc::CreateChannel(address_, grpc::InsecureChannelCredentials())),
         stub_(v1::ClientService::NewStub(channel_)) {}
 
   v1::ClientService::Stub* stub() { return stub_.get(); }
@@ -82,9 +82,8 @@ class Client {
   int Fail(const grpc::Status& status) {
     // UNAVAILABLE from a coordinator that answered (its connection is up)
     // is its own refusal, e.g. while its state store fails: say it as is.
-    const bool answered =
-        channel_->GetState(false) == GRPC_CHANNEL_READY &&
-        status.error_code() == grpc::StatusCode::UNAVAILABLE;
+    const bool answered = channel_->GetState(false) == GRPC_CHANNEL_READY &&
+                          status.error_code() == grpc::StatusCode::UNAVAILABLE;
     if (!answered &&
         (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
          status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)) {
@@ -96,9 +95,8 @@ class Client {
       return kUnreachable;
     }
     fprintf(stderr, "dcvlrctl: %s\n", status.error_message().c_str());
-    return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT
-               ? kBadInput
-               : kFailed;
+    return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? kBadInput
+                                                                     : kFailed;
   }
 
  private:
@@ -178,8 +176,9 @@ int Submit(Client& client, const std::string& path, bool dry_run,
       fprintf(stderr, "%s\n", std::string(parsed.status().message()).c_str());
       return kBadInput;
     }
-    fprintf(stderr, "dcvlrctl: coordinator unreachable; checked the file "
-                    "alone\n");
+    fprintf(stderr,
+            "dcvlrctl: coordinator unreachable; checked the file "
+            "alone\n");
     for (const ParsedJobFile& file : *parsed) {
       *response.add_jobs()->mutable_spec() = file.spec;
       for (const std::string& w : file.warnings) response.add_warnings(w);
@@ -206,9 +205,9 @@ int Submit(Client& client, const std::string& path, bool dry_run,
     PrintJson(out);
   } else if (dry_run) {
     for (const v1::Job& job : response.jobs()) {
-      printf("%s: valid (%s job '%s', %d node(s) x %d GPU(s))\n",
-             path.c_str(), JobKindName(job.spec().kind()).c_str(),
-             job.spec().name().c_str(), job.spec().resources().nodes(),
+      printf("%s: valid (%s job '%s', %d node(s) x %d GPU(s))\n", path.c_str(),
+             JobKindName(job.spec().kind()).c_str(), job.spec().name().c_str(),
+             job.spec().resources().nodes(),
              job.spec().resources().gpus_per_node());
     }
   } else {
@@ -239,7 +238,8 @@ int ListPages(Client& client, v1::ListJobsRequest request, int limit,
     client.Prepare(&context);
     grpc::Status status = client.stub()->ListJobs(&context, request, &response);
     if (!status.ok()) return client.Fail(status);
-    for (v1::Job& job : *response.mutable_jobs()) jobs->push_back(std::move(job));
+    for (v1::Job& job : *response.mutable_jobs())
+      jobs->push_back(std::move(job));
     token = response.next_page_token();
   } while (!token.empty() &&
            (limit <= 0 || static_cast<int>(jobs->size()) < limit));
@@ -253,9 +253,11 @@ int List(Client& client, const std::string& user,
   for (const std::string& name : states) {
     auto state = ParseJobState(name);
     if (!state) {
-      fprintf(stderr, "dcvlrctl: --state %s: expected one of PENDING, "
-                      "SCHEDULED, RUNNING, SUCCEEDED, FAILED, CANCELLED, "
-                      "PREEMPTED\n", name.c_str());
+      fprintf(stderr,
+              "dcvlrctl: --state %s: expected one of PENDING, "
+              "SCHEDULED, RUNNING, SUCCEEDED, FAILED, CANCELLED, "
+              "PREEMPTED\n",
+              name.c_str());
       return kBadInput;
     }
     request.add_states(*state);
@@ -341,10 +343,11 @@ int Describe(Client& client, const std::string& ref) {
   std::cout << DescribeJob(job);
   std::cout << ScoresTable(scores);
   if (entry != nullptr) {
-    printf("\nQueue:      position %d of %d, effective priority %.1f, "
-           "%s's fair share %.3f\n            %s\n",
-           position, queue.entries_size(), entry->effective_priority(),
-           entry->user().c_str(), entry->fair_share(), entry->reason().c_str());
+    printf(
+        "\nQueue:      position %d of %d, effective priority %.1f, "
+        "%s's fair share %.3f\n            %s\n",
+        position, queue.entries_size(), entry->effective_priority(),
+        entry->user().c_str(), entry->fair_share(), entry->reason().c_str());
   }
   return 0;
 }
@@ -413,20 +416,20 @@ int Cancel(Client& client, const std::string& ref, bool wait) {
     PrintJson(JobToJson(job));
   } else {
     printf("%s %s\n", job.id().c_str(),
-           job.state() == v1::JOB_STATE_CANCELLED ? "cancelled"
-                                                  : "cancelling");
+           job.state() == v1::JOB_STATE_CANCELLED ? "cancelled" : "cancelling");
   }
   return 0;
 }
 
 std::string StateLine(const v1::Job& job) {
-  std::string line = absl::StrCat(FormatTime(job.events_size() > 0
-                                                 ? job.events().rbegin()->time_ms()
-                                                 : job.submit_time_ms()),
-                                  "  ", job.id(), "  ", JobStateName(job.state()));
+  std::string line = absl::StrCat(
+      FormatTime(job.events_size() > 0 ? job.events().rbegin()->time_ms()
+                                       : job.submit_time_ms()),
+      "  ", job.id(), "  ", JobStateName(job.state()));
   if (job.attempt() > 0) absl::StrAppend(&line, "  attempt ", job.attempt());
   if (!job.reason().empty()) absl::StrAppend(&line, "  (", job.reason(), ")");
-  if (IsTerminal(job.state())) absl::StrAppend(&line, "  exit ", job.exit_code());
+  if (IsTerminal(job.state()))
+    absl::StrAppend(&line, "  exit ", job.exit_code());
   return line;
 }
 
@@ -436,9 +439,9 @@ int Wait(Client& client, const std::string& ref, double timeout_s) {
   request.set_job(ref);
   grpc::ClientContext context;
   if (timeout_s > 0) {
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::milliseconds(
-                             static_cast<int64_t>(timeout_s * 1000)));
+    context.set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
   }
   auto reader = client.stub()->WatchJob(&context, request);
   v1::Job job;
@@ -811,7 +814,8 @@ int Render(const Globals& globals, const std::string& path,
       }
       nlohmann::json processes = nlohmann::json::array();
       for (const PlannedProcess& p : plan->processes) {
-        processes.push_back({{"rank", p.rank}, {"argv", p.argv}, {"env", p.env}});
+        processes.push_back(
+            {{"rank", p.rank}, {"argv", p.argv}, {"env", p.env}});
       }
       nodes.push_back(
           {{"node_rank", rank}, {"files", files}, {"processes", processes}});
@@ -826,11 +830,13 @@ int Render(const Globals& globals, const std::string& path,
   for (const nlohmann::json& job : jobs) {
     std::cout << "# job '" << job["name"].get<std::string>() << "' ("
               << job["kind"].get<std::string>() << ", "
-              << job["launcher"].get<std::string>() << "): "
-              << job["resources"]["nodes"] << " node(s) x "
+              << job["launcher"].get<std::string>()
+              << "): " << job["resources"]["nodes"] << " node(s) x "
               << job["resources"]["gpus_per_node"] << " GPU(s)";
     if (job.contains("after")) {
-      std::cout << ", after " << absl::StrJoin(job["after"].get<std::vector<std::string>>(), ", ");
+      std::cout << ", after "
+                << absl::StrJoin(job["after"].get<std::vector<std::string>>(),
+                                 ", ");
     }
     std::cout << "\n# <node-0-address> and port 29500 stand for node 0's "
                  "address and the free port it picks at start\n";
@@ -844,7 +850,8 @@ int Render(const Globals& globals, const std::string& path,
       }
       for (const nlohmann::json& p : node["processes"]) {
         std::vector<std::string> argv;
-        for (const auto& a : p["argv"]) argv.push_back(ShellWord(a.get<std::string>()));
+        for (const auto& a : p["argv"])
+          argv.push_back(ShellWord(a.get<std::string>()));
         std::cout << "rank " << p["rank"] << ": " << absl::StrJoin(argv, " ")
                   << "\n";
         for (const auto& [name, value] : p["env"].items()) {
@@ -887,16 +894,19 @@ int main(int argc, char** argv) {
   int rank = -1, attempt = 0, limit = 0;
   double timeout_s = 0;
 
-  auto* submit = app.add_subcommand("submit", "queue a job file; prints the job id");
+  auto* submit =
+      app.add_subcommand("submit", "queue a job file; prints the job id");
   submit->add_option("FILE", file, "job file (YAML)")->required();
   submit->add_flag("--dry-run", dry_run, "only validate; submit nothing");
   FileFlags file_flags;
   for (CLI::App* command : {submit}) {
-    command->add_option("--nodes", file_flags.nodes,
-                        "nodes (wins over the file; e.g. for an Oumi config)")
+    command
+        ->add_option("--nodes", file_flags.nodes,
+                     "nodes (wins over the file; e.g. for an Oumi config)")
         ->check(CLI::Range(1, kMaxNodes));
-    command->add_option("--gpus-per-node", file_flags.gpus_per_node,
-                        "GPUs per node (wins over the file)")
+    command
+        ->add_option("--gpus-per-node", file_flags.gpus_per_node,
+                     "GPUs per node (wins over the file)")
         ->check(CLI::Range(1, kMaxGpusPerNode));
   }
 
@@ -908,7 +918,8 @@ int main(int argc, char** argv) {
   list->add_option("--state", states, "only jobs in these states");
   list->add_option("--limit", limit, "at most this many");
 
-  auto* describe = app.add_subcommand("describe", "a job's spec, attempts and events");
+  auto* describe =
+      app.add_subcommand("describe", "a job's spec, attempts and events");
   describe->add_option("JOB", job, "job id or name")->required();
 
   auto* logs = app.add_subcommand("logs", "a job's output");
@@ -921,9 +932,11 @@ int main(int argc, char** argv) {
   cancel->add_option("JOB", job, "job id or name")->required();
   cancel->add_flag("--wait", wait_flag, "return once its processes are gone");
 
-  auto* wait = app.add_subcommand("wait", "block until a job ends; exit 0 iff it SUCCEEDED");
+  auto* wait = app.add_subcommand(
+      "wait", "block until a job ends; exit 0 iff it SUCCEEDED");
   wait->add_option("JOB", job, "job id or name")->required();
-  wait->add_option("--timeout", timeout_s, "give up after this many seconds (exit 4)");
+  wait->add_option("--timeout", timeout_s,
+                   "give up after this many seconds (exit 4)");
 
   auto* watch = app.add_subcommand(
       "watch",
@@ -948,26 +961,31 @@ int main(int argc, char** argv) {
   top->add_option("--interval", interval_s, "seconds between refreshes")
       ->check(CLI::Range(0.1, 3600.0));
 
-  auto* nodes = app.add_subcommand("nodes", "the cluster's nodes and their GPUs");
+  auto* nodes =
+      app.add_subcommand("nodes", "the cluster's nodes and their GPUs");
   auto* queue = app.add_subcommand(
-      "queue", "pending jobs in scheduling order with why each waits, and "
-               "every user's fair share");
+      "queue",
+      "pending jobs in scheduling order with why each waits, and "
+      "every user's fair share");
   auto* drain = app.add_subcommand("drain", "place no new work on a node");
   drain->add_option("NODE", node)->required();
   bool evict = false;
-  drain->add_flag("--evict", evict,
-                  "also stop the jobs there (with grace); they resume elsewhere");
+  drain->add_flag(
+      "--evict", evict,
+      "also stop the jobs there (with grace); they resume elsewhere");
   auto* undrain = app.add_subcommand("undrain", "place work on a node again");
   undrain->add_option("NODE", node)->required();
 
   auto* render = app.add_subcommand(
-      "render", "print what each node would run for a job file: files, "
-                "command lines, environment");
+      "render",
+      "print what each node would run for a job file: files, "
+      "command lines, environment");
   render->add_option("FILE", file, "job file (YAML)")->required();
   render->add_option("--nodes", file_flags.nodes, "nodes (wins over the file)")
       ->check(CLI::Range(1, kMaxNodes));
-  render->add_option("--gpus-per-node", file_flags.gpus_per_node,
-                     "GPUs per node (wins over the file)")
+  render
+      ->add_option("--gpus-per-node", file_flags.gpus_per_node,
+                   "GPUs per node (wins over the file)")
       ->check(CLI::Range(1, kMaxGpusPerNode));
   bool config_only = false;
   render->add_flag("--config", config_only,
@@ -983,7 +1001,8 @@ int main(int argc, char** argv) {
   if (render->parsed()) return Render(globals, file, file_flags, config_only);
   Client client(globals);
   if (submit->parsed()) return Submit(client, file, dry_run, file_flags);
-  if (get->parsed()) return job.empty() ? List(client, "", {}, 0) : Get(client, job);
+  if (get->parsed())
+    return job.empty() ? List(client, "", {}, 0) : Get(client, job);
   if (list->parsed()) return List(client, user_filter, states, limit);
   if (describe->parsed()) return Describe(client, job);
   if (logs->parsed()) return Logs(client, job, follow, rank, attempt);

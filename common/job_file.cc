@@ -15,8 +15,8 @@
 #include "common/launch.h"
 #include "common/process_contract.h"
 #include "common/yaml_checker.h"
-#include "common/yaml_load.h"
 #include "common/yaml_json.h"
+#include "common/yaml_load.h"
 #include "yaml-cpp/yaml.h"
 
 namespace dcvlr {

@@ -22,10 +22,10 @@
 
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/yaml_checker.h"
 #include "dcvlr/v1/job.pb.h"
 

@@ -84,18 +84,20 @@ TEST(JobFileTest, TrainSectionsBecomeJson) {
 }
 
 TEST(JobFileTest, OumiTrainingConfigWithoutKindIsTrain) {
-  auto parsed = ParseJobFile("oumi.yaml",
-                             "model: {model_name: Qwen/Qwen2.5-VL-7B-Instruct}\n"
-                             "training: {max_steps: 10}\n");
+  auto parsed =
+      ParseJobFile("oumi.yaml",
+                   "model: {model_name: Qwen/Qwen2.5-VL-7B-Instruct}\n"
+                   "training: {max_steps: 10}\n");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->spec.kind(), v1::JOB_KIND_TRAIN);
 }
 
 TEST(JobFileTest, OumiConfigForANativeModelRunsNatively) {
-  auto parsed = ParseJobFile("oumi.yaml",
-                             "dcvlr: {name: tiny, resources: {gpus_per_node: 2}}\n"
-                             "model: {model_name: tiny-vlm}\n"
-                             "training: {max_steps: 10}\n");
+  auto parsed =
+      ParseJobFile("oumi.yaml",
+                   "dcvlr: {name: tiny, resources: {gpus_per_node: 2}}\n"
+                   "model: {model_name: tiny-vlm}\n"
+                   "training: {max_steps: 10}\n");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->spec.name(), "tiny");
   EXPECT_EQ(parsed->spec.launcher(), v1::LAUNCHER_DIRECT);
@@ -157,8 +159,9 @@ TEST(JobFileTest, DcvlrSectionIsCheckedLikeTopLevelKeys) {
                         "1024, got 0"));
   EXPECT_THAT(ErrorOf("dcvlr: {prio: 3}\ntraining: {max_steps: 1}\n"),
               HasSubstr("dcvlr.prio: unknown key"));
-  EXPECT_THAT(ErrorOf("kind: train\ndcvlr: {priority: 3}\n"),
-              HasSubstr("job.yaml:2:8: dcvlr: only in an Oumi training config"));
+  EXPECT_THAT(
+      ErrorOf("kind: train\ndcvlr: {priority: 3}\n"),
+      HasSubstr("job.yaml:2:8: dcvlr: only in an Oumi training config"));
   EXPECT_THAT(ErrorOf("name: a\ndcvlr: {name: b}\ntraining: {}\n"),
               HasSubstr("dcvlr.name: also given at the top level (line 1)"));
 }
@@ -166,16 +169,16 @@ TEST(JobFileTest, DcvlrSectionIsCheckedLikeTopLevelKeys) {
 TEST(JobFileTest, OumiLauncherJobRunsSetupThenRunOnEveryNode) {
   JobFileOptions options;
   options.submit_dir = "/home/ada/dcvlr";
-  auto parsed = ParseJobFile(
-      "launch.yaml",
-      "name: sky-train\n"
-      "num_nodes: 2\n"
-      "resources: {cloud: gcp, accelerators: \"A100:8\"}\n"
-      "working_dir: .\n"
-      "envs: {WANDB_MODE: offline}\n"
-      "setup: pip install oumi\n"
-      "run: oumi train -c x.yaml\n",
-      options);
+  auto parsed =
+      ParseJobFile("launch.yaml",
+                   "name: sky-train\n"
+                   "num_nodes: 2\n"
+                   "resources: {cloud: gcp, accelerators: \"A100:8\"}\n"
+                   "working_dir: .\n"
+                   "envs: {WANDB_MODE: offline}\n"
+                   "setup: pip install oumi\n"
+                   "run: oumi train -c x.yaml\n",
+                   options);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   const auto& spec = parsed->spec;
   EXPECT_EQ(spec.kind(), v1::JOB_KIND_COMMAND);
@@ -211,8 +214,7 @@ TEST(JobFileTest, OumiLauncherJobRunsSetupThenRunOnEveryNode) {
                       "run: x\n"),
               HasSubstr("job.yaml:2:27: resources.accelerators: expected "
                         "TYPE:COUNT"));
-  EXPECT_THAT(ErrorOf("num_nodes: 1\nsetup: x\n"),
-              HasSubstr("run: missing"));
+  EXPECT_THAT(ErrorOf("num_nodes: 1\nsetup: x\n"), HasSubstr("run: missing"));
   EXPECT_THAT(ErrorOf("num_nodes: 1\nrun: x\nenvs: {RANK: 3}\n"),
               HasSubstr("envs.RANK: set by dcvlr"));
   EXPECT_THAT(ErrorOf("num_nodes: 1\nrun: x\nnum_node: 2\n"),
@@ -221,17 +223,18 @@ TEST(JobFileTest, OumiLauncherJobRunsSetupThenRunOnEveryNode) {
 }
 
 TEST(JobFileTest, EvalJobs) {
-  auto parsed = ParseJobFile(
-      "eval.yaml",
-      "kind: eval\n"
-      "model: {from: tiny-vlm-demo}\n"
-      "benchmarks: [synthetic_shapes, /data/VMCBench_DEV.tsv, "
-      "{name: mine, path: /x/m.tsv}]\n"
-      "eval: {batch_size: 16}\n");
+  auto parsed =
+      ParseJobFile("eval.yaml",
+                   "kind: eval\n"
+                   "model: {from: tiny-vlm-demo}\n"
+                   "benchmarks: [synthetic_shapes, /data/VMCBench_DEV.tsv, "
+                   "{name: mine, path: /x/m.tsv}]\n"
+                   "eval: {batch_size: 16}\n");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   auto config = nlohmann::json::parse(parsed->spec.worker_config_json());
   EXPECT_EQ(config["model"]["from"], "tiny-vlm-demo");
-  EXPECT_EQ(config["benchmarks"][0], nlohmann::json({{"name", "synthetic_shapes"}}));
+  EXPECT_EQ(config["benchmarks"][0],
+            nlohmann::json({{"name", "synthetic_shapes"}}));
   EXPECT_EQ(config["benchmarks"][1],
             nlohmann::json({{"name", "VMCBench_DEV"},
                             {"path", "/data/VMCBench_DEV.tsv"}}));
@@ -239,11 +242,11 @@ TEST(JobFileTest, EvalJobs) {
   EXPECT_EQ(config["batch_size"], 16);
   EXPECT_EQ(parsed->spec.resources().gpus_per_node(), 1);
 
-  auto path = ParseJobFile("e.yaml",
-                           "kind: eval\nmodel: /ckpt/run1\nbenchmarks: x\n");
+  auto path =
+      ParseJobFile("e.yaml", "kind: eval\nmodel: /ckpt/run1\nbenchmarks: x\n");
   ASSERT_TRUE(path.ok()) << path.status();
-  EXPECT_EQ(nlohmann::json::parse(path->spec.worker_config_json())["model"]
-                ["checkpoint"],
+  EXPECT_EQ(nlohmann::json::parse(
+                path->spec.worker_config_json())["model"]["checkpoint"],
             "/ckpt/run1");
 
   EXPECT_THAT(ErrorOf("kind: eval\nbenchmarks: [a]\n"),
@@ -275,15 +278,18 @@ TEST(JobFileTest, SeveralDocumentsAreSeveralJobs) {
   // Positions count lines of the whole file.
   EXPECT_EQ((*jobs)[1].Where("model"), "p.yaml:6:1: model");
 
-  auto twice = ParseJobFiles("p.yaml", "name: a\nkind: train\n---\n"
-                                       "name: a\nkind: train\n");
+  auto twice = ParseJobFiles("p.yaml",
+                             "name: a\nkind: train\n---\n"
+                             "name: a\nkind: train\n");
   ASSERT_FALSE(twice.ok());
   EXPECT_THAT(std::string(twice.status().message()),
               HasSubstr("p.yaml:4:7: name: 'a' names an earlier job"));
   // Every document's errors at once.
-  auto bad = ParseJobFiles("p.yaml", "kind: x\n---\nkind: train\npriority: -1\n");
+  auto bad =
+      ParseJobFiles("p.yaml", "kind: x\n---\nkind: train\npriority: -1\n");
   ASSERT_FALSE(bad.ok());
-  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("p.yaml:1:7: kind"));
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("p.yaml:1:7: kind"));
   EXPECT_THAT(std::string(bad.status().message()),
               HasSubstr("p.yaml:4:11: priority"));
 }
@@ -298,10 +304,10 @@ TEST(JobFileTest, FlagsWinOverTheFile) {
   EXPECT_EQ(parsed->spec.resources().nodes(), 3);
   EXPECT_EQ(parsed->spec.resources().gpus_per_node(), 4);
   options.nodes = 5000;
-  EXPECT_THAT(std::string(ParseJobFile("t.yaml", "kind: train\n", options)
-                              .status()
-                              .message()),
-              HasSubstr("t.yaml: --nodes: 5000 is more than 1024"));
+  EXPECT_THAT(
+      std::string(
+          ParseJobFile("t.yaml", "kind: train\n", options).status().message()),
+      HasSubstr("t.yaml: --nodes: 5000 is more than 1024"));
 }
 
 TEST(JobFileTest, MalformedYamlNamesLineAndColumn) {
@@ -366,19 +372,20 @@ TEST(JobFileTest, ZeroNegativeAndAbsurdResources) {
   EXPECT_THAT(ErrorOf("kind: command\nrun: x\nresources: {nodes: 0}\n"),
               HasSubstr("job.yaml:3:20: resources.nodes: must be from 1 to "
                         "1024, got 0"));
-  EXPECT_THAT(ErrorOf("kind: command\nrun: x\nresources: {gpus_per_node: -1}\n"),
-              HasSubstr("resources.gpus_per_node: must be from 0 to 64, got -1"));
+  EXPECT_THAT(
+      ErrorOf("kind: command\nrun: x\nresources: {gpus_per_node: -1}\n"),
+      HasSubstr("resources.gpus_per_node: must be from 0 to 64, got -1"));
   EXPECT_THAT(ErrorOf("kind: command\nrun: x\nresources: {nodes: 1000000}\n"),
               HasSubstr("resources.nodes: must be from 1 to 1024"));
-  EXPECT_THAT(
-      ErrorOf("kind: command\nrun: x\nresources: {gpus_per_node: "
-              "99999999999999999999999}\n"),
-      HasSubstr("resources.gpus_per_node: expected an integer"));
+  EXPECT_THAT(ErrorOf("kind: command\nrun: x\nresources: {gpus_per_node: "
+                      "99999999999999999999999}\n"),
+              HasSubstr("resources.gpus_per_node: expected an integer"));
   EXPECT_THAT(ErrorOf("kind: command\nrun: x\npriority: 101\n"),
               HasSubstr("priority: must be from 0 to 100"));
-  EXPECT_THAT(ErrorOf("kind: command\nrun: x\nresources: {procs_per_node: gpu}\n"),
-              HasSubstr("resources.procs_per_node: 'gpu' (one process per GPU) "
-                        "needs gpus_per_node >= 1"));
+  EXPECT_THAT(
+      ErrorOf("kind: command\nrun: x\nresources: {procs_per_node: gpu}\n"),
+      HasSubstr("resources.procs_per_node: 'gpu' (one process per GPU) "
+                "needs gpus_per_node >= 1"));
   EXPECT_THAT(ErrorOf("kind: command\nrun: x\nretry: {max_attempts: 0}\n"),
               HasSubstr("retry.max_attempts: must be from 1 to 100"));
   EXPECT_THAT(ErrorOf("kind: command\nrun: x\ngrace_s: .nan\n"),

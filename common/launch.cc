@@ -34,12 +34,14 @@ std::map<std::string, std::string> NodeEnvironment(const v1::JobSpec& spec,
   env[contract::kAgentDir] = node.agent_dir;
   env[contract::kCheckpointDir] = node.checkpoint_dir;
   env[contract::kOutputDir] = node.output_dir;
-  env[contract::kMetricsFile] = absl::StrCat(node.attempt_dir, "/metrics.jsonl");
+  env[contract::kMetricsFile] =
+      absl::StrCat(node.attempt_dir, "/metrics.jsonl");
   env[contract::kCacheDir] = node.cache_dir;
   // The names Oumi's launcher scripts read (it exports them on SkyPilot).
   env[contract::kOumiNumNodes] = std::to_string(node.num_nodes);
   env[contract::kOumiMasterAddr] = node.master_addr;
-  env[contract::kOumiTotalNumGpus] = std::to_string(node.num_nodes * gpus_per_node);
+  env[contract::kOumiTotalNumGpus] =
+      std::to_string(node.num_nodes * gpus_per_node);
   return env;
 }
 

@@ -4,8 +4,8 @@
 
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 
+#include "absl/strings/string_view.h"
 #include "dcvlr/v1/client.pb.h"
 #include "dcvlr/v1/job.pb.h"
 

@@ -55,7 +55,7 @@ inline constexpr char kOumiMasterAddr[] = "OUMI_MASTER_ADDR";
 inline constexpr char kOumiTotalNumGpus[] = "OUMI_TOTAL_NUM_GPUS";
 
 inline constexpr std::array<std::string_view, 9> kTorchrunVariables = {
-    kRank,      kLocalRank, kWorldSize,  kLocalWorldSize,    kNodeRank,
+    kRank,      kLocalRank,  kWorldSize,  kLocalWorldSize,    kNodeRank,
     kGroupRank, kMasterAddr, kMasterPort, kCudaVisibleDevices};
 
 // Whether the contract sets `name`: a job's env: may not override it, and

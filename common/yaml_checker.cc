@@ -95,8 +95,8 @@ bool YamlChecker::CheckMap(const YAML::Node& node, const std::string& key,
     const std::string& name = entry.first.Scalar();
     if (std::find(known.begin(), known.end(), name) == known.end()) {
       Error(entry.first, key.empty() ? name : absl::StrCat(key, ".", name),
-            absl::StrCat("unknown key", SuggestKey(name, known), "; known: ",
-                         absl::StrJoin(known, ", ")));
+            absl::StrCat("unknown key", SuggestKey(name, known),
+                         "; known: ", absl::StrJoin(known, ", ")));
     }
   }
   return true;
@@ -156,7 +156,8 @@ std::optional<bool> YamlChecker::Bool(const YAML::Node& node,
     if (v == "true" || v == "yes" || v == "on") return true;
     if (v == "false" || v == "no" || v == "off") return false;
   }
-  Error(node, key, absl::StrCat("expected true or false, got ", Describe(node)));
+  Error(node, key,
+        absl::StrCat("expected true or false, got ", Describe(node)));
   return std::nullopt;
 }
 

@@ -21,10 +21,10 @@ class BoundsWalk {
 
   absl::Status Walk(const YAML::Node& node) {
     if (++nodes_ > kMaxYamlNodes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          Where(source_name_, node.Mark()),
-          ": the document expands to more than ", kMaxYamlNodes,
-          " nodes once its aliases are expanded"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(Where(source_name_, node.Mark()),
+                       ": the document expands to more than ", kMaxYamlNodes,
+                       " nodes once its aliases are expanded"));
     }
     if (!node.IsSequence() && !node.IsMap()) return absl::OkStatus();
     for (const YAML::Node& above : path_) {
@@ -36,8 +36,8 @@ class BoundsWalk {
     }
     if (path_.size() >= static_cast<size_t>(kMaxYamlDepth)) {
       return absl::InvalidArgumentError(
-          absl::StrCat(Where(source_name_, node.Mark()), ": nested deeper than ",
-                       kMaxYamlDepth, " levels"));
+          absl::StrCat(Where(source_name_, node.Mark()),
+                       ": nested deeper than ", kMaxYamlDepth, " levels"));
     }
     path_.push_back(node);
     absl::Status status;
@@ -71,8 +71,8 @@ absl::StatusOr<std::vector<YAML::Node>> LoadYamlDocuments(
   } catch (const YAML::Exception& e) {
     // yaml-cpp's message for nesting past its own limit is "bad file".
     return absl::InvalidArgumentError(absl::StrCat(
-        Where(source_name, e.mark), ": invalid YAML: ",
-        e.msg == "bad file" ? "nested too deeply" : e.msg));
+        Where(source_name, e.mark),
+        ": invalid YAML: ", e.msg == "bad file" ? "nested too deeply" : e.msg));
   }
   for (const YAML::Node& document : documents) {
     BoundsWalk walk(source_name);

@@ -30,8 +30,9 @@ std::string AliasBomb(int levels, int copies) {
 TEST(YamlLoadTest, AnAliasThatContainsItselfIsRefusedNamingWhere) {
   auto docs = LoadYamlDocuments("job.yaml", "name: x\ntraining: &a [*a]\n");
   ASSERT_FALSE(docs.ok());
-  EXPECT_THAT(docs.status().message(),
-              HasSubstr("job.yaml:2:11: an alias makes this node contain itself"));
+  EXPECT_THAT(
+      docs.status().message(),
+      HasSubstr("job.yaml:2:11: an alias makes this node contain itself"));
   auto map = LoadYamlDocuments("job.yaml", "env: &e {k: *e}\n");
   ASSERT_FALSE(map.ok());
   EXPECT_THAT(map.status().message(), HasSubstr("contain itself"));
@@ -49,7 +50,8 @@ TEST(YamlLoadTest, AnAliasBombIsRefusedAfterABoundedWalk) {
 }
 
 TEST(YamlLoadTest, DeepNestingIsRefused) {
-  std::string deep = "x: " + std::string(100, '[') + std::string(100, ']') + "\n";
+  std::string deep =
+      "x: " + std::string(100, '[') + std::string(100, ']') + "\n";
   auto docs = LoadYamlDocuments("deep.yaml", deep);
   ASSERT_FALSE(docs.ok());
   EXPECT_THAT(docs.status().message(), HasSubstr("nested deeper than 64"));
@@ -73,12 +75,12 @@ TEST(YamlLoadTest, OrdinaryAnchorsAndSmallBombsLoad) {
 }
 
 TEST(YamlLoadTest, JobFilesGoThroughTheBounds) {
-  auto jobs = ParseJobFiles("self.yaml", "kind: command\nrun: x\ntraining: &a [*a]\n",
-                            {});
+  auto jobs = ParseJobFiles("self.yaml",
+                            "kind: command\nrun: x\ntraining: &a [*a]\n", {});
   ASSERT_FALSE(jobs.ok());
   EXPECT_THAT(jobs.status().message(), HasSubstr("self.yaml:3:"));
-  auto bomb = ParseJobFiles("bomb.yaml", "kind: command\nrun: x\n" + AliasBomb(10, 10),
-                            {});
+  auto bomb = ParseJobFiles("bomb.yaml",
+                            "kind: command\nrun: x\n" + AliasBomb(10, 10), {});
   ASSERT_FALSE(bomb.ok());
   EXPECT_THAT(bomb.status().message(), HasSubstr("expands to more than"));
 }

@@ -79,9 +79,9 @@ class StreamChannel final : public AgentChannel {
 // "ipv4:127.0.0.1:5000" -> "127.0.0.1"; "ipv6:[::1]:5000" -> "::1".
 std::string PeerHost(const std::string& peer) {
   std::string rest = peer;
-  if (size_t colon = rest.find(':'); colon != std::string::npos &&
-                                     (absl::StartsWith(rest, "ipv4:") ||
-                                      absl::StartsWith(rest, "ipv6:"))) {
+  if (size_t colon = rest.find(':');
+      colon != std::string::npos &&
+      (absl::StartsWith(rest, "ipv4:") || absl::StartsWith(rest, "ipv6:"))) {
     rest = rest.substr(colon + 1);
   }
   if (!rest.empty() && rest[0] == '[') {
@@ -125,9 +125,9 @@ grpc::Status AgentServiceImpl::Connect(
         break;
       case v1::AgentMessage::kLog: {
         const v1::LogChunk& chunk = message.log();
-        absl::Status s = logs_->Append(chunk.job_id(), chunk.attempt(),
-                                       chunk.rank(), chunk.offset(),
-                                       chunk.data());
+        absl::Status s =
+            logs_->Append(chunk.job_id(), chunk.attempt(), chunk.rank(),
+                          chunk.offset(), chunk.data());
         if (!s.ok()) {
           LOG(WARNING) << "node=" << name << " log chunk refused: " << s;
         }

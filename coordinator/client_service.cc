@@ -96,19 +96,20 @@ grpc::Status ClientServiceImpl::StreamLogs(
   absl::StatusOr<v1::Job> job = core_->GetJob(request->job());
   if (!job.ok()) return ToGrpcStatus(job.status());
   // Following a job that has not started yet waits for its first attempt.
-  while (request->follow() && job->attempt() < 1 &&
-         !IsTerminal(job->state()) && !Done(context)) {
-    job = core_->AwaitChange(job->id(), job->version(), absl::Milliseconds(500));
+  while (request->follow() && job->attempt() < 1 && !IsTerminal(job->state()) &&
+         !Done(context)) {
+    job =
+        core_->AwaitChange(job->id(), job->version(), absl::Milliseconds(500));
     if (!job.ok()) return ToGrpcStatus(job.status());
   }
-  const int attempt = request->attempt() > 0 ? request->attempt()
-                                             : job->attempt();
+  const int attempt =
+      request->attempt() > 0 ? request->attempt() : job->attempt();
   if (attempt < 1 || attempt > job->attempt()) {
     return grpc::Status(
         grpc::StatusCode::NOT_FOUND,
-        attempt < 1 ? absl::StrCat("job ", job->id(), " has not started yet")
-                    : absl::StrCat("job ", job->id(), " has no attempt ",
-                                   attempt));
+        attempt < 1
+            ? absl::StrCat("job ", job->id(), " has not started yet")
+            : absl::StrCat("job ", job->id(), " has no attempt ", attempt));
   }
   constexpr int64_t kChunk = 64 * 1024;
   std::map<int, int64_t> sent;

@@ -174,8 +174,8 @@ void Parser::ParseSubmitLimits(const YAML::Node& node) {
 void Parser::Parse(const YAML::Node& root) {
   if (!CheckMap(root, "",
                 {"preemption", "fair_share_half_life", "default_grace_s",
-                 "checkpoint_root",
-                 "aging", "backfill", "submit_limits", "groups", "users"})) {
+                 "checkpoint_root", "aging", "backfill", "submit_limits",
+                 "groups", "users"})) {
     return;
   }
   if (YAML::Node n = root["preemption"]) {

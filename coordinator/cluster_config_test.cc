@@ -28,8 +28,9 @@ TEST(ClusterConfigTest, CheckpointRootMustBeAbsolute) {
   absl::StatusOr<ClusterConfig> config =
       ParseClusterConfig("c.yaml", "checkpoint_root: ckpt\n");
   ASSERT_FALSE(config.ok());
-  EXPECT_THAT(std::string(config.status().message()),
-              HasSubstr("c.yaml:1:18: checkpoint_root: must be an absolute path"));
+  EXPECT_THAT(
+      std::string(config.status().message()),
+      HasSubstr("c.yaml:1:18: checkpoint_root: must be an absolute path"));
 }
 
 TEST(ClusterConfigTest, ParsesEveryKey) {

@@ -183,8 +183,7 @@ absl::StatusOr<SubmitResult> Core::ResolveFile(
     // Ids are what they will be, so that later documents can name the job.
     job.set_id(absl::StrCat("j-", seq++));
     if (job.spec().checkpoint_dir().empty() && !root.empty()) {
-      job.mutable_spec()->set_checkpoint_dir(
-          absl::StrCat(root, "/", job.id()));
+      job.mutable_spec()->set_checkpoint_dir(absl::StrCat(root, "/", job.id()));
     }
     result.jobs.push_back(std::move(job));
   }
@@ -215,8 +214,8 @@ absl::StatusOr<SubmitResult> Core::SubmitFile(const std::string& user,
     return result;
   }
   const int64_t count = static_cast<int64_t>(result->jobs.size());
-  if (absl::Status s = limiter_.Admit(*config_, user, count,
-                                      jobs_.LiveCount(user), Now());
+  if (absl::Status s =
+          limiter_.Admit(*config_, user, count, jobs_.LiveCount(user), Now());
       !s.ok()) {
     return s;
   }
@@ -364,8 +363,8 @@ std::vector<v1::Node> Core::ListNodes() const {
   return nodes_.List();
 }
 
-absl::StatusOr<v1::Node> Core::SetDrained(const std::string& name,
-                                          bool drained, bool evict) {
+absl::StatusOr<v1::Node> Core::SetDrained(const std::string& name, bool drained,
+                                          bool evict) {
   {
     absl::ReleasableMutexLock lock(&mu_);
     if (absl::Status s = CheckWritable(); !s.ok()) return s;
@@ -456,7 +455,8 @@ void Core::ChargeUsage(bool save) {
       for (const auto& [key, gpus] : node.holds) {
         const v1::Job* job = jobs_.Find(key.job_id);
         if (job != nullptr && !gpus.empty()) {
-          ledger_.Charge(job->user(), static_cast<double>(gpus.size()), elapsed);
+          ledger_.Charge(job->user(), static_cast<double>(gpus.size()),
+                         elapsed);
         }
       }
     }
@@ -484,8 +484,8 @@ bool Core::EnforceTimeLimits() {
       continue;
     }
     attempt->set_timed_out(true);
-    const std::string why =
-        absl::StrCat("over its time limit of ", job.spec().time_limit_s(), " s");
+    const std::string why = absl::StrCat("over its time limit of ",
+                                         job.spec().time_limit_s(), " s");
     attempt->set_reason(why);
     AddEvent(job, v1::EVENT_TYPE_EXITED, absl::StrCat("stopping: ", why));
     StopAttempt(job, StopGrace(job, *config_), why, /*record=*/false);

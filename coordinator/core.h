@@ -333,9 +333,8 @@ class Core {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendStart(v1::Job& job, v1::Attempt& attempt, int node_rank)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SendStop(const std::string& node, const AttemptKey& key,
-                double grace_s, const std::string& reason)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendStop(const std::string& node, const AttemptKey& key, double grace_s,
+                const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Orders every node of the current attempt that has not exited to stop.
   // With `record`, the stop makes the attempt count as preempted.
   void StopAttempt(v1::Job& job, double grace_s, const std::string& reason,
@@ -350,8 +349,9 @@ class Core {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The current attempt of each job `key` names that is still active on
   // `node` ended as lost (`why`); every hold is released.
-  void LoseAttempts(const std::string& node, const std::vector<AttemptKey>& keys,
-                    const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LoseAttempts(const std::string& node,
+                    const std::vector<AttemptKey>& keys, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoseNode(NodeEntry& node, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job of `key` if `key` is its current, active attempt.

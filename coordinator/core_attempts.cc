@@ -105,9 +105,9 @@ void Core::Reconcile(const std::string& name,
   for (const auto& [key, gpus] : node.holds) {
     if (!running.count(key)) vanished.push_back(key);
   }
-  LoseAttempts(name, vanished,
-               absl::StrCat("processes on ", name,
-                            " gone when its agent reconnected"));
+  LoseAttempts(
+      name, vanished,
+      absl::StrCat("processes on ", name, " gone when its agent reconnected"));
   // Attempts the agent runs that are not current: fence them off.
   for (const AttemptKey& key : running) {
     if (ActiveJob(key) == nullptr) {
@@ -201,8 +201,7 @@ v1::Job* Core::ActiveJob(const AttemptKey& key) {
   return job;
 }
 
-void Core::PlaceAttempt(v1::Job& job, const Placement& placement,
-                        int64_t now) {
+void Core::PlaceAttempt(v1::Job& job, const Placement& placement, int64_t now) {
   const int number = job.attempt() + 1;
   job.set_attempt(number);
   v1::Attempt* attempt = job.add_attempts();
@@ -227,8 +226,7 @@ void Core::PlaceAttempt(v1::Job& job, const Placement& placement,
   SendStart(job, *attempt, 0);
 }
 
-void Core::NodeStarted(v1::Job& job, const std::string& node,
-                       int master_port) {
+void Core::NodeStarted(v1::Job& job, const std::string& node, int master_port) {
   v1::Attempt* attempt = CurrentAttempt(job);
   attempt->add_started_nodes(node);
   if (attempt->placements(0).node() == node && master_port > 0) {
@@ -293,8 +291,8 @@ void Core::SendStop(const std::string& name, const AttemptKey& key,
   commit_.Send(node->channel, std::move(message));
 }
 
-void Core::StopAttempt(v1::Job& job, double grace_s,
-                       const std::string& reason, bool record) {
+void Core::StopAttempt(v1::Job& job, double grace_s, const std::string& reason,
+                       bool record) {
   v1::Attempt* attempt = CurrentAttempt(job);
   if (attempt == nullptr) return;
   if (record && attempt->stop_reason().empty()) {
@@ -319,12 +317,11 @@ void Core::NodeExited(v1::Job& job, const std::string& node, int exit_code,
     attempt->set_exit_code(exit_code);
     attempt->set_signal(signal);
     attempt->set_node_lost(lost);
-    std::string why = lost ? message
-                      : signal != 0
-                          ? absl::StrCat("killed by signal ", signal, " on ",
-                                         node)
-                          : absl::StrCat("exited with code ", exit_code,
-                                         " on ", node);
+    std::string why =
+        lost ? message
+        : signal != 0
+            ? absl::StrCat("killed by signal ", signal, " on ", node)
+            : absl::StrCat("exited with code ", exit_code, " on ", node);
     if (!lost && !message.empty()) absl::StrAppend(&why, " (", message, ")");
     attempt->set_reason(why);
     AddEvent(job, v1::EVENT_TYPE_EXITED, why);

@@ -9,9 +9,9 @@
 #include <set>
 #include <thread>
 
+#include "coordinator/store_testing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "coordinator/store_testing.h"
 #include "nlohmann/json.hpp"
 
 namespace dcvlr {
@@ -76,10 +76,10 @@ class CoreTest : public ::testing::Test {
     return core;
   }
 
-  std::shared_ptr<FakeChannel> Register(const std::string& name, int gpus,
-                                        int64_t* session,
-                                        std::vector<v1::RunningAttempt> running = {},
-                                        std::vector<int> domains = {}) {
+  std::shared_ptr<FakeChannel> Register(
+      const std::string& name, int gpus, int64_t* session,
+      std::vector<v1::RunningAttempt> running = {},
+      std::vector<int> domains = {}) {
     auto channel = std::make_shared<FakeChannel>();
     v1::RegisterRequest request;
     request.set_name(name);
@@ -291,12 +291,14 @@ TEST_F(CoreTest, ChecksJobsAgainstTheClusterWithPositions) {
                                 "resources: {nodes: 2, gpus_per_node: 8}\n",
                                 false);
   ASSERT_FALSE(too_many.ok());
-  EXPECT_THAT(std::string(too_many.status().message()), HasSubstr("many.yaml:3:20: resources.nodes"));
+  EXPECT_THAT(std::string(too_many.status().message()),
+              HasSubstr("many.yaml:3:20: resources.nodes"));
   auto unknown = core_->Submit("alice", "dep.yaml",
                                "kind: command\nrun: x\nafter: [nope]\n", false);
   ASSERT_FALSE(unknown.ok());
-  EXPECT_THAT(std::string(unknown.status().message()),
-              HasSubstr("dep.yaml:3:9: after[0]: no job with id or name 'nope'"));
+  EXPECT_THAT(
+      std::string(unknown.status().message()),
+      HasSubstr("dep.yaml:3:9: after[0]: no job with id or name 'nope'"));
   EXPECT_TRUE(core_->ListJobs({}).empty()) << "a rejected job was stored";
   auto dry = core_->Submit("alice", "ok.yaml", kOneGpu, true);
   ASSERT_TRUE(dry.ok());
@@ -315,7 +317,8 @@ TEST_F(CoreTest, DependentJobsWaitAndAreCancelledWhenADependencyFails) {
   core_->Tick();
   auto job = core_->GetJob(second);
   EXPECT_EQ(job->state(), v1::JOB_STATE_CANCELLED);
-  EXPECT_THAT(job->reason(), HasSubstr("dependency " + first + " ended FAILED"));
+  EXPECT_THAT(job->reason(),
+              HasSubstr("dependency " + first + " ended FAILED"));
 }
 
 TEST_F(CoreTest, CheckpointRootGivesEveryAttemptTheSameDirectory) {
@@ -329,7 +332,8 @@ TEST_F(CoreTest, CheckpointRootGivesEveryAttemptTheSameDirectory) {
   ASSERT_TRUE(core_->Recover().ok());
   const std::string id = Submit(kOneGpu);
   EXPECT_EQ(core_->GetJob(id)->spec().checkpoint_dir(), "/shared/ckpt/" + id);
-  const std::string own = Submit(std::string(kOneGpu) + "checkpoint_dir: /mine\n");
+  const std::string own =
+      Submit(std::string(kOneGpu) + "checkpoint_dir: /mine\n");
   EXPECT_EQ(core_->GetJob(own)->spec().checkpoint_dir(), "/mine");
 
   auto config = std::make_shared<ClusterConfig>();
@@ -400,7 +404,8 @@ TEST_F(CoreTest, PreemptionStopsTheVictimAndPlacesTheUrgentJobOnceFree) {
   auto victim = core_->GetJob(low);
   bool recorded = false;
   for (const auto& event : victim->events()) {
-    recorded |= event.message().find("preempted for " + urgent) != std::string::npos;
+    recorded |=
+        event.message().find("preempted for " + urgent) != std::string::npos;
   }
   EXPECT_TRUE(recorded) << victim->DebugString();
 }
@@ -419,7 +424,8 @@ TEST_F(CoreTest, QueueShowsOrderReasonsAndFairShares) {
   ASSERT_EQ(queue.entries_size(), 1);
   EXPECT_EQ(queue.entries(0).job_id(), second);
   EXPECT_EQ(queue.entries(0).user(), "alice");
-  EXPECT_THAT(queue.entries(0).reason(), HasSubstr("group vision at quota 1/1"));
+  EXPECT_THAT(queue.entries(0).reason(),
+              HasSubstr("group vision at quota 1/1"));
   EXPECT_THAT(core_->GetJob(second)->reason(), HasSubstr("quota"));
   ASSERT_GE(queue.users_size(), 1);
   EXPECT_EQ(queue.users(0).user(), "alice");
@@ -486,8 +492,8 @@ TEST_F(CoreTest, RestartKeepsEveryJobAndItsRunningAttempt) {
   auto channel = Register("n1", 2, &session);
   const std::string done = Submit(kOneGpu);
   const std::string running = Submit(kOneGpu);
-  const std::string pending = Submit(
-      "kind: command\nrun: x\nresources: {gpus_per_node: 2}\n");
+  const std::string pending =
+      Submit("kind: command\nrun: x\nresources: {gpus_per_node: 2}\n");
   core_->Tick();
   Report("n1", session, done, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
   Report("n1", session, done, 1, v1::AttemptUpdate::PHASE_EXITED, 0);
@@ -536,11 +542,10 @@ TEST_F(CoreTest, EndedJobsStayFindableAndCountedButAreNeverScheduled) {
   };
   using State = std::map<v1::JobState, int>;
   ClusterSnapshot snapshot = core_->Snapshot(1);
-  EXPECT_EQ(snapshot.jobs_by_state,
-            (State{{v1::JOB_STATE_PENDING, 1},
-                   {v1::JOB_STATE_RUNNING, 1},
-                   {v1::JOB_STATE_SUCCEEDED, 1},
-                   {v1::JOB_STATE_CANCELLED, 1}}));
+  EXPECT_EQ(snapshot.jobs_by_state, (State{{v1::JOB_STATE_PENDING, 1},
+                                           {v1::JOB_STATE_RUNNING, 1},
+                                           {v1::JOB_STATE_SUCCEEDED, 1},
+                                           {v1::JOB_STATE_CANCELLED, 1}}));
   EXPECT_THAT(ids(snapshot.active), ::testing::ElementsAre(third));
   EXPECT_THAT(ids(snapshot.recently_ended), ::testing::ElementsAre(second));
   ASSERT_TRUE(core_->GetJob("sweep").ok());
@@ -559,7 +564,8 @@ TEST_F(CoreTest, EndedJobsStayFindableAndCountedButAreNeverScheduled) {
               ::testing::ElementsAre(waiting));
   EXPECT_THAT(listed({v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED}),
               ::testing::ElementsAre(third, first));
-  EXPECT_THAT(listed({}), ::testing::ElementsAre(waiting, third, second, first));
+  EXPECT_THAT(listed({}),
+              ::testing::ElementsAre(waiting, third, second, first));
 
   Report("n1", session, third, 1, v1::AttemptUpdate::PHASE_EXITED, 0);
   core_->Tick();
@@ -729,14 +735,15 @@ TEST_F(SubmitFileTest, PipelineIsSubmittedTogetherAndEvalFindsTheCheckpoint) {
 
 TEST_F(SubmitFileTest, OneBadDocumentSubmitsNothing) {
   UseCheckpointRoot();
-  auto result = core_->SubmitFile(
-      "alice", "p.yaml",
-      std::string(kPipeline) + "---\nname: c\nkind: command\nrun: x\n"
-                               "after: [nope]\n",
-      false);
+  auto result = core_->SubmitFile("alice", "p.yaml",
+                                  std::string(kPipeline) +
+                                      "---\nname: c\nkind: command\nrun: x\n"
+                                      "after: [nope]\n",
+                                  false);
   ASSERT_FALSE(result.ok());
-  EXPECT_THAT(std::string(result.status().message()),
-              HasSubstr("p.yaml:13:9: after[0]: no job with id or name 'nope'"));
+  EXPECT_THAT(
+      std::string(result.status().message()),
+      HasSubstr("p.yaml:13:9: after[0]: no job with id or name 'nope'"));
   v1::ListJobsRequest all;
   EXPECT_TRUE(core_->ListJobs(all).empty());
 }
@@ -776,17 +783,18 @@ TEST_F(SubmitFileTest, EvalErrorsNameTheKey) {
       "kind: eval\nmodel: /ckpt/a\nbenchmarks: [synthetic_shapes, mmmu]\n",
       false);
   ASSERT_TRUE(known.ok()) << known.status();
-  EXPECT_EQ(nlohmann::json::parse(known->jobs[0].spec().worker_config_json())
-                ["benchmarks"][1]["path"],
-            "/data/MMMU.tsv");
+  EXPECT_EQ(
+      nlohmann::json::parse(
+          known->jobs[0].spec().worker_config_json())["benchmarks"][1]["path"],
+      "/data/MMMU.tsv");
 }
 
 TEST_F(SubmitFileTest, OumiWarningsComeBackWithTheJob) {
-  auto result = core_->SubmitFile(
-      "alice", "qwen.yaml",
-      "model: {model_name: Qwen/Qwen2.5-VL-7B-Instruct}\n"
-      "training: {save_steps: 0}\n",
-      false, JobFileOptions{.nodes = 2, .gpus_per_node = 8});
+  auto result =
+      core_->SubmitFile("alice", "qwen.yaml",
+                        "model: {model_name: Qwen/Qwen2.5-VL-7B-Instruct}\n"
+                        "training: {save_steps: 0}\n",
+                        false, JobFileOptions{.nodes = 2, .gpus_per_node = 8});
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->jobs[0].spec().resources().nodes(), 2);
   EXPECT_EQ(result->jobs[0].spec().launcher(), v1::LAUNCHER_TORCHRUN_OUMI);
@@ -802,7 +810,10 @@ TEST(BenchmarksTest, FileErrorsNameTheKey) {
   const std::string message(bad.status().message());
   EXPECT_THAT(message, HasSubstr("b.yaml:2:13: benchmarks.a.path: must be an "
                                  "absolute path"));
-  EXPECT_THAT(message, HasSubstr("b.yaml:3:26: benchmarks.b.synthetic.split: expected train or test"));
+  EXPECT_THAT(
+      message,
+      HasSubstr(
+          "b.yaml:3:26: benchmarks.b.synthetic.split: expected train or test"));
   EXPECT_THAT(message, HasSubstr("b.yaml:4:6: benchmarks.c: give path"));
   auto defaults = ParseBenchmarks("b.yaml", "");
   ASSERT_TRUE(defaults.ok());
@@ -911,8 +922,10 @@ TEST_F(CoreTest, AFullFileSystemRefusesChangesAndLosesNothing) {
   absl::Status failed;
   for (int i = 0; i < 20 && failed.ok(); ++i) {
     auto job = core_->Submit("alice", "big.yaml", big, false);
-    if (job.ok()) kept.push_back(job->id());
-    else failed = job.status();
+    if (job.ok())
+      kept.push_back(job->id());
+    else
+      failed = job.status();
   }
   ASSERT_FALSE(failed.ok()) << "the file system never filled";
   EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
@@ -1014,11 +1027,11 @@ TEST_F(CoreTest, SubmitLimitsBoundTheRatePerUser) {
   EXPECT_FALSE(core_->Submit("alice", "job.yaml", kOneGpu, false).ok());
   // A file bigger than the burst can never pass, and says so.
   now_ms_ += 60000;
-  auto big = core_->SubmitFile(
-      "alice", "jobs.yaml",
-      std::string(kOneGpu) + "name: a\n---\n" + kOneGpu + "name: b\n---\n" +
-          kOneGpu + "name: c\n",
-      false);
+  auto big =
+      core_->SubmitFile("alice", "jobs.yaml",
+                        std::string(kOneGpu) + "name: a\n---\n" + kOneGpu +
+                            "name: b\n---\n" + kOneGpu + "name: c\n",
+                        false);
   ASSERT_FALSE(big.ok());
   EXPECT_THAT(big.status().message(),
               HasSubstr("a file of 3 jobs is more than the 2 jobs"));

@@ -48,7 +48,8 @@ GroupCommit::Ticket GroupCommit::TakeTicket(bool retry) {
   if (pending_.empty()) return {nullptr, absl::OkStatus()};
   if (!error_.ok() && !retry) return {nullptr, error_};
   if (retry) retry_requested_ = true;
-  if (pending_.outcome == nullptr) pending_.outcome = std::make_shared<Outcome>();
+  if (pending_.outcome == nullptr)
+    pending_.outcome = std::make_shared<Outcome>();
   return {pending_.outcome, absl::OkStatus()};
 }
 
@@ -77,7 +78,8 @@ void GroupCommit::WriterLoop() {
     for (auto& [seq, job] : batch.jobs) write.jobs.push_back(std::move(job));
     const size_t changed_jobs = write.jobs.size();
     for (auto& job : batch.submitted) write.jobs.push_back(std::move(job));
-    for (auto& [name, node] : batch.nodes) write.nodes.push_back(std::move(node));
+    for (auto& [name, node] : batch.nodes)
+      write.nodes.push_back(std::move(node));
     write.usage = std::move(batch.usage);
 
     mu_->Unlock();

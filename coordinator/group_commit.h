@@ -65,9 +65,7 @@ class GroupCommit {
             v1::CoordinatorMessage message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // OK, or the last write's error while writes fail.
-  absl::Status error() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-    return error_;
-  }
+  absl::Status error() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return error_; }
 
   // A batch's outcome, for the callers that wait on it without the lock.
   struct Outcome {
@@ -93,8 +91,8 @@ class GroupCommit {
     std::vector<v1::Job> submitted;
     std::map<std::string, v1::Node> nodes;
     std::optional<Usage> usage;
-    std::vector<std::pair<std::shared_ptr<AgentChannel>,
-                          v1::CoordinatorMessage>>
+    std::vector<
+        std::pair<std::shared_ptr<AgentChannel>, v1::CoordinatorMessage>>
         orders;
     // Created by the first caller that waits on this batch.
     std::shared_ptr<Outcome> outcome;

@@ -92,7 +92,8 @@ TEST_F(GroupCommitTest, AnOrderLeavesOnlyOnceTheChangeBeforeItIsDurable) {
   EXPECT_TRUE(channel->stored_when_sent[0]);
 }
 
-TEST_F(GroupCommitTest, ConcurrentChangesAllBecomeDurableAndSubmitsAreReported) {
+TEST_F(GroupCommitTest,
+       ConcurrentChangesAllBecomeDurableAndSubmitsAreReported) {
   constexpr int kThreads = 8, kEach = 25;
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
@@ -132,8 +133,8 @@ TEST_F(GroupCommitTest, AFailedWriteIsStickyKeepsChangesAndDropsSubmits) {
   EXPECT_TRUE(channel->sent.empty());
 
   lock.Release();
-  ASSERT_TRUE(Change([&] { commit_->Job(4, MakeJob(4)); }, /*retry=*/true)
-                  .ok());
+  ASSERT_TRUE(
+      Change([&] { commit_->Job(4, MakeJob(4)); }, /*retry=*/true).ok());
   {
     absl::MutexLock l(&mu_);
     EXPECT_TRUE(commit_->error().ok());

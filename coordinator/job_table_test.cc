@@ -97,8 +97,7 @@ TEST(JobTableTest, ListPagesNewestFirstByCountAndBySize) {
 
   // A byte budget smaller than one job still takes one per page.
   v1::ListJobsRequest all;
-  EXPECT_EQ(Ids(table.List(all, &token, 1)),
-            (std::vector<std::string>{"j-5"}));
+  EXPECT_EQ(Ids(table.List(all, &token, 1)), (std::vector<std::string>{"j-5"}));
   EXPECT_EQ(token, "j-5");
 
   v1::ListJobsRequest bobs;

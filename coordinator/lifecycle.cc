@@ -35,7 +35,8 @@ AttemptOutcome ClassifyAttempt(const v1::Job& job, const v1::Attempt& attempt) {
   if (attempt.exit_code() == 0 && attempt.signal() == 0) {
     return AttemptOutcome::kSucceeded;
   }
-  if (attempt.exit_code() == contract::kExitRequeue || !attempt.stop_reason().empty()) {
+  if (attempt.exit_code() == contract::kExitRequeue ||
+      !attempt.stop_reason().empty()) {
     return AttemptOutcome::kPreempted;
   }
   return AttemptOutcome::kFailed;

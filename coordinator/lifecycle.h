@@ -13,7 +13,6 @@
 
 namespace dcvlr {
 
-
 bool IsLegalTransition(v1::JobState from, v1::JobState to);
 
 // SCHEDULED or RUNNING: the job has an attempt that holds GPUs.

@@ -29,10 +29,13 @@ TEST(LifecycleTest, TerminalStatesHaveNoWayOut) {
       EXPECT_FALSE(IsLegalTransition(terminal, v1::JobState(to)));
     }
   }
-  EXPECT_TRUE(IsLegalTransition(v1::JOB_STATE_PENDING, v1::JOB_STATE_SCHEDULED));
+  EXPECT_TRUE(
+      IsLegalTransition(v1::JOB_STATE_PENDING, v1::JOB_STATE_SCHEDULED));
   EXPECT_FALSE(IsLegalTransition(v1::JOB_STATE_PENDING, v1::JOB_STATE_RUNNING));
-  EXPECT_TRUE(IsLegalTransition(v1::JOB_STATE_RUNNING, v1::JOB_STATE_PREEMPTED));
-  EXPECT_TRUE(IsLegalTransition(v1::JOB_STATE_PREEMPTED, v1::JOB_STATE_PENDING));
+  EXPECT_TRUE(
+      IsLegalTransition(v1::JOB_STATE_RUNNING, v1::JOB_STATE_PREEMPTED));
+  EXPECT_TRUE(
+      IsLegalTransition(v1::JOB_STATE_PREEMPTED, v1::JOB_STATE_PENDING));
   EXPECT_FALSE(
       IsLegalTransition(v1::JOB_STATE_PREEMPTED, v1::JOB_STATE_RUNNING));
 }
@@ -55,18 +58,18 @@ TEST(LifecycleTest, ClassifiesExits) {
 
 TEST(LifecycleTest, PreemptionRequeuesWithDoublingBackoffUntilAttemptsSpent) {
   v1::Job job = JobWithRetry(3, 0, 5);
-  NextStep first = DecideNext(job, Ended(1, 75), AttemptOutcome::kPreempted,
-                              1000, 300);
+  NextStep first =
+      DecideNext(job, Ended(1, 75), AttemptOutcome::kPreempted, 1000, 300);
   EXPECT_EQ(first.state, v1::JOB_STATE_PENDING);
   EXPECT_EQ(first.not_before_ms, 1000 + 5000);
-  NextStep second = DecideNext(job, Ended(2, 75), AttemptOutcome::kPreempted,
-                               1000, 300);
+  NextStep second =
+      DecideNext(job, Ended(2, 75), AttemptOutcome::kPreempted, 1000, 300);
   EXPECT_EQ(second.not_before_ms, 1000 + 10000);
-  NextStep capped = DecideNext(job, Ended(2, 75), AttemptOutcome::kPreempted,
-                               1000, 7);
+  NextStep capped =
+      DecideNext(job, Ended(2, 75), AttemptOutcome::kPreempted, 1000, 7);
   EXPECT_EQ(capped.not_before_ms, 1000 + 7000);
-  NextStep last = DecideNext(job, Ended(3, 75), AttemptOutcome::kPreempted,
-                             1000, 300);
+  NextStep last =
+      DecideNext(job, Ended(3, 75), AttemptOutcome::kPreempted, 1000, 300);
   EXPECT_EQ(last.state, v1::JOB_STATE_FAILED);
 }
 
@@ -75,17 +78,18 @@ TEST(LifecycleTest, BackoffIsJitteredByTwentyPercent) {
   EXPECT_EQ(DecideNext(job, Ended(1, 75), AttemptOutcome::kPreempted, 0, 300, 0)
                 .not_before_ms,
             8000);
-  EXPECT_EQ(DecideNext(job, Ended(1, 75), AttemptOutcome::kPreempted, 0, 300,
-                       0.999)
-                .not_before_ms,
-            11996);
+  EXPECT_EQ(
+      DecideNext(job, Ended(1, 75), AttemptOutcome::kPreempted, 0, 300, 0.999)
+          .not_before_ms,
+      11996);
 }
 
 TEST(LifecycleTest, AttemptsTheCoordinatorStoppedRequeueWithoutBackoff) {
   v1::Job job = JobWithRetry(3, 0, 60);
   v1::Attempt evicted = Ended(1, 75);
   evicted.set_stop_reason("evicted");
-  NextStep next = DecideNext(job, evicted, AttemptOutcome::kPreempted, 500, 300);
+  NextStep next =
+      DecideNext(job, evicted, AttemptOutcome::kPreempted, 500, 300);
   EXPECT_EQ(next.state, v1::JOB_STATE_PENDING);
   EXPECT_EQ(next.not_before_ms, 500);
 }
@@ -101,7 +105,8 @@ TEST(LifecycleTest, LostNodeRequeuesWithoutBackoff) {
 
 TEST(LifecycleTest, UserFailuresRetryOnlyOnFailureTimes) {
   v1::Job job = JobWithRetry(5, 1, 0);
-  NextStep first = DecideNext(job, Ended(1, 3), AttemptOutcome::kFailed, 0, 300);
+  NextStep first =
+      DecideNext(job, Ended(1, 3), AttemptOutcome::kFailed, 0, 300);
   EXPECT_EQ(first.state, v1::JOB_STATE_PENDING);
   EXPECT_TRUE(first.counts_as_failure);
   job.set_failures(1);
@@ -109,9 +114,9 @@ TEST(LifecycleTest, UserFailuresRetryOnlyOnFailureTimes) {
       DecideNext(job, Ended(2, 3), AttemptOutcome::kFailed, 0, 300);
   EXPECT_EQ(second.state, v1::JOB_STATE_FAILED);
   v1::Job no_retry = JobWithRetry(5, 0, 0);
-  EXPECT_EQ(DecideNext(no_retry, Ended(1, 1), AttemptOutcome::kFailed, 0, 300)
-                .state,
-            v1::JOB_STATE_FAILED);
+  EXPECT_EQ(
+      DecideNext(no_retry, Ended(1, 1), AttemptOutcome::kFailed, 0, 300).state,
+      v1::JOB_STATE_FAILED);
 }
 
 }  // namespace

@@ -90,8 +90,7 @@ absl::StatusOr<std::string> LogStore::Read(const std::string& job_id,
   return out;
 }
 
-int64_t LogStore::Size(const std::string& job_id, int attempt,
-                       int rank) const {
+int64_t LogStore::Size(const std::string& job_id, int attempt, int rank) const {
   struct stat st;
   if (stat(PathOf(job_id, attempt, rank).c_str(), &st) != 0) return 0;
   return st.st_size;

@@ -127,8 +127,8 @@ absl::StatusOr<std::string> ServeMetrics(
   try {
     *exposer = std::make_unique<prometheus::Exposer>(flags.metrics_listen);
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--metrics-listen ", flags.metrics_listen, ": ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--metrics-listen ", flags.metrics_listen, ": ", e.what()));
   }
   (*exposer)->RegisterCollectable(exporter);
   const std::vector<int> ports = (*exposer)->GetListeningPorts();
@@ -195,8 +195,8 @@ std::unique_ptr<grpc::Server> Serve(const Flags& flags,
   builder.RegisterService(client_service);
   builder.RegisterService(agent_service);
   // Agents send keepalive pings so that a cut-off stream is noticed.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                             500);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -288,8 +288,7 @@ int main(int argc, char** argv) {
   const std::string address = absl::StrCat(host, ":", port);
   printf("listening on %s\n", address.c_str());
   fflush(stdout);
-  if (!WriteAtomically(flags.state_dir + "/coordinator.addr",
-                       address + "\n")) {
+  if (!WriteAtomically(flags.state_dir + "/coordinator.addr", address + "\n")) {
     LOG(ERROR) << "cannot write " << flags.state_dir << "/coordinator.addr";
   }
 

@@ -294,8 +294,8 @@ std::vector<MetricFamily> CoordinatorMetrics::Collect() const {
 
   for (MetricFamily* family :
        {&store_healthy, &nodes, &node_up, &gpus, &allocated, &free,
-        &gpu_allocated, &jobs,
-        &pending_jobs, &pending_gpus, &pending_wait, &attempt, &ingested}) {
+        &gpu_allocated, &jobs, &pending_jobs, &pending_gpus, &pending_wait,
+        &attempt, &ingested}) {
     out.push_back(std::move(*family));
   }
   for (MetricFamily& family : training) out.push_back(std::move(family));

@@ -40,9 +40,8 @@ NodeEntry& NodeRegistry::Register(const v1::RegisterRequest& request,
   }
   const bool drained = node.info.drained();
   node.info.set_name(request.name());
-  node.info.set_address(request.advertise_host().empty()
-                            ? peer_host
-                            : request.advertise_host());
+  node.info.set_address(
+      request.advertise_host().empty() ? peer_host : request.advertise_host());
   node.info.mutable_gpus()->CopyFrom(request.gpus());
   node.info.set_drained(drained);
   node.info.set_metrics_address(

@@ -289,7 +289,8 @@ class Pass {
   }
   static std::unique_ptr<Scratch> TakeScratch() {
     std::unique_ptr<Scratch> scratch = std::move(KeptScratch());
-    return scratch != nullptr ? std::move(scratch) : std::make_unique<Scratch>();
+    return scratch != nullptr ? std::move(scratch)
+                              : std::make_unique<Scratch>();
   }
   std::unique_ptr<Scratch> scratch_;
   ClusterBook& book_;
@@ -315,13 +316,13 @@ class Pass {
   // Pending jobs by account and the priority their aged priority reaches:
   // [account * (kMaxPriority + 1) + reached].
   std::vector<uint32_t> reached_count_;
-  bool in_order_ = true;                 // the queue comes in Before() order
-  std::vector<int> user_quota_;          // by account
-  std::vector<int> group_quota_;         // by account
-  std::vector<int> account_group_;       // by account: index of its group
-  std::vector<int> running_account_;     // by running attempt
-  std::vector<int> user_used_;           // GPUs in use, by account
-  std::vector<int> group_used_;          // GPUs in use, by group index
+  bool in_order_ = true;              // the queue comes in Before() order
+  std::vector<int> user_quota_;       // by account
+  std::vector<int> group_quota_;      // by account
+  std::vector<int> account_group_;    // by account: index of its group
+  std::vector<int> running_account_;  // by running attempt
+  std::vector<int> user_used_;        // GPUs in use, by account
+  std::vector<int> group_used_;       // GPUs in use, by group index
   bool any_quota_ = false;
   absl::flat_hash_map<std::string, int> reason_index_;
   // Reasons already built this pass: by (account << 32 | GPUs) for quotas,
@@ -336,7 +337,7 @@ class Pass {
   bool TooLarge(int n, int g) const {
     return g > most_gpus_ || at_least_total_[std::max(g, 0)] < n;
   }
-  NameIndex node_index_;         // built when a placement has no index
+  NameIndex node_index_;  // built when a placement has no index
   // By node: its name's key, to check placements' indices without reading
   // the snapshot's nodes again.
   std::vector<NameKey> node_names_;
@@ -596,9 +597,7 @@ void Pass::Order() {
   Array<Job>& jobs = jobs_;
   Array<uint32_t>& from = order_;
   from.resize(jobs.size());
-  auto place = [&](uint32_t i) {
-    from[offset[bucket_of[pair_[i]]]++] = i;
-  };
+  auto place = [&](uint32_t i) { from[offset[bucket_of[pair_[i]]]++] = i; };
   if (in_order_) {
     for (uint32_t i = 0; i < jobs.size(); ++i) place(i);
   } else {
@@ -1130,9 +1129,8 @@ SchedulerDecisions Pass::Run() {
     out_.queue.reserve(jobs_.size());
     for (uint32_t i : order_) {
       const Job& job = jobs_[i];
-      out_.queue.push_back(
-          {job.index, job.account, EffectivePriority(job.spec(in_)),
-           Schedule(job)});
+      out_.queue.push_back({job.index, job.account,
+                            EffectivePriority(job.spec(in_)), Schedule(job)});
     }
     return std::move(out_);
   }

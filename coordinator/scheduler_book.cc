@@ -63,7 +63,8 @@ std::vector<int> ChooseGpus(const std::vector<int>& free,
 
 }  // namespace
 
-ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes, int64_t now_ms) {
+ClusterBook::ClusterBook(const std::vector<NodeSnapshot>& nodes,
+                         int64_t now_ms) {
   Reset(nodes, now_ms);
 }
 

@@ -128,8 +128,7 @@ TEST_F(SchedulerSnapshotTest, TheQueueViewGivesPendingJobsTheirReasons) {
   SchedulerInput input = Build();
   input.explain = true;
   const SchedulerDecisions decisions = FirstFitPolicy().Schedule(input);
-  const v1::GetQueueResponse view =
-      QueueView(input, decisions, jobs_, nodes_);
+  const v1::GetQueueResponse view = QueueView(input, decisions, jobs_, nodes_);
   ASSERT_EQ(view.entries_size(), 2);
   EXPECT_EQ(view.entries(0).job_id(), "j-2");
   EXPECT_EQ(view.entries(0).name(), "job2");

@@ -33,10 +33,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
                                                    bool durable,
                                                    int busy_timeout_ms) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                               SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(
+      path.c_str(), &db,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+      nullptr);
   if (rc != SQLITE_OK) {
     absl::Status status = SqliteError(db, absl::StrCat("open ", path));
     sqlite3_close(db);
@@ -95,10 +95,11 @@ absl::Status Store::Write(const StoreBatch& batch) {
 absl::Status Store::WriteJobs(const std::vector<v1::Job>& jobs) {
   if (jobs.empty()) return absl::OkStatus();
   Statement s;
-  if (sqlite3_prepare_v2(db_,
-                         "INSERT INTO jobs(seq, id, record) VALUES(?, ?, ?) "
-                         "ON CONFLICT(seq) DO UPDATE SET record=excluded.record",
-                         -1, &s.stmt, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(
+          db_,
+          "INSERT INTO jobs(seq, id, record) VALUES(?, ?, ?) "
+          "ON CONFLICT(seq) DO UPDATE SET record=excluded.record",
+          -1, &s.stmt, nullptr) != SQLITE_OK) {
     return SqliteError(db_, "prepare");
   }
   std::string record;
@@ -108,8 +109,8 @@ absl::Status Store::WriteJobs(const std::vector<v1::Job>& jobs) {
     job.SerializeToString(&record);
     sqlite3_bind_int64(s.stmt, 1, seq);
     sqlite3_bind_text(s.stmt, 2, job.id().c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_blob(s.stmt, 3, record.data(),
-                      static_cast<int>(record.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_blob(s.stmt, 3, record.data(), static_cast<int>(record.size()),
+                      SQLITE_TRANSIENT);
     if (sqlite3_step(s.stmt) != SQLITE_DONE) {
       return SqliteError(db_, "write job " + job.id());
     }
@@ -153,18 +154,19 @@ absl::StatusOr<std::vector<v1::Job>> Store::LoadJobs() {
 absl::Status Store::WriteNodes(const std::vector<v1::Node>& nodes) {
   if (nodes.empty()) return absl::OkStatus();
   Statement s;
-  if (sqlite3_prepare_v2(db_,
-                         "INSERT INTO nodes(name, record) VALUES(?, ?) "
-                         "ON CONFLICT(name) DO UPDATE SET record=excluded.record",
-                         -1, &s.stmt, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(
+          db_,
+          "INSERT INTO nodes(name, record) VALUES(?, ?) "
+          "ON CONFLICT(name) DO UPDATE SET record=excluded.record",
+          -1, &s.stmt, nullptr) != SQLITE_OK) {
     return SqliteError(db_, "prepare");
   }
   std::string record;
   for (const v1::Node& node : nodes) {
     node.SerializeToString(&record);
     sqlite3_bind_text(s.stmt, 1, node.name().c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_blob(s.stmt, 2, record.data(),
-                      static_cast<int>(record.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_blob(s.stmt, 2, record.data(), static_cast<int>(record.size()),
+                      SQLITE_TRANSIENT);
     if (sqlite3_step(s.stmt) != SQLITE_DONE) {
       return SqliteError(db_, "write node " + node.name());
     }

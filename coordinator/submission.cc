@@ -11,8 +11,7 @@ namespace dcvlr {
 namespace {
 
 const v1::Job* FindJob(const SubmitContext& context, const std::string& ref) {
-  for (auto it = context.earlier.rbegin(); it != context.earlier.rend();
-       ++it) {
+  for (auto it = context.earlier.rbegin(); it != context.earlier.rend(); ++it) {
     if (it->spec().name() == ref || it->id() == ref) return &*it;
   }
   return context.jobs.Find(ref);
@@ -68,8 +67,8 @@ void ResolveBenchmarks(const ParsedJobFile& file,
       if (it == benchmarks.end()) {
         errors->push_back(absl::StrCat(
             file.Where(absl::StrCat("benchmarks[", i, "]")),
-            ": unknown benchmark '", name, "'; known: ",
-            absl::StrJoin(known, ", "),
+            ": unknown benchmark '", name,
+            "'; known: ", absl::StrJoin(known, ", "),
             " (the coordinator's --benchmarks file), or give a TSV path"));
       } else {
         benchmark.update(it->second);
@@ -112,7 +111,8 @@ absl::Status ResolveSpec(const ParsedJobFile& file,
   }
   spec.clear_after();
   for (const std::string& id : resolved) spec.add_after(id);
-  if (spec.kind() == v1::JOB_KIND_EVAL) ResolveEval(file, context, spec, &errors);
+  if (spec.kind() == v1::JOB_KIND_EVAL)
+    ResolveEval(file, context, spec, &errors);
 
   // Only a cluster that has nodes can say a job is too big for it.
   const auto& res = spec.resources();
@@ -170,12 +170,11 @@ absl::Status SubmitLimiter::Admit(const ClusterConfig& config,
           " jobs one user may submit at once (submit_limits.burst)"));
     }
     if (bucket.tokens < static_cast<double>(jobs)) {
-      const double wait_s =
-          (static_cast<double>(jobs) - bucket.tokens) / rate;
+      const double wait_s = (static_cast<double>(jobs) - bucket.tokens) / rate;
       return absl::ResourceExhaustedError(absl::StrCat(
           "user ", user, ": submit rate limit of ", rate, " jobs/s (burst ",
-          burst, ", submit_limits) reached; retry in ",
-          absl::SixDigits(wait_s), " s"));
+          burst, ", submit_limits) reached; retry in ", absl::SixDigits(wait_s),
+          " s"));
     }
     bucket.tokens -= static_cast<double>(jobs);
   }

@@ -34,7 +34,8 @@ std::vector<pid_t> TaggedProcesses(const std::string& needle) {
     for (int i = 0; i < 3 && stat >> field; ++i) {
     }
     if (field == "Z") continue;
-    std::ifstream environ(absl::StrCat("/proc/", pid, "/environ"), std::ios::binary);
+    std::ifstream environ(absl::StrCat("/proc/", pid, "/environ"),
+                          std::ios::binary);
     std::string var;
     while (std::getline(environ, var, '\0')) {
       if (var == needle) {
@@ -69,17 +70,21 @@ TEST(ChaosTest, JobsSurviveRandomKillsWithoutEverRunningTwice) {
         absl::StrCat(
             "kind: command\nresources: {gpus_per_node: 1}\n"
             "retry: {max_attempts: 100, on_failure: 100, backoff_s: 0.2}\n"
-            "checkpoint_dir: ", ckpt, "\n",
-            "env: {CHAOS_TAG: ", cluster.dir(), ", SHARED: ", shared, "}\n",
+            "checkpoint_dir: ",
+            ckpt, "\n", "env: {CHAOS_TAG: ", cluster.dir(),
+            ", SHARED: ", shared, "}\n",
             "run: |\n"
             "  exec 9>$SHARED/$DCVLR_JOB_ID.lock\n"
             "  if ! flock -n 9; then\n"
-            "    echo \"$DCVLR_JOB_ID attempt $DCVLR_ATTEMPT overlapped\" >> $SHARED/overlaps\n"
+            "    echo \"$DCVLR_JOB_ID attempt $DCVLR_ATTEMPT overlapped\" >> "
+            "$SHARED/overlaps\n"
             "    exit 1\n"
             "  fi\n"
             "  step=$(cat $DCVLR_CHECKPOINT_DIR/step 2>/dev/null || echo 0)\n"
             "  trap 'exit 75' TERM\n"
-            "  while [ $step -lt ", kSteps, " ]; do\n"
+            "  while [ $step -lt ",
+            kSteps,
+            " ]; do\n"
             "    sleep 0.1 & wait $!\n"
             "    step=$((step + 1))\n"
             "    echo $step > $DCVLR_CHECKPOINT_DIR/step.tmp\n"
@@ -93,8 +98,8 @@ TEST(ChaosTest, JobsSurviveRandomKillsWithoutEverRunningTwice) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   int events = 0;
   while (std::chrono::steady_clock::now() < end) {
-    std::this_thread::sleep_for(
-        std::chrono::milliseconds(std::uniform_int_distribution<>(500, 2000)(random)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(
+        std::uniform_int_distribution<>(500, 2000)(random)));
     const int what = std::uniform_int_distribution<>(0, 9)(random);
     if (what < 4) {
       const int a = std::uniform_int_distribution<>(0, kAgents - 1)(random);
@@ -105,12 +110,13 @@ TEST(ChaosTest, JobsSurviveRandomKillsWithoutEverRunningTwice) {
         cluster.StartAgent(name, 1);
       }
       agent_up[a] = !agent_up[a];
-      fprintf(stderr, "chaos: agent %s %s\n", name.c_str(), agent_up[a] ? "restarted" : "killed");
+      fprintf(stderr, "chaos: agent %s %s\n", name.c_str(),
+              agent_up[a] ? "restarted" : "killed");
     } else if (what < 8) {
       std::vector<pid_t> pids = TaggedProcesses(tag);
       if (!pids.empty()) {
-        const pid_t victim =
-            pids[std::uniform_int_distribution<size_t>(0, pids.size() - 1)(random)];
+        const pid_t victim = pids[std::uniform_int_distribution<size_t>(
+            0, pids.size() - 1)(random)];
         kill(victim, SIGKILL);
         fprintf(stderr, "chaos: killed job process %d\n", victim);
       }

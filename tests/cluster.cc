@@ -154,9 +154,8 @@ Cluster::~Cluster() {
 void Cluster::StartCoordinator(std::vector<std::string> extra_args) {
   const std::string out =
       dir_ + "/coordinator-" + std::to_string(++coordinator_starts_) + ".log";
-  std::vector<std::string> argv = {BinDir() + "/dcvlr-coordinator",
-                                   "--listen", "127.0.0.1:0", "--state-dir",
-                                   state_dir()};
+  std::vector<std::string> argv = {BinDir() + "/dcvlr-coordinator", "--listen",
+                                   "127.0.0.1:0", "--state-dir", state_dir()};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   coordinator_ = std::make_unique<Process>(argv, out);
   address_ = AwaitListening(out);
@@ -187,15 +186,19 @@ void Cluster::StopCoordinator() {
 void Cluster::StartAgent(const std::string& name, int gpus,
                          std::vector<std::string> extra_args,
                          const std::string& coordinator) {
-  std::vector<std::string> argv = {BinDir() + "/dcvlr-agent",
-                                   "--coordinator",
-                                   coordinator.empty() ? addr_file() : coordinator,
-                                   "--name", name,
-                                   "--gpus", std::to_string(gpus),
-                                   "--work-dir", dir_ + "/work-" + name};
+  std::vector<std::string> argv = {
+      BinDir() + "/dcvlr-agent",
+      "--coordinator",
+      coordinator.empty() ? addr_file() : coordinator,
+      "--name",
+      name,
+      "--gpus",
+      std::to_string(gpus),
+      "--work-dir",
+      dir_ + "/work-" + name};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  agents_.emplace_back(name, std::make_unique<Process>(
-                                 argv, dir_ + "/agent-" + name + ".log"));
+  agents_.emplace_back(
+      name, std::make_unique<Process>(argv, dir_ + "/agent-" + name + ".log"));
 }
 
 void Cluster::KillAgent(const std::string& name, int sig) {
@@ -230,10 +233,10 @@ CommandResult RunCommand(std::vector<std::string> argv,
   raw.push_back(nullptr);
   pid_t pid = fork();
   if (pid == 0) {
-    int out = open((output_base + ".out").c_str(),
-                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int err = open((output_base + ".err").c_str(),
-                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int out = open((output_base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                   0644);
+    int err = open((output_base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                   0644);
     dup2(out, 1);
     dup2(err, 2);
     execv(raw[0], raw.data());
@@ -303,8 +306,8 @@ v1::Job Cluster::AwaitJob(const std::string& id,
 }
 
 v1::Job Cluster::AwaitEnd(const std::string& id, std::chrono::seconds timeout) {
-  return AwaitJob(id, [](const v1::Job& j) { return IsTerminal(j.state()); },
-                  timeout);
+  return AwaitJob(
+      id, [](const v1::Job& j) { return IsTerminal(j.state()); }, timeout);
 }
 
 }  // namespace dcvlr::testing

@@ -120,9 +120,9 @@ std::string SubmitOrExit(v1::ClientService::Stub* stub,
 // Waits (up to `timeout`) for a coordinator's log to hold its first
 // stdout line, "listening on HOST:PORT", and returns HOST:PORT; empty if
 // it never does.
-std::string AwaitListening(const std::string& log_path,
-                           std::chrono::milliseconds timeout =
-                               std::chrono::seconds(30));
+std::string AwaitListening(
+    const std::string& log_path,
+    std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 // Waits (polling, bounded) until `condition` holds.
 bool Eventually(const std::function<bool()>& condition,

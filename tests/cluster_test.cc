@@ -1,5 +1,7 @@
 // Cluster tests: the real dcvlr-coordinator, dcvlr-agent and dcvlrctl as
 // processes on loopback.
+#include "tests/cluster.h"
+
 #include <signal.h>
 
 #include <algorithm>
@@ -14,7 +16,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/cluster.h"
 
 namespace dcvlr::testing {
 namespace {
@@ -45,10 +46,12 @@ TEST(ClusterTest, LogLevelsShowDebugDetailOnlyWhenAskedFor) {
   // The coordinator at debug: the placement, the agent's reports and the
   // store batches, each line with its severity and source.
   const std::string coordinator = cluster.CoordinatorLog();
-  EXPECT_THAT(coordinator,
-              ::testing::ContainsRegex("I[0-9]{8} [^\n]*core_attempts.cc:[0-9]+\\] "
-                                       "job=" + id + " attempt=1 placed on n1"));
-  EXPECT_THAT(coordinator, HasSubstr("job=" + id + " attempt=1 reports "
+  EXPECT_THAT(coordinator, ::testing::ContainsRegex(
+                               "I[0-9]{8} [^\n]*core_attempts.cc:[0-9]+\\] "
+                               "job=" +
+                               id + " attempt=1 placed on n1"));
+  EXPECT_THAT(coordinator, HasSubstr("job=" + id +
+                                     " attempt=1 reports "
                                      "PHASE_EXITED"));
   EXPECT_THAT(coordinator, HasSubstr("store batch: "));
   EXPECT_THAT(coordinator, HasSubstr("node=n1 connected"));
@@ -113,10 +116,10 @@ TEST(ClusterTest, FailingJobReportsItsExitCode) {
   cluster.StartCoordinator();
   cluster.StartAgent("n1", 0);
   ASSERT_TRUE(cluster.AwaitReadyNodes(1));
-  const std::string id = cluster.Submit(
-      "fail.yaml",
-      "kind: command\nretry: {on_failure: 1, backoff_s: 0.1}\n"
-      "run: |\n  echo failing\n  exit 3\n");
+  const std::string id =
+      cluster.Submit("fail.yaml",
+                     "kind: command\nretry: {on_failure: 1, backoff_s: 0.1}\n"
+                     "run: |\n  echo failing\n  exit 3\n");
   CommandResult wait = cluster.Ctl({"wait", id, "--timeout", "60"});
   EXPECT_EQ(wait.exit_code, 1);
   v1::Job job = cluster.GetJob(id);
@@ -152,10 +155,12 @@ TEST(ClusterTest, TwoNodeJobSeesConsistentRendezvousVariables) {
   ASSERT_EQ(logs.exit_code, 0) << logs.err;
   // "[R] RANK=R ..." per rank.
   std::map<int, std::map<std::string, std::string>> ranks;
-  for (absl::string_view line : absl::StrSplit(logs.out, '\n', absl::SkipEmpty())) {
+  for (absl::string_view line :
+       absl::StrSplit(logs.out, '\n', absl::SkipEmpty())) {
     std::map<std::string, std::string> vars;
     for (absl::string_view word : absl::StrSplit(line, ' ')) {
-      std::vector<std::string> kv = absl::StrSplit(word, absl::MaxSplits('=', 1));
+      std::vector<std::string> kv =
+          absl::StrSplit(word, absl::MaxSplits('=', 1));
       if (kv.size() == 2) vars[kv[0]] = kv[1];
     }
     int rank;
@@ -189,22 +194,28 @@ TEST(ClusterTest, CancelKillsTheWholeProcessTree) {
   cluster.StartAgent("n1", 1);
   ASSERT_TRUE(cluster.AwaitReadyNodes(1));
   const std::string pids = cluster.dir() + "/pids";
-  const std::string id = cluster.Submit(
-      "tree.yaml",
-      "kind: command\n"
-      "env: {PIDS: " + pids + "}\n"
-      "run: |\n"
-      "  sleep 300 & echo $! >> $PIDS\n"
-      "  bash -c 'sleep 301 & echo $! >> $PIDS; sleep 302' & echo $! >> $PIDS\n"
-      "  setsid sleep 303 & echo $! >> $PIDS\n"
-      "  echo $$ >> $PIDS\n"
-      "  wait\n");
+  const std::string id =
+      cluster.Submit("tree.yaml",
+                     "kind: command\n"
+                     "env: {PIDS: " +
+                         pids +
+                         "}\n"
+                         "run: |\n"
+                         "  sleep 300 & echo $! >> $PIDS\n"
+                         "  bash -c 'sleep 301 & echo $! >> $PIDS; sleep 302' "
+                         "& echo $! >> $PIDS\n"
+                         "  setsid sleep 303 & echo $! >> $PIDS\n"
+                         "  echo $$ >> $PIDS\n"
+                         "  wait\n");
   std::vector<pid_t> tree = AwaitPids(pids, 5);
   ASSERT_EQ(tree.size(), 5u);
   for (pid_t pid : tree) ASSERT_TRUE(Alive(pid));
-  ASSERT_EQ(cluster.AwaitJob(id, [](const v1::Job& j) {
-                      return j.state() == v1::JOB_STATE_RUNNING;
-                    }).state(),
+  ASSERT_EQ(cluster
+                .AwaitJob(id,
+                          [](const v1::Job& j) {
+                            return j.state() == v1::JOB_STATE_RUNNING;
+                          })
+                .state(),
             v1::JOB_STATE_RUNNING);
 
   CommandResult cancel = cluster.Ctl({"cancel", id, "--wait"});
@@ -212,7 +223,8 @@ TEST(ClusterTest, CancelKillsTheWholeProcessTree) {
   EXPECT_EQ(cluster.GetJob(id).state(), v1::JOB_STATE_CANCELLED);
   // Once the job is CANCELLED nothing of it may run. The agent, their
   // subreaper, then collects the dead (zombies for a moment) too.
-  for (pid_t pid : tree) EXPECT_FALSE(Running(pid)) << "pid " << pid << " survived";
+  for (pid_t pid : tree)
+    EXPECT_FALSE(Running(pid)) << "pid " << pid << " survived";
   EXPECT_TRUE(Eventually([&] {
     return std::none_of(tree.begin(), tree.end(), Alive);
   })) << "the agent left zombies";
@@ -232,7 +244,8 @@ TEST(ClusterTest, AFloodOfMetricsLinesLeavesTheAgentResponsive) {
       "flood.yaml",
       "kind: command\n"
       "run: |\n"
-      "  yes '{\"step\": 1, \"loss\": 0.5}' | head -n 300000 >> $DCVLR_METRICS_FILE\n"
+      "  yes '{\"step\": 1, \"loss\": 0.5}' | head -n 300000 >> "
+      "$DCVLR_METRICS_FILE\n"
       "  head -c 2000000 /dev/zero | tr '\\0' x >> $DCVLR_METRICS_FILE\n"
       "  echo >> $DCVLR_METRICS_FILE\n"
       "  echo '{\"checkpoint_step\": 7}' >> $DCVLR_METRICS_FILE\n"
@@ -277,25 +290,34 @@ TEST(ClusterTest, CoordinatorKill9AndRestartKeepsEveryJob) {
   ASSERT_TRUE(cluster.AwaitReadyNodes(1));
   const std::string release = cluster.dir() + "/release";
 
-  const std::string done = cluster.Submit("done.yaml", "kind: command\nrun: echo done\n");
+  const std::string done =
+      cluster.Submit("done.yaml", "kind: command\nrun: echo done\n");
   ASSERT_EQ(cluster.AwaitEnd(done).state(), v1::JOB_STATE_SUCCEEDED);
-  const std::string failed = cluster.Submit("failed.yaml", "kind: command\nrun: exit 4\n");
+  const std::string failed =
+      cluster.Submit("failed.yaml", "kind: command\nrun: exit 4\n");
   ASSERT_EQ(cluster.AwaitEnd(failed).state(), v1::JOB_STATE_FAILED);
   // Runs until the test creates a file.
-  const std::string running = cluster.Submit(
-      "running.yaml",
-      "kind: command\nresources: {gpus_per_node: 2}\n"
-      "run: |\n  echo before\n  while [ ! -e " + release + " ]; do sleep 0.05; done\n"
-      "  echo after\n");
-  ASSERT_EQ(cluster.AwaitJob(running, [](const v1::Job& j) {
-                      return j.state() == v1::JOB_STATE_RUNNING;
-                    }).state(),
+  const std::string running =
+      cluster.Submit("running.yaml",
+                     "kind: command\nresources: {gpus_per_node: 2}\n"
+                     "run: |\n  echo before\n  while [ ! -e " +
+                         release +
+                         " ]; do sleep 0.05; done\n"
+                         "  echo after\n");
+  ASSERT_EQ(cluster
+                .AwaitJob(running,
+                          [](const v1::Job& j) {
+                            return j.state() == v1::JOB_STATE_RUNNING;
+                          })
+                .state(),
             v1::JOB_STATE_RUNNING);
   // Waits for the GPUs that `running` holds.
   const std::string pending = cluster.Submit(
-      "pending.yaml", "kind: command\nresources: {gpus_per_node: 1}\nrun: echo later\n");
+      "pending.yaml",
+      "kind: command\nresources: {gpus_per_node: 1}\nrun: echo later\n");
   const std::string cancelled = cluster.Submit(
-      "cancelled.yaml", "kind: command\nresources: {gpus_per_node: 2}\nrun: echo never\n");
+      "cancelled.yaml",
+      "kind: command\nresources: {gpus_per_node: 2}\nrun: echo never\n");
   ASSERT_EQ(cluster.Ctl({"cancel", cancelled}).exit_code, 0);
 
   std::map<std::string, v1::Job> before;
@@ -339,16 +361,20 @@ TEST(ClusterTest, DrainStopsPlacementsAndEvictMovesRunningJobs) {
       "run: |\n"
       "  if [ \"$DCVLR_ATTEMPT\" = 1 ]; then exec sleep 300; fi\n"
       "  echo resumed on $DCVLR_NODE\n");
-  ASSERT_EQ(cluster.AwaitJob(id, [](const v1::Job& j) {
-                      return j.state() == v1::JOB_STATE_RUNNING;
-                    }).state(),
+  ASSERT_EQ(cluster
+                .AwaitJob(id,
+                          [](const v1::Job& j) {
+                            return j.state() == v1::JOB_STATE_RUNNING;
+                          })
+                .state(),
             v1::JOB_STATE_RUNNING);
   cluster.StartAgent("n2", 1);
   ASSERT_TRUE(cluster.AwaitReadyNodes(2));
   ASSERT_EQ(cluster.Ctl({"drain", "n2"}).exit_code, 0);
   // A job submitted now must wait: n1 is busy and n2 is drained.
   const std::string waiting = cluster.Submit(
-      "wait.yaml", "kind: command\nresources: {gpus_per_node: 1}\nrun: 'true'\n");
+      "wait.yaml",
+      "kind: command\nresources: {gpus_per_node: 1}\nrun: 'true'\n");
   ASSERT_TRUE(Eventually([&] {
     return cluster.GetJob(waiting).reason().find("waiting for") !=
            std::string::npos;
@@ -383,10 +409,13 @@ TEST(ClusterTest, ASubmitFloodIsRefusedWithAClearMessage) {
   for (const char* name : {"a", "b", "c"}) {
     three += std::string("---\nname: ") + name + "\n" + job;
   }
-  EXPECT_EQ(cluster.Ctl({"submit", cluster.WriteFile("1.yaml", three)}).exit_code, 0);
-  EXPECT_EQ(cluster.Ctl({"submit", cluster.WriteFile("2.yaml", three)}).exit_code, 0);
+  EXPECT_EQ(
+      cluster.Ctl({"submit", cluster.WriteFile("1.yaml", three)}).exit_code, 0);
+  EXPECT_EQ(
+      cluster.Ctl({"submit", cluster.WriteFile("2.yaml", three)}).exit_code, 0);
   // The bucket (6) is empty: refused whole, saying when to retry.
-  CommandResult rate = cluster.Ctl({"submit", cluster.WriteFile("3.yaml", job)});
+  CommandResult rate =
+      cluster.Ctl({"submit", cluster.WriteFile("3.yaml", job)});
   EXPECT_EQ(rate.exit_code, 1);
   EXPECT_THAT(rate.err, HasSubstr("submit rate limit of 0.001 jobs/s"));
   // Another user is not held back by tester's flood.
@@ -410,10 +439,10 @@ TEST(ClusterTest, ASubmitFloodIsRefusedWithAClearMessage) {
 
 TEST(ClusterTest, ClusterConfigQuotasShowInTheQueueAndReloadOnSighup) {
   Cluster cluster;
-  const std::string config = cluster.WriteFile(
-      "cluster.yaml",
-      "groups:\n  vision: {shares: 3, max_gpus: 1}\n"
-      "users:\n  tester: {group: vision}\n");
+  const std::string config =
+      cluster.WriteFile("cluster.yaml",
+                        "groups:\n  vision: {shares: 3, max_gpus: 1}\n"
+                        "users:\n  tester: {group: vision}\n");
   cluster.StartCoordinator({"--cluster-config", config});
   cluster.StartAgent("n1", 4);
   ASSERT_TRUE(cluster.AwaitReadyNodes(1));
@@ -421,9 +450,12 @@ TEST(ClusterTest, ClusterConfigQuotasShowInTheQueueAndReloadOnSighup) {
       "kind: command\nresources: {gpus_per_node: 1}\nrun: exec sleep 300\n";
   const std::string first = cluster.Submit("a.yaml", job);
   const std::string second = cluster.Submit("b.yaml", job);
-  ASSERT_EQ(cluster.AwaitJob(first, [](const v1::Job& j) {
-                      return j.state() == v1::JOB_STATE_RUNNING;
-                    }).state(),
+  ASSERT_EQ(cluster
+                .AwaitJob(first,
+                          [](const v1::Job& j) {
+                            return j.state() == v1::JOB_STATE_RUNNING;
+                          })
+                .state(),
             v1::JOB_STATE_RUNNING);
   ASSERT_TRUE(Eventually([&] {
     return cluster.GetJob(second).reason().find("quota") != std::string::npos;
@@ -451,9 +483,12 @@ TEST(ClusterTest, ClusterConfigQuotasShowInTheQueueAndReloadOnSighup) {
                     "groups:\n  vision: {max_gpus: 2}\n"
                     "users:\n  tester: {group: vision}\n");
   cluster.SignalCoordinator(SIGHUP);
-  EXPECT_EQ(cluster.AwaitJob(second, [](const v1::Job& j) {
-                      return j.state() == v1::JOB_STATE_RUNNING;
-                    }).state(),
+  EXPECT_EQ(cluster
+                .AwaitJob(second,
+                          [](const v1::Job& j) {
+                            return j.state() == v1::JOB_STATE_RUNNING;
+                          })
+                .state(),
             v1::JOB_STATE_RUNNING);
   for (const std::string& id : {first, second}) {
     EXPECT_EQ(cluster.Ctl({"cancel", id, "--wait"}).exit_code, 0);
@@ -485,7 +520,8 @@ TEST(ClusterTest, BadJobFilesAreRejectedWithFileLineAndKey) {
     std::string expected;
   };
   const std::vector<Case> cases = {
-      {"syntax.yaml", "kind: command\nrun: [unclosed\n", "syntax.yaml:3:1: invalid YAML"},
+      {"syntax.yaml", "kind: command\nrun: [unclosed\n",
+       "syntax.yaml:3:1: invalid YAML"},
       {"binary.yaml", std::string("kind: command\n\x00\xff\xfe", 16),
        "binary.yaml:2:1: byte 0x00"},
       {"unknown.yaml", "kind: command\nrun: x\nretries: 3\n",
@@ -494,7 +530,8 @@ TEST(ClusterTest, BadJobFilesAreRejectedWithFileLineAndKey) {
        "type.yaml:3:20: resources.nodes: expected an integer, got 'two'"},
       {"zero.yaml", "kind: command\nrun: x\nresources: {nodes: 0}\n",
        "zero.yaml:3:20: resources.nodes: must be from 1 to 1024"},
-      {"negative.yaml", "kind: command\nrun: x\nresources: {gpus_per_node: -2}\n",
+      {"negative.yaml",
+       "kind: command\nrun: x\nresources: {gpus_per_node: -2}\n",
        "negative.yaml:3:28: resources.gpus_per_node: must be from 0 to 64"},
       {"absurd.yaml", "kind: command\nrun: x\nresources: {nodes: 100000}\n",
        "absurd.yaml:3:20: resources.nodes: must be from 1 to 1024"},
@@ -512,10 +549,12 @@ TEST(ClusterTest, BadJobFilesAreRejectedWithFileLineAndKey) {
        "expanded"},
   };
   for (const Case& c : cases) {
-    CommandResult result = cluster.Ctl({"submit", cluster.WriteFile(c.name, c.text)});
+    CommandResult result =
+        cluster.Ctl({"submit", cluster.WriteFile(c.name, c.text)});
     EXPECT_EQ(result.exit_code, 2) << c.name << ": " << result.err;
     EXPECT_THAT(result.err, HasSubstr(c.expected)) << c.name;
-    CommandResult dry = cluster.Ctl({"submit", "--dry-run", cluster.WriteFile(c.name, c.text)});
+    CommandResult dry =
+        cluster.Ctl({"submit", "--dry-run", cluster.WriteFile(c.name, c.text)});
     EXPECT_EQ(dry.exit_code, 2) << c.name;
   }
   CommandResult missing = cluster.Ctl({"submit", cluster.dir() + "/nope.yaml"});

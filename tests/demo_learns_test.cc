@@ -91,16 +91,17 @@ Outcome RunDemoToFirstEval(const std::string& core_type) {
                          << "\n"
                          << out.log;
   if (std::regex_search(out.log, m, eval)) out.accuracy = std::stod(m[1]);
-  EXPECT_GE(out.accuracy, 0) << core_type << ": the job ended before step "
-                             << kStep << ": " << cluster.GetJob(id).reason()
-                             << "\n"
-                             << out.log;
+  EXPECT_GE(out.accuracy, 0)
+      << core_type << ": the job ended before step " << kStep << ": "
+      << cluster.GetJob(id).reason() << "\n"
+      << out.log;
   // The training losses to full precision, from the metrics file.
   std::istringstream metrics(ReadAll(cluster.dir() + "/work-n1/jobs/" + id +
                                      "/attempt-1/metrics.jsonl"));
   for (std::string line; std::getline(metrics, line);) {
     auto row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (row.is_object() && row.contains("loss") && row.value("step", 0) <= kStep)
+    if (row.is_object() && row.contains("loss") &&
+        row.value("step", 0) <= kStep)
       out.losses += row["loss"].dump() + " ";
   }
   EXPECT_EQ(cluster.Ctl({"cancel", id, "--wait"}).exit_code, 0);

@@ -5,8 +5,8 @@
 #include <fstream>
 
 #include "gmock/gmock.h"
-#include "nlohmann/json.hpp"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/cluster.h"
 #include "tests/http.h"
 #include "tests/tcp_proxy.h"
@@ -23,20 +23,23 @@ TEST(FaultTest, AFailingStoreRefusesChangesKeepsJobsRunningAndRecovers) {
   cluster.StartAgent("n1", 1);
   ASSERT_TRUE(cluster.AwaitReadyNodes(1));
   const std::string release = cluster.dir() + "/release";
-  const std::string running = cluster.Submit(
-      "run.yaml", "kind: command\nrun: |\n  while [ ! -e " + release +
-                      " ]; do sleep 0.1; done\n");
-  ASSERT_EQ(cluster.AwaitJob(running, [](const v1::Job& j) {
-                      return j.state() == v1::JOB_STATE_RUNNING;
-                    }).state(),
+  const std::string running =
+      cluster.Submit("run.yaml", "kind: command\nrun: |\n  while [ ! -e " +
+                                     release + " ]; do sleep 0.1; done\n");
+  ASSERT_EQ(cluster
+                .AwaitJob(running,
+                          [](const v1::Job& j) {
+                            return j.state() == v1::JOB_STATE_RUNNING;
+                          })
+                .state(),
             v1::JOB_STATE_RUNNING);
   auto metric = [&] {
-    const std::string text = HttpGet(
-        "http://" + ReadAddress(cluster.state_dir() + "/metrics.addr") +
-        "/metrics").value_or("");
+    const std::string text =
+        HttpGet("http://" + ReadAddress(cluster.state_dir() + "/metrics.addr") +
+                "/metrics")
+            .value_or("");
     const size_t at = text.find("\ndcvlr_store_healthy ");
-    return at == std::string::npos ? std::string("?")
-                                   : text.substr(at + 21, 1);
+    return at == std::string::npos ? std::string("?") : text.substr(at + 21, 1);
   };
   EXPECT_EQ(metric(), "1");
 
@@ -50,7 +53,8 @@ TEST(FaultTest, AFailingStoreRefusesChangesKeepsJobsRunningAndRecovers) {
       {"submit", cluster.WriteFile("x.yaml", "kind: command\nrun: 'true'\n")});
   EXPECT_EQ(refused.exit_code, 1) << refused.err;
   EXPECT_THAT(refused.err, ::testing::HasSubstr("read-only"));
-  EXPECT_THAT(refused.err, ::testing::Not(::testing::HasSubstr("cannot reach")));
+  EXPECT_THAT(refused.err,
+              ::testing::Not(::testing::HasSubstr("cannot reach")));
   EXPECT_EQ(metric(), "0");
   CommandResult cancel = cluster.Ctl({"cancel", running});
   EXPECT_EQ(cancel.exit_code, 1);
@@ -61,8 +65,8 @@ TEST(FaultTest, AFailingStoreRefusesChangesKeepsJobsRunningAndRecovers) {
 
   sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
   sqlite3_close(db);
-  ASSERT_TRUE(Eventually([&] { return metric() == "1"; },
-                         std::chrono::seconds(30)));
+  ASSERT_TRUE(
+      Eventually([&] { return metric() == "1"; }, std::chrono::seconds(30)));
   const std::string after =
       cluster.Submit("after.yaml", "kind: command\nrun: 'true'\n");
   EXPECT_EQ(cluster.AwaitEnd(after).state(), v1::JOB_STATE_SUCCEEDED);
@@ -81,19 +85,21 @@ TEST(FaultTest, KilledAgentTakesItsJobWithItAndTheJobMovesOn) {
   cluster.StartAgent("n1", 1);
   ASSERT_TRUE(cluster.AwaitReadyNodes(1));
   const std::string pids = cluster.dir() + "/pids";
-  const std::string id = cluster.Submit(
-      "tree.yaml",
-      "kind: command\nresources: {gpus_per_node: 1}\n"
-      "retry: {max_attempts: 3}\n"
-      "env: {PIDS: " + pids + "}\n"
-      "run: |\n"
-      "  if [ \"$DCVLR_ATTEMPT\" = 1 ]; then\n"
-      "    sleep 300 & echo $! >> $PIDS\n"
-      "    bash -c 'sleep 301 & echo $! >> $PIDS; wait' &\n"
-      "    echo $$ >> $PIDS\n"
-      "    wait\n"
-      "  fi\n"
-      "  echo attempt $DCVLR_ATTEMPT on $DCVLR_NODE\n");
+  const std::string id =
+      cluster.Submit("tree.yaml",
+                     "kind: command\nresources: {gpus_per_node: 1}\n"
+                     "retry: {max_attempts: 3}\n"
+                     "env: {PIDS: " +
+                         pids +
+                         "}\n"
+                         "run: |\n"
+                         "  if [ \"$DCVLR_ATTEMPT\" = 1 ]; then\n"
+                         "    sleep 300 & echo $! >> $PIDS\n"
+                         "    bash -c 'sleep 301 & echo $! >> $PIDS; wait' &\n"
+                         "    echo $$ >> $PIDS\n"
+                         "    wait\n"
+                         "  fi\n"
+                         "  echo attempt $DCVLR_ATTEMPT on $DCVLR_NODE\n");
   std::vector<pid_t> tree = AwaitPids(pids, 3);
   ASSERT_EQ(tree.size(), 3u);
   cluster.StartAgent("n2", 1);
@@ -124,12 +130,15 @@ TEST(FaultTest, RestartedAgentKillsWhatItsPreviousLifeLeft) {
   // scan can find it once the agent is gone.
   cluster.Submit("escape.yaml",
                  "kind: command\nretry: {max_attempts: 1}\n"
-                 "env: {PIDS: " + pids + "}\n"
-                 "run: |\n  setsid sleep 300 & echo $! >> $PIDS\n  wait\n");
+                 "env: {PIDS: " +
+                     pids +
+                     "}\n"
+                     "run: |\n  setsid sleep 300 & echo $! >> $PIDS\n  wait\n");
   std::vector<pid_t> escaped = AwaitPids(pids, 1);
   ASSERT_EQ(escaped.size(), 1u);
   cluster.KillAgent("n1", SIGKILL);
-  ASSERT_FALSE(ProcessDead(escaped[0])) << "nothing escaped; the test proves nothing";
+  ASSERT_FALSE(ProcessDead(escaped[0]))
+      << "nothing escaped; the test proves nothing";
 
   cluster.StartAgent("n1", 1);
   EXPECT_TRUE(Eventually([&] { return ProcessDead(escaped[0]); }));
@@ -148,17 +157,19 @@ TEST(FaultTest, CutOffAgentStopsItsAttemptBeforeItRunsElsewhere) {
   const std::string id = cluster.Submit(
       "partition.yaml",
       "kind: command\nresources: {gpus_per_node: 1}\nretry: {max_attempts: 3}\n"
-      "env: {MARKS: " + marks + "}\n"
-      "run: |\n"
-      "  if [ \"$DCVLR_ATTEMPT\" = 1 ]; then\n"
-      "    echo $$ > $MARKS/attempt1.pid\n"
-      "    exec sleep 300\n"
-      "  fi\n"
-      "  if kill -0 $(cat $MARKS/attempt1.pid) 2>/dev/null; then\n"
-      "    echo OVERLAP\n"
-      "  else\n"
-      "    echo clean\n"
-      "  fi\n");
+      "env: {MARKS: " +
+          marks +
+          "}\n"
+          "run: |\n"
+          "  if [ \"$DCVLR_ATTEMPT\" = 1 ]; then\n"
+          "    echo $$ > $MARKS/attempt1.pid\n"
+          "    exec sleep 300\n"
+          "  fi\n"
+          "  if kill -0 $(cat $MARKS/attempt1.pid) 2>/dev/null; then\n"
+          "    echo OVERLAP\n"
+          "  else\n"
+          "    echo clean\n"
+          "  fi\n");
   std::vector<pid_t> first = AwaitPids(marks + "/attempt1.pid", 1);
   ASSERT_EQ(first.size(), 1u);
   cluster.StartAgent("n2", 1);

@@ -35,7 +35,8 @@ TEST(GrpcServicesTest, HealthCheckSaysServing) {
                                      grpc::InsecureChannelCredentials());
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(10));
   // HealthCheckRequest{service: ""} encodes as no bytes.
   auto request = Buffer("");
   grpc::ByteBuffer response;
@@ -57,10 +58,11 @@ TEST(GrpcServicesTest, ReflectionListsTheDcvlrServices) {
   grpc::GenericStub stub(channel);
   grpc::CompletionQueue cq;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(10));
   auto call = stub.PrepareCall(
-      &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-      &cq);
+      &context,
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
   auto next = [&cq](intptr_t want) {
     void* tag;
     bool ok;

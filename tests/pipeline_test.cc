@@ -141,8 +141,9 @@ TEST_F(PipelineTest, TrainThenEvalScoresTheFinalCheckpoint) {
   EXPECT_EQ(scores["benchmarks"]["shapes"]["hits"], shapes["hits"]);
   EXPECT_EQ(scores["benchmarks"]["shapes"]["total"], 24);
   EXPECT_EQ(scores["benchmarks"]["small_shapes"]["total"], 12);
-  EXPECT_DOUBLE_EQ(scores["overall_accuracy"].get<double>(),
-                   summary["overall_statistics"]["overall_accuracy"].get<double>());
+  EXPECT_DOUBLE_EQ(
+      scores["overall_accuracy"].get<double>(),
+      summary["overall_statistics"]["overall_accuracy"].get<double>());
   EXPECT_THAT(cluster_.Ctl({"describe", eval}).out,
               ::testing::ContainsRegex("small_shapes +12 +[0-9]+ +[0-9.]+"));
   // The eval's log ends with the accuracy.

@@ -15,7 +15,8 @@ int Connect(const std::string& target) {
   const size_t colon = target.rfind(':');
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(target.substr(colon + 1))));
+  addr.sin_port =
+      htons(static_cast<uint16_t>(std::stoi(target.substr(colon + 1))));
   inet_pton(AF_INET, target.substr(0, colon).c_str(), &addr.sin_addr);
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {

@@ -20,7 +20,8 @@ std::string TrainJob(const std::string& checkpoint_dir) {
   return absl::StrCat(R"(kind: train
 resources: {nodes: 1, gpus_per_node: 2}
 retry: {max_attempts: 3}
-checkpoint_dir: )", checkpoint_dir, R"(
+checkpoint_dir: )",
+                      checkpoint_dir, R"(
 model: {model_name: tiny-vlm}
 data:
   train:

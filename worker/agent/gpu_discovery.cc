@@ -37,7 +37,8 @@ struct NvmlPciInfo {
 std::string SysfsBusId(const std::string& nvml_bus_id) {
   std::string id = nvml_bus_id;
   if (id.size() > 12) id = id.substr(id.size() - 12);
-  for (char& c : id) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  for (char& c : id)
+    c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
   return id;
 }
 

@@ -12,9 +12,8 @@ std::vector<std::string> FeedAll(LineSplitter& splitter,
                                  const std::vector<std::string>& chunks) {
   std::vector<std::string> lines;
   for (const std::string& chunk : chunks) {
-    splitter.Feed(chunk, [&](std::string_view line) {
-      lines.emplace_back(line);
-    });
+    splitter.Feed(chunk,
+                  [&](std::string_view line) { lines.emplace_back(line); });
   }
   return lines;
 }
@@ -46,10 +45,9 @@ TEST(LineSplitterTest, MillionsOfShortLinesAreOnePass) {
   LineSplitter splitter;
   int64_t lines = 0;
   for (size_t at = 0; at < file.size(); at += 64 * 1024) {
-    splitter.Feed(std::string_view(file).substr(at, 64 * 1024),
-                  [&](std::string_view line) {
-                    lines += line == "{\"step\":1}";
-                  });
+    splitter.Feed(
+        std::string_view(file).substr(at, 64 * 1024),
+        [&](std::string_view line) { lines += line == "{\"step\":1}"; });
   }
   EXPECT_EQ(lines, static_cast<int64_t>(file.size() / 11));
 }

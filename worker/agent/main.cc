@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
 
   app.add_option("--coordinator", options.coordinator,
                  "coordinator HOST:PORT (default: $DCVLR_COORDINATOR)");
-  app.add_option("--name", options.name, "this node's name (default: hostname)");
+  app.add_option("--name", options.name,
+                 "this node's name (default: hostname)");
   app.add_option("--gpus", gpus,
                  "pretend this many GPUs; default: discover them with NVML")
       ->check(CLI::Range(0, 64));
@@ -114,8 +115,7 @@ int main(int argc, char** argv) {
         fclose(out) != 0 || rename(tmp.c_str(), addr_file.c_str()) != 0) {
       LOG(ERROR) << "cannot write " << addr_file;
     }
-    LOG(INFO) << "metrics on http://" << options.metrics_address
-              << "/metrics";
+    LOG(INFO) << "metrics on http://" << options.metrics_address << "/metrics";
   }
   LOG(INFO) << "node=" << options.name << " gpus=" << options.gpus.size()
             << " work_dir=" << options.work_dir;

@@ -29,7 +29,6 @@ bool Failed(int status) {
   return !WIFEXITED(status) || WEXITSTATUS(status) != 0;
 }
 
-
 // After fork, in the child of a multithreaded process: only async-signal-safe
 // calls from here on.
 void WriteError(const char* what, const char* detail) {
@@ -61,7 +60,8 @@ void WriteError(const char* what, const char* detail) {
   if (getppid() != agent) _exit(137);
   sigset_t shim_signals;
   sigemptyset(&shim_signals);
-  for (int sig : {SIGCHLD, SIGHUP, SIGTERM, SIGINT}) sigaddset(&shim_signals, sig);
+  for (int sig : {SIGCHLD, SIGHUP, SIGTERM, SIGINT})
+    sigaddset(&shim_signals, sig);
   sigprocmask(SIG_SETMASK, &shim_signals, nullptr);
   signal(SIGCHLD, SIG_DFL);
   signal(SIGPIPE, SIG_DFL);
@@ -145,7 +145,8 @@ int SignalTaggedProcesses(const std::string& agent_dir,
       job_match |= var == want_job;
       attempt_match |= var == want_attempt;
     }
-    if (node_match && job_match && attempt_match && kill(static_cast<pid_t>(pid), sig) == 0) {
+    if (node_match && job_match && attempt_match &&
+        kill(static_cast<pid_t>(pid), sig) == 0) {
       ++signalled;
       if (pids != nullptr) pids->push_back(static_cast<pid_t>(pid));
     }
@@ -227,9 +228,11 @@ absl::Status Supervisor::LaunchOnThisThread(const AttemptSpec& spec,
     // Everything the child needs is prepared before fork: after it, only
     // async-signal-safe calls.
     std::vector<char*> argv, envp;
-    for (const std::string& a : p.argv) argv.push_back(const_cast<char*>(a.c_str()));
+    for (const std::string& a : p.argv)
+      argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    for (const std::string& e : p.env) envp.push_back(const_cast<char*>(e.c_str()));
+    for (const std::string& e : p.env)
+      envp.push_back(const_cast<char*>(e.c_str()));
     envp.push_back(nullptr);
     int log_fd = open(p.log_path.c_str(),
                       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -247,8 +250,9 @@ absl::Status Supervisor::LaunchOnThisThread(const AttemptSpec& spec,
       std::lock_guard<std::mutex> lock(mu_);
       pid = fork();
       if (pid == 0) {
-        RunShim(parent, null_fd, log_fd, p.cwd.empty() ? nullptr : p.cwd.c_str(),
-                argv.data(), envp.data());
+        RunShim(parent, null_fd, log_fd,
+                p.cwd.empty() ? nullptr : p.cwd.c_str(), argv.data(),
+                envp.data());
       }
       if (pid > 0) {
         attempts_[key].processes.push_back({pid, p.rank, p.pid_path});
@@ -258,8 +262,8 @@ absl::Status Supervisor::LaunchOnThisThread(const AttemptSpec& spec,
     close(log_fd);
     if (null_fd >= 0) close(null_fd);
     if (pid < 0) {
-      status = absl::ResourceExhaustedError(
-          absl::StrCat("fork: ", strerror(errno)));
+      status =
+          absl::ResourceExhaustedError(absl::StrCat("fork: ", strerror(errno)));
       break;
     }
     if (!p.pid_path.empty()) {
@@ -293,8 +297,9 @@ void Supervisor::BeginStop(Attempt& attempt, double grace_s) {
     return;
   }
   attempt.stopping = true;
-  attempt.kill_at = std::chrono::steady_clock::now() +
-                    std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000));
+  attempt.kill_at =
+      std::chrono::steady_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000));
   for (const Process& proc : attempt.processes) {
     if (!proc.exited) kill(-proc.pid, SIGTERM);
   }
@@ -346,7 +351,8 @@ void Supervisor::KillerLoop() {
         for (const Process& proc : attempt.processes) {
           if (!proc.exited) kill(-proc.pid, SIGKILL);
         }
-        SignalTaggedProcesses(agent_dir_, attempt.job_id, attempt.number, SIGKILL);
+        SignalTaggedProcesses(agent_dir_, attempt.job_id, attempt.number,
+                              SIGKILL);
         // Check again shortly in case a new process escaped meanwhile.
         next = std::min(next, now + std::chrono::milliseconds(200));
       } else {
@@ -371,12 +377,11 @@ AttemptExit Supervisor::Finish(Attempt& attempt) {
     exit.failed_rank = failed.rank;
     exit.exit_code = ExitCodeOf(failed.status);
     exit.signal = WIFSIGNALED(failed.status) ? WTERMSIG(failed.status) : 0;
-    exit.message =
-        exit.signal != 0
-            ? absl::StrCat("rank ", failed.rank, " killed by signal ",
-                           exit.signal)
-            : absl::StrCat("rank ", failed.rank, " exited with code ",
-                           exit.exit_code);
+    exit.message = exit.signal != 0
+                       ? absl::StrCat("rank ", failed.rank,
+                                      " killed by signal ", exit.signal)
+                       : absl::StrCat("rank ", failed.rank,
+                                      " exited with code ", exit.exit_code);
   }
   if (exit.stopped) {
     absl::StrAppend(&exit.message, exit.message.empty() ? "" : "; ",

@@ -40,7 +40,7 @@ struct ProcessSpec {
   std::vector<std::string> env;  // NAME=value, the whole environment
   std::string log_path;          // stdout and stderr, appended
   std::string cwd;
-  std::string pid_path;          // where the pid is written, if not empty
+  std::string pid_path;  // where the pid is written, if not empty
 };
 
 struct AttemptSpec {

@@ -33,11 +33,12 @@ class SupervisorTest : public ::testing::Test {
   void SetUp() override {
     char tmpl[] = "/tmp/dcvlr-supervisor-test-XXXXXX";
     dir_ = mkdtemp(tmpl);
-    supervisor_ = std::make_unique<Supervisor>(dir_, [this](const AttemptExit& e) {
-      std::lock_guard<std::mutex> lock(mu_);
-      exits_.push_back(e);
-      cv_.notify_all();
-    });
+    supervisor_ =
+        std::make_unique<Supervisor>(dir_, [this](const AttemptExit& e) {
+          std::lock_guard<std::mutex> lock(mu_);
+          exits_.push_back(e);
+          cv_.notify_all();
+        });
   }
   void TearDown() override {
     supervisor_.reset();
@@ -55,8 +56,7 @@ class SupervisorTest : public ::testing::Test {
       p.rank = static_cast<int>(rank);
       p.argv = {"/bin/bash", "-c", scripts[rank]};
       p.env = {"PATH=/usr/bin:/bin", "DCVLR_JOB_ID=" + job, "DCVLR_ATTEMPT=1",
-               "DCVLR_AGENT_DIR=" + dir_,
-               "OUT=" + dir_};
+               "DCVLR_AGENT_DIR=" + dir_, "OUT=" + dir_};
       p.log_path = dir_ + "/" + job + "-rank-" + std::to_string(rank) + ".log";
       spec.processes.push_back(p);
     }
@@ -112,7 +112,9 @@ class SupervisorTest : public ::testing::Test {
 };
 
 TEST_F(SupervisorTest, ReportsSuccessAndWritesLogs) {
-  ASSERT_TRUE(supervisor_->Start(Spec("j-1", {"echo out; echo err >&2", "exit 0"})).ok());
+  ASSERT_TRUE(
+      supervisor_->Start(Spec("j-1", {"echo out; echo err >&2", "exit 0"}))
+          .ok());
   AttemptExit exit = AwaitExit("j-1");
   EXPECT_EQ(exit.exit_code, 0);
   EXPECT_FALSE(exit.stopped);
@@ -147,9 +149,12 @@ TEST_F(SupervisorTest, StopKillsTheWholeTreeEvenEscapedGrandchildren) {
 }
 
 TEST_F(SupervisorTest, ProcessesIgnoringSigtermAreKilledAfterTheGrace) {
-  ASSERT_TRUE(supervisor_->Start(
-      Spec("j-4", {"trap '' TERM; echo ready > $OUT/ready; while :; do sleep 0.1; done"},
-           0.2)).ok());
+  ASSERT_TRUE(supervisor_
+                  ->Start(Spec("j-4",
+                               {"trap '' TERM; echo ready > $OUT/ready; while "
+                                ":; do sleep 0.1; done"},
+                               0.2))
+                  .ok());
   AwaitPids(dir_ + "/ready", 0);
   supervisor_->Stop("j-4", 1, 0.2, "test");
   AttemptExit exit = AwaitExit("j-4");

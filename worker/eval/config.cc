@@ -179,8 +179,10 @@ bool ParseEvalConfig(const nlohmann::json& j, const std::string& base_dir,
         if (!GetString(bv, at + ".prompt", &prompt, error)) return false;
       } else if (bk == "synthetic") {
         if (!bv.is_object()) {
-          *error = at + ".synthetic: expected {\"split\", \"num_samples\", "
-                        "\"seed\"}, got " + bv.dump();
+          *error = at +
+                   ".synthetic: expected {\"split\", \"num_samples\", "
+                   "\"seed\"}, got " +
+                   bv.dump();
           return false;
         }
         spec.synthetic = true;

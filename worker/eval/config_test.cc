@@ -78,7 +78,8 @@ TEST(EvalConfigTest, SyntheticBenchmarks) {
       {"model", {{"checkpoint", "/c"}, {"from_job", "j-3"}}},
       {"benchmarks",
        {{{"name", "synthetic_shapes"},
-         {"synthetic", {{"split", "test"}, {"num_samples", 40}, {"seed", 9}}}}}}};
+         {"synthetic",
+          {{"split", "test"}, {"num_samples", 40}, {"seed", 9}}}}}}};
   ASSERT_TRUE(ParseEvalConfig(j, "/base", &c, &error, &warnings)) << error;
   EXPECT_TRUE(warnings.empty());  // from_job is known
   ASSERT_EQ(c.benchmarks.size(), 1u);
@@ -89,7 +90,9 @@ TEST(EvalConfigTest, SyntheticBenchmarks) {
 
   j["benchmarks"][0]["synthetic"]["split"] = "dev";
   EXPECT_FALSE(ParseEvalConfig(j, "/base", &c, &error, &warnings));
-  EXPECT_EQ(error, "benchmarks[0].synthetic.split: expected train or test, got \"dev\"");
+  EXPECT_EQ(
+      error,
+      "benchmarks[0].synthetic.split: expected train or test, got \"dev\"");
   j["benchmarks"][0]["synthetic"]["split"] = "test";
   j["benchmarks"][0]["path"] = "/x.tsv";
   EXPECT_FALSE(ParseEvalConfig(j, "/base", &c, &error, &warnings));

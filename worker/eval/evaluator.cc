@@ -244,7 +244,8 @@ int RunEvaluation(const EvalConfig& given, const std::atomic<bool>& stop) {
           (fs::path(output_dir) / "dcvlr_scoring_summary.json").string(),
           DumpJson(summary, 2) + "\n", &error))
     return fail(error);
-  if (const std::string metrics = contract::GetEnv(contract::kMetricsFile); !metrics.empty())
+  if (const std::string metrics = contract::GetEnv(contract::kMetricsFile);
+      !metrics.empty())
     if (!AppendMetrics(metrics, scores, &error)) return fail(error);
   const Tally all = Overall(scores);
   char buf[160];

@@ -24,9 +24,9 @@ namespace dcvlr::eval {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using ::dcvlr::trainer::testing::FreePort;
 using ::dcvlr::trainer::testing::ReadAll;
+using nlohmann::json;
 
 constexpr int kRows = 24;
 

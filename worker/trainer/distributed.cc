@@ -1,8 +1,6 @@
 // c10d process groups and the gradient reducer; see distributed.h.
 #include "worker/trainer/distributed.h"
 
-#include "common/process_contract.h"
-
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/function.h>
@@ -10,6 +8,8 @@
 #include <torch/csrc/autograd/variable.h>
 
 #include <cstdlib>
+
+#include "common/process_contract.h"
 #ifdef DCVLR_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
@@ -108,7 +108,8 @@ DistEnv DistEnv::FromEnvironment() {
   e.world_size = EnvInt(contract::kWorldSize, 1);
   e.local_rank = EnvInt(contract::kLocalRank, e.rank);
   e.local_world_size = EnvInt(contract::kLocalWorldSize, e.world_size);
-  if (const char* a = std::getenv(contract::kMasterAddr); a && *a) e.master_addr = a;
+  if (const char* a = std::getenv(contract::kMasterAddr); a && *a)
+    e.master_addr = a;
   e.master_port = EnvInt(contract::kMasterPort, 29500);
   return e;
 }

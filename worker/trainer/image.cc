@@ -1,6 +1,7 @@
-// PNG/PPM codec (JPEG through jpeg.h) and resize; see image.h. The inflate follows RFC 1951 in the
-// manner of zlib's reference decoder "puff": canonical Huffman tables decoded
-// one bit at a time, which is slow but small, and images here are small.
+// PNG/PPM codec (JPEG through jpeg.h) and resize; see image.h. The inflate
+// follows RFC 1951 in the manner of zlib's reference decoder "puff": canonical
+// Huffman tables decoded one bit at a time, which is slow but small, and images
+// here are small.
 #include "worker/trainer/image.h"
 
 #include <array>

@@ -88,8 +88,7 @@ bool DecodeJpeg(const std::vector<uint8_t>& bytes, Image* out,
 
 bool JpegSupported() { return false; }
 
-bool DecodeJpeg(const std::vector<uint8_t>&, Image*,
-                std::string* error) {
+bool DecodeJpeg(const std::vector<uint8_t>&, Image*, std::string* error) {
   *error =
       "JPEG image, but this program was built without JPEG support (install "
       "libjpeg62-turbo-dev and rebuild)";

@@ -59,8 +59,7 @@ TEST(JpegTest, DecodesRgbAndGreyscale) {
   ASSERT_TRUE(JpegSupported());
   Image img;
   std::string error;
-  ASSERT_TRUE(DecodeImage(EncodeTestJpeg(false), &img, &error))
-      << error;
+  ASSERT_TRUE(DecodeImage(EncodeTestJpeg(false), &img, &error)) << error;
   ASSERT_EQ(img.width, 16);
   ASSERT_EQ(img.height, 8);
   auto px = [&](int x, int y, int c) {
@@ -70,8 +69,7 @@ TEST(JpegTest, DecodesRgbAndGreyscale) {
   EXPECT_NEAR(px(2, 4, 2), 20, 12);
   EXPECT_NEAR(px(13, 4, 0), 20, 12);
   EXPECT_NEAR(px(13, 4, 2), 220, 12);
-  ASSERT_TRUE(DecodeImage(EncodeTestJpeg(true), &img, &error))
-      << error;
+  ASSERT_TRUE(DecodeImage(EncodeTestJpeg(true), &img, &error)) << error;
   EXPECT_NEAR(px(2, 2, 0), 40, 8);
   EXPECT_EQ(px(2, 2, 0), px(2, 2, 1));
   EXPECT_NEAR(px(13, 2, 2), 200, 8);
@@ -90,8 +88,7 @@ TEST(JpegTest, BuildWithoutLibjpegSaysSo) {
   EXPECT_FALSE(JpegSupported());
   Image img;
   std::string error;
-  EXPECT_FALSE(
-      DecodeImage({0xFF, 0xD8, 0xFF, 0xE0, 0, 0}, &img, &error));
+  EXPECT_FALSE(DecodeImage({0xFF, 0xD8, 0xFF, 0xE0, 0, 0}, &img, &error));
   EXPECT_NE(error.find("built without JPEG support"), std::string::npos);
 }
 #endif

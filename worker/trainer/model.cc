@@ -42,8 +42,8 @@ VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
     v.norm2 = NewParam(b + "norm2.weight", {vw}, '1');
     v.fc1_w = NewParam(b + "mlp.fc1.weight", {p.vision_mlp, vw}, 'f');
     v.fc1_b = NewParam(b + "mlp.fc1.bias", {p.vision_mlp}, 'z');
-    v.fc2_w =
-        NewParam(b + "mlp.fc2.weight", {vw, p.vision_mlp}, 'o', p.vision_layers);
+    v.fc2_w = NewParam(b + "mlp.fc2.weight", {vw, p.vision_mlp}, 'o',
+                       p.vision_layers);
     v.fc2_b = NewParam(b + "mlp.fc2.bias", {vw}, 'z');
     vblocks_.push_back(v);
   }
@@ -73,8 +73,8 @@ VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
     l.post_norm = NewParam(b + "post_attention_layernorm.weight", {h}, '1');
     l.gate = NewParam(b + "mlp.gate_proj.weight", {p.intermediate, h}, 'f');
     l.up = NewParam(b + "mlp.up_proj.weight", {p.intermediate, h}, 'f');
-    l.down =
-        NewParam(b + "mlp.down_proj.weight", {h, p.intermediate}, 'o', p.layers);
+    l.down = NewParam(b + "mlp.down_proj.weight", {h, p.intermediate}, 'o',
+                      p.layers);
     layers_.push_back(l);
   }
   final_norm_ = NewParam("model.norm.weight", {h}, '1');

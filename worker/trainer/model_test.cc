@@ -15,14 +15,14 @@ namespace {
 // One row: a question and its answer, every next token scored.
 Batch OneRow(const ModelPreset& preset) {
   const ByteTokenizer tok(preset.image_tokens());
-  EncodedExample ex =
-      tok.EncodeExample("What colour is the circle?", "red", preset.max_seq_len);
+  EncodedExample ex = tok.EncodeExample("What colour is the circle?", "red",
+                                        preset.max_seq_len);
   const int64_t t = ex.tokens.size();
   Batch batch;
   batch.tokens = at::empty({1, t}, at::kLong);
   for (int64_t j = 0; j < t; ++j) batch.tokens[0][j] = int64_t(ex.tokens[j]);
-  batch.images = at::full({1, preset.image_size, preset.image_size, 3}, 90,
-                          at::kByte);
+  batch.images =
+      at::full({1, preset.image_size, preset.image_size, 3}, 90, at::kByte);
   batch.loss_index = at::arange(t - 1, at::kLong);
   batch.targets = batch.tokens.reshape({-1}).narrow(0, 1, t - 1).clone();
   batch.loss_row = at::zeros({t - 1}, at::kLong);
@@ -61,8 +61,8 @@ TEST_P(KeptCopiesTest, FollowTheParameters) {
 
   {  // A checkpoint-like copy into the parameters.
     c10::NoGradGuard no_grad;
-    const_cast<at::Tensor&>(model.flat_params()).copy_(
-        model.flat_params() / 1.5);
+    const_cast<at::Tensor&>(model.flat_params())
+        .copy_(model.flat_params() / 1.5);
   }
   EXPECT_EQ(kept(), fresh());
 }

@@ -25,9 +25,9 @@ namespace dcvlr::trainer {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using ::dcvlr::trainer::testing::FreePort;
 using ::dcvlr::trainer::testing::ReadAll;
+using nlohmann::json;
 
 // Starts dcvlr-train with `env` added to ours; stderr goes to `log`.
 pid_t Spawn(const std::vector<std::string>& args,

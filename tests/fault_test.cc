@@ -127,13 +127,15 @@ TEST(FaultTest, RestartedAgentKillsWhatItsPreviousLifeLeft) {
   ASSERT_TRUE(cluster.AwaitReadyNodes(1));
   const std::string pids = cluster.dir() + "/pids";
   // setsid leaves the job's process group: only the agent's environment
-  // scan can find it once the agent is gone.
+  // scan can find it once the agent is gone. It writes its pid only once
+  // it has left (the group's end must not take it along before).
   cluster.Submit("escape.yaml",
                  "kind: command\nretry: {max_attempts: 1}\n"
                  "env: {PIDS: " +
                      pids +
                      "}\n"
-                     "run: |\n  setsid sleep 300 & echo $! >> $PIDS\n  wait\n");
+                     "run: |\n  setsid sh -c 'echo $$ >> $PIDS; exec sleep "
+                     "300' &\n  wait\n");
   std::vector<pid_t> escaped = AwaitPids(pids, 1);
   ASSERT_EQ(escaped.size(), 1u);
   cluster.KillAgent("n1", SIGKILL);

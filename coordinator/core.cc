@@ -104,26 +104,28 @@ void Core::SetState(v1::Job& job, v1::JobState state,
 
 void Core::Commit(v1::Job& job) {
   job.set_version(jobs_.NextVersion());
-  commit_.Job(JobSeq(job.id()), job);
+  commit_.Job(job);
   Wake();
 }
 
-absl::Status Core::CheckWritable() const {
-  const absl::Status error = commit_.error();
-  if (error.ok()) return error;
+namespace {
+
+// What a client hears while store writes fail: UNAVAILABLE with the
+// store's error.
+absl::Status ReadOnly(const absl::Status& store_error) {
+  if (store_error.ok()) return store_error;
   return absl::UnavailableError(absl::StrCat(
       "the coordinator is read-only until its state store accepts writes "
       "again (running jobs go on): ",
-      error.message()));
+      store_error.message()));
 }
 
+}  // namespace
+
+absl::Status Core::CheckWritable() const { return ReadOnly(commit_.error()); }
+
 absl::Status Core::AwaitDurable(const GroupCommit::Ticket& ticket) {
-  const absl::Status status = GroupCommit::Await(ticket);
-  if (status.ok()) return status;
-  return absl::UnavailableError(absl::StrCat(
-      "the coordinator is read-only until its state store accepts writes "
-      "again (running jobs go on): ",
-      status.message()));
+  return ReadOnly(GroupCommit::Await(ticket));
 }
 
 void Core::OnWritten(std::vector<v1::Job>& submitted, bool ok) {

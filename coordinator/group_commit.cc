@@ -22,8 +22,8 @@ void GroupCommit::Stop() {
   writer_.join();
 }
 
-void GroupCommit::Job(int64_t seq, const v1::Job& job) {
-  pending_.jobs[seq] = job;
+void GroupCommit::Job(const v1::Job& job) {
+  pending_.jobs[JobSeq(job.id())] = job;
 }
 
 void GroupCommit::Submitted(std::vector<v1::Job> jobs) {

@@ -53,8 +53,8 @@ class GroupCommit {
   // the mutex.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // The latest record of a changed job, keyed by its sequence number.
-  void Job(int64_t seq, const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The latest record of a changed job (replacing an earlier one pending).
+  void Job(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Jobs of a submission, to be added to the store (not yet in the table).
   void Submitted(std::vector<v1::Job> jobs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Node(const v1::Node& node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

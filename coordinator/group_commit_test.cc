@@ -85,7 +85,7 @@ class GroupCommitTest : public ::testing::Test {
 TEST_F(GroupCommitTest, AnOrderLeavesOnlyOnceTheChangeBeforeItIsDurable) {
   auto channel = std::make_shared<StoreCheckingChannel>(path_);
   ASSERT_TRUE(Change([&] {
-                commit_->Job(1, MakeJob(1));
+                commit_->Job(MakeJob(1));
                 commit_->Send(channel, Start("j-1"));
               }).ok());
   ASSERT_EQ(channel->sent, std::vector<std::string>{"j-1"});
@@ -115,7 +115,7 @@ TEST_F(GroupCommitTest, AFailedWriteIsStickyKeepsChangesAndDropsSubmits) {
   auto channel = std::make_shared<StoreCheckingChannel>(path_);
   WriteLock lock(path_);
   const absl::Status failed = Change([&] {
-    commit_->Job(1, MakeJob(1));
+    commit_->Job(MakeJob(1));
     commit_->Submitted({MakeJob(2)});
     commit_->Send(channel, Start("j-1"));
   });
@@ -125,7 +125,7 @@ TEST_F(GroupCommitTest, AFailedWriteIsStickyKeepsChangesAndDropsSubmits) {
     EXPECT_FALSE(commit_->error().ok());
     EXPECT_EQ(dropped_, std::vector<std::string>{"j-2"});
     // Without a retry nothing is written: the caller hears the error now.
-    commit_->Job(3, MakeJob(3));
+    commit_->Job(MakeJob(3));
     const GroupCommit::Ticket now = commit_->TakeTicket();
     EXPECT_EQ(now.outcome, nullptr);
     EXPECT_FALSE(now.now.ok());
@@ -133,8 +133,7 @@ TEST_F(GroupCommitTest, AFailedWriteIsStickyKeepsChangesAndDropsSubmits) {
   EXPECT_TRUE(channel->sent.empty());
 
   lock.Release();
-  ASSERT_TRUE(
-      Change([&] { commit_->Job(4, MakeJob(4)); }, /*retry=*/true).ok());
+  ASSERT_TRUE(Change([&] { commit_->Job(MakeJob(4)); }, /*retry=*/true).ok());
   {
     absl::MutexLock l(&mu_);
     EXPECT_TRUE(commit_->error().ok());
@@ -152,7 +151,7 @@ TEST_F(GroupCommitTest, AFailedWriteIsStickyKeepsChangesAndDropsSubmits) {
 TEST_F(GroupCommitTest, StopWritesWhatIsPending) {
   {
     absl::MutexLock lock(&mu_);
-    commit_->Job(1, MakeJob(1));
+    commit_->Job(MakeJob(1));
     commit_->SetUsage(Usage{{{"alice", 42.0}}, 7});
   }
   commit_->Stop();

@@ -19,6 +19,7 @@ class WriteLock {
  public:
   explicit WriteLock(const std::string& path) {
     EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK);
+    sqlite3_busy_timeout(db_, 10000);  // the store's owner may be writing
     EXPECT_EQ(sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
               SQLITE_OK);
   }

@@ -305,6 +305,12 @@ v1::Job Cluster::AwaitJob(const std::string& id,
   return job;
 }
 
+v1::Job Cluster::AwaitState(const std::string& id, v1::JobState state,
+                            std::chrono::seconds timeout) {
+  return AwaitJob(
+      id, [state](const v1::Job& j) { return j.state() == state; }, timeout);
+}
+
 v1::Job Cluster::AwaitEnd(const std::string& id, std::chrono::seconds timeout) {
   return AwaitJob(
       id, [](const v1::Job& j) { return IsTerminal(j.state()); }, timeout);

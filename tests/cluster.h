@@ -91,6 +91,9 @@ class Cluster {
   v1::Job AwaitJob(const std::string& id,
                    const std::function<bool(const v1::Job&)>& done,
                    std::chrono::seconds timeout = std::chrono::seconds(60));
+  // AwaitJob until the job is in `state`.
+  v1::Job AwaitState(const std::string& id, v1::JobState state,
+                     std::chrono::seconds timeout = std::chrono::seconds(60));
   v1::Job AwaitEnd(const std::string& id,
                    std::chrono::seconds timeout = std::chrono::seconds(60));
 

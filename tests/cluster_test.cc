@@ -210,12 +210,7 @@ TEST(ClusterTest, CancelKillsTheWholeProcessTree) {
   std::vector<pid_t> tree = AwaitPids(pids, 5);
   ASSERT_EQ(tree.size(), 5u);
   for (pid_t pid : tree) ASSERT_TRUE(Alive(pid));
-  ASSERT_EQ(cluster
-                .AwaitJob(id,
-                          [](const v1::Job& j) {
-                            return j.state() == v1::JOB_STATE_RUNNING;
-                          })
-                .state(),
+  ASSERT_EQ(cluster.AwaitState(id, v1::JOB_STATE_RUNNING).state(),
             v1::JOB_STATE_RUNNING);
 
   CommandResult cancel = cluster.Ctl({"cancel", id, "--wait"});
@@ -304,12 +299,7 @@ TEST(ClusterTest, CoordinatorKill9AndRestartKeepsEveryJob) {
                          release +
                          " ]; do sleep 0.05; done\n"
                          "  echo after\n");
-  ASSERT_EQ(cluster
-                .AwaitJob(running,
-                          [](const v1::Job& j) {
-                            return j.state() == v1::JOB_STATE_RUNNING;
-                          })
-                .state(),
+  ASSERT_EQ(cluster.AwaitState(running, v1::JOB_STATE_RUNNING).state(),
             v1::JOB_STATE_RUNNING);
   // Waits for the GPUs that `running` holds.
   const std::string pending = cluster.Submit(
@@ -361,12 +351,7 @@ TEST(ClusterTest, DrainStopsPlacementsAndEvictMovesRunningJobs) {
       "run: |\n"
       "  if [ \"$DCVLR_ATTEMPT\" = 1 ]; then exec sleep 300; fi\n"
       "  echo resumed on $DCVLR_NODE\n");
-  ASSERT_EQ(cluster
-                .AwaitJob(id,
-                          [](const v1::Job& j) {
-                            return j.state() == v1::JOB_STATE_RUNNING;
-                          })
-                .state(),
+  ASSERT_EQ(cluster.AwaitState(id, v1::JOB_STATE_RUNNING).state(),
             v1::JOB_STATE_RUNNING);
   cluster.StartAgent("n2", 1);
   ASSERT_TRUE(cluster.AwaitReadyNodes(2));
@@ -450,12 +435,7 @@ TEST(ClusterTest, ClusterConfigQuotasShowInTheQueueAndReloadOnSighup) {
       "kind: command\nresources: {gpus_per_node: 1}\nrun: exec sleep 300\n";
   const std::string first = cluster.Submit("a.yaml", job);
   const std::string second = cluster.Submit("b.yaml", job);
-  ASSERT_EQ(cluster
-                .AwaitJob(first,
-                          [](const v1::Job& j) {
-                            return j.state() == v1::JOB_STATE_RUNNING;
-                          })
-                .state(),
+  ASSERT_EQ(cluster.AwaitState(first, v1::JOB_STATE_RUNNING).state(),
             v1::JOB_STATE_RUNNING);
   ASSERT_TRUE(Eventually([&] {
     return cluster.GetJob(second).reason().find("quota") != std::string::npos;
@@ -483,12 +463,7 @@ TEST(ClusterTest, ClusterConfigQuotasShowInTheQueueAndReloadOnSighup) {
                     "groups:\n  vision: {max_gpus: 2}\n"
                     "users:\n  tester: {group: vision}\n");
   cluster.SignalCoordinator(SIGHUP);
-  EXPECT_EQ(cluster
-                .AwaitJob(second,
-                          [](const v1::Job& j) {
-                            return j.state() == v1::JOB_STATE_RUNNING;
-                          })
-                .state(),
+  EXPECT_EQ(cluster.AwaitState(second, v1::JOB_STATE_RUNNING).state(),
             v1::JOB_STATE_RUNNING);
   for (const std::string& id : {first, second}) {
     EXPECT_EQ(cluster.Ctl({"cancel", id, "--wait"}).exit_code, 0);

@@ -1,9 +1,9 @@
 // Fault tests with the real binaries: agents killed and restarted.
 #include <signal.h>
-#include <sqlite3.h>
 
 #include <fstream>
 
+#include "coordinator/store_testing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -26,12 +26,7 @@ TEST(FaultTest, AFailingStoreRefusesChangesKeepsJobsRunningAndRecovers) {
   const std::string running =
       cluster.Submit("run.yaml", "kind: command\nrun: |\n  while [ ! -e " +
                                      release + " ]; do sleep 0.1; done\n");
-  ASSERT_EQ(cluster
-                .AwaitJob(running,
-                          [](const v1::Job& j) {
-                            return j.state() == v1::JOB_STATE_RUNNING;
-                          })
-                .state(),
+  ASSERT_EQ(cluster.AwaitState(running, v1::JOB_STATE_RUNNING).state(),
             v1::JOB_STATE_RUNNING);
   auto metric = [&] {
     const std::string text =
@@ -43,12 +38,7 @@ TEST(FaultTest, AFailingStoreRefusesChangesKeepsJobsRunningAndRecovers) {
   };
   EXPECT_EQ(metric(), "1");
 
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((cluster.state_dir() + "/state.db").c_str(), &db),
-            SQLITE_OK);
-  sqlite3_busy_timeout(db, 10000);  // the coordinator writes too
-  ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
-            SQLITE_OK);
+  WriteLock lock(cluster.state_dir() + "/state.db");
   CommandResult refused = cluster.Ctl(
       {"submit", cluster.WriteFile("x.yaml", "kind: command\nrun: 'true'\n")});
   EXPECT_EQ(refused.exit_code, 1) << refused.err;
@@ -63,8 +53,7 @@ TEST(FaultTest, AFailingStoreRefusesChangesKeepsJobsRunningAndRecovers) {
   std::ofstream(release).close();
   EXPECT_EQ(cluster.AwaitEnd(running).state(), v1::JOB_STATE_SUCCEEDED);
 
-  sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-  sqlite3_close(db);
+  lock.Release();
   ASSERT_TRUE(
       Eventually([&] { return metric() == "1"; }, std::chrono::seconds(30)));
   const std::string after =

@@ -83,9 +83,15 @@ bool ReadSafetensors(const std::string& path, SafetensorsFile* out,
     }
     TensorView t;
     t.name = name;
-    t.dtype = v.value("dtype", "");
-    t.shape = v.value("shape", std::vector<int64_t>{});
-    auto offs = v.value("data_offsets", std::vector<uint64_t>{});
+    std::vector<uint64_t> offs;
+    try {
+      t.dtype = v.value("dtype", "");
+      t.shape = v.value("shape", std::vector<int64_t>{});
+      offs = v.value("data_offsets", std::vector<uint64_t>{});
+    } catch (const nlohmann::json::exception&) {
+      *error = path + ": bad header entry for " + name;
+      return false;
+    }
     if (offs.size() != 2 || offs[0] > offs[1] || data_start + offs[1] > size) {
       *error = path + ": bad data_offsets for " + name;
       return false;

@@ -15,29 +15,11 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python3}
-build=${BUILD_DIR:-$root/build-gpu}
-jobs=${JOBS:-16}
 steps=${STEPS:-30}
 micro=${MICRO_BATCH:-128}
 preset=${PRESET:-qwen2-vl-0.5b}
 
-prefix=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')
-echo "gpu-check: torch $("$py" -c 'import torch; print(torch.__version__)') at $prefix"
-cmake_args=(-DDCVLR_CONTROL_PLANE=OFF -DDCVLR_TESTS=OFF -DCMAKE_BUILD_TYPE=Release
-            -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_POLICY_VERSION_MINIMUM=3.5)
-[[ -n ${DCVLR_JSON_INCLUDE_DIR:-} ]] && cmake_args+=(-DDCVLR_JSON_INCLUDE_DIR="$DCVLR_JSON_INCLUDE_DIR")
-command -v ninja >/dev/null && cmake_args+=(-G Ninja)
-# The NCCL header of a pip-installed torch lives in the nvidia-nccl wheel.
-nccl_inc=$("$py" -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "include"))' 2>/dev/null || true)
-[[ -n $nccl_inc && -f $nccl_inc/nccl.h ]] && export NCCL_INCLUDE_DIR=$nccl_inc
-
-start=$(date +%s)
-cmake -S "$root" -B "$build" "${cmake_args[@]}" >"$build.configure.log" 2>&1 ||
-  { cat "$build.configure.log"; exit 1; }
-grep -E "dcvlr-train:" "$build.configure.log" || true
-cmake --build "$build" -j"$jobs" --target dcvlr-train
-echo "gpu-check: build took $(($(date +%s) - start))s"
-bin=$build/bin/dcvlr-train
+source "$root/scripts/build-trainer-wheel.sh"
 
 has_gpu=$("$py" -c 'import torch; print(int(torch.cuda.is_available()))')
 work=$(mktemp -d /tmp/dcvlr-gpu-check.XXXXXX)

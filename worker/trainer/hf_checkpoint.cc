@@ -63,8 +63,8 @@ bool ReadHfCheckpoint(const std::string& dir, HfCheckpoint* out,
       // Shards are plain file names next to the index.
       if (f.empty() || f.find('/') != std::string::npos || f == "." ||
           f == "..") {
-        *error = index_path + ": weight_map[\"" + name +
-                 "\"]: shard \"" + f + "\" is not a file name in " + dir;
+        *error = index_path + ": weight_map[\"" + name + "\"]: shard \"" + f +
+                 "\" is not a file name in " + dir;
         return false;
       }
       index[name] = f;
@@ -109,17 +109,17 @@ bool ReadHfCheckpoint(const std::string& dir, HfCheckpoint* out,
       if (!index.empty()) {
         auto it = index.find(name);
         if (it == index.end() || it->second != shard) {
-          *error = path + ": tensor " + name +
-                   (it == index.end()
-                        ? " is not in model.safetensors.index.json"
-                        : " is listed under " + it->second);
+          *error =
+              path + ": tensor " + name +
+              (it == index.end() ? " is not in model.safetensors.index.json"
+                                 : " is listed under " + it->second);
           return false;
         }
       }
       std::string canonical = CanonicalTensorName(name);
       if (out->tensors.count(canonical)) {
-        *error = path + ": tensor " + name + " is also in " +
-                 out->source[canonical];
+        *error =
+            path + ": tensor " + name + " is also in " + out->source[canonical];
         return false;
       }
       out->tensors[canonical] = &t;

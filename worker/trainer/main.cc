@@ -8,6 +8,8 @@
 //   [--tsv FILE]
 //       Writes the synthetic shapes dataset as DIR/train.jsonl and
 //       DIR/test.jsonl, and optionally the test split as a VLMEvalKit TSV.
+//   dcvlr-train hf-export ... / hf-forward ...
+//       Hugging Face Qwen2-VL / Qwen2.5-VL checkpoints: see hf_commands.h.
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "worker/trainer/config.h"
+#include "worker/trainer/hf_commands.h"
 #include "worker/trainer/synthetic.h"
 #include "worker/trainer/trainer.h"
 
@@ -33,7 +36,11 @@ void Usage(FILE* out) {
           "usage: dcvlr-train --config FILE.json\n"
           "       dcvlr-train gen-synthetic --out DIR [--train N] [--test M] "
           "[--seed S] "
-          "[--tsv FILE]\n");
+          "[--tsv FILE]\n"
+          "       dcvlr-train hf-export --model DIR --out DIR [--dtype "
+          "bf16|f16|f32] [--max-shard-size BYTES]\n"
+          "       dcvlr-train hf-forward --model DIR --inputs FILE --out FILE "
+          "[--device D] [--dtype f32|bf16] [--adamw-step]\n");
 }
 
 bool ParseInt(const char* s, long long* out) {
@@ -96,6 +103,10 @@ int GenSynthetic(int argc, char** argv) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "gen-synthetic") == 0)
     return GenSynthetic(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "hf-export") == 0)
+    return HfExportMain(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "hf-forward") == 0)
+    return HfForwardMain(argc, argv);
   std::string config_path;
   switch (ParseConfigArgs(argc, argv, "dcvlr-train", Usage, &config_path)) {
     case ConfigArgs::kHelpShown:

@@ -232,14 +232,17 @@ bool ParseQwenVlConfig(const std::string& text, const std::string& source,
   std::vector<int64_t> section = r.IntList(rope, "mrope_section", false);
   if (r.ok() && t.heads > 0) {
     if (t.hidden % t.heads != 0)
-      r.Fail(tx.front().path + "hidden_size",
-             std::to_string(t.hidden) + " is not a multiple of "
-             "num_attention_heads " + std::to_string(t.heads));
+      r.Fail(tx.front().path + "hidden_size", std::to_string(t.hidden) +
+                                                  " is not a multiple of "
+                                                  "num_attention_heads " +
+                                                  std::to_string(t.heads));
     t.head_dim = t.hidden / t.heads;
     if (t.kv_heads > 0 && t.heads % t.kv_heads != 0)
       r.Fail(tx.front().path + "num_key_value_heads",
-             std::to_string(t.kv_heads) + " does not divide "
-             "num_attention_heads " + std::to_string(t.heads));
+             std::to_string(t.kv_heads) +
+                 " does not divide "
+                 "num_attention_heads " +
+                 std::to_string(t.heads));
     if (section.empty()) {
       // transformers' default for M-RoPE.
       section = {16, 24, 24};
@@ -301,7 +304,8 @@ bool ParseQwenVlConfig(const std::string& text, const std::string& source,
     else if (v.out_width != t.hidden)
       r.Fail(c.kind == QwenVlKind::kQwen2Vl ? "vision_config.hidden_size"
                                             : "vision_config.out_hidden_size",
-             std::to_string(v.out_width) + " is not the decoder's hidden_size " +
+             std::to_string(v.out_width) +
+                 " is not the decoder's hidden_size " +
                  std::to_string(t.hidden));
     else if (v.act != "quick_gelu" && v.act != "silu" && v.act != "gelu")
       r.Fail("vision_config.hidden_act",
@@ -326,13 +330,13 @@ bool ParseQwenVlConfig(const std::string& text, const std::string& source,
   c.video_token_id = r.Int(tokens, "video_token_id", 151656, false, 0);
   c.vision_start_token_id =
       r.Int(tokens, "vision_start_token_id", 151652, false, 0);
-  c.vision_end_token_id = r.Int(tokens, "vision_end_token_id", 151653, false, 0);
+  c.vision_end_token_id =
+      r.Int(tokens, "vision_end_token_id", 151653, false, 0);
   c.bos_token_id = r.Int(tokens, "bos_token_id", 151643, false, 0);
   c.eos_token_id = r.Int(tokens, "eos_token_id", 151645, false, 0);
-  for (auto [key, id] :
-       {std::pair{"image_token_id", c.image_token_id},
-        {"vision_start_token_id", c.vision_start_token_id},
-        {"vision_end_token_id", c.vision_end_token_id}})
+  for (auto [key, id] : {std::pair{"image_token_id", c.image_token_id},
+                         {"vision_start_token_id", c.vision_start_token_id},
+                         {"vision_end_token_id", c.vision_end_token_id}})
     if (r.ok() && id >= t.vocab_size)
       r.Fail(key, std::to_string(id) + " is past vocab_size " +
                       std::to_string(t.vocab_size));
@@ -393,10 +397,10 @@ std::string QwenVlConfigJson(const QwenVlConfig& c) {
   j["num_key_value_heads"] = t.kv_heads;
   j["rms_norm_eps"] = t.rms_eps;
   j["rope_theta"] = t.rope_theta;
-  j["rope_scaling"] = {{"type", "mrope"},
-                       {"mrope_section",
-                        {t.mrope_section[0], t.mrope_section[1],
-                         t.mrope_section[2]}}};
+  j["rope_scaling"] = {
+      {"type", "mrope"},
+      {"mrope_section",
+       {t.mrope_section[0], t.mrope_section[1], t.mrope_section[2]}}};
   j["tie_word_embeddings"] = t.tie_embeddings;
   j["torch_dtype"] = c.dtype;
   j["use_cache"] = true;

@@ -62,8 +62,8 @@ at::Tensor SegmentAttention(const at::Tensor& q, const at::Tensor& k,
         .transpose(1, 2);
   };
   if (starts_by_length.size() == 1 &&
-      starts_by_length.begin()->first * static_cast<int64_t>(
-                                           starts_by_length.begin()->second.size()) ==
+      starts_by_length.begin()->first *
+              static_cast<int64_t>(starts_by_length.begin()->second.size()) ==
           n) {
     const int64_t len = starts_by_length.begin()->first;
     const int64_t s = n / len;
@@ -82,10 +82,12 @@ at::Tensor SegmentAttention(const at::Tensor& q, const at::Tensor& k,
         at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(q.device());
     const int64_t count = static_cast<int64_t>(starts.size());
     auto gather = [&](const at::Tensor& t) {
-      return t.index_select(0, index).reshape({count, len, t.size(1), t.size(2)});
+      return t.index_select(0, index).reshape(
+          {count, len, t.size(1), t.size(2)});
     };
     at::Tensor o = run(gather(q), gather(k), gather(v));
-    out = out.index_copy(0, index, o.reshape({count * len, q.size(1), q.size(2)}));
+    out = out.index_copy(0, index,
+                         o.reshape({count * len, q.size(1), q.size(2)}));
   }
   return out;
 }
@@ -207,7 +209,8 @@ std::vector<ParameterShape> QwenVlModel::ParameterShapes(
     s.push_back({l + "mlp.down_proj.weight", {t.hidden, t.intermediate}});
   }
   s.push_back({"model.norm.weight", {t.hidden}});
-  if (!t.tie_embeddings) s.push_back({"lm_head.weight", {t.vocab_size, t.hidden}});
+  if (!t.tie_embeddings)
+    s.push_back({"lm_head.weight", {t.vocab_size, t.hidden}});
   return s;
 }
 
@@ -277,10 +280,9 @@ const at::Tensor& QwenVlModel::P(const std::string& name) const {
   return params_.at(name);
 }
 
-at::Tensor QwenVlModel::VisionBlock(int64_t index, at::Tensor x,
-                                    const at::Tensor& cos,
-                                    const at::Tensor& sin,
-                                    const std::vector<int64_t>& segments) const {
+at::Tensor QwenVlModel::VisionBlock(
+    int64_t index, at::Tensor x, const at::Tensor& cos, const at::Tensor& sin,
+    const std::vector<int64_t>& segments) const {
   const QwenVisionConfig& v = config_.vision;
   const bool v25 = config_.kind == QwenVlKind::kQwen2_5Vl;
   const std::string b = "visual.blocks." + std::to_string(index) + ".";
@@ -349,9 +351,9 @@ at::Tensor QwenVlModel::ImageEmbeddings(const at::Tensor& pixel_values,
                        .reshape({total, 2})
                        .to(x.device(), at::kFloat);
   const int64_t quarter = v.head_dim() / 4;
-  at::Tensor inv = 1.0 / at::pow(v.rope_theta,
-                                 at::arange(0, v.head_dim() / 2, 2, f32) /
-                                     static_cast<double>(v.head_dim() / 2));
+  at::Tensor inv =
+      1.0 / at::pow(v.rope_theta, at::arange(0, v.head_dim() / 2, 2, f32) /
+                                      static_cast<double>(v.head_dim() / 2));
   inv = inv.to(x.device());
   at::Tensor freqs = (pos.unsqueeze(-1) * inv).reshape({total, 2 * quarter});
   freqs = at::cat({freqs, freqs}, -1);
@@ -387,8 +389,8 @@ at::Tensor QwenVlModel::ImageEmbeddings(const at::Tensor& pixel_values,
           }
       base += g[0] * gh * gw;
     }
-    order = at::tensor(perm, at::TensorOptions().dtype(at::kLong))
-                .to(x.device());
+    order =
+        at::tensor(perm, at::TensorOptions().dtype(at::kLong)).to(x.device());
     inverse = at::argsort(order);
     auto permute = [&](const at::Tensor& t) {
       return t.reshape({total / unit, unit, t.size(-1)})
@@ -405,10 +407,10 @@ at::Tensor QwenVlModel::ImageEmbeddings(const at::Tensor& pixel_values,
                           i) != v.fullatt_blocks.end();
     x = VisionBlock(i, x, cos, sin, full ? frames : windows);
   }
-  at::Tensor n = v25 ? RmsNorm(x, P("visual.merger.ln_q.weight"), 1e-6)
-                     : at::layer_norm(x, {v.width},
-                                      P("visual.merger.ln_q.weight"),
-                                      P("visual.merger.ln_q.bias"), 1e-6);
+  at::Tensor n =
+      v25 ? RmsNorm(x, P("visual.merger.ln_q.weight"), 1e-6)
+          : at::layer_norm(x, {v.width}, P("visual.merger.ln_q.weight"),
+                           P("visual.merger.ln_q.bias"), 1e-6);
   n = n.reshape({total / unit, v.width * unit});
   n = at::gelu(at::linear(n, P("visual.merger.mlp.0.weight"),
                           P("visual.merger.mlp.0.bias")));
@@ -428,7 +430,8 @@ std::pair<at::Tensor, at::Tensor> QwenVlModel::RopeIndex(
       in.attention_mask.defined()
           ? in.attention_mask.to(at::kCPU, at::kLong).contiguous()
           : at::ones({rows, len}, at::TensorOptions().dtype(at::kLong));
-  at::Tensor pos = at::zeros({3, rows, len}, at::TensorOptions().dtype(at::kLong));
+  at::Tensor pos =
+      at::zeros({3, rows, len}, at::TensorOptions().dtype(at::kLong));
   at::Tensor deltas = at::zeros({rows}, at::TensorOptions().dtype(at::kLong));
   auto id = ids.accessor<int64_t, 2>();
   auto mk = mask.accessor<int64_t, 2>();
@@ -450,9 +453,9 @@ std::pair<at::Tensor, at::Tensor> QwenVlModel::RopeIndex(
         continue;
       }
       if (next_image >= grids.size())
-        throw std::invalid_argument(
-            "row " + std::to_string(b) + " has more images than image_grid_thw (" +
-            std::to_string(grids.size()) + ")");
+        throw std::invalid_argument("row " + std::to_string(b) +
+                                    " has more images than image_grid_thw (" +
+                                    std::to_string(grids.size()) + ")");
       const auto& g = grids[next_image++];
       const int64_t gh = g[1] / m, gw = g[2] / m;
       for (int64_t ti = 0; ti < g[0]; ++ti)
@@ -462,12 +465,12 @@ std::pair<at::Tensor, at::Tensor> QwenVlModel::RopeIndex(
               throw std::invalid_argument(
                   "row " + std::to_string(b) + ": image " +
                   std::to_string(next_image - 1) + " needs " +
-                  std::to_string(g[0] * gh * gw) +
-                  " consecutive image tokens");
+                  std::to_string(g[0] * gh * gw) + " consecutive image tokens");
             p[0][b][t] = current + ti;
             p[1][b][t] = current + i;
             p[2][b][t] = current + j;
-            highest = std::max({highest, current + ti, current + i, current + j});
+            highest =
+                std::max({highest, current + ti, current + i, current + j});
             ++real;
             ++t;
           }
@@ -502,10 +505,15 @@ at::Tensor QwenVlModel::DecoderLayer(int64_t index, at::Tensor x,
   k = k * cos + RotateHalf(k) * sin;
   const int64_t rep = t.heads / t.kv_heads;
   if (rep > 1) {
-    k = k.unsqueeze(2).expand({b, t.kv_heads, rep, len, d}).reshape({b, t.heads, len, d});
-    v = v.unsqueeze(2).expand({b, t.kv_heads, rep, len, d}).reshape({b, t.heads, len, d});
+    k = k.unsqueeze(2)
+            .expand({b, t.kv_heads, rep, len, d})
+            .reshape({b, t.heads, len, d});
+    v = v.unsqueeze(2)
+            .expand({b, t.kv_heads, rep, len, d})
+            .reshape({b, t.heads, len, d});
   }
-  at::Tensor a = Attend(q, k, v, mask).transpose(1, 2).reshape({b, len, t.hidden});
+  at::Tensor a =
+      Attend(q, k, v, mask).transpose(1, 2).reshape({b, len, t.hidden});
   x = x + at::linear(a, P(l + "self_attn.o_proj.weight"));
   h = RmsNorm(x, P(l + "post_attention_layernorm.weight"), t.rms_eps);
   at::Tensor g = at::silu(at::linear(h, P(l + "mlp.gate_proj.weight")));
@@ -522,21 +530,21 @@ at::Tensor QwenVlModel::Forward(const QwenVlInputs& in,
                                 ShapeText(in.input_ids.sizes()));
   const int64_t b = in.input_ids.size(0), len = in.input_ids.size(1);
   at::Tensor ids = in.input_ids.to(embed.device(), at::kLong);
-  if (ids.numel() &&
-      (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= t.vocab_size))
+  if (ids.numel() && (ids.min().item<int64_t>() < 0 ||
+                      ids.max().item<int64_t>() >= t.vocab_size))
     throw std::invalid_argument("input_ids outside the vocabulary [0, " +
                                 std::to_string(t.vocab_size) + ")");
   at::Tensor x = at::embedding(embed, ids);
   at::Tensor image_slots = ids == config_.image_token_id;
   const int64_t slots = image_slots.sum().item<int64_t>();
   if (in.pixel_values.defined() && in.pixel_values.numel()) {
-    at::Tensor img = ImageEmbeddings(in.pixel_values.to(embed.device()),
-                                     in.image_grid_thw);
+    at::Tensor img =
+        ImageEmbeddings(in.pixel_values.to(embed.device()), in.image_grid_thw);
     if (img.size(0) != slots)
-      throw std::invalid_argument(
-          "the images give " + std::to_string(img.size(0)) +
-          " embeddings, the text has " + std::to_string(slots) +
-          " image tokens");
+      throw std::invalid_argument("the images give " +
+                                  std::to_string(img.size(0)) +
+                                  " embeddings, the text has " +
+                                  std::to_string(slots) + " image tokens");
     x = x.masked_scatter(image_slots.unsqueeze(-1), img.to(x.scalar_type()));
   } else if (slots) {
     throw std::invalid_argument(std::to_string(slots) +
@@ -549,9 +557,9 @@ at::Tensor QwenVlModel::Forward(const QwenVlInputs& in,
   at::Tensor pos = RopeIndex(in).first.to(x.device(), at::kFloat);  // [3,B,L]
   const at::TensorOptions f32 =
       at::TensorOptions().dtype(at::kFloat).device(x.device());
-  at::Tensor inv = 1.0 / at::pow(t.rope_theta,
-                                 at::arange(0, t.head_dim, 2, f32) /
-                                     static_cast<double>(t.head_dim));
+  at::Tensor inv =
+      1.0 / at::pow(t.rope_theta, at::arange(0, t.head_dim, 2, f32) /
+                                      static_cast<double>(t.head_dim));
   at::Tensor freqs = pos.unsqueeze(-1) * inv;  // [3, B, L, D/2]
   std::vector<at::Tensor> parts;
   int64_t offset = 0;
@@ -566,17 +574,17 @@ at::Tensor QwenVlModel::Forward(const QwenVlInputs& in,
 
   // Causal attention to real keys; a query always sees itself, so that
   // padding rows stay finite.
-  at::Tensor causal = at::ones({len, len}, at::TensorOptions()
-                                               .dtype(at::kBool)
-                                               .device(x.device()))
-                          .tril();
+  at::Tensor causal =
+      at::ones({len, len},
+               at::TensorOptions().dtype(at::kBool).device(x.device()))
+          .tril();
   at::Tensor mask = causal.unsqueeze(0).expand({b, len, len});
   if (in.attention_mask.defined()) {
     at::Tensor valid = in.attention_mask.to(x.device()).to(at::kBool);
-    mask = mask.logical_and(valid.unsqueeze(1))
-               .logical_or(at::eye(len, at::TensorOptions()
-                                            .dtype(at::kBool)
-                                            .device(x.device())));
+    mask =
+        mask.logical_and(valid.unsqueeze(1))
+            .logical_or(at::eye(
+                len, at::TensorOptions().dtype(at::kBool).device(x.device())));
   }
   mask = mask.unsqueeze(1);  // [B, 1, L, L]
 
@@ -587,17 +595,15 @@ at::Tensor QwenVlModel::Forward(const QwenVlInputs& in,
   }
   x = RmsNorm(x, P("model.norm.weight"), t.rms_eps);
   if (hidden) hidden->push_back(x);
-  const at::Tensor& head =
-      t.tie_embeddings ? embed : P("lm_head.weight");
+  const at::Tensor& head = t.tie_embeddings ? embed : P("lm_head.weight");
   return at::linear(x, head).to(at::kFloat);
 }
 
 at::Tensor CausalLmLoss(const at::Tensor& logits, const at::Tensor& labels) {
   const int64_t len = logits.size(1);
   at::Tensor l = logits.narrow(1, 0, len - 1).reshape({-1, logits.size(2)});
-  at::Tensor y = labels.to(logits.device(), at::kLong)
-                     .narrow(1, 1, len - 1)
-                     .reshape({-1});
+  at::Tensor y =
+      labels.to(logits.device(), at::kLong).narrow(1, 1, len - 1).reshape({-1});
   return at::cross_entropy_loss(l.to(at::kFloat), y, {}, at::Reduction::Mean,
                                 -100);
 }

@@ -53,7 +53,8 @@ class QwenVlModel {
  public:
   // The Hub name and shape of every parameter `config` has, in a fixed
   // order (lm_head.weight only when embeddings are untied).
-  static std::vector<ParameterShape> ParameterShapes(const QwenVlConfig& config);
+  static std::vector<ParameterShape> ParameterShapes(
+      const QwenVlConfig& config);
 
   // The checkpoint's weights as `dtype` tensors on `device`. A missing,
   // unexpected or mis-shaped tensor is an error naming it and its file.

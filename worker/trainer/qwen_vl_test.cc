@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "worker/trainer/hf_checkpoint.h"
+#include "worker/trainer/hf_export.h"
 #include "worker/trainer/qwen_vl_config.h"
 #include "worker/trainer/qwen_vl_model.h"
 #include "worker/trainer/safetensors.h"
@@ -80,7 +81,7 @@ class QwenVlParity : public ::testing::TestWithParam<std::string> {};
 TEST_P(QwenVlParity, VisionTowerMatchesTransformers) {
   Fixture f = Load(GetParam());
   ASSERT_NE(f.model, nullptr);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   at::Tensor got =
       f.model->ImageEmbeddings(f.in.pixel_values, f.in.image_grid_thw);
   EXPECT_LT(MaxAbsDiff(got, f.reference.at("image_embeds")), 1e-4);
@@ -90,7 +91,8 @@ TEST_P(QwenVlParity, RopeIndexMatchesTransformers) {
   Fixture f = Load(GetParam());
   ASSERT_NE(f.model, nullptr);
   auto [pos, deltas] = f.model->RopeIndex(f.in);
-  at::Tensor valid = f.in.attention_mask.to(at::kBool).unsqueeze(0).expand_as(pos);
+  at::Tensor valid =
+      f.in.attention_mask.to(at::kBool).unsqueeze(0).expand_as(pos);
   // Padding positions are unspecified; real tokens must match exactly.
   EXPECT_TRUE(pos.masked_select(valid).equal(
       f.reference.at("position_ids").masked_select(valid)));
@@ -100,11 +102,13 @@ TEST_P(QwenVlParity, RopeIndexMatchesTransformers) {
 TEST_P(QwenVlParity, LogitsHiddenStatesAndLossMatchTransformers) {
   Fixture f = Load(GetParam());
   ASSERT_NE(f.model, nullptr);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   std::vector<at::Tensor> hidden;
   at::Tensor logits = f.model->Forward(f.in, &hidden);
   at::Tensor valid = f.in.attention_mask.to(at::kBool).unsqueeze(-1);
-  auto real = [&](const at::Tensor& t) { return t.masked_select(valid.expand_as(t)); };
+  auto real = [&](const at::Tensor& t) {
+    return t.masked_select(valid.expand_as(t));
+  };
   ASSERT_EQ(hidden.size(), static_cast<size_t>(f.config.text.layers + 1));
   for (size_t i = 0; i < hidden.size(); ++i)
     EXPECT_LT(MaxAbsDiff(real(hidden[i]),
@@ -136,7 +140,7 @@ TEST_P(QwenVlParity, GradientsAndOneAdamWStepMatchTransformers) {
   {
     // torch.optim.AdamW's first step (lr 1e-3, betas 0.9/0.999, eps 1e-8,
     // weight decay 0.1): decay, then g / (|g| + eps) after bias correction.
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     for (at::Tensor& p : params) {
       at::Tensor g = p.grad();
       p.mul_(1 - 1e-3 * 0.1);
@@ -154,7 +158,8 @@ INSTANTIATE_TEST_SUITE_P(Models, QwenVlParity,
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& c : n)
-                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                             if (!isalnum(static_cast<unsigned char>(c)))
+                               c = '_';
                            return n;
                          });
 
@@ -169,8 +174,8 @@ TEST(QwenVlConfig, HubAndTransformers5LayoutsReadTheSame) {
     ASSERT_TRUE(LoadQwenVlConfig(dir, &written, &error)) << error;
     // Written back in the Hub's layout, both read the same again.
     QwenVlConfig again;
-    ASSERT_TRUE(ParseQwenVlConfig(QwenVlConfigJson(written), "export", &again,
-                                  &error))
+    ASSERT_TRUE(
+        ParseQwenVlConfig(QwenVlConfigJson(written), "export", &again, &error))
         << error;
     for (const QwenVlConfig* c : {&written, &again}) {
       EXPECT_EQ(c->kind, hub.kind);
@@ -195,7 +200,8 @@ TEST(QwenVlConfig, ErrorsSayWhere) {
   QwenVlConfig c;
   std::string error;
   const std::string hub = ReadText(kDir + "/qwen2-vl-tiny/hub_config.json");
-  EXPECT_FALSE(ParseQwenVlConfig("{\n  \"a\": 1,\n  oops\n}", "c.json", &c, &error));
+  EXPECT_FALSE(
+      ParseQwenVlConfig("{\n  \"a\": 1,\n  oops\n}", "c.json", &c, &error));
   EXPECT_EQ(error.rfind("c.json:3:", 0), 0u) << error;
 
   auto without = [&](const std::string& key) {
@@ -205,10 +211,13 @@ TEST(QwenVlConfig, ErrorsSayWhere) {
     s.replace(at, key.size() + 2, "\"x_" + key + "\"");
     return s;
   };
-  EXPECT_FALSE(ParseQwenVlConfig(without("num_hidden_layers"), "c.json", &c, &error));
-  EXPECT_NE(error.find("key 'num_hidden_layers': missing"), std::string::npos) << error;
+  EXPECT_FALSE(
+      ParseQwenVlConfig(without("num_hidden_layers"), "c.json", &c, &error));
+  EXPECT_NE(error.find("key 'num_hidden_layers': missing"), std::string::npos)
+      << error;
   EXPECT_FALSE(ParseQwenVlConfig(without("embed_dim"), "c.json", &c, &error));
-  EXPECT_NE(error.find("'vision_config.embed_dim'"), std::string::npos) << error;
+  EXPECT_NE(error.find("'vision_config.embed_dim'"), std::string::npos)
+      << error;
 
   std::string bad = hub;
   size_t at = bad.find("\"mrope_section\"");
@@ -216,7 +225,8 @@ TEST(QwenVlConfig, ErrorsSayWhere) {
   size_t end = bad.find(']', at);
   bad.replace(at, end + 1 - at, "\"mrope_section\": [2, 2, 2]");
   EXPECT_FALSE(ParseQwenVlConfig(bad, "c.json", &c, &error));
-  EXPECT_NE(error.find("rope_scaling.mrope_section"), std::string::npos) << error;
+  EXPECT_NE(error.find("rope_scaling.mrope_section"), std::string::npos)
+      << error;
   EXPECT_NE(error.find("head_dim / 2 = 8"), std::string::npos) << error;
 
   EXPECT_FALSE(ParseQwenVlConfig("{\"architectures\": [\"LlamaForCausalLM\"]}",
@@ -227,14 +237,17 @@ TEST(QwenVlConfig, ErrorsSayWhere) {
 TEST(QwenVlCheckpoint, ShardedAndSingleFilesReadUnderHubNames) {
   HfCheckpoint sharded, single;
   std::string error;
-  ASSERT_TRUE(ReadHfCheckpoint(kDir + "/qwen2_5-vl-tiny", &sharded, &error)) << error;
-  ASSERT_TRUE(ReadHfCheckpoint(kDir + "/qwen2-vl-tiny", &single, &error)) << error;
+  ASSERT_TRUE(ReadHfCheckpoint(kDir + "/qwen2_5-vl-tiny", &sharded, &error))
+      << error;
+  ASSERT_TRUE(ReadHfCheckpoint(kDir + "/qwen2-vl-tiny", &single, &error))
+      << error;
   EXPECT_EQ(sharded.files.size(), 3u);
   EXPECT_EQ(single.files.size(), 1u);
   EXPECT_EQ(sharded.tensors.at("visual.merger.mlp.0.weight")->dtype, "BF16");
   EXPECT_EQ(single.tensors.at("visual.merger.mlp.0.weight")->dtype, "F32");
-  EXPECT_EQ(CanonicalTensorName("model.language_model.layers.3.mlp.up_proj.weight"),
-            "model.layers.3.mlp.up_proj.weight");
+  EXPECT_EQ(
+      CanonicalTensorName("model.language_model.layers.3.mlp.up_proj.weight"),
+      "model.layers.3.mlp.up_proj.weight");
   EXPECT_EQ(CanonicalTensorName("model.visual.blocks.0.norm1.weight"),
             "visual.blocks.0.norm1.weight");
   EXPECT_EQ(CanonicalTensorName("lm_head.weight"), "lm_head.weight");
@@ -258,7 +271,8 @@ TEST(QwenVlCheckpoint, BrokenCheckpointsAreErrorsNamingTheTensor) {
 
   QwenVlConfig deeper = config;
   deeper.text.layers = 3;
-  EXPECT_EQ(QwenVlModel::Load(deeper, ckpt, at::kCPU, at::kFloat, &error), nullptr);
+  EXPECT_EQ(QwenVlModel::Load(deeper, ckpt, at::kCPU, at::kFloat, &error),
+            nullptr);
   EXPECT_NE(error.find("missing tensor model.layers.2.input_layernorm.weight"),
             std::string::npos)
       << error;
@@ -266,15 +280,19 @@ TEST(QwenVlCheckpoint, BrokenCheckpointsAreErrorsNamingTheTensor) {
   QwenVlConfig shallower = config;
   shallower.vision.depth = 2;
   shallower.vision.fullatt_blocks = {1};
-  EXPECT_EQ(QwenVlModel::Load(shallower, ckpt, at::kCPU, at::kFloat, &error), nullptr);
-  EXPECT_NE(error.find("unexpected tensor visual.blocks.2."), std::string::npos) << error;
+  EXPECT_EQ(QwenVlModel::Load(shallower, ckpt, at::kCPU, at::kFloat, &error),
+            nullptr);
+  EXPECT_NE(error.find("unexpected tensor visual.blocks.2."), std::string::npos)
+      << error;
 
   QwenVlConfig wider = config;
   wider.text.intermediate = 128;
-  EXPECT_EQ(QwenVlModel::Load(wider, ckpt, at::kCPU, at::kFloat, &error), nullptr);
-  EXPECT_NE(error.find("tensor model.layers.0.mlp.gate_proj.weight is [96, 64], "
-                       "the config needs [128, 64]"),
-            std::string::npos)
+  EXPECT_EQ(QwenVlModel::Load(wider, ckpt, at::kCPU, at::kFloat, &error),
+            nullptr);
+  EXPECT_NE(
+      error.find("tensor model.layers.0.mlp.gate_proj.weight is [96, 64], "
+                 "the config needs [128, 64]"),
+      std::string::npos)
       << error;
   EXPECT_NE(error.find(".safetensors: "), std::string::npos) << error;
 
@@ -283,7 +301,8 @@ TEST(QwenVlCheckpoint, BrokenCheckpointsAreErrorsNamingTheTensor) {
   std::remove((dir + "/model-00002-of-00003.safetensors").c_str());
   HfCheckpoint broken;
   EXPECT_FALSE(ReadHfCheckpoint(dir, &broken, &error));
-  EXPECT_NE(error.find("model-00002-of-00003.safetensors: missing"), std::string::npos)
+  EXPECT_NE(error.find("model-00002-of-00003.safetensors: missing"),
+            std::string::npos)
       << error;
   // A shard name that leaves the directory.
   std::string index = ReadText(dir + "/model.safetensors.index.json");
@@ -295,10 +314,51 @@ TEST(QwenVlCheckpoint, BrokenCheckpointsAreErrorsNamingTheTensor) {
   std::system(("rm -rf " + dir).c_str());
 }
 
+// Exported, read back and run: the same logits, bit for bit, when the
+// export dtype holds the weights exactly (BF16 weights as BF16, F32 as F32).
+TEST(QwenVlExport, ReadsBackToTheSameLogits) {
+  struct Case {
+    const char* model;
+    at::ScalarType dtype;
+    int64_t max_shard_bytes;
+    size_t files;
+  };
+  for (const Case& c :
+       {Case{"qwen2_5-vl-tiny", at::kBFloat16, 100000, 4},
+        Case{"qwen2-vl-tiny", at::kFloat, int64_t{1} << 30, 1}}) {
+    Fixture f = Load(c.model);
+    ASSERT_NE(f.model, nullptr);
+    char tmpl[] = "/tmp/qwen_vl_export.XXXXXX";
+    const std::string root = mkdtemp(tmpl);
+    const std::string out = root + "/export";
+    HfExportOptions options;
+    options.dtype = c.dtype;
+    options.max_shard_bytes = c.max_shard_bytes;
+    options.assets_dir = kDir + "/" + c.model;
+    std::string error;
+    ASSERT_TRUE(ExportHfCheckpoint(*f.model, out, options, &error)) << error;
+    EXPECT_FALSE(ExportHfCheckpoint(*f.model, out, options, &error));
+    EXPECT_NE(error.find("already exists"), std::string::npos) << error;
+
+    QwenVlConfig config;
+    HfCheckpoint ckpt;
+    ASSERT_TRUE(LoadQwenVlConfig(out, &config, &error)) << error;
+    ASSERT_TRUE(ReadHfCheckpoint(out, &ckpt, &error)) << error;
+    EXPECT_EQ(ckpt.files.size(), c.files);
+    EXPECT_EQ(ReadText(out + "/generation_config.json"),
+              ReadText(options.assets_dir + "/generation_config.json"));
+    auto back = QwenVlModel::Load(config, ckpt, at::kCPU, at::kFloat, &error);
+    ASSERT_NE(back, nullptr) << error;
+    c10::NoGradGuard no_grad;
+    EXPECT_TRUE(back->Forward(f.in).equal(f.model->Forward(f.in))) << c.model;
+    std::system(("rm -rf " + root).c_str());
+  }
+}
+
 TEST(QwenVlModel, MismatchedImagesAndTokensAreErrors) {
   Fixture f = Load("qwen2-vl-tiny");
   ASSERT_NE(f.model, nullptr);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   QwenVlInputs in = f.in;
   in.image_grid_thw = f.in.image_grid_thw.narrow(0, 0, 2);
   in.pixel_values = f.in.pixel_values.narrow(0, 0, 60 + 16);

@@ -14,6 +14,8 @@ packages=(
   libgtest-dev libgmock-dev libcli11-dev libgoogle-glog-dev
   # worker programs: libtorch (CPU) + Gloo headers for c10d, JSON, fast BLAS
   libtorch-dev libgloo-dev nlohmann-json3-dev libopenblas0-pthread
+  # tokenizer.json tokenizers: Unicode normalisation and regex classes
+  libicu-dev
   # dcvlr-eval: JPEG benchmark images (optional at build time)
   libjpeg62-turbo-dev
   # benchmark baseline (PyTorch DDP) and monitoring tests

@@ -8,9 +8,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <map>
 #include <string>
 
+#include "worker/trainer/bpe_tokenizer.h"
 #include "worker/trainer/hf_checkpoint.h"
 #include "worker/trainer/hf_export.h"
 #include "worker/trainer/qwen_vl_model.h"
@@ -225,6 +227,32 @@ int HfForwardMain(int argc, char** argv) {
     return kExitError;
   }
   return kExitOk;
+}
+
+int TokenizeMain(int argc, char** argv) {
+  std::map<std::string, std::string> f;
+  if (!ParseFlags(argc, argv, "tokenize", {"--tokenizer"}, {}, &f) ||
+      !f.count("--tokenizer")) {
+    fprintf(stderr, "usage: dcvlr-train tokenize --tokenizer PATH < lines\n");
+    return kExitBadConfig;
+  }
+  std::string error;
+  auto tokenizer = BpeTokenizer::Load(f["--tokenizer"], &error);
+  if (!tokenizer) {
+    fprintf(stderr, "dcvlr-train tokenize: %s\n", error.c_str());
+    return kExitBadConfig;
+  }
+  std::string line, out;
+  while (std::getline(std::cin, line)) {
+    out.clear();
+    for (uint32_t id : tokenizer->Encode(line)) {
+      if (!out.empty()) out += ' ';
+      out += std::to_string(id);
+    }
+    out += '\n';
+    fwrite(out.data(), 1, out.size(), stdout);
+  }
+  return fflush(stdout) == 0 ? kExitOk : kExitError;
 }
 
 }  // namespace dcvlr::trainer

@@ -13,6 +13,10 @@
 //       position_ids and, with labels, loss; --adamw-step adds grad_norm and
 //       loss_after_step (one AdamW step: lr 1e-3, betas 0.9/0.999, eps 1e-8,
 //       weight decay 0.1). For parity checks against transformers.
+//   dcvlr-train tokenize --tokenizer PATH
+//       Reads lines from stdin and prints each line's token ids,
+//       space-separated, one line per input line. PATH is a tokenizer.json
+//       or a checkpoint directory holding one.
 #ifndef DCVLR_WORKER_TRAINER_HF_COMMANDS_H_
 #define DCVLR_WORKER_TRAINER_HF_COMMANDS_H_
 
@@ -20,6 +24,7 @@ namespace dcvlr::trainer {
 
 int HfExportMain(int argc, char** argv);
 int HfForwardMain(int argc, char** argv);
+int TokenizeMain(int argc, char** argv);
 
 }  // namespace dcvlr::trainer
 

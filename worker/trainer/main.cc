@@ -8,8 +8,8 @@
 //   [--tsv FILE]
 //       Writes the synthetic shapes dataset as DIR/train.jsonl and
 //       DIR/test.jsonl, and optionally the test split as a VLMEvalKit TSV.
-//   dcvlr-train hf-export ... / hf-forward ...
-//       Hugging Face Qwen2-VL / Qwen2.5-VL checkpoints: see hf_commands.h.
+//   dcvlr-train hf-export ... / hf-forward ... / tokenize ...
+//       Hugging Face checkpoints and tokenizers: see hf_commands.h.
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -40,7 +40,8 @@ void Usage(FILE* out) {
           "       dcvlr-train hf-export --model DIR --out DIR [--dtype "
           "bf16|f16|f32] [--max-shard-size BYTES]\n"
           "       dcvlr-train hf-forward --model DIR --inputs FILE --out FILE "
-          "[--device D] [--dtype f32|bf16] [--adamw-step]\n");
+          "[--device D] [--dtype f32|bf16] [--adamw-step]\n"
+          "       dcvlr-train tokenize --tokenizer PATH < lines\n");
 }
 
 bool ParseInt(const char* s, long long* out) {
@@ -107,6 +108,8 @@ int main(int argc, char** argv) {
     return HfExportMain(argc, argv);
   if (argc >= 2 && std::strcmp(argv[1], "hf-forward") == 0)
     return HfForwardMain(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "tokenize") == 0)
+    return TokenizeMain(argc, argv);
   std::string config_path;
   switch (ParseConfigArgs(argc, argv, "dcvlr-train", Usage, &config_path)) {
     case ConfigArgs::kHelpShown:

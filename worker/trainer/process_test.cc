@@ -267,5 +267,34 @@ TEST_F(TrainerProcessTest, BadConfigExitsTwoNamingTheKey) {
             std::string::npos);
 }
 
+// `dcvlr-train tokenize`: one line of ids per input line, as the golden
+// file has them.
+TEST_F(TrainerProcessTest, TokenizePrintsIdsPerLine) {
+  const std::string dir = std::string(DCVLR_TESTDATA) + "/qwen_tokenizer";
+  fs::path in = root_ / "lines.txt";
+  std::ofstream(in)
+      << "Hello world\n\n<|vision_start|><|image_pad|><|vision_end|>"
+         "你好\n";
+  std::string cmd = std::string(DCVLR_TRAIN_BIN) + " tokenize --tokenizer " +
+                    dir + " < " + in.string();
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;)
+    out.append(buf, n);
+  EXPECT_EQ(::pclose(p), 0);
+  EXPECT_EQ(out, "9707 1879\n\n151652 151655 151653 108386\n");
+
+  std::string bad = std::string(DCVLR_TRAIN_BIN) +
+                    " tokenize --tokenizer /nonexistent 2>&1 < /dev/null";
+  p = ::popen(bad.c_str(), "r");
+  out.clear();
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;)
+    out.append(buf, n);
+  EXPECT_EQ(WEXITSTATUS(::pclose(p)), 2);
+  EXPECT_NE(out.find("/nonexistent: cannot open"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace dcvlr::trainer

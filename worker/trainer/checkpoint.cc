@@ -73,7 +73,7 @@ std::string CheckpointManager::StepDir(int64_t step) const {
   return (fs::path(dir_) / ("step-" + std::to_string(step))).string();
 }
 
-bool CheckpointManager::Save(int64_t step, const VlmModel& model,
+bool CheckpointManager::Save(int64_t step, const TrainableModel& model,
                              FlatAdamW& optimizer,
                              const nlohmann::json& trainer_state,
                              const nlohmann::json& rank_state,
@@ -100,8 +100,7 @@ bool CheckpointManager::Save(int64_t step, const VlmModel& model,
                        params.data_ptr<float>() + p.offset,
                        size_t(p.tensor.numel()) * 4});
     ok = WriteSafetensors(dir + "/model.safetensors", views,
-                          {{"format", "pt"}, {"model", model.preset().name}},
-                          error);
+                          {{"format", "pt"}, {"model", model.name()}}, error);
     auto m = optimizer.exp_avg().to(at::kCPU).contiguous();
     auto v = optimizer.exp_avg_sq().to(at::kCPU).contiguous();
     std::vector<TensorView> opt = {{"exp_avg",
@@ -170,7 +169,7 @@ void CheckpointManager::Prune() const {
   }
 }
 
-bool CheckpointManager::Load(int64_t step, VlmModel* model,
+bool CheckpointManager::Load(int64_t step, TrainableModel* model,
                              FlatAdamW* optimizer,
                              nlohmann::json* trainer_state,
                              nlohmann::json* rank_state,

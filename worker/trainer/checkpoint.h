@@ -25,7 +25,7 @@ class CheckpointManager {
   // Save together (it synchronizes through `comm`).
   CheckpointManager(std::string dir, int keep_last, Communicator* comm);
 
-  bool Save(int64_t step, const VlmModel& model, FlatAdamW& optimizer,
+  bool Save(int64_t step, const TrainableModel& model, FlatAdamW& optimizer,
             const nlohmann::json& trainer_state,
             const nlohmann::json& rank_state, std::string* error);
 
@@ -34,7 +34,7 @@ class CheckpointManager {
 
   // Restores weights and optimizer state in place and returns the JSON
   // states. The rank file is this rank's (world size must match).
-  bool Load(int64_t step, VlmModel* model, FlatAdamW* optimizer,
+  bool Load(int64_t step, TrainableModel* model, FlatAdamW* optimizer,
             nlohmann::json* trainer_state, nlohmann::json* rank_state,
             std::string* error) const;
 

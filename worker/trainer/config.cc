@@ -262,7 +262,23 @@ bool ParseConfig(const json& doc, const std::string& config_dir,
               "enable_liger_kernel", "processor_kwargs"});
     m.WarnUnknown(warnings);
     if (!m.ok()) return false;
-    if (!FindPreset(model_name, &out->model)) {
+    // A directory with a Hugging Face config.json (a Qwen2-VL or Qwen2.5-VL
+    // checkpoint, or just its config for training from scratch) instead of
+    // a preset name; relative to the config file.
+    std::filesystem::path dir(model_name);
+    if (dir.is_relative() && !config_dir.empty()) dir = config_dir / dir;
+    std::error_code ec;
+    if (std::filesystem::exists(dir / "config.json", ec)) {
+      if (overrides) {
+        *error =
+            "model.model_config: applies to presets; a checkpoint's "
+            "architecture comes from its config.json";
+        return false;
+      }
+      out->hf_model_dir = std::filesystem::absolute(dir).lexically_normal();
+      FindPreset("tiny-vlm", &out->model);  // unused beyond max_seq_len
+      out->model.max_seq_len = max_len > 0 ? max_len : 2048;
+    } else if (!FindPreset(model_name, &out->model)) {
       std::string names;
       for (const auto& n : PresetNames())
         names += (names.empty() ? "" : ", ") + n;
@@ -270,9 +286,11 @@ bool ParseConfig(const json& doc, const std::string& config_dir,
                "\" (presets: " + names + ")";
       return false;
     }
-    if (overrides && !ApplyPresetOverrides(*overrides, &out->model, error))
-      return false;
-    if (max_len > 0) out->model.max_seq_len = max_len;
+    if (out->hf_model_dir.empty()) {
+      if (overrides && !ApplyPresetOverrides(*overrides, &out->model, error))
+        return false;
+      if (max_len > 0) out->model.max_seq_len = max_len;
+    }
   } else {
     FindPreset(model_name, &out->model);
   }

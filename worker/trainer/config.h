@@ -61,6 +61,11 @@ struct TrainingConfig {
 
 struct TrainerConfig {
   ModelPreset model;
+  // Set when model.model_name is a directory holding a Hugging Face
+  // config.json (absolute): the run trains that Qwen2-VL / Qwen2.5-VL
+  // checkpoint (or, without weights, a fresh one of its architecture), and
+  // `model` only gives max_seq_len (model_max_length, default 2048).
+  std::string hf_model_dir;
   std::vector<DatasetSpec> train;
   std::vector<DatasetSpec> validation;
   TrainingConfig training;

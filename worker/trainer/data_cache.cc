@@ -117,13 +117,10 @@ std::string FirstString(const nlohmann::json& row,
   return {};
 }
 
-bool BuildShard(const std::vector<std::string>& files,
-                const ModelPreset& preset, const std::string& path,
-                std::string* error) {
-  ByteTokenizer tokenizer(preset.image_tokens());
-  std::string index, tokens, images;
-  uint64_t examples = 0, truncated = 0;
-  const int s = preset.image_size;
+}  // namespace
+
+bool ReadVisionRows(const std::vector<std::string>& files,
+                    const VisionRowFn& fn, std::string* error) {
   for (const std::string& file : files) {
     std::ifstream in(file);
     if (!in) {
@@ -158,20 +155,41 @@ bool BuildShard(const std::vector<std::string>& files,
         *error = where + why;
         return false;
       }
-      image = Resize(image, s, s);
-      EncodedExample ex =
-          tokenizer.EncodeExample(question, answer, preset.max_seq_len);
-      truncated += ex.truncated;
-      Put<uint64_t>(&index, tokens.size() / 2);
-      Put<uint32_t>(&index, ex.tokens.size());
-      Put<uint32_t>(&index, ex.answer_start);
-      tokens.append(reinterpret_cast<const char*>(ex.tokens.data()),
-                    ex.tokens.size() * 2);
-      images.append(reinterpret_cast<const char*>(image.rgb.data()),
-                    image.rgb.size());
-      ++examples;
+      if (!fn(where, question, answer, std::move(image), &why)) {
+        *error = where + why;
+        return false;
+      }
     }
   }
+  return true;
+}
+
+namespace {
+
+bool BuildShard(const std::vector<std::string>& files,
+                const ModelPreset& preset, const std::string& path,
+                std::string* error) {
+  ByteTokenizer tokenizer(preset.image_tokens());
+  std::string index, tokens, images;
+  uint64_t examples = 0, truncated = 0;
+  const int s = preset.image_size;
+  auto add = [&](const std::string&, const std::string& question,
+                 const std::string& answer, Image image, std::string*) {
+    image = Resize(image, s, s);
+    EncodedExample ex =
+        tokenizer.EncodeExample(question, answer, preset.max_seq_len);
+    truncated += ex.truncated;
+    Put<uint64_t>(&index, tokens.size() / 2);
+    Put<uint32_t>(&index, ex.tokens.size());
+    Put<uint32_t>(&index, ex.answer_start);
+    tokens.append(reinterpret_cast<const char*>(ex.tokens.data()),
+                  ex.tokens.size() * 2);
+    images.append(reinterpret_cast<const char*>(image.rgb.data()),
+                  image.rgb.size());
+    ++examples;
+    return true;
+  };
+  if (!ReadVisionRows(files, add, error)) return false;
   if (examples == 0) {
     *error = "no examples in " + files.front();
     return false;

@@ -7,11 +7,13 @@
 #define DCVLR_WORKER_TRAINER_DATA_CACHE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "worker/trainer/config.h"
+#include "worker/trainer/image.h"
 #include "worker/trainer/presets.h"
 
 namespace dcvlr::trainer {
@@ -76,6 +78,16 @@ bool EnsureShard(const std::vector<std::string>& files,
 // the cache first where the spec asks for it.
 bool ResolveDatasetFiles(const DatasetSpec& spec, const CacheOptions& options,
                          std::vector<std::string>* files, std::string* error);
+
+// Calls `fn` for each row of hf_vision JSONL `files` (question, answer and
+// the decoded image; the keys BuildShard accepts). `where` is "FILE:LINE: ";
+// a row that fails to parse, or that `fn` refuses (returning false with a
+// reason), stops the read with an error naming its file and line.
+using VisionRowFn = std::function<bool(
+    const std::string& where, const std::string& question,
+    const std::string& answer, Image image, std::string* error)>;
+bool ReadVisionRows(const std::vector<std::string>& files,
+                    const VisionRowFn& fn, std::string* error);
 
 // ResolveDatasetFiles + EnsureShard + Open for every spec.
 bool LoadDataset(const std::vector<DatasetSpec>& specs,

@@ -164,7 +164,7 @@ std::unique_ptr<Communicator> Communicator::Create(const DistEnv& env,
   }
 }
 
-GradReducer::GradReducer(const VlmModel& model, Communicator* comm,
+GradReducer::GradReducer(const TrainableModel& model, Communicator* comm,
                          int64_t bucket_bytes)
     : grads_(model.flat_grads()), comm_(comm) {
   const auto& params = model.parameters();

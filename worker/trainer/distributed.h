@@ -64,7 +64,8 @@ class Communicator {
 // collective's order must match across ranks).
 class GradReducer {
  public:
-  GradReducer(const VlmModel& model, Communicator* comm, int64_t bucket_bytes);
+  GradReducer(const TrainableModel& model, Communicator* comm,
+              int64_t bucket_bytes);
   ~GradReducer();
 
   // Call before each backward; only a final micro-step's backward reduces.

@@ -36,7 +36,7 @@ struct Parameter {
 
 // One batch, already on the model's device.
 struct Batch {
-  at::Tensor tokens;  // int64 [B, T], right-padded with kPadId
+  at::Tensor tokens;  // int64 [B, T], right-padded (kPadId for VlmModel)
   at::Tensor images;  // uint8 [B, S, S, 3]
   at::Tensor
       loss_index;  // int64 [L]: flat b*T+t positions whose next token is scored
@@ -44,6 +44,11 @@ struct Batch {
   at::Tensor loss_row;  // int64 [L]: the batch row of each scored position
   int64_t rows = 0;
   int64_t real_tokens = 0;  // non-pad tokens
+  // Hugging Face Qwen-VL models (QwenVlTrainable) read these instead of
+  // `images`: 1 on real tokens, and the image processor's output.
+  at::Tensor attention_mask;  // int64 [B, T]
+  at::Tensor pixel_values;    // float [patches, patch_dim]
+  at::Tensor image_grid_thw;  // int64 [images, 3]
 };
 
 // Inference: a prompt batch for generation, left-padded so that every row's
@@ -70,7 +75,31 @@ struct EvalCounts {
   at::Tensor correct;   // rows whose every scored token is the argmax
 };
 
-class VlmModel {
+// What the training loop, the gradient reducer and checkpoints need of a
+// model: a loss and evaluation counts on a batch, and parameters that are
+// views into one flat fp32 buffer (offsets in reverse registration order,
+// roughly the order backward produces gradients) with gradients in a
+// second.
+class TrainableModel {
+ public:
+  virtual ~TrainableModel() = default;
+  // Mean cross-entropy over the batch's scored tokens.
+  virtual at::Tensor Loss(const Batch& batch) const = 0;
+  // Loss sum, token count and exact-match rows; call under no-grad.
+  virtual EvalCounts Evaluate(const Batch& batch) const = 0;
+  virtual const std::vector<Parameter>& parameters() const = 0;
+  virtual const at::Tensor& flat_params() const = 0;
+  virtual const at::Tensor& flat_grads() const = 0;
+  // 1 where weight decay applies, 0 elsewhere; same layout as flat_params.
+  virtual const at::Tensor& decay_mask() const = 0;
+  // Names the model in logs and checkpoint metadata.
+  virtual std::string name() const = 0;
+  // Training FLOPs of one sample (for MFU); see each model.
+  virtual double TrainFlopsPerSample(int seq_len, int scored) const = 0;
+  int64_t num_params() const { return flat_params().numel(); }
+};
+
+class VlmModel : public TrainableModel {
  public:
   // Initializes weights from `seed` (identically on every rank) on `device`.
   // `compute_dtype` is the matmul dtype (kFloat or kBFloat16); weights stay
@@ -78,10 +107,8 @@ class VlmModel {
   VlmModel(const ModelPreset& preset, uint64_t seed, at::Device device,
            at::ScalarType compute_dtype);
 
-  // Mean cross-entropy over the batch's scored tokens.
-  at::Tensor Loss(const Batch& batch) const;
-  // Loss sum, token count and exact-match rows; call under no-grad.
-  EvalCounts Evaluate(const Batch& batch) const;
+  at::Tensor Loss(const Batch& batch) const override;
+  EvalCounts Evaluate(const Batch& batch) const override;
 
   // Greedy-decoding path; call under no-grad. Prefill runs a prompt batch
   // through the model, fills `cache` and returns the fp32 logits [B, vocab]
@@ -93,12 +120,14 @@ class VlmModel {
   at::Tensor Prefill(const PromptBatch& prompt, KvCache* cache) const;
   at::Tensor DecodeStep(const at::Tensor& tokens, KvCache* cache) const;
 
-  const std::vector<Parameter>& parameters() const { return params_; }
-  const at::Tensor& flat_params() const { return flat_params_; }
-  const at::Tensor& flat_grads() const { return flat_grads_; }
-  // 1 where weight decay applies, 0 elsewhere; same layout as flat_params.
-  const at::Tensor& decay_mask() const { return decay_mask_; }
-  int64_t num_params() const { return flat_params_.numel(); }
+  const std::vector<Parameter>& parameters() const override { return params_; }
+  const at::Tensor& flat_params() const override { return flat_params_; }
+  const at::Tensor& flat_grads() const override { return flat_grads_; }
+  const at::Tensor& decay_mask() const override { return decay_mask_; }
+  std::string name() const override { return preset_.name; }
+  double TrainFlopsPerSample(int seq_len, int scored) const override {
+    return preset_.TrainFlopsPerSample(seq_len, scored);
+  }
   const ModelPreset& preset() const { return preset_; }
 
  private:

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -71,9 +72,10 @@ class TrainerProcessTest : public ::testing::Test {
   }
 
   // A small, fast run: 2 micro-batches of 4 per step exercise accumulation.
-  fs::path WriteConfig(int max_steps, int save_steps) {
+  fs::path WriteConfig(int max_steps, int save_steps,
+                       const std::string& model = "tiny-vlm") {
     json c = {
-        {"model", {{"model_name", "tiny-vlm"}}},
+        {"model", {{"model_name", model}}},
         {"data",
          {{"train",
            {{"datasets",
@@ -294,6 +296,102 @@ TEST_F(TrainerProcessTest, TokenizePrintsIdsPerLine) {
     out.append(buf, n);
   EXPECT_EQ(WEXITSTATUS(::pclose(p)), 2);
   EXPECT_NE(out.find("/nonexistent: cannot open"), std::string::npos) << out;
+}
+
+// bf16 of an fp32 value, rounded to nearest even (as torch converts).
+uint16_t ToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fff + ((u >> 16) & 1);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// A Hugging Face checkpoint directory (config.json, tokenizer.json, no
+// weights) trains from fresh weights on two ranks in lockstep, resumes from
+// a checkpoint bit for bit, and is exported for transformers with the
+// final weights.
+TEST_F(TrainerProcessTest, HfCheckpointDirectoryTrainsResumesAndExports) {
+  const std::string model =
+      std::string(DCVLR_CONFIGS) + "/models/qwen2_5-vl-tiny";
+  fs::path config = WriteConfig(/*max_steps=*/6, /*save_steps=*/2, model);
+  ASSERT_EQ(WaitAll(StartRanks("straight", 2, config)),
+            (std::vector<int>{0, 0}))
+      << ReadAll(LogPath("straight", 0));
+  const std::string log = ReadAll(LogPath("straight", 0));
+  EXPECT_NE(log.find("model=Qwen2_5_VLForConditionalGeneration"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("fresh weights of its config.json from seed 11"),
+            std::string::npos);
+  EXPECT_EQ(Checksum("straight", 0), Checksum("straight", 1));
+  EXPECT_NE(Checksum("straight", 0), "none");
+
+  // Resume: the run's checkpoints without the last one, then the same job.
+  fs::create_directories(root_ / "resumed");
+  fs::copy(root_ / "straight" / "ckpt", root_ / "resumed" / "ckpt",
+           fs::copy_options::recursive);
+  fs::remove_all(root_ / "resumed" / "ckpt" / "step-6");
+  ASSERT_TRUE(fs::exists(root_ / "resumed" / "ckpt" / "step-4" / "COMMIT"));
+  ASSERT_EQ(WaitAll(StartRanks("resumed", 2, config)), (std::vector<int>{0, 0}))
+      << ReadAll(LogPath("resumed", 0));
+  EXPECT_NE(ReadAll(LogPath("resumed", 0)).find("resumed from"),
+            std::string::npos);
+  const fs::path final_ckpt = root_ / "straight" / "ckpt" / "step-6";
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+    std::string a = ReadAll(final_ckpt / file);
+    ASSERT_FALSE(a.empty()) << file;
+    EXPECT_TRUE(a == ReadAll(root_ / "resumed" / "ckpt" / "step-6" / file))
+        << file << " differs between the straight and the resumed run";
+  }
+
+  // The export: Hub-layout config, the tokenizer and processor files, and
+  // the final checkpoint's weights in BF16 under the Hub's names.
+  const fs::path out = root_ / "straight" / "out" / "hf_model";
+  for (const char* f : {"config.json", "tokenizer.json",
+                        "tokenizer_config.json", "preprocessor_config.json"})
+    EXPECT_TRUE(fs::exists(out / f)) << f;
+  EXPECT_EQ(ReadAll(out / "tokenizer.json"),
+            ReadAll(fs::path(model) / "tokenizer.json"));
+  testing::SpecFile exported, ckpt;
+  ASSERT_EQ(testing::ParseSafetensorsBySpec(
+                (out / "model.safetensors").string(), &exported),
+            "");
+  ASSERT_EQ(testing::ParseSafetensorsBySpec(
+                (final_ckpt / "model.safetensors").string(), &ckpt),
+            "");
+  ASSERT_EQ(exported.tensors.size(), ckpt.tensors.size());
+  int64_t compared = 0;
+  for (const auto& [name, t] : ckpt.tensors) {
+    ASSERT_TRUE(exported.tensors.count(name)) << name;
+    const auto& e = exported.tensors.at(name);
+    EXPECT_EQ(e.dtype, "BF16") << name;
+    ASSERT_EQ(e.bytes.size() * 2, t.bytes.size()) << name;
+    for (size_t i = 0; i < t.bytes.size() / 4; ++i) {
+      float f;
+      uint16_t b;
+      std::memcpy(&f, t.bytes.data() + 4 * i, 4);
+      std::memcpy(&b, e.bytes.data() + 2 * i, 2);
+      ASSERT_EQ(b, ToBf16(f)) << name << "[" << i << "]";
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 500000);
+
+  // The export is a model directory too: training starts from its weights,
+  // so its first loss is below the fresh run's.
+  fs::path again = WriteConfig(/*max_steps=*/1, /*save_steps=*/0, out.string());
+  ASSERT_EQ(WaitAll(StartRanks("continued", 1, again)), (std::vector<int>{0}))
+      << ReadAll(LogPath("continued", 0));
+  const std::string cont = ReadAll(LogPath("continued", 0));
+  EXPECT_NE(cont.find("weights from " + out.string()), std::string::npos)
+      << cont;
+  auto first_loss = [](const std::string& text) {
+    std::smatch m;
+    EXPECT_TRUE(
+        std::regex_search(text, m, std::regex("step=1/[0-9]+ loss=([0-9.]+)")));
+    return std::stod(m[1]);
+  };
+  EXPECT_LT(first_loss(cont), first_loss(log));
 }
 
 }  // namespace

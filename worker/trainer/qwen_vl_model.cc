@@ -2,6 +2,7 @@
 #include "worker/trainer/qwen_vl_model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/version.h>
 
 #include <algorithm>
@@ -274,10 +275,33 @@ QwenVlModel::QwenVlModel(QwenVlConfig config,
       throw std::invalid_argument("QwenVlModel: no parameter " + name);
     ordered_.emplace_back(name, it->second);
   }
+  if (!ordered_.empty()) compute_ = ordered_.front().second.scalar_type();
 }
 
-const at::Tensor& QwenVlModel::P(const std::string& name) const {
-  return params_.at(name);
+at::Tensor QwenVlModel::P(const std::string& name) const {
+  const at::Tensor& t = params_.at(name);
+  return t.scalar_type() == compute_ ? t : t.to(compute_);
+}
+
+std::map<std::string, at::Tensor> QwenVlModel::RandomInit(
+    const QwenVlConfig& config, uint64_t seed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [name, shape] : ParameterShapes(config)) {
+    const bool bias =
+        name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    const bool norm = name.find("norm") != std::string::npos ||
+                      name.find("ln_q") != std::string::npos;
+    at::Tensor t = at::empty(shape, at::kFloat);
+    if (bias)
+      t.zero_();
+    else if (norm)
+      t.fill_(1.0);
+    else
+      t.normal_(0.0, 0.02, gen);
+    out[name] = t;
+  }
+  return out;
 }
 
 at::Tensor QwenVlModel::VisionBlock(
@@ -333,7 +357,7 @@ at::Tensor QwenVlModel::ImageEmbeddings(const at::Tensor& pixel_values,
         "pixel_values is " + ShapeText(pixel_values.sizes()) +
         ", image_grid_thw needs [" + std::to_string(total) + ", " +
         std::to_string(v.patch_dim()) + "]");
-  const at::Tensor& w = P("visual.patch_embed.proj.weight");
+  const at::Tensor w = P("visual.patch_embed.proj.weight");
   at::Tensor x = at::linear(pixel_values.to(w.scalar_type()),
                             w.reshape({v.width, v.patch_dim()}));
 
@@ -523,8 +547,20 @@ at::Tensor QwenVlModel::DecoderLayer(int64_t index, at::Tensor x,
 
 at::Tensor QwenVlModel::Forward(const QwenVlInputs& in,
                                 std::vector<at::Tensor>* hidden) const {
+  return Logits(Hidden(in, hidden));
+}
+
+at::Tensor QwenVlModel::Logits(const at::Tensor& states) const {
+  return at::linear(states,
+                    P(config_.text.tie_embeddings ? "model.embed_tokens.weight"
+                                                  : "lm_head.weight"))
+      .to(at::kFloat);
+}
+
+at::Tensor QwenVlModel::Hidden(const QwenVlInputs& in,
+                               std::vector<at::Tensor>* hidden) const {
   const QwenTextConfig& t = config_.text;
-  const at::Tensor& embed = P("model.embed_tokens.weight");
+  const at::Tensor embed = P("model.embed_tokens.weight");
   if (in.input_ids.dim() != 2)
     throw std::invalid_argument("input_ids must be [batch, length], not " +
                                 ShapeText(in.input_ids.sizes()));
@@ -595,8 +631,7 @@ at::Tensor QwenVlModel::Forward(const QwenVlInputs& in,
   }
   x = RmsNorm(x, P("model.norm.weight"), t.rms_eps);
   if (hidden) hidden->push_back(x);
-  const at::Tensor& head = t.tie_embeddings ? embed : P("lm_head.weight");
-  return at::linear(x, head).to(at::kFloat);
+  return x;
 }
 
 at::Tensor CausalLmLoss(const at::Tensor& logits, const at::Tensor& labels) {

@@ -64,8 +64,19 @@ class QwenVlModel {
                                            at::ScalarType dtype,
                                            std::string* error);
 
-  // `params` hold every tensor ParameterShapes names.
+  // Fresh weights as transformers initialises them (normal(0,
+  // initializer_range 0.02) matrices and embeddings, zero biases, unit
+  // norms), fp32 on the CPU, the same for a seed on every machine.
+  static std::map<std::string, at::Tensor> RandomInit(
+      const QwenVlConfig& config, uint64_t seed);
+
+  // `params` hold every tensor ParameterShapes names. Compute runs in their
+  // dtype unless set_compute_dtype says otherwise.
   QwenVlModel(QwenVlConfig config, std::map<std::string, at::Tensor> params);
+
+  // Matmul dtype: parameters are cast to it per use (autograd flows back
+  // to the originals), e.g. bf16 compute over fp32 master weights.
+  void set_compute_dtype(at::ScalarType dtype) { compute_ = dtype; }
 
   // The vision tower with the merger: [patches / merge_unit, hidden].
   at::Tensor ImageEmbeddings(const at::Tensor& pixel_values,
@@ -82,6 +93,12 @@ class QwenVlModel {
   // last one after the final norm (layers + 1 tensors).
   at::Tensor Forward(const QwenVlInputs& in,
                      std::vector<at::Tensor>* hidden = nullptr) const;
+  // Forward in two halves: the final-norm states [B, L, hidden] and the
+  // fp32 logits of any states [..., hidden], so that training computes the
+  // (vocabulary-sized) logits only where the loss needs them.
+  at::Tensor Hidden(const QwenVlInputs& in,
+                    std::vector<at::Tensor>* hidden = nullptr) const;
+  at::Tensor Logits(const at::Tensor& states) const;
 
   const QwenVlConfig& config() const { return config_; }
   // In ParameterShapes order.
@@ -90,7 +107,8 @@ class QwenVlModel {
   }
 
  private:
-  const at::Tensor& P(const std::string& name) const;
+  // Parameter `name` in the compute dtype.
+  at::Tensor P(const std::string& name) const;
   at::Tensor VisionBlock(int64_t index, at::Tensor x, const at::Tensor& cos,
                          const at::Tensor& sin,
                          const std::vector<int64_t>& segments) const;
@@ -100,6 +118,7 @@ class QwenVlModel {
   QwenVlConfig config_;
   std::map<std::string, at::Tensor> params_;
   std::vector<std::pair<std::string, at::Tensor>> ordered_;
+  at::ScalarType compute_ = at::kFloat;
 };
 
 // Mean next-token cross-entropy: logits [B, L, V] at position t score

@@ -33,11 +33,17 @@
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
+#include "worker/trainer/bpe_tokenizer.h"
 #include "worker/trainer/checkpoint.h"
 #include "worker/trainer/data_cache.h"
 #include "worker/trainer/distributed.h"
+#include "worker/trainer/hf_checkpoint.h"
+#include "worker/trainer/hf_export.h"
 #include "worker/trainer/model.h"
 #include "worker/trainer/optimizer.h"
+#include "worker/trainer/qwen_data.h"
+#include "worker/trainer/qwen_image_processor.h"
+#include "worker/trainer/qwen_vl_trainable.h"
 #include "worker/trainer/tokenizer.h"
 
 namespace dcvlr::trainer {
@@ -142,14 +148,146 @@ Batch Collate(const Dataset& data, const std::vector<int64_t>& rows, int pad_to,
   return batch;
 }
 
+// A training or validation split as the loop sees it: rows it can batch.
+class TrainData {
+ public:
+  virtual ~TrainData() = default;
+  virtual int64_t size() const = 0;
+  virtual Batch Collate(const std::vector<int64_t>& rows,
+                        at::Device device) const = 0;
+};
+
+// The shard cache's rows, for the built-in presets.
+class ShardData : public TrainData {
+ public:
+  explicit ShardData(int pad_to) : pad_to_(pad_to) {}
+  Dataset& dataset() { return data_; }
+  int64_t size() const override { return data_.size(); }
+  Batch Collate(const std::vector<int64_t>& rows,
+                at::Device device) const override {
+    return dcvlr::trainer::Collate(data_, rows, pad_to_, device);
+  }
+
+ private:
+  Dataset data_;
+  int pad_to_;
+};
+
+// Rows for a Hugging Face Qwen-VL checkpoint: right-padded token ids with
+// an attention mask, and each row's image normalised and cut into patches.
+class QwenData : public TrainData {
+ public:
+  QwenData(QwenImageProcessorConfig processor, uint32_t pad_id)
+      : processor_(processor), pad_id_(pad_id) {}
+  QwenDataset& dataset() { return data_; }
+  int64_t size() const override { return int64_t(data_.rows.size()); }
+  Batch Collate(const std::vector<int64_t>& rows,
+                at::Device device) const override {
+    int64_t max_len = 0;
+    for (int64_t r : rows)
+      max_len = std::max<int64_t>(max_len, data_.rows[r].ids.size());
+    max_len = (max_len + 7) / 8 * 8;
+    const int64_t b = rows.size();
+    auto tokens = at::full({b, max_len}, int64_t(pad_id_), at::kLong);
+    auto mask = at::zeros({b, max_len}, at::kLong);
+    std::vector<int64_t> loss_index, targets, loss_row, grids;
+    std::vector<float> pixels;
+    int64_t real = 0;
+    for (int64_t i = 0; i < b; ++i) {
+      const QwenExample& ex = data_.rows[rows[i]];
+      const int64_t len = ex.ids.size();
+      auto* tok = tokens.data_ptr<int64_t>() + i * max_len;
+      auto* m = mask.data_ptr<int64_t>() + i * max_len;
+      for (int64_t j = 0; j < len; ++j) {
+        tok[j] = ex.ids[j];
+        m[j] = 1;
+      }
+      real += len;
+      // Position j predicts token j + 1.
+      for (int64_t j = 0; j + 1 < len; ++j)
+        if (ex.target[j + 1]) {
+          loss_index.push_back(i * max_len + j);
+          targets.push_back(ex.ids[j + 1]);
+          loss_row.push_back(i);
+        }
+      ProcessedImage img;
+      std::string error;
+      if (!ProcessQwenImage(ex.image, processor_, &img, &error))
+        throw std::runtime_error("image of row " + std::to_string(rows[i]) +
+                                 ": " + error);
+      pixels.insert(pixels.end(), img.pixel_values.begin(),
+                    img.pixel_values.end());
+      grids.insert(grids.end(), img.grid_thw.begin(), img.grid_thw.end());
+    }
+    auto vec = [](const std::vector<int64_t>& v) {
+      return at::tensor(at::ArrayRef<int64_t>(v), at::kLong);
+    };
+    Batch batch;
+    batch.tokens = tokens.to(device);
+    batch.attention_mask = mask.to(device);
+    batch.pixel_values = at::tensor(at::ArrayRef<float>(pixels), at::kFloat)
+                             .reshape({-1, processor_.patch_dim()})
+                             .to(device);
+    batch.image_grid_thw = vec(grids).reshape({-1, 3}).to(device);
+    batch.loss_index = vec(loss_index).to(device);
+    batch.targets = vec(targets).to(device);
+    batch.loss_row = vec(loss_row).to(device);
+    batch.rows = b;
+    batch.real_tokens = real;
+    return batch;
+  }
+
+ private:
+  QwenDataset data_;
+  QwenImageProcessorConfig processor_;
+  uint32_t pad_id_;
+};
+
+// Everything a Hugging Face checkpoint directory gives a run: the model
+// (its weights, or fresh ones from the seed when it has none), the
+// tokenizer and the image processor's settings.
+struct HfModel {
+  QwenVlConfig config;
+  std::map<std::string, at::Tensor> weights;
+  std::unique_ptr<BpeTokenizer> tokenizer;
+  QwenImageProcessorConfig processor;
+  bool pretrained = false;
+};
+
+bool LoadHfModel(const std::string& dir, uint64_t seed, HfModel* out,
+                 std::string* error) {
+  if (!LoadQwenVlConfig(dir, &out->config, error)) return false;
+  out->tokenizer = BpeTokenizer::Load(dir, error);
+  if (!out->tokenizer) return false;
+  if (fs::exists(dir + "/preprocessor_config.json") &&
+      !LoadQwenImageProcessorConfig(dir, &out->processor, error))
+    return false;
+  out->processor.patch_size = out->config.vision.patch_size;
+  out->processor.merge_size = out->config.vision.spatial_merge_size;
+  out->processor.temporal_patch_size = out->config.vision.temporal_patch_size;
+  if (fs::exists(dir + "/model.safetensors") ||
+      fs::exists(dir + "/model.safetensors.index.json")) {
+    HfCheckpoint ckpt;
+    if (!ReadHfCheckpoint(dir, &ckpt, error)) return false;
+    auto model =
+        QwenVlModel::Load(out->config, ckpt, at::kCPU, at::kFloat, error);
+    if (!model) return false;
+    for (const auto& [name, t] : model->parameters()) out->weights[name] = t;
+    out->pretrained = true;
+  } else {
+    out->weights = QwenVlModel::RandomInit(out->config, seed);
+  }
+  return true;
+}
+
 struct EvalResult {
   double loss = 0, accuracy = 0;
   int64_t samples = 0;
 };
 
 // Each rank scores a strided share of the validation split; counts are summed.
-EvalResult Evaluate(const VlmModel& model, const Dataset& data,
-                    Communicator* comm, const TrainingConfig& t, int pad_to,
+EvalResult Evaluate(const TrainableModel& model, const TrainData& data,
+                    Communicator* comm, const TrainingConfig& t,
                     at::Device device) {
   c10::NoGradGuard no_grad;
   int64_t n = data.size();
@@ -160,7 +298,7 @@ EvalResult Evaluate(const VlmModel& model, const Dataset& data,
     rows.push_back(i);
     if (int(rows.size()) == t.per_device_eval_batch_size ||
         i + comm->world_size() >= n) {
-      EvalCounts c = model.Evaluate(Collate(data, rows, pad_to, device));
+      EvalCounts c = model.Evaluate(data.Collate(rows, device));
       totals[0] += c.loss_sum;
       totals[1] += c.tokens;
       totals[2] += c.correct;
@@ -261,11 +399,45 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
   if (!comm) return fail(error);
 
   // Data: one process per machine converts, the others wait for its files.
+  // A Hugging Face checkpoint brings its own tokenizer and image processor.
   CacheOptions cache{paths.cache_dir, env.local_rank == 0};
-  Dataset train, validation;
-  if (!LoadDataset(config.train, preset, cache, &train, &error) ||
-      !LoadDataset(config.validation, preset, cache, &validation, &error))
-    return fail(error);
+  const bool hf = !config.hf_model_dir.empty();
+  HfModel hf_model;
+  std::unique_ptr<TrainData> train_data, validation_data;
+  if (hf) {
+    if (!LoadHfModel(config.hf_model_dir, t.seed, &hf_model, &error))
+      return fail(error);
+    const uint32_t pad =
+        hf_model.config.bos_token_id < hf_model.config.text.vocab_size
+            ? uint32_t(hf_model.config.bos_token_id)
+            : 0;
+    auto tr = std::make_unique<QwenData>(hf_model.processor, pad);
+    auto va = std::make_unique<QwenData>(hf_model.processor, pad);
+    for (auto [specs, data] : {std::pair{&config.train, tr.get()},
+                               std::pair{&config.validation, va.get()}}) {
+      if (!LoadQwenDataset(*specs, cache, *hf_model.tokenizer,
+                           hf_model.processor, preset.max_seq_len,
+                           &data->dataset(), &error))
+        return fail(error);
+      if (data->dataset().too_long > 0 && leader)
+        log(std::to_string(data->dataset().too_long) +
+            " rows left out: longer than model_max_length=" +
+            std::to_string(preset.max_seq_len) + " tokens");
+    }
+    train_data = std::move(tr);
+    validation_data = std::move(va);
+  } else {
+    const int pad_to = t.pad_to_max_length ? preset.max_seq_len : 0;
+    auto tr = std::make_unique<ShardData>(pad_to);
+    auto va = std::make_unique<ShardData>(pad_to);
+    if (!LoadDataset(config.train, preset, cache, &tr->dataset(), &error) ||
+        !LoadDataset(config.validation, preset, cache, &va->dataset(), &error))
+      return fail(error);
+    train_data = std::move(tr);
+    validation_data = std::move(va);
+  }
+  const TrainData& train = *train_data;
+  const TrainData& validation = *validation_data;
   const int64_t world = comm->world_size(),
                 micro = t.per_device_train_batch_size,
                 accum = t.gradient_accumulation_steps;
@@ -280,9 +452,21 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
           ? t.max_steps
           : std::max<int64_t>(
                 1, std::llround(t.num_train_epochs * steps_per_epoch));
-  const int pad_to = t.pad_to_max_length ? preset.max_seq_len : 0;
-
-  VlmModel model(preset, t.seed, device, dtype);
+  std::unique_ptr<TrainableModel> model_holder;
+  if (hf) {
+    model_holder = std::make_unique<QwenVlTrainable>(
+        hf_model.config, hf_model.weights, device, dtype);
+    hf_model.weights.clear();
+    if (leader)
+      log(hf_model.pretrained
+              ? "weights from " + config.hf_model_dir
+              : "no weights in " + config.hf_model_dir +
+                    ": fresh weights of its config.json from seed " +
+                    std::to_string(t.seed));
+  } else {
+    model_holder = std::make_unique<VlmModel>(preset, t.seed, device, dtype);
+  }
+  TrainableModel& model = *model_holder;
   FlatAdamW optimizer(model.flat_params(), model.flat_grads(),
                       model.decay_mask(), t);
   {
@@ -332,7 +516,7 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
         buf, sizeof(buf),
         "model=%s params=%lld device=%s%s dtype=%s world=%lld train_rows=%lld "
         "val_rows=%lld global_batch=%lld steps=%lld threads=%d torch=%s",
-        preset.name.c_str(), (long long)model.num_params(),
+        model.name().c_str(), (long long)model.num_params(),
         device.str().c_str(),
         gpu_name.empty() ? "" : (" (" + gpu_name + ")").c_str(),
         bf16 ? "bf16" : "fp32", (long long)world, (long long)train.size(),
@@ -350,7 +534,9 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
         {"global_batch", global_batch},
         {"total_steps", total_steps},
         {"lr", LearningRate(t, std::max<int64_t>(0, at_step - 1), total_steps)},
-        {"model", PresetToJson(preset)}};
+        {"model", hf ? nlohmann::json{{"hf_model_dir", config.hf_model_dir},
+                                      {"architecture", model.name()}}
+                     : PresetToJson(preset)}};
     nlohmann::json rank_state = {
         {"rank", env.rank},
         {"epoch", at_step / steps_per_epoch},
@@ -368,7 +554,7 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
   auto evaluate = [&](int64_t at_step) -> EvalResult {
     EvalResult r;
     if (validation.size() == 0) return r;
-    r = Evaluate(model, validation, comm.get(), t, pad_to, device);
+    r = Evaluate(model, validation, comm.get(), t, device);
     metrics.Write({{"step", at_step},
                    {"eval_loss", r.loss},
                    {"eval_accuracy", r.accuracy}});
@@ -403,16 +589,16 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
       std::vector<int64_t> rows(micro);
       const int64_t base = pos * global_batch + (a * world + env.rank) * micro;
       for (int64_t i = 0; i < micro; ++i) rows[i] = perm[base + i];
-      Batch batch = Collate(train, rows, pad_to, device);
+      Batch batch = train.Collate(rows, device);
       reducer.Prepare(a == accum - 1);
       at::Tensor loss = model.Loss(batch) / double(accum);
       loss.backward();
       window_loss.add_(loss.detach());
       window_tokens += batch.real_tokens;
       window_samples += micro;
-      window_flops += micro * preset.TrainFlopsPerSample(
-                                  int(batch.tokens.size(1)),
-                                  int(batch.targets.numel() / micro));
+      window_flops +=
+          micro * model.TrainFlopsPerSample(int(batch.tokens.size(1)),
+                                            int(batch.targets.numel() / micro));
     }
     reducer.Finish();
     at::Tensor grads = model.flat_grads();
@@ -491,6 +677,23 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
 
   if (t.save_final_model && last_saved != step && !save(step))
     return kExitError;
+  if (hf && t.save_final_model && leader) {
+    // What participants upload: a directory transformers loads, next to
+    // the checkpoints. A previous export (a rerun) is replaced whole.
+    const std::string out = paths.output_dir + "/hf_model";
+    HfExportOptions options;
+    options.assets_dir = config.hf_model_dir;
+    fs::remove_all(out + ".new", ec);
+    if (!ExportHfCheckpoint(static_cast<const QwenVlTrainable&>(model).model(),
+                            out + ".new", options, &error))
+      return fail("export: " + error);
+    fs::remove_all(out + ".old", ec);
+    if (fs::exists(out)) fs::rename(out, out + ".old", ec);
+    fs::rename(out + ".new", out, ec);
+    if (ec) return fail("export: " + out + ": " + ec.message());
+    fs::remove_all(out + ".old", ec);
+    log("exported " + out);
+  }
   EvalResult final_eval = evaluate(step);
   {
     // Every rank reports a checksum of its weights: ranks that stayed in

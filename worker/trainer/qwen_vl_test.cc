@@ -372,5 +372,26 @@ TEST(QwenVlModel, MismatchedImagesAndTokensAreErrors) {
   EXPECT_THROW(f.model->Forward(in), std::invalid_argument);
 }
 
+// The real models' shapes (configs/models): the parameter counts their
+// Hub checkpoints have (the index's total_size / 2 bytes per BF16 value).
+TEST(QwenVlConfig, RealModelShapesGiveTheHubParameterCounts) {
+  const std::string dir = std::string(DCVLR_CONFIGS) + "/models/";
+  for (auto [name, count] : {std::pair{"qwen2-vl-2b", int64_t{2208985600}},
+                             {"qwen2-vl-7b", int64_t{8291375616}},
+                             {"qwen2_5-vl-3b", int64_t{3754622976}},
+                             {"qwen2_5-vl-7b", int64_t{8292166656}}}) {
+    QwenVlConfig config;
+    std::string error;
+    ASSERT_TRUE(LoadQwenVlConfig(dir + name, &config, &error)) << error;
+    int64_t total = 0;
+    for (const auto& [param, shape] : QwenVlModel::ParameterShapes(config)) {
+      int64_t n = 1;
+      for (int64_t d : shape) n *= d;
+      total += n;
+    }
+    EXPECT_EQ(total, count) << name;
+  }
+}
+
 }  // namespace
 }  // namespace dcvlr::trainer

@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "worker/trainer/hf_checkpoint.h"
+
 #ifdef DCVLR_WITH_ICU
 #include <unicode/normalizer2.h>
 #include <unicode/regex.h>
@@ -180,17 +182,11 @@ BpeTokenizer::~BpeTokenizer() = default;
 
 std::unique_ptr<BpeTokenizer> BpeTokenizer::Load(const std::string& path,
                                                  std::string* error) {
-  std::string file = path;
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-    file = path + "/tokenizer.json";
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    *error = file + ": cannot open";
+  // Qwen's is 11 MB; the bound only keeps a wrong file from costing much.
+  std::string file, text;
+  if (!ReadCheckpointFile(path, "tokenizer.json", size_t{256} << 20, &file,
+                          &text, error))
     return nullptr;
-  }
-  std::string text((std::istreambuf_iterator<char>(in)),
-                   std::istreambuf_iterator<char>());
   json j;
   try {
     j = json::parse(text);

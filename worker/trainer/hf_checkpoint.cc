@@ -29,6 +29,29 @@ std::string CanonicalTensorName(const std::string& name) {
   return name;
 }
 
+bool ReadCheckpointFile(const std::string& path, const char* name,
+                        size_t max_bytes, std::string* file, std::string* text,
+                        std::string* error) {
+  *file = path;
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    *file = path + "/" + name;
+  std::ifstream in(*file, std::ios::binary);
+  if (!in) {
+    *error = *file + ": cannot open";
+    return false;
+  }
+  text->assign(max_bytes + 1, '\0');
+  in.read(text->data(), static_cast<std::streamsize>(text->size()));
+  text->resize(static_cast<size_t>(in.gcount()));
+  if (text->size() > max_bytes) {
+    *error = *file + ": larger than " + std::to_string(max_bytes >> 20) +
+             " MiB; not a " + name;
+    return false;
+  }
+  return true;
+}
+
 size_t DtypeSize(const std::string& dtype) {
   if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
   if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;

@@ -29,6 +29,14 @@ struct HfCheckpoint {
 // other names unchanged.
 std::string CanonicalTensorName(const std::string& name);
 
+// Reads a checkpoint directory's file `name` (config.json,
+// tokenizer.json, ...), or `path` itself when it is a file. Refuses files
+// above `max_bytes`. `*file` is the path read, for the caller's errors;
+// errors name it.
+bool ReadCheckpointFile(const std::string& path, const char* name,
+                        size_t max_bytes, std::string* file, std::string* text,
+                        std::string* error);
+
 // Bytes per element of a safetensors dtype ("F32", "BF16", ...); 0 if unknown.
 size_t DtypeSize(const std::string& dtype);
 

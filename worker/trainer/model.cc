@@ -440,7 +440,10 @@ at::Tensor VlmModel::Loss(const Batch& batch) const {
 }
 
 EvalCounts VlmModel::Evaluate(const Batch& batch) const {
-  auto logits = Logits(Hidden(batch));
+  return CountEval(Logits(Hidden(batch)), batch);
+}
+
+EvalCounts CountEval(const at::Tensor& logits, const Batch& batch) {
   auto token_loss =
       at::cross_entropy_loss(logits, batch.targets, {}, at::Reduction::Sum);
   auto wrong = logits.argmax(-1).ne(batch.targets).to(at::kFloat);

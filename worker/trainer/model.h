@@ -99,6 +99,11 @@ class TrainableModel {
   int64_t num_params() const { return flat_params().numel(); }
 };
 
+// Evaluation counts from the logits at a batch's scored positions
+// ([scored, vocab], in batch.targets' order): summed loss, scored tokens,
+// and rows whose every scored token is the argmax.
+EvalCounts CountEval(const at::Tensor& logits, const Batch& batch);
+
 class VlmModel : public TrainableModel {
  public:
   // Initializes weights from `seed` (identically on every rank) on `device`.

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "worker/trainer/hf_checkpoint.h"
+
 namespace dcvlr::trainer {
 namespace {
 
@@ -64,16 +66,11 @@ uint8_t Clip8(double v) {
 bool LoadQwenImageProcessorConfig(const std::string& path,
                                   QwenImageProcessorConfig* out,
                                   std::string* error) {
-  std::string file = path;
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-    file = path + "/preprocessor_config.json";
-  std::ifstream in(file);
-  if (!in) {
-    *error = file + ": cannot open";
+  std::string file, text;
+  if (!ReadCheckpointFile(path, "preprocessor_config.json", 4 << 20, &file,
+                          &text, error))
     return false;
-  }
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     *error = file + ": not a JSON object";
     return false;

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "worker/trainer/hf_checkpoint.h"
+
 namespace dcvlr::trainer {
 namespace {
 
@@ -354,24 +356,10 @@ bool ParseQwenVlConfig(const std::string& text, const std::string& source,
 
 bool LoadQwenVlConfig(const std::string& path, QwenVlConfig* out,
                       std::string* error) {
-  std::string file = path;
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-    file = path + "/config.json";
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    *error = file + ": cannot open";
-    return false;
-  }
   // A config.json is a few KB; refuse anything that is clearly not one.
-  constexpr size_t kMaxBytes = 4 << 20;
-  std::string text(kMaxBytes + 1, '\0');
-  in.read(text.data(), text.size());
-  text.resize(in.gcount());
-  if (text.size() > kMaxBytes) {
-    *error = file + ": larger than 4 MiB; not a config.json";
+  std::string file, text;
+  if (!ReadCheckpointFile(path, "config.json", 4 << 20, &file, &text, error))
     return false;
-  }
   return ParseQwenVlConfig(text, file, out, error);
 }
 

@@ -65,17 +65,7 @@ at::Tensor QwenVlTrainable::Loss(const Batch& batch) const {
 }
 
 EvalCounts QwenVlTrainable::Evaluate(const Batch& batch) const {
-  at::Tensor logits = model_->Logits(States(batch));
-  at::Tensor token_loss =
-      at::cross_entropy_loss(logits, batch.targets, {}, at::Reduction::Sum);
-  at::Tensor wrong = logits.argmax(-1).ne(batch.targets).to(at::kFloat);
-  at::Tensor wrong_rows = at::zeros({batch.rows}, wrong.options())
-                              .index_add_(0, batch.loss_row, wrong);
-  EvalCounts c;
-  c.loss_sum = token_loss;
-  c.tokens = at::scalar_tensor(double(batch.targets.numel()), wrong.options());
-  c.correct = wrong_rows.eq(0).sum().to(at::kFloat);
-  return c;
+  return CountEval(model_->Logits(States(batch)), batch);
 }
 
 double QwenVlTrainable::TrainFlopsPerSample(int seq_len, int scored) const {

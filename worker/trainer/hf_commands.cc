@@ -152,12 +152,13 @@ int HfForwardMain(int argc, char** argv) {
     }
     std::map<std::string, at::Tensor> in;
     for (const auto& [name, t] : file.tensors) {
-      at::ScalarType type = t.dtype == "I64"   ? at::kLong
-                            : t.dtype == "F32" ? at::kFloat
-                                               : at::kBFloat16;
-      in[name] = at::from_blob(const_cast<void*>(t.data), t.shape,
-                               at::TensorOptions().dtype(type))
-                     .to(device);
+      at::Tensor host = TensorFromView(t);
+      if (!host.defined()) {
+        fprintf(stderr, "dcvlr-train hf-forward: %s: tensor %s: dtype %s\n",
+                f["--inputs"].c_str(), name.c_str(), t.dtype.c_str());
+        return kExitBadConfig;
+      }
+      in[name] = host.to(device);
     }
     QwenVlInputs inputs;
     inputs.input_ids = in.at("input_ids");

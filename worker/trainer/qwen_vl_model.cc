@@ -236,22 +236,13 @@ std::unique_ptr<QwenVlModel> QwenVlModel::Load(const QwenVlConfig& config,
                ShapeText(t.shape) + ", the config needs " + ShapeText(shape);
       return nullptr;
     }
-    at::ScalarType from;
-    if (t.dtype == "F32")
-      from = at::kFloat;
-    else if (t.dtype == "BF16")
-      from = at::kBFloat16;
-    else if (t.dtype == "F16")
-      from = at::kHalf;
-    else {
+    at::Tensor host = TensorFromView(t);
+    if (!host.defined() || !host.is_floating_point()) {
       *error = ckpt.source.at(name) + ": tensor " + name + ": dtype " +
                t.dtype + " (want F32, BF16 or F16)";
       return nullptr;
     }
-    at::Tensor view = at::from_blob(const_cast<void*>(t.data), shape,
-                                    at::TensorOptions().dtype(from));
-    params[name] = view.to(device, dtype, /*non_blocking=*/false,
-                           /*copy=*/true);
+    params[name] = host.to(device, dtype);
   }
   for (const auto& [name, view] : ckpt.tensors) {
     // transformers writes lm_head.weight for some tied models; it is the
@@ -632,6 +623,27 @@ at::Tensor QwenVlModel::Hidden(const QwenVlInputs& in,
   x = RmsNorm(x, P("model.norm.weight"), t.rms_eps);
   if (hidden) hidden->push_back(x);
   return x;
+}
+
+at::Tensor TensorFromView(const TensorView& view) {
+  at::ScalarType type;
+  if (view.dtype == "F32")
+    type = at::kFloat;
+  else if (view.dtype == "BF16")
+    type = at::kBFloat16;
+  else if (view.dtype == "F16")
+    type = at::kHalf;
+  else if (view.dtype == "I64")
+    type = at::kLong;
+  else if (view.dtype == "I32")
+    type = at::kInt;
+  else if (view.dtype == "U8")
+    type = at::kByte;
+  else
+    return {};
+  return at::from_blob(const_cast<void*>(view.data), view.shape,
+                       at::TensorOptions().dtype(type))
+      .clone();
 }
 
 at::Tensor CausalLmLoss(const at::Tensor& logits, const at::Tensor& labels) {

@@ -121,6 +121,10 @@ class QwenVlModel {
   at::ScalarType compute_ = at::kFloat;
 };
 
+// A copy of a safetensors tensor (F32, BF16, F16, I64, I32 or U8) as an
+// at::Tensor of its dtype on the CPU; undefined for other dtypes.
+at::Tensor TensorFromView(const TensorView& view);
+
 // Mean next-token cross-entropy: logits [B, L, V] at position t score
 // labels[t + 1]; labels of -100 are not scored (transformers' causal LM
 // loss).

@@ -35,14 +35,7 @@ std::map<std::string, at::Tensor> ReadTensors(const std::string& path) {
   std::string error;
   EXPECT_TRUE(ReadSafetensors(path, &file, &error)) << error;
   std::map<std::string, at::Tensor> out;
-  for (const auto& [name, t] : file.tensors) {
-    at::ScalarType type = t.dtype == "F32"   ? at::kFloat
-                          : t.dtype == "I64" ? at::kLong
-                                             : at::kBFloat16;
-    out[name] = at::from_blob(const_cast<void*>(t.data), t.shape,
-                              at::TensorOptions().dtype(type))
-                    .clone();
-  }
+  for (const auto& [name, t] : file.tensors) out[name] = TensorFromView(t);
   return out;
 }
 

@@ -202,6 +202,15 @@ bool ParseDatasets(const json& split, const std::string& path,
           k.Fail("data_files", "a path or a list of paths", *files);
         }
       }
+      k.String("image_column", &spec.image_column);
+      k.String("question_column", &spec.question_column);
+      k.String("answer_column", &spec.answer_column);
+      k.String("system_prompt", &spec.system_prompt);
+      k.String("system_prompt_column", &spec.system_prompt_column);
+      if (!spec.system_prompt.empty() && !spec.system_prompt_column.empty())
+        k.Fail("system_prompt_column",
+               "only one of system_prompt and system_prompt_column",
+               (*kwargs)["system_prompt_column"]);
       k.String("split", &spec.split);
       k.Int("num_samples", &spec.num_samples);
       k.Int("seed", &spec.seed);

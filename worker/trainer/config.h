@@ -24,6 +24,10 @@ struct DatasetSpec {
   std::string split = "train";     // synthetic_shapes: "train" or "test"
   int64_t num_samples = 2000;      // synthetic_shapes
   uint64_t seed = 1234;            // synthetic_shapes
+  // hf_vision: Oumi's column names (empty: the default keys, see
+  // data_cache.h) and a system prompt, static or from a column.
+  std::string image_column, question_column, answer_column;
+  std::string system_prompt, system_prompt_column;
 };
 
 struct TrainingConfig {

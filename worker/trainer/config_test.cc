@@ -133,6 +133,29 @@ TEST(ConfigTest, HfVisionPathsResolveAgainstConfigDir) {
   EXPECT_FALSE(ParseConfig(doc, "/cfg", &c, &error, &warnings));
 }
 
+TEST(ConfigTest, OumiHfVisionColumnsAndSystemPrompt) {
+  json doc = Minimal();
+  doc["data"]["train"]["datasets"] = json::parse(
+      R"([{"dataset_name": "hf_vision", "dataset_kwargs": {"hf_dataset_path": "a.jsonl",
+           "image_column": "image", "question_column": "problem",
+           "answer_column": "solution", "system_prompt": "Think."}}])");
+  TrainerConfig c;
+  std::string error;
+  std::vector<std::string> warnings;
+  ASSERT_TRUE(ParseConfig(doc, "/cfg", &c, &error, &warnings)) << error;
+  EXPECT_TRUE(warnings.empty()) << warnings[0];
+  EXPECT_EQ(c.train[0].question_column, "problem");
+  EXPECT_EQ(c.train[0].answer_column, "solution");
+  EXPECT_EQ(c.train[0].system_prompt, "Think.");
+  doc["data"]["train"]["datasets"][0]["dataset_kwargs"]
+     ["system_prompt_column"] = "sys";
+  EXPECT_FALSE(ParseConfig(doc, "/cfg", &c, &error, &warnings));
+  EXPECT_NE(
+      error.find("dataset_kwargs.system_prompt_column: expected only one of"),
+      std::string::npos)
+      << error;
+}
+
 // Counts the usage texts a parse prints, by stream.
 int usage_to_stdout = 0, usage_to_stderr = 0;
 void CountingUsage(FILE* out) {

@@ -119,8 +119,34 @@ std::string FirstString(const nlohmann::json& row,
 
 }  // namespace
 
+VisionColumns ColumnsOf(const DatasetSpec& spec) {
+  return {spec.image_column, spec.question_column, spec.answer_column,
+          spec.system_prompt_column, spec.system_prompt};
+}
+
 bool ReadVisionRows(const std::vector<std::string>& files,
-                    const VisionRowFn& fn, std::string* error) {
+                    const VisionColumns& columns, const VisionRowFn& fn,
+                    std::string* error) {
+  // A named column's text: it must be in the row and hold a string or null.
+  auto named = [](const nlohmann::json& row, const std::string& column,
+                  const char* kwarg, std::string* out, std::string* why) {
+    auto it = row.find(column);
+    if (it == row.end()) {
+      std::string keys;
+      for (const auto& [k, v] : row.items())
+        keys += (keys.empty() ? "" : ", ") + k;
+      *why = "column '" + column + "' (" + kwarg +
+             ") is not in the row; it has: " + keys;
+      return false;
+    }
+    if (it->is_null()) return true;
+    if (!it->is_string()) {
+      *why = "column '" + column + "' (" + kwarg + ") is not text";
+      return false;
+    }
+    *out = it->get<std::string>();
+    return true;
+  };
   for (const std::string& file : files) {
     std::ifstream in(file);
     if (!in) {
@@ -137,25 +163,52 @@ bool ReadVisionRows(const std::vector<std::string>& files,
         *error = where + "not a JSON object";
         return false;
       }
-      std::string question = FirstString(row, {"question", "prompt", "query"});
-      std::string answer = FirstString(row, {"answer", "response", "label"});
-      const nlohmann::json* img = nullptr;
-      for (const char* k : {"image", "images", "image_path"})
-        if (row.contains(k)) {
-          img = &row[k];
-          break;
-        }
-      if (!img || answer.empty()) {
-        *error = where + "row needs image, question and answer";
-        return false;
-      }
-      Image image;
+      VisionRow r;
       std::string why;
-      if (!LoadRowImage(*img, dir, &image, &why)) {
+      if (columns.question.empty())
+        r.question = FirstString(row, {"question", "prompt", "query"});
+      else if (!named(row, columns.question, "question_column", &r.question,
+                      &why)) {
         *error = where + why;
         return false;
       }
-      if (!fn(where, question, answer, std::move(image), &why)) {
+      if (columns.answer.empty())
+        r.answer = FirstString(row, {"answer", "response", "label"});
+      else if (!named(row, columns.answer, "answer_column", &r.answer, &why)) {
+        *error = where + why;
+        return false;
+      }
+      r.system = columns.system_prompt;
+      if (!columns.system.empty() &&
+          !named(row, columns.system, "system_prompt_column", &r.system,
+                 &why)) {
+        *error = where + why;
+        return false;
+      }
+      const nlohmann::json* img = nullptr;
+      if (!columns.image.empty()) {
+        if (!row.contains(columns.image)) {
+          *error = where + "column '" + columns.image +
+                   "' (image_column) is not in the row";
+          return false;
+        }
+        img = &row[columns.image];
+      } else {
+        for (const char* k : {"image", "images", "image_path"})
+          if (row.contains(k)) {
+            img = &row[k];
+            break;
+          }
+      }
+      if (!img || r.answer.empty()) {
+        *error = where + "row needs image, question and answer";
+        return false;
+      }
+      if (!LoadRowImage(*img, dir, &r.image, &why)) {
+        *error = where + why;
+        return false;
+      }
+      if (!fn(where, std::move(r), &why)) {
         *error = where + why;
         return false;
       }
@@ -167,17 +220,16 @@ bool ReadVisionRows(const std::vector<std::string>& files,
 namespace {
 
 bool BuildShard(const std::vector<std::string>& files,
-                const ModelPreset& preset, const std::string& path,
-                std::string* error) {
+                const VisionColumns& columns, const ModelPreset& preset,
+                const std::string& path, std::string* error) {
   ByteTokenizer tokenizer(preset.image_tokens());
   std::string index, tokens, images;
   uint64_t examples = 0, truncated = 0;
   const int s = preset.image_size;
-  auto add = [&](const std::string&, const std::string& question,
-                 const std::string& answer, Image image, std::string*) {
-    image = Resize(image, s, s);
+  auto add = [&](const std::string&, VisionRow row, std::string*) {
+    Image image = Resize(row.image, s, s);
     EncodedExample ex =
-        tokenizer.EncodeExample(question, answer, preset.max_seq_len);
+        tokenizer.EncodeExample(row.question, row.answer, preset.max_seq_len);
     truncated += ex.truncated;
     Put<uint64_t>(&index, tokens.size() / 2);
     Put<uint32_t>(&index, ex.tokens.size());
@@ -189,7 +241,7 @@ bool BuildShard(const std::vector<std::string>& files,
     ++examples;
     return true;
   };
-  if (!ReadVisionRows(files, add, error)) return false;
+  if (!ReadVisionRows(files, columns, add, error)) return false;
   if (examples == 0) {
     *error = "no examples in " + files.front();
     return false;
@@ -316,12 +368,21 @@ const Shard& Dataset::Locate(int64_t i, int64_t* local) const {
 }
 
 bool EnsureShard(const std::vector<std::string>& files,
-                 const ModelPreset& preset, const CacheOptions& options,
-                 std::string* shard_path, std::string* error) {
+                 const VisionColumns& columns, const ModelPreset& preset,
+                 const CacheOptions& options, std::string* shard_path,
+                 std::string* error) {
   uint64_t h = 0xcbf29ce484222325ull;
   int params[] = {int(kFormat), preset.image_size, preset.image_tokens(),
                   preset.max_seq_len};
   h = Fnv1a(params, sizeof(params), h);
+  // Named columns change what is read (the defaults hash as before).
+  for (const std::string* c :
+       {&columns.image, &columns.question, &columns.answer, &columns.system,
+        &columns.system_prompt})
+    if (!c->empty()) {
+      h = Fnv1a(c->data(), c->size(), h);
+      h = Fnv1a("\0", 1, h);
+    }
   for (const std::string& f : files) {
     std::string content;
     if (!ReadFile(f, &content)) {
@@ -340,7 +401,7 @@ bool EnsureShard(const std::vector<std::string>& files,
   if (fs::exists(*shard_path)) return true;
   if (!options.builder)
     return WaitForFile(*shard_path, options.wait_timeout_s, error);
-  return BuildShard(files, preset, *shard_path, error);
+  return BuildShard(files, columns, preset, *shard_path, error);
 }
 
 bool ResolveDatasetFiles(const DatasetSpec& spec, const CacheOptions& options,
@@ -367,7 +428,8 @@ bool LoadDataset(const std::vector<DatasetSpec>& specs,
     std::vector<std::string> files;
     std::string shard_path;
     if (!ResolveDatasetFiles(spec, options, &files, error) ||
-        !EnsureShard(files, preset, options, &shard_path, error))
+        !EnsureShard(files, ColumnsOf(spec), preset, options, &shard_path,
+                     error))
       return false;
     auto shard = Shard::Open(shard_path, error);
     if (!shard) return false;

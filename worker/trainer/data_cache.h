@@ -61,6 +61,25 @@ class Dataset {
   int64_t total_ = 0;
 };
 
+// One hf_vision row.
+struct VisionRow {
+  std::string question, answer;
+  std::string system;  // empty: none given
+  Image image;
+};
+
+// Which keys of a row hold what. Empty names use the defaults: image from
+// image / images / image_path, question from question / prompt / query,
+// answer from answer / response / label (values other than strings as
+// JSON). Named columns (Oumi's hf_vision image_column, question_column,
+// answer_column, system_prompt_column) must be in every row and hold text
+// (or null). `system_prompt` is a fixed system message.
+struct VisionColumns {
+  std::string image, question, answer, system;
+  std::string system_prompt;
+};
+VisionColumns ColumnsOf(const DatasetSpec& spec);
+
 struct CacheOptions {
   std::string cache_dir;
   bool builder = true;        // this process converts; others wait
@@ -71,23 +90,24 @@ struct CacheOptions {
 // the builder) and returns its path. Rows that fail to parse are errors that
 // name the file and line.
 bool EnsureShard(const std::vector<std::string>& files,
-                 const ModelPreset& preset, const CacheOptions& options,
-                 std::string* shard_path, std::string* error);
+                 const VisionColumns& columns, const ModelPreset& preset,
+                 const CacheOptions& options, std::string* shard_path,
+                 std::string* error);
 
 // Resolves a dataset spec to its JSONL files, generating synthetic data into
 // the cache first where the spec asks for it.
 bool ResolveDatasetFiles(const DatasetSpec& spec, const CacheOptions& options,
                          std::vector<std::string>* files, std::string* error);
 
-// Calls `fn` for each row of hf_vision JSONL `files` (question, answer and
-// the decoded image; the keys BuildShard accepts). `where` is "FILE:LINE: ";
-// a row that fails to parse, or that `fn` refuses (returning false with a
-// reason), stops the read with an error naming its file and line.
-using VisionRowFn = std::function<bool(
-    const std::string& where, const std::string& question,
-    const std::string& answer, Image image, std::string* error)>;
+// Calls `fn` for each row of hf_vision JSONL `files`. `where` is
+// "FILE:LINE: "; a row that fails to parse, or that `fn` refuses (returning
+// false with a reason), stops the read with an error naming its file and
+// line (and the column).
+using VisionRowFn = std::function<bool(const std::string& where, VisionRow row,
+                                       std::string* error)>;
 bool ReadVisionRows(const std::vector<std::string>& files,
-                    const VisionRowFn& fn, std::string* error);
+                    const VisionColumns& columns, const VisionRowFn& fn,
+                    std::string* error);
 
 // ResolveDatasetFiles + EnsureShard + Open for every spec.
 bool LoadDataset(const std::vector<DatasetSpec>& specs,

@@ -122,12 +122,12 @@ TEST(ShardCacheTest, BuildsOnceAndReadsBack) {
   ASSERT_TRUE(FindPreset("tiny-vlm", &preset));
   CacheOptions options{(dir / "cache").string(), true};
   std::string path1, path2;
-  ASSERT_TRUE(EnsureShard({(dir / "d.jsonl").string()}, preset, options, &path1,
-                          &error))
+  ASSERT_TRUE(EnsureShard({(dir / "d.jsonl").string()}, {}, preset, options,
+                          &path1, &error))
       << error;
   auto mtime = fs::last_write_time(path1);
-  ASSERT_TRUE(EnsureShard({(dir / "d.jsonl").string()}, preset, options, &path2,
-                          &error));
+  ASSERT_TRUE(EnsureShard({(dir / "d.jsonl").string()}, {}, preset, options,
+                          &path2, &error));
   EXPECT_EQ(path1, path2);
   EXPECT_EQ(fs::last_write_time(path2), mtime)
       << "a cached shard must not be rebuilt";
@@ -165,7 +165,7 @@ TEST(ShardCacheTest, ImagePathsRelativeToTheFileAndResize) {
   ModelPreset preset;
   FindPreset("tiny-vlm", &preset);
   std::string path, error;
-  ASSERT_TRUE(EnsureShard({(dir / "rows.jsonl").string()}, preset,
+  ASSERT_TRUE(EnsureShard({(dir / "rows.jsonl").string()}, {}, preset,
                           {(dir / "cache").string(), true}, &path, &error))
       << error;
   auto shard = Shard::Open(path, &error);
@@ -183,9 +183,57 @@ TEST(ShardCacheTest, BadRowNamesFileAndLine) {
   ModelPreset preset;
   FindPreset("tiny-vlm", &preset);
   std::string path, error;
-  EXPECT_FALSE(EnsureShard({(dir / "rows.jsonl").string()}, preset,
+  EXPECT_FALSE(EnsureShard({(dir / "rows.jsonl").string()}, {}, preset,
                            {(dir / "cache").string(), true}, &path, &error));
   EXPECT_NE(error.find("rows.jsonl:1:"), std::string::npos) << error;
+  fs::remove_all(dir);
+}
+
+// Oumi's hf_vision column names: the starter kit's problem / solution
+// rows read like question / answer rows, and a named column a row lacks is
+// an error naming it.
+TEST(ShardCacheTest, OumiColumnNamesSelectTheKeys) {
+  fs::path dir = TempDir("shard_columns");
+  Image img{32, 32, std::vector<uint8_t>(32 * 32 * 3, 70)};
+  auto png = EncodePng(img);
+  std::ofstream(dir / "a.png", std::ios::binary)
+      .write(reinterpret_cast<const char*>(png.data()), png.size());
+  std::ofstream(dir / "default.jsonl") << nlohmann::json{{"image", "a.png"},
+                                                         {"question", "Which?"},
+                                                         {"answer", "B"}}
+                                              .dump()
+                                       << "\n";
+  std::ofstream(dir / "oumi.jsonl") << nlohmann::json{{"picture", "a.png"},
+                                                      {"problem", "Which?"},
+                                                      {"solution", "B"},
+                                                      {"answer", "ignored"}}
+                                           .dump()
+                                    << "\n";
+  ModelPreset preset;
+  FindPreset("tiny-vlm", &preset);
+  CacheOptions options{(dir / "cache").string(), true};
+  VisionColumns columns{"picture", "problem", "solution", "", ""};
+  std::string p1, p2, error;
+  ASSERT_TRUE(EnsureShard({(dir / "default.jsonl").string()}, {}, preset,
+                          options, &p1, &error))
+      << error;
+  ASSERT_TRUE(EnsureShard({(dir / "oumi.jsonl").string()}, columns, preset,
+                          options, &p2, &error))
+      << error;
+  auto a = Shard::Open(p1, &error), b = Shard::Open(p2, &error);
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(a->length(0), b->length(0));
+  EXPECT_TRUE(
+      std::equal(a->tokens(0), a->tokens(0) + a->length(0), b->tokens(0)));
+
+  columns.question = "query_text";
+  EXPECT_FALSE(EnsureShard({(dir / "oumi.jsonl").string()}, columns, preset,
+                           options, &p2, &error));
+  EXPECT_NE(error.find(
+                "oumi.jsonl:1: column 'query_text' (question_column) is not in "
+                "the row; it has: answer, picture, problem, solution"),
+            std::string::npos)
+      << error;
   fs::remove_all(dir);
 }
 

@@ -4,6 +4,17 @@
 #include "worker/trainer/qwen_chat.h"
 
 namespace dcvlr::trainer {
+namespace {
+
+// Python's str.strip() for ASCII whitespace.
+std::string Strip(const std::string& s) {
+  const char* ws = " \t\n\r\f\v";
+  size_t a = s.find_first_not_of(ws);
+  if (a == std::string::npos) return "";
+  return s.substr(a, s.find_last_not_of(ws) + 1 - a);
+}
+
+}  // namespace
 
 bool LoadQwenDataset(const std::vector<DatasetSpec>& specs,
                      const CacheOptions& cache, const BpeTokenizer& tokenizer,
@@ -12,8 +23,8 @@ bool LoadQwenDataset(const std::vector<DatasetSpec>& specs,
   for (const DatasetSpec& spec : specs) {
     std::vector<std::string> files;
     if (!ResolveDatasetFiles(spec, cache, &files, error)) return false;
-    auto add = [&](const std::string&, const std::string& question,
-                   const std::string& answer, Image image, std::string* why) {
+    auto add = [&](const std::string&, VisionRow row, std::string* why) {
+      const Image& image = row.image;
       int64_t h = 0, w = 0;
       if (!SmartResize(image.height, image.width, processor.factor(),
                        processor.min_pixels, processor.max_pixels, &h, &w, why))
@@ -23,12 +34,16 @@ bool LoadQwenDataset(const std::vector<DatasetSpec>& specs,
       const int64_t tokens = (h / processor.patch_size) *
                              (w / processor.patch_size) /
                              (processor.merge_size * processor.merge_size);
-      std::vector<ChatMessage> messages(2);
-      messages[0].role = "user";
-      messages[0].is_string = false;
-      messages[0].parts = {{ChatPart::kImage, ""}, {ChatPart::kText, question}};
-      messages[1].role = "assistant";
-      messages[1].content = answer;
+      // As Oumi's hf_vision builds it: an optional system message, the
+      // user's image then question, the answer; texts stripped.
+      std::vector<ChatMessage> messages;
+      if (!Strip(row.system).empty())
+        messages.push_back({"system", true, Strip(row.system), {}});
+      ChatMessage user{"user", false, "", {}};
+      user.parts = {{ChatPart::kImage, ""},
+                    {ChatPart::kText, Strip(row.question)}};
+      messages.push_back(std::move(user));
+      messages.push_back({"assistant", true, Strip(row.answer), {}});
       EncodedChat chat;
       if (!EncodeQwenChat(tokenizer, messages, {tokens}, &chat, why))
         return false;
@@ -41,7 +56,7 @@ bool LoadQwenDataset(const std::vector<DatasetSpec>& specs,
       out->rows.push_back(std::move(ex));
       return true;
     };
-    if (!ReadVisionRows(files, add, error)) return false;
+    if (!ReadVisionRows(files, ColumnsOf(spec), add, error)) return false;
   }
   return true;
 }

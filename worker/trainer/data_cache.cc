@@ -165,6 +165,54 @@ bool ReadVisionRows(const std::vector<std::string>& files,
       }
       VisionRow r;
       std::string why;
+      if (row.contains("messages") && columns.question.empty()) {
+        if (!ParseChatMessages(row["messages"], &r.messages, &why)) {
+          *error = where + why;
+          return false;
+        }
+        // The image parts' data, in order, else the row's "images" list.
+        size_t next = 0;
+        const nlohmann::json* list =
+            row.contains("images") && row["images"].is_array() ? &row["images"]
+                                                               : nullptr;
+        for (const auto& m : row["messages"]) {
+          if (!m.contains("content") || !m["content"].is_array()) continue;
+          for (const auto& p : m["content"]) {
+            const std::string type = p.value("type", "");
+            if (!(type == "image" || p.contains("image") ||
+                  p.contains("image_url")))
+              continue;
+            const nlohmann::json* data = nullptr;
+            if (p.contains("image") && !p["image"].is_null())
+              data = &p["image"];
+            else if (p.contains("image_url")) {
+              data = &p["image_url"];
+              if (data->is_object() && data->contains("url"))
+                data = &(*data)["url"];
+            } else if (list && next < list->size()) {
+              data = &(*list)[next++];
+            }
+            if (!data) {
+              *error = where + "image " + std::to_string(r.images.size()) +
+                       " has no data (no \"image\" in the part, no \"images\" "
+                       "entry left)";
+              return false;
+            }
+            Image img;
+            if (!LoadRowImage(*data, dir, &img, &why)) {
+              *error = where + "image " + std::to_string(r.images.size()) +
+                       ": " + why;
+              return false;
+            }
+            r.images.push_back(std::move(img));
+          }
+        }
+        if (!fn(where, std::move(r), &why)) {
+          *error = where + why;
+          return false;
+        }
+        continue;
+      }
       if (columns.question.empty())
         r.question = FirstString(row, {"question", "prompt", "query"});
       else if (!named(row, columns.question, "question_column", &r.question,
@@ -226,7 +274,14 @@ bool BuildShard(const std::vector<std::string>& files,
   std::string index, tokens, images;
   uint64_t examples = 0, truncated = 0;
   const int s = preset.image_size;
-  auto add = [&](const std::string&, VisionRow row, std::string*) {
+  auto add = [&](const std::string&, VisionRow row, std::string* why) {
+    if (!row.messages.empty()) {
+      *why =
+          "conversation rows (\"messages\") need a Hugging Face checkpoint "
+          "directory as model.model_name; presets take image, question and "
+          "answer";
+      return false;
+    }
     Image image = Resize(row.image, s, s);
     EncodedExample ex =
         tokenizer.EncodeExample(row.question, row.answer, preset.max_seq_len);

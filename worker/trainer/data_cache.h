@@ -15,6 +15,7 @@
 #include "worker/trainer/config.h"
 #include "worker/trainer/image.h"
 #include "worker/trainer/presets.h"
+#include "worker/trainer/qwen_chat.h"
 
 namespace dcvlr::trainer {
 
@@ -61,11 +62,14 @@ class Dataset {
   int64_t total_ = 0;
 };
 
-// One hf_vision row.
+// One hf_vision row: a question/answer pair with its image, or (for rows
+// with "messages") a conversation and its images in order.
 struct VisionRow {
   std::string question, answer;
   std::string system;  // empty: none given
   Image image;
+  std::vector<ChatMessage> messages;  // non-empty for conversation rows
+  std::vector<Image> images;          // a conversation's images
 };
 
 // Which keys of a row hold what. Empty names use the defaults: image from
@@ -99,6 +103,14 @@ bool EnsureShard(const std::vector<std::string>& files,
 bool ResolveDatasetFiles(const DatasetSpec& spec, const CacheOptions& options,
                          std::vector<std::string>* files, std::string* error);
 
+// Conversation rows, as Hugging Face chat data holds them:
+//   {"messages": [{"role": "user", "content": [{"type": "image", "image": X},
+//                 {"type": "text", "text": "..."}]}, {"role": "assistant",
+//                 ...}]}
+// where X is anything an image value may be (base64, data URL, path,
+// {bytes|path}); an image part without one takes the next entry of the
+// row's "images" list instead (the LLaVA / ShareGPT layout).
+//
 // Calls `fn` for each row of hf_vision JSONL `files`. `where` is
 // "FILE:LINE: "; a row that fails to parse, or that `fn` refuses (returning
 // false with a reason), stops the read with an error naming its file and

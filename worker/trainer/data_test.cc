@@ -186,6 +186,14 @@ TEST(ShardCacheTest, BadRowNamesFileAndLine) {
   EXPECT_FALSE(EnsureShard({(dir / "rows.jsonl").string()}, {}, preset,
                            {(dir / "cache").string(), true}, &path, &error));
   EXPECT_NE(error.find("rows.jsonl:1:"), std::string::npos) << error;
+  // Conversation rows are for checkpoint directories, not presets.
+  std::ofstream(dir / "chat.jsonl")
+      << R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})"
+      << "\n";
+  EXPECT_FALSE(EnsureShard({(dir / "chat.jsonl").string()}, {}, preset,
+                           {(dir / "cache").string(), true}, &path, &error));
+  EXPECT_NE(error.find("chat.jsonl:1: conversation rows"), std::string::npos)
+      << error;
   fs::remove_all(dir);
 }
 

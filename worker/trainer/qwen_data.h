@@ -1,6 +1,7 @@
 // Training rows for Hugging Face Qwen-VL models: each hf_vision row becomes
 // a conversation (user: the image, then the question; assistant: the
-// answer) in Qwen2-VL's chat format, tokenized with the checkpoint's
+// answer; or the row's own "messages", every assistant turn a target) in
+// Qwen2-VL's chat format, tokenized with the checkpoint's
 // tokenizer.json, with its image resized by the image processor's
 // smart_resize and as many <|image_pad|> tokens as the image has merged
 // patches. Rows are held in memory (resized images as 8-bit RGB);
@@ -22,8 +23,8 @@ namespace dcvlr::trainer {
 
 struct QwenExample {
   std::vector<uint32_t> ids;
-  std::vector<uint8_t> target;  // 1 on the answer's tokens
-  Image image;                  // already at its processed size
+  std::vector<uint8_t> target;  // 1 on the answers' tokens
+  std::vector<Image> images;    // in order, already at their processed size
 };
 
 struct QwenDataset {

@@ -50,8 +50,9 @@ TEST(QwenData, OumiRowsBecomeChatsWithTheAnswerAsTarget) {
   const QwenExample& ex = data.rows[0];
   // 40x30 is below min_pixels (3136): smart_resize scales it up to 84x56,
   // 6x4 patches, 6 merged tokens.
-  EXPECT_EQ(ex.image.width, 84);
-  EXPECT_EQ(ex.image.height, 56);
+  ASSERT_EQ(ex.images.size(), 1u);
+  EXPECT_EQ(ex.images[0].width, 84);
+  EXPECT_EQ(ex.images[0].height, 56);
   EXPECT_EQ(std::count(ex.ids.begin(), ex.ids.end(), 262u), 6);
   std::string want =
       "<|im_start|>system\nThink.<|im_end|>\n<|im_start|>user\n<|vision_start|>"
@@ -69,6 +70,63 @@ TEST(QwenData, OumiRowsBecomeChatsWithTheAnswerAsTarget) {
       LoadQwenDataset({spec}, cache, *tok, processor, 20, &short_rows, &error));
   EXPECT_TRUE(short_rows.rows.empty());
   EXPECT_EQ(short_rows.too_long, 1);
+  fs::remove_all(dir);
+}
+
+// Conversation rows: images inline or from the row's "images" list, every
+// assistant turn a target, and errors naming the row.
+TEST(QwenData, MessagesRowsTrainOnEveryAssistantTurn) {
+  const std::string model =
+      std::string(DCVLR_CONFIGS) + "/models/qwen2_5-vl-tiny";
+  std::string error;
+  auto tok = BpeTokenizer::Load(model, &error);
+  ASSERT_NE(tok, nullptr) << error;
+  QwenImageProcessorConfig processor;
+  ASSERT_TRUE(LoadQwenImageProcessorConfig(model, &processor, &error)) << error;
+  fs::path dir = fs::temp_directory_path() /
+                 ("qwen_msgs_test." + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  Image img{56, 56, std::vector<uint8_t>(56 * 56 * 3, 10)};
+  auto png = EncodePng(img);
+  std::ofstream(dir / "a.png", std::ios::binary)
+      .write(reinterpret_cast<const char*>(png.data()), png.size());
+  std::ofstream(dir / "rows.jsonl") << nlohmann::json::parse(R"({"messages": [
+      {"role": "user", "content": [{"type": "image", "image": "a.png"}, {"type": "text", "text": "Q1"}]},
+      {"role": "assistant", "content": "A1"},
+      {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q2"}]},
+      {"role": "assistant", "content": [{"type": "text", "text": "A2"}]}],
+    "images": ["a.png"]})")
+                                           .dump()
+                                    << "\n";
+  DatasetSpec spec;
+  spec.name = "hf_vision";
+  spec.files = {(dir / "rows.jsonl").string()};
+  CacheOptions cache{(dir / "cache").string(), true};
+  QwenDataset data;
+  ASSERT_TRUE(
+      LoadQwenDataset({spec}, cache, *tok, processor, 1024, &data, &error))
+      << error;
+  ASSERT_EQ(data.rows.size(), 1u);
+  const QwenExample& ex = data.rows[0];
+  EXPECT_EQ(ex.images.size(), 2u);
+  EXPECT_EQ(std::count(ex.ids.begin(), ex.ids.end(), 262u), 8);  // 4 per image
+  std::vector<uint32_t> targets;
+  for (size_t i = 0; i < ex.ids.size(); ++i)
+    if (ex.target[i]) targets.push_back(ex.ids[i]);
+  EXPECT_EQ(tok->Decode(targets), "A1<|im_end|>A2<|im_end|>");
+
+  // A second image part with no data and no "images" entry left.
+  std::ofstream(dir / "bad.jsonl") << nlohmann::json::parse(R"({"messages": [
+      {"role": "user", "content": [{"type": "image", "image": "a.png"}, {"type": "image"}]},
+      {"role": "assistant", "content": "x"}]})")
+                                          .dump()
+                                   << "\n";
+  spec.files = {(dir / "bad.jsonl").string()};
+  QwenDataset bad;
+  EXPECT_FALSE(
+      LoadQwenDataset({spec}, cache, *tok, processor, 1024, &bad, &error));
+  EXPECT_NE(error.find("bad.jsonl:1: image 1 has no data"), std::string::npos)
+      << error;
   fs::remove_all(dir);
 }
 

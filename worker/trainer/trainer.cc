@@ -210,14 +210,16 @@ class QwenData : public TrainData {
           targets.push_back(ex.ids[j + 1]);
           loss_row.push_back(i);
         }
-      ProcessedImage img;
-      std::string error;
-      if (!ProcessQwenImage(ex.image, processor_, &img, &error))
-        throw std::runtime_error("image of row " + std::to_string(rows[i]) +
-                                 ": " + error);
-      pixels.insert(pixels.end(), img.pixel_values.begin(),
-                    img.pixel_values.end());
-      grids.insert(grids.end(), img.grid_thw.begin(), img.grid_thw.end());
+      for (const Image& image : ex.images) {
+        ProcessedImage img;
+        std::string error;
+        if (!ProcessQwenImage(image, processor_, &img, &error))
+          throw std::runtime_error("image of row " + std::to_string(rows[i]) +
+                                   ": " + error);
+        pixels.insert(pixels.end(), img.pixel_values.begin(),
+                      img.pixel_values.end());
+        grids.insert(grids.end(), img.grid_thw.begin(), img.grid_thw.end());
+      }
     }
     auto vec = [](const std::vector<int64_t>& v) {
       return at::tensor(at::ArrayRef<int64_t>(v), at::kLong);

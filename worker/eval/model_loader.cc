@@ -86,6 +86,14 @@ bool ReadCheckpointPreset(const std::string& step_dir,
     return false;
   }
   nlohmann::json fields = state["model"];
+  if (fields.contains("hf_model_dir")) {
+    *error = file + ": a checkpoint of a Hugging Face model (" +
+             fields.value("architecture", std::string("?")) + " from " +
+             fields["hf_model_dir"].dump() +
+             "); dcvlr-eval evaluates the built-in presets only so far (the "
+             "run's export for transformers is <output_dir>/hf_model)";
+    return false;
+  }
   const std::string name = fields.value("name", std::string());
   fields.erase("name");
   // A known preset fills any field an older checkpoint did not record.

@@ -278,6 +278,25 @@ TEST_F(EvalProcessTest, MismatchedTensorShapeFailsNamingTheTensor) {
       fs::exists(root_ / "bad" / "out" / "dcvlr_scoring_summary.json"));
 }
 
+TEST_F(EvalProcessTest, HuggingFaceCheckpointIsRefusedSayingSo) {
+  const fs::path hf = root_ / "hf_ckpt" / "step-4";
+  fs::create_directories(hf.parent_path());
+  fs::copy(root_ / "ckpt" / "step-4", hf, fs::copy_options::recursive);
+  json state = json::parse(ReadAll(hf / "trainer_state.json"));
+  state["model"] = {{"hf_model_dir", "/models/qwen"},
+                    {"architecture", "Qwen2_5_VLForConditionalGeneration"}};
+  std::ofstream(hf / "trainer_state.json") << state.dump(2);
+  auto codes =
+      RunEval("hf", 1, WriteEvalConfig("hf", hf.parent_path().string(), Tsv()));
+  const std::string log = ReadAll(Log("hf", 0));
+  EXPECT_NE(codes, (std::vector<int>{0})) << log;
+  EXPECT_NE(
+      log.find("a checkpoint of a Hugging Face model "
+               "(Qwen2_5_VLForConditionalGeneration from \"/models/qwen\")"),
+      std::string::npos)
+      << log;
+}
+
 TEST_F(EvalProcessTest, BrokenTsvFailsNamingFileLineAndColumn) {
   const fs::path tsv = root_ / "broken.tsv";
   std::ofstream(tsv) << "index\timage\tquestion\tA\tB\tanswer\n"

@@ -215,12 +215,10 @@ std::vector<ParameterShape> QwenVlModel::ParameterShapes(
   return s;
 }
 
-std::unique_ptr<QwenVlModel> QwenVlModel::Load(const QwenVlConfig& config,
-                                               const HfCheckpoint& ckpt,
-                                               at::Device device,
-                                               at::ScalarType dtype,
-                                               std::string* error) {
-  std::map<std::string, at::Tensor> params;
+bool QwenVlModel::CheckpointTensors(const QwenVlConfig& config,
+                                    const HfCheckpoint& ckpt,
+                                    std::map<std::string, at::Tensor>* out,
+                                    std::string* error) {
   std::set<std::string> expected;
   for (const auto& [name, shape] : ParameterShapes(config)) {
     expected.insert(name);
@@ -228,21 +226,21 @@ std::unique_ptr<QwenVlModel> QwenVlModel::Load(const QwenVlConfig& config,
     if (it == ckpt.tensors.end()) {
       *error = ckpt.dir + ": missing tensor " + name + " " + ShapeText(shape) +
                " (the config says " + config.architecture + ")";
-      return nullptr;
+      return false;
     }
     const TensorView& t = *it->second;
     if (t.shape != shape) {
       *error = ckpt.source.at(name) + ": tensor " + name + " is " +
                ShapeText(t.shape) + ", the config needs " + ShapeText(shape);
-      return nullptr;
+      return false;
     }
-    at::Tensor host = TensorFromView(t);
-    if (!host.defined() || !host.is_floating_point()) {
+    at::Tensor view = TensorFromView(t, /*copy=*/false);
+    if (!view.defined() || !view.is_floating_point()) {
       *error = ckpt.source.at(name) + ": tensor " + name + ": dtype " +
                t.dtype + " (want F32, BF16 or F16)";
-      return nullptr;
+      return false;
     }
-    params[name] = host.to(device, dtype);
+    (*out)[name] = view;
   }
   for (const auto& [name, view] : ckpt.tensors) {
     // transformers writes lm_head.weight for some tied models; it is the
@@ -251,9 +249,21 @@ std::unique_ptr<QwenVlModel> QwenVlModel::Load(const QwenVlConfig& config,
         !(name == "lm_head.weight" && config.text.tie_embeddings)) {
       *error = ckpt.source.at(name) + ": unexpected tensor " + name +
                " (not part of " + config.architecture + " with this config)";
-      return nullptr;
+      return false;
     }
   }
+  return true;
+}
+
+std::unique_ptr<QwenVlModel> QwenVlModel::Load(const QwenVlConfig& config,
+                                               const HfCheckpoint& ckpt,
+                                               at::Device device,
+                                               at::ScalarType dtype,
+                                               std::string* error) {
+  std::map<std::string, at::Tensor> params;
+  if (!CheckpointTensors(config, ckpt, &params, error)) return nullptr;
+  for (auto& [name, t] : params)
+    t = t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
   return std::make_unique<QwenVlModel>(config, std::move(params));
 }
 
@@ -625,7 +635,7 @@ at::Tensor QwenVlModel::Hidden(const QwenVlInputs& in,
   return x;
 }
 
-at::Tensor TensorFromView(const TensorView& view) {
+at::Tensor TensorFromView(const TensorView& view, bool copy) {
   at::ScalarType type;
   if (view.dtype == "F32")
     type = at::kFloat;
@@ -641,9 +651,9 @@ at::Tensor TensorFromView(const TensorView& view) {
     type = at::kByte;
   else
     return {};
-  return at::from_blob(const_cast<void*>(view.data), view.shape,
-                       at::TensorOptions().dtype(type))
-      .clone();
+  at::Tensor t = at::from_blob(const_cast<void*>(view.data), view.shape,
+                               at::TensorOptions().dtype(type));
+  return copy ? t.clone() : t;
 }
 
 at::Tensor CausalLmLoss(const at::Tensor& logits, const at::Tensor& labels) {

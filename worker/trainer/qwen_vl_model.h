@@ -56,8 +56,17 @@ class QwenVlModel {
   static std::vector<ParameterShape> ParameterShapes(
       const QwenVlConfig& config);
 
-  // The checkpoint's weights as `dtype` tensors on `device`. A missing,
-  // unexpected or mis-shaped tensor is an error naming it and its file.
+  // The checkpoint's weights, checked against the config (a missing,
+  // unexpected or mis-shaped tensor, or a dtype other than F32/BF16/F16, is
+  // an error naming it and its file), as CPU tensors in the file's dtype
+  // that view the checkpoint's mapping: no copy; they are valid while
+  // `checkpoint` lives.
+  static bool CheckpointTensors(const QwenVlConfig& config,
+                                const HfCheckpoint& checkpoint,
+                                std::map<std::string, at::Tensor>* out,
+                                std::string* error);
+
+  // The checkpoint's weights as `dtype` tensors on `device`.
   static std::unique_ptr<QwenVlModel> Load(const QwenVlConfig& config,
                                            const HfCheckpoint& checkpoint,
                                            at::Device device,
@@ -121,9 +130,10 @@ class QwenVlModel {
   at::ScalarType compute_ = at::kFloat;
 };
 
-// A copy of a safetensors tensor (F32, BF16, F16, I64, I32 or U8) as an
-// at::Tensor of its dtype on the CPU; undefined for other dtypes.
-at::Tensor TensorFromView(const TensorView& view);
+// A safetensors tensor (F32, BF16, F16, I64, I32 or U8) as an at::Tensor
+// of its dtype on the CPU: a copy, or with copy false a view of the file's
+// memory; undefined for other dtypes.
+at::Tensor TensorFromView(const TensorView& view, bool copy = true);
 
 // Mean next-token cross-entropy: logits [B, L, V] at position t score
 // labels[t + 1]; labels of -100 are not scored (transformers' causal LM

@@ -2,6 +2,7 @@
 #include "worker/trainer/qwen_vl_trainable.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 namespace dcvlr::trainer {
 
@@ -21,16 +22,22 @@ QwenVlTrainable::QwenVlTrainable(
     for (int64_t d : shapes[i].second) n *= d;
     total += n;
   }
-  at::Tensor cpu = at::empty({total}, at::kFloat);
+  // Straight into the device buffer, one tensor at a time (converting its
+  // dtype in the copy), so that no whole fp32 copy of a large model is
+  // made on the host.
+  flat_params_ =
+      at::empty({total}, at::TensorOptions().dtype(at::kFloat).device(device));
   at::Tensor mask = at::zeros({total}, at::kFloat);
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    const at::Tensor& src = params.at(shapes[i].first);
-    const int64_t n = src.numel();
-    cpu.narrow(0, params_[i].offset, n)
-        .copy_(src.detach().to(at::kCPU, at::kFloat).reshape(-1));
-    if (params_[i].decay) mask.narrow(0, params_[i].offset, n).fill_(1.0);
+  {
+    c10::NoGradGuard no_grad;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const at::Tensor& src = params.at(shapes[i].first);
+      const int64_t n = src.numel();
+      flat_params_.narrow(0, params_[i].offset, n)
+          .copy_(src.detach().reshape(-1));
+      if (params_[i].decay) mask.narrow(0, params_[i].offset, n).fill_(1.0);
+    }
   }
-  flat_params_ = cpu.to(device);
   flat_grads_ = at::zeros({total}, flat_params_.options());
   decay_mask_ = mask.to(device);
   std::map<std::string, at::Tensor> views;

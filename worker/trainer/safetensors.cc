@@ -2,6 +2,8 @@
 #include "worker/trainer/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -50,26 +52,36 @@ bool WriteSafetensors(const std::string& path,
 
 bool ReadSafetensors(const std::string& path, SafetensorsFile* out,
                      std::string* error) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     *error = path + ": cannot open";
     return false;
   }
-  size_t size = in.tellg();
-  in.seekg(0);
-  out->buffer.resize(size);
-  if (!in.read(reinterpret_cast<char*>(out->buffer.data()), size) || size < 8) {
-    *error = path + ": short read";
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || st.st_size < 8) {
+    ::close(fd);
+    *error = path + ": shorter than the 8-byte header size";
     return false;
   }
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) {
+    *error = path + ": cannot map";
+    return false;
+  }
+  out->mapping = std::shared_ptr<const uint8_t>(
+      static_cast<const uint8_t*>(map),
+      [size](const uint8_t* p) { ::munmap(const_cast<uint8_t*>(p), size); });
+  out->size = size;
+  const uint8_t* bytes = out->mapping.get();
   uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | out->buffer[i];
+  for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
   if (n > size - 8) {
     *error = path + ": header size past end of file";
     return false;
   }
-  auto header = nlohmann::json::parse(
-      out->buffer.begin() + 8, out->buffer.begin() + 8 + n, nullptr, false);
+  auto header = nlohmann::json::parse(bytes + 8, bytes + 8 + n, nullptr, false);
   if (header.is_discarded() || !header.is_object()) {
     *error = path + ": header is not a JSON object";
     return false;
@@ -96,7 +108,7 @@ bool ReadSafetensors(const std::string& path, SafetensorsFile* out,
       *error = path + ": bad data_offsets for " + name;
       return false;
     }
-    t.data = out->buffer.data() + data_start + offs[0];
+    t.data = bytes + data_start + offs[0];
     t.nbytes = offs[1] - offs[0];
     out->tensors[name] = std::move(t);
   }

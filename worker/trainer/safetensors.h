@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,9 +28,12 @@ bool WriteSafetensors(const std::string& path,
                       const std::map<std::string, std::string>& metadata,
                       std::string* error);
 
-// A whole file read into memory; views point into `buffer`.
+// A file mapped read-only into memory (so that ranks reading the same
+// checkpoint share the page cache rather than each holding a copy); views
+// point into the mapping, which lives as long as any copy of `mapping`.
 struct SafetensorsFile {
-  std::vector<uint8_t> buffer;
+  std::shared_ptr<const uint8_t> mapping;
+  size_t size = 0;
   std::map<std::string, TensorView> tensors;
   std::map<std::string, std::string> metadata;
 };

@@ -250,6 +250,7 @@ class QwenData : public TrainData {
 // tokenizer and the image processor's settings.
 struct HfModel {
   QwenVlConfig config;
+  HfCheckpoint checkpoint;  // mapped files the weights view, if any
   std::map<std::string, at::Tensor> weights;
   std::unique_ptr<BpeTokenizer> tokenizer;
   QwenImageProcessorConfig processor;
@@ -269,12 +270,12 @@ bool LoadHfModel(const std::string& dir, uint64_t seed, HfModel* out,
   out->processor.temporal_patch_size = out->config.vision.temporal_patch_size;
   if (fs::exists(dir + "/model.safetensors") ||
       fs::exists(dir + "/model.safetensors.index.json")) {
-    HfCheckpoint ckpt;
-    if (!ReadHfCheckpoint(dir, &ckpt, error)) return false;
-    auto model =
-        QwenVlModel::Load(out->config, ckpt, at::kCPU, at::kFloat, error);
-    if (!model) return false;
-    for (const auto& [name, t] : model->parameters()) out->weights[name] = t;
+    // Views of the mapped files: the copy into the flat buffer is the
+    // only one.
+    if (!ReadHfCheckpoint(dir, &out->checkpoint, error) ||
+        !QwenVlModel::CheckpointTensors(out->config, out->checkpoint,
+                                        &out->weights, error))
+      return false;
     out->pretrained = true;
   } else {
     out->weights = QwenVlModel::RandomInit(out->config, seed);
@@ -459,6 +460,7 @@ int RunTraining(const TrainerConfig& config, const RunPaths& paths,
     model_holder = std::make_unique<QwenVlTrainable>(
         hf_model.config, hf_model.weights, device, dtype);
     hf_model.weights.clear();
+    hf_model.checkpoint = HfCheckpoint();
     if (leader)
       log(hf_model.pretrained
               ? "weights from " + config.hf_model_dir

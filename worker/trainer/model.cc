@@ -81,7 +81,10 @@ VlmModel::VlmModel(const ModelPreset& p, uint64_t seed, at::Device device,
   lm_head_ = p.tie_embeddings
                  ? embed_
                  : NewParam("lm_head.weight", {p.vocab_size, h}, 'f');
-  Flatten(device);
+  FlatBuffers flat = FlattenParameters(&params_, device);
+  flat_params_ = flat.params;
+  flat_grads_ = flat.grads;
+  decay_mask_ = flat.decay_mask;
 
   // RoPE tables, Qwen2's rotate-half layout: [cos(t*f), cos(t*f)] per row.
   const int64_t d = p.head_dim();
@@ -137,30 +140,39 @@ int VlmModel::NewParam(const std::string& name, std::vector<int64_t> shape,
   return int(params_.size()) - 1;
 }
 
-void VlmModel::Flatten(at::Device device) {
+FlatBuffers FlattenParameters(std::vector<Parameter>* params,
+                              at::Device device) {
   int64_t total = 0;
-  for (auto it = params_.rbegin(); it != params_.rend(); ++it) {
+  for (auto it = params->rbegin(); it != params->rend(); ++it) {
     it->offset = total;
     total += it->tensor.numel();
   }
-  auto cpu = at::empty({total}, at::kFloat);
-  auto mask = at::zeros({total}, at::kFloat);
-  for (const Parameter& p : params_) {
-    cpu.narrow(0, p.offset, p.tensor.numel()).copy_(p.tensor.reshape(-1));
-    if (p.decay) mask.narrow(0, p.offset, p.tensor.numel()).fill_(1.0);
+  FlatBuffers flat;
+  flat.params =
+      at::empty({total}, at::TensorOptions().dtype(at::kFloat).device(device));
+  at::Tensor mask = at::zeros({total}, at::kFloat);
+  {
+    // Tensor by tensor (converting dtype and device in the copy), so that
+    // no second whole copy of a large model is made on the host.
+    c10::NoGradGuard no_grad;
+    for (const Parameter& p : *params) {
+      const int64_t n = p.tensor.numel();
+      flat.params.narrow(0, p.offset, n).copy_(p.tensor.detach().reshape(-1));
+      if (p.decay) mask.narrow(0, p.offset, n).fill_(1.0);
+    }
   }
-  flat_params_ = cpu.to(device);
-  flat_grads_ = at::zeros({total}, flat_params_.options());
-  decay_mask_ = mask.to(device);
-  for (Parameter& p : params_) {
+  flat.grads = at::zeros({total}, flat.params.options());
+  flat.decay_mask = mask.to(device);
+  for (Parameter& p : *params) {
     auto shape = p.tensor.sizes().vec();
     int64_t n = p.tensor.numel();
     // A detached view is a leaf sharing the flat storage; the optimizer's
     // in-place updates of the flat buffer are what the model sees.
-    p.tensor = flat_params_.narrow(0, p.offset, n).view(shape).detach();
+    p.tensor = flat.params.narrow(0, p.offset, n).view(shape).detach();
     p.tensor.set_requires_grad(true);
-    p.tensor.mutable_grad() = flat_grads_.narrow(0, p.offset, n).view(shape);
+    p.tensor.mutable_grad() = flat.grads.narrow(0, p.offset, n).view(shape);
   }
+  return flat;
 }
 
 at::Tensor VlmModel::W(int index) const {

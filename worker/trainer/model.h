@@ -99,6 +99,17 @@ class TrainableModel {
   int64_t num_params() const { return flat_params().numel(); }
 };
 
+// The flat layout TrainableModel describes. `params` hold their initial
+// values (any dtype, any device) and decay flags; each is copied, one at a
+// time, into one fp32 buffer on `device` (offsets in reverse order, which
+// this sets) and replaced by a leaf view of it whose gradient views a
+// second, zeroed buffer.
+struct FlatBuffers {
+  at::Tensor params, grads, decay_mask;
+};
+FlatBuffers FlattenParameters(std::vector<Parameter>* params,
+                              at::Device device);
+
 // Evaluation counts from the logits at a batch's scored positions
 // ([scored, vocab], in batch.targets' order): summed loss, scored tokens,
 // and rows whose every scored token is the argmax.
@@ -140,7 +151,6 @@ class VlmModel : public TrainableModel {
   // number of blocks adding to the residual stream an 'o' projection feeds.
   int NewParam(const std::string& name, std::vector<int64_t> shape, char init,
                int depth = 1);
-  void Flatten(at::Device device);
 
   at::Tensor W(int index) const;  // parameter `index` in the compute dtype
   // Parameters concatenated along their first dimension, in the compute

@@ -2,7 +2,6 @@
 #include "worker/trainer/qwen_vl_trainable.h"
 
 #include <ATen/ATen.h>
-#include <c10/core/GradMode.h>
 
 namespace dcvlr::trainer {
 
@@ -10,49 +9,19 @@ QwenVlTrainable::QwenVlTrainable(
     const QwenVlConfig& config, const std::map<std::string, at::Tensor>& params,
     at::Device device, at::ScalarType compute_dtype)
     : config_(config) {
-  const auto shapes = QwenVlModel::ParameterShapes(config);
-  params_.resize(shapes.size());
-  int64_t total = 0;
-  for (size_t i = shapes.size(); i-- > 0;) {
-    Parameter& p = params_[i];
-    p.name = shapes[i].first;
-    p.offset = total;
-    p.decay = shapes[i].second.size() >= 2;
-    int64_t n = 1;
-    for (int64_t d : shapes[i].second) n *= d;
-    total += n;
+  for (const auto& [name, shape] : QwenVlModel::ParameterShapes(config)) {
+    Parameter p;
+    p.name = name;
+    p.tensor = params.at(name);
+    p.decay = shape.size() >= 2;
+    params_.push_back(std::move(p));
   }
-  // Straight into the device buffer, one tensor at a time (converting its
-  // dtype in the copy), so that no whole fp32 copy of a large model is
-  // made on the host.
-  flat_params_ =
-      at::empty({total}, at::TensorOptions().dtype(at::kFloat).device(device));
-  at::Tensor mask = at::zeros({total}, at::kFloat);
-  {
-    c10::NoGradGuard no_grad;
-    for (size_t i = 0; i < shapes.size(); ++i) {
-      const at::Tensor& src = params.at(shapes[i].first);
-      const int64_t n = src.numel();
-      flat_params_.narrow(0, params_[i].offset, n)
-          .copy_(src.detach().reshape(-1));
-      if (params_[i].decay) mask.narrow(0, params_[i].offset, n).fill_(1.0);
-    }
-  }
-  flat_grads_ = at::zeros({total}, flat_params_.options());
-  decay_mask_ = mask.to(device);
+  FlatBuffers flat = FlattenParameters(&params_, device);
+  flat_params_ = flat.params;
+  flat_grads_ = flat.grads;
+  decay_mask_ = flat.decay_mask;
   std::map<std::string, at::Tensor> views;
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    Parameter& p = params_[i];
-    const auto& shape = shapes[i].second;
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    // A detached view is a leaf sharing the flat storage, its gradient a
-    // view of the flat gradient buffer.
-    p.tensor = flat_params_.narrow(0, p.offset, n).view(shape).detach();
-    p.tensor.set_requires_grad(true);
-    p.tensor.mutable_grad() = flat_grads_.narrow(0, p.offset, n).view(shape);
-    views[p.name] = p.tensor;
-  }
+  for (const Parameter& p : params_) views[p.name] = p.tensor;
   model_ = std::make_unique<QwenVlModel>(config_, std::move(views));
   model_->set_compute_dtype(compute_dtype);
 }

@@ -13,38 +13,58 @@ namespace {
 
 namespace fs = std::filesystem;
 
-TEST(QwenData, OumiRowsBecomeChatsWithTheAnswerAsTarget) {
-  const std::string model =
-      std::string(DCVLR_CONFIGS) + "/models/qwen2_5-vl-tiny";
-  std::string error;
-  auto tok = BpeTokenizer::Load(model, &error);
-  ASSERT_NE(tok, nullptr) << error;
-  QwenImageProcessorConfig processor;
-  ASSERT_TRUE(LoadQwenImageProcessorConfig(model, &processor, &error)) << error;
+// The tiny checkpoint's tokenizer and image processor, and a scratch
+// directory for rows and their images.
+class QwenData : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string model =
+        std::string(DCVLR_CONFIGS) + "/models/qwen2_5-vl-tiny";
+    std::string error;
+    tok_ = BpeTokenizer::Load(model, &error);
+    ASSERT_NE(tok_, nullptr) << error;
+    ASSERT_TRUE(LoadQwenImageProcessorConfig(model, &processor_, &error))
+        << error;
+    dir_ = fs::temp_directory_path() /
+           ("qwen_data_test." + std::to_string(::getpid()) + "." +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
 
-  fs::path dir = fs::temp_directory_path() /
-                 ("qwen_data_test." + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  Image img{40, 30, std::vector<uint8_t>(40 * 30 * 3, 128)};
-  auto png = EncodePng(img);
-  std::ofstream(dir / "a.png", std::ios::binary)
-      .write(reinterpret_cast<const char*>(png.data()), png.size());
-  std::ofstream(dir / "rows.jsonl") << nlohmann::json{{"image", "a.png"},
-                                                      {"problem", " Which?\n"},
-                                                      {"solution", "B\n"}}
-                                           .dump()
-                                    << "\n";
+  // A flat grey PNG of width x height at dir_/name.
+  void WritePng(const std::string& name, int width, int height) {
+    Image img{width, height,
+              std::vector<uint8_t>(size_t(width) * height * 3, 128)};
+    auto png = EncodePng(img);
+    std::ofstream(dir_ / name, std::ios::binary)
+        .write(reinterpret_cast<const char*>(png.data()), png.size());
+  }
+
+  std::unique_ptr<BpeTokenizer> tok_;
+  QwenImageProcessorConfig processor_;
+  fs::path dir_;
+};
+
+TEST_F(QwenData, OumiRowsBecomeChatsWithTheAnswerAsTarget) {
+  std::string error;
+  WritePng("a.png", 40, 30);
+  std::ofstream(dir_ / "rows.jsonl") << nlohmann::json{{"image", "a.png"},
+                                                       {"problem", " Which?\n"},
+                                                       {"solution", "B\n"}}
+                                            .dump()
+                                     << "\n";
   DatasetSpec spec;
   spec.name = "hf_vision";
-  spec.files = {(dir / "rows.jsonl").string()};
+  spec.files = {(dir_ / "rows.jsonl").string()};
   spec.image_column = "image";
   spec.question_column = "problem";
   spec.answer_column = "solution";
   spec.system_prompt = "Think.";
-  CacheOptions cache{(dir / "cache").string(), true};
+  CacheOptions cache{(dir_ / "cache").string(), true};
   QwenDataset data;
   ASSERT_TRUE(
-      LoadQwenDataset({spec}, cache, *tok, processor, 1024, &data, &error))
+      LoadQwenDataset({spec}, cache, *tok_, processor_, 1024, &data, &error))
       << error;
   ASSERT_EQ(data.rows.size(), 1u);
   const QwenExample& ex = data.rows[0];
@@ -59,52 +79,39 @@ TEST(QwenData, OumiRowsBecomeChatsWithTheAnswerAsTarget) {
       "<|image_pad|><|image_pad|><|image_pad|><|image_pad|><|image_pad|>"
       "<|image_pad|><|vision_end|>Which?"
       "<|im_end|>\n<|im_start|>assistant\nB<|im_end|>\n";
-  EXPECT_EQ(tok->Decode(ex.ids), want);
+  EXPECT_EQ(tok_->Decode(ex.ids), want);
   std::vector<uint32_t> targets;
   for (size_t i = 0; i < ex.ids.size(); ++i)
     if (ex.target[i]) targets.push_back(ex.ids[i]);
-  EXPECT_EQ(tok->Decode(targets), "B<|im_end|>");
+  EXPECT_EQ(tok_->Decode(targets), "B<|im_end|>");
 
   QwenDataset short_rows;
-  ASSERT_TRUE(
-      LoadQwenDataset({spec}, cache, *tok, processor, 20, &short_rows, &error));
+  ASSERT_TRUE(LoadQwenDataset({spec}, cache, *tok_, processor_, 20, &short_rows,
+                              &error));
   EXPECT_TRUE(short_rows.rows.empty());
   EXPECT_EQ(short_rows.too_long, 1);
-  fs::remove_all(dir);
 }
 
 // Conversation rows: images inline or from the row's "images" list, every
 // assistant turn a target, and errors naming the row.
-TEST(QwenData, MessagesRowsTrainOnEveryAssistantTurn) {
-  const std::string model =
-      std::string(DCVLR_CONFIGS) + "/models/qwen2_5-vl-tiny";
+TEST_F(QwenData, MessagesRowsTrainOnEveryAssistantTurn) {
   std::string error;
-  auto tok = BpeTokenizer::Load(model, &error);
-  ASSERT_NE(tok, nullptr) << error;
-  QwenImageProcessorConfig processor;
-  ASSERT_TRUE(LoadQwenImageProcessorConfig(model, &processor, &error)) << error;
-  fs::path dir = fs::temp_directory_path() /
-                 ("qwen_msgs_test." + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  Image img{56, 56, std::vector<uint8_t>(56 * 56 * 3, 10)};
-  auto png = EncodePng(img);
-  std::ofstream(dir / "a.png", std::ios::binary)
-      .write(reinterpret_cast<const char*>(png.data()), png.size());
-  std::ofstream(dir / "rows.jsonl") << nlohmann::json::parse(R"({"messages": [
+  WritePng("a.png", 56, 56);
+  std::ofstream(dir_ / "rows.jsonl") << nlohmann::json::parse(R"({"messages": [
       {"role": "user", "content": [{"type": "image", "image": "a.png"}, {"type": "text", "text": "Q1"}]},
       {"role": "assistant", "content": "A1"},
       {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q2"}]},
       {"role": "assistant", "content": [{"type": "text", "text": "A2"}]}],
     "images": ["a.png"]})")
-                                           .dump()
-                                    << "\n";
+                                            .dump()
+                                     << "\n";
   DatasetSpec spec;
   spec.name = "hf_vision";
-  spec.files = {(dir / "rows.jsonl").string()};
-  CacheOptions cache{(dir / "cache").string(), true};
+  spec.files = {(dir_ / "rows.jsonl").string()};
+  CacheOptions cache{(dir_ / "cache").string(), true};
   QwenDataset data;
   ASSERT_TRUE(
-      LoadQwenDataset({spec}, cache, *tok, processor, 1024, &data, &error))
+      LoadQwenDataset({spec}, cache, *tok_, processor_, 1024, &data, &error))
       << error;
   ASSERT_EQ(data.rows.size(), 1u);
   const QwenExample& ex = data.rows[0];
@@ -113,21 +120,20 @@ TEST(QwenData, MessagesRowsTrainOnEveryAssistantTurn) {
   std::vector<uint32_t> targets;
   for (size_t i = 0; i < ex.ids.size(); ++i)
     if (ex.target[i]) targets.push_back(ex.ids[i]);
-  EXPECT_EQ(tok->Decode(targets), "A1<|im_end|>A2<|im_end|>");
+  EXPECT_EQ(tok_->Decode(targets), "A1<|im_end|>A2<|im_end|>");
 
   // A second image part with no data and no "images" entry left.
-  std::ofstream(dir / "bad.jsonl") << nlohmann::json::parse(R"({"messages": [
+  std::ofstream(dir_ / "bad.jsonl") << nlohmann::json::parse(R"({"messages": [
       {"role": "user", "content": [{"type": "image", "image": "a.png"}, {"type": "image"}]},
       {"role": "assistant", "content": "x"}]})")
-                                          .dump()
-                                   << "\n";
-  spec.files = {(dir / "bad.jsonl").string()};
+                                           .dump()
+                                    << "\n";
+  spec.files = {(dir_ / "bad.jsonl").string()};
   QwenDataset bad;
   EXPECT_FALSE(
-      LoadQwenDataset({spec}, cache, *tok, processor, 1024, &bad, &error));
+      LoadQwenDataset({spec}, cache, *tok_, processor_, 1024, &bad, &error));
   EXPECT_NE(error.find("bad.jsonl:1: image 1 has no data"), std::string::npos)
       << error;
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -227,10 +227,10 @@ int main(int argc, char** argv) {
   char tmpl[] = "/tmp/dcvlr-ingest-bench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
   const std::string log = dir + "/coordinator.log";
-  Process coordinator(
-      {BinDir() + "/dcvlr-coordinator", "--listen", "127.0.0.1:0",
-       "--state-dir", dir + "/state", "--metrics-listen", "127.0.0.1:0"},
-      log);
+  Process coordinator({BinDir() + "/dcvlr-coordinator", "--listen",
+                       "127.0.0.1:0", "--state-dir", dir + "/state",
+                       "--metrics-listen", "127.0.0.1:0", "--insecure"},
+                      log);
   std::string address, metrics_address;
   if (!Eventually([&] {
         address = ReadAddress(dir + "/state/coordinator.addr");

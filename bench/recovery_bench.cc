@@ -48,7 +48,8 @@ class Coordinator {
     const std::string log = dir + "/coordinator-" + std::to_string(n) + ".log";
     process_ = std::make_unique<Process>(
         std::vector<std::string>{BinDir() + "/dcvlr-coordinator", "--listen",
-                                 "127.0.0.1:0", "--state-dir", dir + "/state"},
+                                 "127.0.0.1:0", "--state-dir", dir + "/state",
+                                 "--insecure"},
         log);
     address_ = dcvlr::testing::AwaitListening(log, std::chrono::seconds(120));
     if (address_.empty()) {
@@ -91,7 +92,7 @@ void AgentKill(const std::string& root, int trials) {
           std::vector<std::string>{BinDir() + "/dcvlr-agent", "--coordinator",
                                    dir + "/state/coordinator.addr", "--name",
                                    name, "--gpus", "1", "--work-dir",
-                                   dir + "/" + name},
+                                   dir + "/" + name, "--insecure"},
           dir + "/agent-" + name + ".log");
     };
     auto a = agent("a");

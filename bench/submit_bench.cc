@@ -59,7 +59,7 @@ class Coordinator {
     const std::string log = dir + "/coordinator.log";
     process_ = std::make_unique<Process>(
         std::vector<std::string>{binary, "--listen", "127.0.0.1:0",
-                                 "--state-dir", dir + "/state"},
+                                 "--state-dir", dir + "/state", "--insecure"},
         log);
     address_ = AwaitListening(log, std::chrono::seconds(120));
     if (address_.empty()) {
@@ -126,10 +126,10 @@ int64_t EventTime(const dcvlr::v1::Job& job, dcvlr::v1::EventType type) {
 std::vector<double> Latency(const std::string& binary, const std::string& dir,
                             int jobs) {
   Coordinator coordinator(binary, dir);
-  Process agent(
-      {BinDir() + "/dcvlr-agent", "--coordinator", coordinator.address(),
-       "--name", "n1", "--gpus", "1", "--work-dir", dir + "/work"},
-      dir + "/agent.log");
+  Process agent({BinDir() + "/dcvlr-agent", "--coordinator",
+                 coordinator.address(), "--name", "n1", "--gpus", "1",
+                 "--work-dir", dir + "/work", "--insecure"},
+                dir + "/agent.log");
   auto stub = coordinator.Connect();
   auto get = [&](const std::string& id) {
     grpc::ClientContext context;

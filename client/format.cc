@@ -166,6 +166,33 @@ std::string NodesTable(const std::vector<v1::Node>& nodes) {
   return Table(rows);
 }
 
+std::string AuditTable(const v1::ListAuditResponse& audit) {
+  std::vector<std::vector<std::string>> rows = {
+      {"TIME", "WHO", "VIA", "PEER", "ACTION", "TARGET", "OUTCOME"}};
+  for (const v1::AuditRecord& r : audit.records()) {
+    rows.push_back({FormatTime(r.time_ms()),
+                    r.principal().empty() ? "?" : r.principal(),
+                    r.method().empty() ? "-" : r.method(),
+                    r.peer().empty() ? "-" : r.peer(), r.action(), r.target(),
+                    r.outcome()});
+  }
+  return Table(rows);
+}
+
+nlohmann::json AuditToJson(const v1::ListAuditResponse& audit) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const v1::AuditRecord& r : audit.records()) {
+    out.push_back({{"time_ms", r.time_ms()},
+                   {"principal", r.principal()},
+                   {"method", r.method()},
+                   {"peer", r.peer()},
+                   {"action", r.action()},
+                   {"target", r.target()},
+                   {"outcome", r.outcome()}});
+  }
+  return out;
+}
+
 std::string QueueTables(const v1::GetQueueResponse& queue) {
   std::vector<std::vector<std::string>> jobs = {
       {"#", "JOB", "NAME", "USER", "GROUP", "PRIO", "EFFECTIVE", "FAIRSHARE",

@@ -19,6 +19,10 @@ nlohmann::json NodeToJson(const v1::Node& node);
 
 std::string JobsTable(const std::vector<v1::Job>& jobs);
 std::string NodesTable(const std::vector<v1::Node>& nodes);
+// The audit trail: time, principal (and how established), peer, action,
+// target, outcome.
+std::string AuditTable(const v1::ListAuditResponse& audit);
+nlohmann::json AuditToJson(const v1::ListAuditResponse& audit);
 // `dcvlrctl describe`: the spec in brief, attempts, and every event.
 std::string DescribeJob(const v1::Job& job);
 

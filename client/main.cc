@@ -25,19 +25,26 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/format.h"
 #include "common/address.h"
 #include "common/job_file.h"
 #include "common/launch.h"
+#include "common/munge.h"
 #include "common/names.h"
+#include "common/tls.h"
 #include "dcvlr/v1/client.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
@@ -48,8 +55,18 @@ namespace {
 struct Globals {
   std::string coordinator;
   std::string user;
+  bool user_given = false;  // --user on the command line
   std::string output = "table";
+  TlsFlags tls;  // --tls-ca alone: verify the coordinator, no certificate
+  std::string munge_socket;
   bool json() const { return output == "json"; }
+  bool secure() const { return !tls.ca.empty(); }
+  // The user a request claims: --user when given (the coordinator refuses
+  // it unless it is who the credential says); without TLS, $USER, which an
+  // --insecure coordinator takes as is.
+  std::string claimed_user() const {
+    return user_given || !secure() ? user : "";
+  }
 };
 
 // Exit codes: 0 ok, 1 the operation failed (or the job did not succeed),
@@ -61,20 +78,34 @@ constexpr int kTimedOut = 4;
 
 class Client {
  public:
-  explicit Client(const Globals& globals)
+  // `tls`: the checked --tls-* files; null: plaintext.
+  Client(const Globals& globals, const TlsMaterial* tls)
       : globals_(globals),
         address_(ResolveAddress(globals.coordinator)),
-        channel_(
-            grpc::CreateChannel(address_, grpc::InsecureChannelCredentials())),
-        stub_(v1::ClientService::NewStub(channel_)) {}
+        channel_(grpc::CreateChannel(
+            address_, tls != nullptr ? TlsChannelCredentials(*tls)
+                                     : grpc::InsecureChannelCredentials())),
+        stub_(v1::ClientService::NewStub(channel_)),
+        has_certificate_(tls != nullptr && !tls->cert_pem.empty()) {}
 
   v1::ClientService::Stub* stub() { return stub_.get(); }
   const Globals& globals() const { return globals_; }
 
+  // Every call carries who we are: a user certificate on the connection,
+  // or else a fresh MUNGE credential (one per call: munged refuses a
+  // replayed one).
   void Prepare(grpc::ClientContext* context, int timeout_s = 10) {
     if (timeout_s > 0) {
       context->set_deadline(std::chrono::system_clock::now() +
                             std::chrono::seconds(timeout_s));
+    }
+    context->AddMetadata(kUserMetadataKey, globals_.user);
+    if (has_certificate_) return;
+    absl::StatusOr<std::string> credential = MungeEncode(globals_.munge_socket);
+    if (credential.ok()) {
+      context->AddMetadata(kMungeMetadataKey, *credential);
+    } else {
+      munge_error_ = std::string(credential.status().message());
     }
   }
 
@@ -95,6 +126,10 @@ class Client {
       return kUnreachable;
     }
     fprintf(stderr, "dcvlrctl: %s\n", status.error_message().c_str());
+    if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED &&
+        !munge_error_.empty()) {
+      fprintf(stderr, "dcvlrctl: %s\n", munge_error_.c_str());
+    }
     return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? kBadInput
                                                                      : kFailed;
   }
@@ -104,6 +139,8 @@ class Client {
   const std::string address_;
   const std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ClientService::Stub> stub_;
+  const bool has_certificate_;
+  std::string munge_error_;  // why the last call carried no MUNGE credential
 };
 
 void PrintJson(const nlohmann::json& value) {
@@ -157,7 +194,7 @@ int Submit(Client& client, const std::string& path, bool dry_run,
   }
   const JobFileOptions options = flags.Options();
   v1::SubmitJobRequest request;
-  request.set_user(client.globals().user);
+  request.set_user(client.globals().claimed_user());
   request.set_source_name(path);
   request.set_source(text);
   request.set_dry_run(dry_run);
@@ -360,6 +397,7 @@ int Logs(Client& client, const std::string& ref, bool follow, int rank,
   request.set_rank(rank);
   request.set_attempt(attempt);
   grpc::ClientContext context;
+  client.Prepare(&context, /*timeout_s=*/0);
   auto reader = client.stub()->StreamLogs(&context, request);
   // With several ranks, whole lines are printed with a rank prefix.
   std::map<int, std::string> partial;
@@ -402,7 +440,7 @@ int Wait(Client& client, const std::string& ref, double timeout_s);
 int Cancel(Client& client, const std::string& ref, bool wait) {
   v1::CancelJobRequest request;
   request.set_job(ref);
-  request.set_user(client.globals().user);
+  request.set_user(client.globals().claimed_user());
   v1::Job job;
   grpc::ClientContext context;
   client.Prepare(&context);
@@ -438,6 +476,7 @@ int Wait(Client& client, const std::string& ref, double timeout_s) {
   v1::WatchJobRequest request;
   request.set_job(ref);
   grpc::ClientContext context;
+  client.Prepare(&context, /*timeout_s=*/0);
   if (timeout_s > 0) {
     context.set_deadline(
         std::chrono::system_clock::now() +
@@ -592,6 +631,7 @@ int Watch(Client& client, const std::string& ref) {
   v1::WatchJobRequest request;
   request.set_job(first.id());
   grpc::ClientContext context;
+  client.Prepare(&context, /*timeout_s=*/0);
   auto reader = client.stub()->WatchJob(&context, request);
   v1::Job job;
   bool have = false;
@@ -718,6 +758,39 @@ int Drain(Client& client, const std::string& name, bool drain, bool evict) {
   } else {
     printf("%s %s%s\n", node.name().c_str(), drain ? "drained" : "undrained",
            evict ? "; its jobs are being evicted" : "");
+  }
+  return 0;
+}
+
+// The audit trail since `since` ago ("1h", "30m", "7d"; empty: all), for
+// admins.
+int Audit(Client& client, const std::string& since, int limit) {
+  v1::ListAuditRequest request;
+  if (!since.empty()) {
+    absl::Duration ago;
+    const bool days = absl::EndsWith(since, "d");
+    double n = 0;
+    if (days ? !absl::SimpleAtod(since.substr(0, since.size() - 1), &n)
+             : !absl::ParseDuration(since, &ago)) {
+      fprintf(stderr,
+              "dcvlrctl: --since %s: not a duration such as 90s, 30m, 12h "
+              "or 7d\n",
+              since.c_str());
+      return kBadInput;
+    }
+    if (days) ago = absl::Hours(24 * n);
+    request.set_since_ms(absl::ToUnixMillis(absl::Now() - ago));
+  }
+  request.set_limit(limit);
+  v1::ListAuditResponse response;
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  grpc::Status status = client.stub()->ListAudit(&context, request, &response);
+  if (!status.ok()) return client.Fail(status);
+  if (client.globals().json()) {
+    PrintJson(AuditToJson(response));
+  } else {
+    std::cout << AuditTable(response);
   }
   return 0;
 }
@@ -883,7 +956,27 @@ int main(int argc, char** argv) {
   app.add_option("--coordinator", globals.coordinator,
                  "coordinator HOST:PORT, or a file holding it "
                  "(default: $DCVLR_COORDINATOR or 127.0.0.1:7070)");
-  app.add_option("--user", globals.user, "who you are (default: $USER)");
+  app.add_option("--user", globals.user,
+                 "who you claim to be; only an --insecure coordinator "
+                 "believes it (default: $USER). Otherwise your MUNGE "
+                 "credential or user certificate says who you are");
+  if (const char* env = getenv("DCVLR_TLS_CA")) globals.tls.ca = env;
+  if (const char* env = getenv("DCVLR_TLS_CERT")) globals.tls.cert = env;
+  if (const char* env = getenv("DCVLR_TLS_KEY")) globals.tls.key = env;
+  if (const char* env = getenv("DCVLR_MUNGE_SOCKET")) {
+    globals.munge_socket = env;
+  }
+  app.add_option("--tls-ca", globals.tls.ca,
+                 "the cluster CA's certificate (PEM; default: $DCVLR_TLS_CA): "
+                 "talk TLS and check the coordinator against it");
+  app.add_option("--tls-cert", globals.tls.cert,
+                 "your user certificate (PEM, OU=dcvlr-user; default: "
+                 "$DCVLR_TLS_CERT), instead of a MUNGE credential");
+  app.add_option("--tls-key", globals.tls.key,
+                 "its private key (default: $DCVLR_TLS_KEY)");
+  app.add_option("--munge-socket", globals.munge_socket,
+                 "munged's socket (default: $DCVLR_MUNGE_SOCKET, else the "
+                 "system's)");
   app.add_option("-o,--output", globals.output,
                  "table or json (csv too for metrics)")
       ->check(CLI::IsMember({"table", "json", "csv"}));
@@ -976,6 +1069,12 @@ int main(int argc, char** argv) {
   auto* undrain = app.add_subcommand("undrain", "place work on a node again");
   undrain->add_option("NODE", node)->required();
 
+  std::string since;
+  auto* audit = app.add_subcommand(
+      "audit", "who changed what, and what was refused, newest first (admins)");
+  audit->add_option("--since", since, "only this recent: 90s, 30m, 12h, 7d");
+  audit->add_option("--limit", limit, "at most this many (default 1000)");
+
   auto* render = app.add_subcommand(
       "render",
       "print what each node would run for a job file: files, "
@@ -999,7 +1098,19 @@ int main(int argc, char** argv) {
   }
 
   if (render->parsed()) return Render(globals, file, file_flags, config_only);
-  Client client(globals);
+  globals.user_given = app.count("--user") > 0;
+  std::optional<TlsMaterial> tls;
+  if (globals.secure() || globals.tls.any()) {
+    absl::StatusOr<TlsMaterial> loaded =
+        LoadTls(globals.tls, CertRole::kUser, /*cert_optional=*/true);
+    if (!loaded.ok()) {
+      fprintf(stderr, "dcvlrctl: %s\n",
+              std::string(loaded.status().message()).c_str());
+      return kBadInput;
+    }
+    tls = *std::move(loaded);
+  }
+  Client client(globals, tls ? &*tls : nullptr);
   if (submit->parsed()) return Submit(client, file, dry_run, file_flags);
   if (get->parsed())
     return job.empty() ? List(client, "", {}, 0) : Get(client, job);
@@ -1015,5 +1126,6 @@ int main(int argc, char** argv) {
   if (queue->parsed()) return Queue(client);
   if (drain->parsed()) return Drain(client, node, true, evict);
   if (undrain->parsed()) return Drain(client, node, false, false);
+  if (audit->parsed()) return Audit(client, since, limit);
   return kBadInput;
 }

@@ -18,4 +18,12 @@ std::string ResolveAddress(const std::string& value) {
   return std::string(absl::StripAsciiWhitespace(address));
 }
 
+bool IsLoopbackAddress(const std::string& host_port) {
+  std::string host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
 }  // namespace dcvlr

@@ -3,8 +3,10 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/logging.h"
+#include "common/tls.h"
 #include "coordinator/services.h"
 
 namespace dcvlr {
@@ -94,6 +96,50 @@ std::string PeerHost(const std::string& peer) {
 
 }  // namespace
 
+absl::Status AgentServiceImpl::CheckIdentity(const grpc::ServerContext& context,
+                                             const std::string& name) {
+  if (!require_certificate_) return absl::OkStatus();
+  const std::optional<PeerCertificate> cert =
+      PeerCertificateOf(*context.auth_context());
+  const char* reason = nullptr;
+  absl::Status status;
+  if (!cert.has_value()) {
+    reason = "no_certificate";
+    status = absl::UnauthenticatedError(
+        "an agent must present its node certificate (--tls-cert/--tls-key, "
+        "signed by the cluster CA)");
+  } else if (cert->role != CertRole::kNode) {
+    reason = "wrong_certificate";
+    status = absl::UnauthenticatedError(
+        absl::StrCat("the certificate of CN=", cert->common_name, " is a ",
+                     cert->role ? CertRoleName(*cert->role) : "foreign",
+                     " certificate, not a node's (OU=dcvlr-node)"));
+  } else if (cert->common_name != name) {
+    reason = "name_mismatch";
+    status = absl::PermissionDeniedError(
+        absl::StrCat("the node certificate is for ", cert->common_name,
+                     ": it cannot register as node ", name));
+  } else {
+    return absl::OkStatus();
+  }
+  if (observer_ != nullptr) observer_->OnRegistrationRefused(reason);
+  return status;
+}
+
+void AgentServiceImpl::Refuse(const std::string& node, const char* what,
+                              const absl::Status& status) {
+  if (status.ok()) return;
+  const char* reason =
+      status.code() == absl::StatusCode::kNotFound           ? "unknown_attempt"
+      : status.code() == absl::StatusCode::kOutOfRange       ? "bad_offset"
+      : status.code() == absl::StatusCode::kPermissionDenied ? "not_placed_here"
+                                                             : nullptr;
+  LOG(WARNING) << "node=" << node << " " << what << " refused: " << status;
+  if (reason != nullptr && observer_ != nullptr) {
+    observer_->OnAgentMessageRefused(node, reason);
+  }
+}
+
 grpc::Status AgentServiceImpl::Connect(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::AgentMessage>*
@@ -104,13 +150,31 @@ grpc::Status AgentServiceImpl::Connect(
                         "the first message must be a RegisterRequest");
   }
   const std::string name = first.register_().name();
+  Principal agent;
+  agent.user = "node:" + name;
+  agent.method = require_certificate_ ? "certificate" : "claimed";
+  agent.peer = context->peer();
+  if (absl::Status s = CheckIdentity(*context, name); !s.ok()) {
+    LOG(WARNING) << "registration as node=" << name << " from "
+                 << context->peer() << " refused: " << s;
+    core_->Audit(MakeAuditRecord(agent, "register", name, s));
+    return ToGrpcStatus(s);
+  }
   auto channel = std::make_shared<StreamChannel>(context, stream);
   absl::StatusOr<int64_t> session = core_->RegisterAgent(
       first.register_(), PeerHost(context->peer()), channel);
   if (!session.ok()) {
     channel->Finish();
+    LOG(WARNING) << "registration as node=" << name << " from "
+                 << context->peer() << " refused: " << session.status();
+    if (observer_ != nullptr &&
+        session.status().code() == absl::StatusCode::kAlreadyExists) {
+      observer_->OnRegistrationRefused("duplicate");
+    }
+    core_->Audit(MakeAuditRecord(agent, "register", name, session.status()));
     return ToGrpcStatus(session.status());
   }
+  core_->Audit(MakeAuditRecord(agent, "register", name, absl::OkStatus()));
   LOG(INFO) << "node=" << name << " connected session=" << *session;
 
   v1::AgentMessage message;
@@ -121,21 +185,38 @@ grpc::Status AgentServiceImpl::Connect(
         core_->OnHeartbeat(name, *session);
         break;
       case v1::AgentMessage::kUpdate:
-        core_->OnAttemptUpdate(name, *session, message.update());
+        Refuse(name, "update",
+               core_->OnAttemptUpdate(name, *session, message.update()));
         break;
       case v1::AgentMessage::kLog: {
         const v1::LogChunk& chunk = message.log();
-        absl::Status s =
-            logs_->Append(chunk.job_id(), chunk.attempt(), chunk.rank(),
-                          chunk.offset(), chunk.data());
-        if (!s.ok()) {
-          LOG(WARNING) << "node=" << name << " log chunk refused: " << s;
+        absl::Status s = core_->CheckPlaced(name, chunk.job_id(),
+                                            chunk.attempt(), chunk.rank());
+        if (s.ok()) {
+          s = logs_->Append(chunk.job_id(), chunk.attempt(), chunk.rank(),
+                            chunk.offset(), chunk.data());
         }
+        Refuse(name, "log chunk", s);
         core_->OnActivity(name, *session);
         break;
       }
       case v1::AgentMessage::kMetrics: {
-        metrics_->Ingest(message.metrics());
+        const v1::MetricBatch& batch = message.metrics();
+        absl::Status s =
+            core_->CheckPlaced(name, batch.job_id(), batch.attempt());
+        if (s.ok() && (batch.end_offset() < batch.start_offset() ||
+                       batch.start_offset() >
+                           metrics_->Offset(batch.job_id(), batch.attempt()))) {
+          s = absl::OutOfRangeError(absl::StrCat(
+              "metrics of job ", batch.job_id(), " at ", batch.start_offset(),
+              "..", batch.end_offset(), " would leave a gap after ",
+              metrics_->Offset(batch.job_id(), batch.attempt())));
+        }
+        if (!s.ok()) {
+          Refuse(name, "metrics", s);
+          break;
+        }
+        metrics_->Ingest(batch);
         // A sign of life, but heartbeats come every second anyway: taking
         // the core's lock for each of thousands of batches a second would
         // only contend with the scheduler (seen in a profile).

@@ -23,6 +23,7 @@ constexpr size_t kMaxFileBytes = 1 << 20;
 constexpr int kMaxGpus = 1 << 20;
 constexpr double kMaxShares = 1e6;
 constexpr int kMaxJobs = 1 << 30;
+constexpr int kMaxPriority = 100;  // what a job file may ask
 
 class Parser : public YamlChecker {
  public:
@@ -37,6 +38,7 @@ class Parser : public YamlChecker {
   void ParseAging(const YAML::Node& node);
   void ParseBackfill(const YAML::Node& node);
   void ParseSubmitLimits(const YAML::Node& node);
+  void ParseAdmins(const YAML::Node& node);
 
   ClusterConfig* out_;
 };
@@ -58,7 +60,7 @@ void Parser::ParseGroups(const YAML::Node& node) {
     }
     GroupConfig group;
     if (!entry.second.IsNull() &&
-        CheckMap(entry.second, key, {"shares", "max_gpus"})) {
+        CheckMap(entry.second, key, {"shares", "max_gpus", "max_priority"})) {
       if (YAML::Node n = entry.second["shares"]) {
         if (auto v = Number(n, key + ".shares", 0, kMaxShares)) {
           group.shares = *v;
@@ -67,6 +69,11 @@ void Parser::ParseGroups(const YAML::Node& node) {
       if (YAML::Node n = entry.second["max_gpus"]) {
         if (auto v = Int(n, key + ".max_gpus", 0, kMaxGpus))
           group.max_gpus = *v;
+      }
+      if (YAML::Node n = entry.second["max_priority"]) {
+        if (auto v = Int(n, key + ".max_priority", 0, kMaxPriority)) {
+          group.max_priority = *v;
+        }
       }
     }
     out_->groups[name] = group;
@@ -93,7 +100,8 @@ void Parser::ParseUsers(const YAML::Node& node) {
     UserConfig user;
     if (!entry.second.IsNull() &&
         CheckMap(entry.second, key,
-                 {"group", "shares", "max_gpus", "max_pending_jobs"})) {
+                 {"group", "shares", "max_gpus", "max_pending_jobs",
+                  "max_priority"})) {
       if (YAML::Node n = entry.second["group"]) {
         if (!n.IsScalar()) {
           Error(n, key + ".group",
@@ -119,6 +127,11 @@ void Parser::ParseUsers(const YAML::Node& node) {
       if (YAML::Node n = entry.second["max_pending_jobs"]) {
         if (auto v = Int(n, key + ".max_pending_jobs", 0, kMaxJobs)) {
           user.max_pending_jobs = *v;
+        }
+      }
+      if (YAML::Node n = entry.second["max_priority"]) {
+        if (auto v = Int(n, key + ".max_priority", 0, kMaxPriority)) {
+          user.max_priority = *v;
         }
       }
     }
@@ -171,11 +184,39 @@ void Parser::ParseSubmitLimits(const YAML::Node& node) {
   }
 }
 
+void Parser::ParseAdmins(const YAML::Node& node) {
+  if (!node.IsSequence()) {
+    Error(node, "admins",
+          absl::StrCat("expected a list of user names and @groups, got ",
+                       Describe(node)));
+    return;
+  }
+  for (size_t i = 0; i < node.size(); ++i) {
+    const YAML::Node& n = node[i];
+    const std::string key = absl::StrCat("admins[", i, "]");
+    if (!n.IsScalar()) {
+      Error(n, key,
+            absl::StrCat("expected a user name or @group, got ", Describe(n)));
+      continue;
+    }
+    const std::string& entry = n.Scalar();
+    const bool group = !entry.empty() && entry[0] == '@';
+    if (!IsValidName(group ? entry.substr(1) : entry)) {
+      Error(n, key,
+            absl::StrCat("'", entry,
+                         "' is not a user name or @group: 1-63 letters, "
+                         "digits, '-', '_' or '.'"));
+      continue;
+    }
+    out_->admins.push_back(entry);
+  }
+}
+
 void Parser::Parse(const YAML::Node& root) {
   if (!CheckMap(root, "",
                 {"preemption", "fair_share_half_life", "default_grace_s",
                  "checkpoint_root", "aging", "backfill", "submit_limits",
-                 "groups", "users"})) {
+                 "admins", "max_priority", "groups", "users"})) {
     return;
   }
   if (YAML::Node n = root["preemption"]) {
@@ -214,6 +255,12 @@ void Parser::Parse(const YAML::Node& root) {
   if (YAML::Node n = root["aging"]) ParseAging(n);
   if (YAML::Node n = root["backfill"]) ParseBackfill(n);
   if (YAML::Node n = root["submit_limits"]) ParseSubmitLimits(n);
+  if (YAML::Node n = root["admins"]) ParseAdmins(n);
+  if (YAML::Node n = root["max_priority"]) {
+    if (auto v = Int(n, "max_priority", 0, kMaxPriority)) {
+      out_->max_priority = *v;
+    }
+  }
   // Groups before users: a user names its group.
   if (YAML::Node n = root["groups"]) ParseGroups(n);
   if (YAML::Node n = root["users"]) ParseUsers(n);
@@ -231,6 +278,26 @@ const GroupConfig& ClusterConfig::Group(const std::string& name) const {
   static const GroupConfig* const kDefault = new GroupConfig();
   auto it = groups.find(name);
   return it == groups.end() ? *kDefault : it->second;
+}
+
+int ClusterConfig::MaxPriority(const std::string& user) const {
+  const UserConfig& u = User(user);
+  if (u.max_priority >= 0) return u.max_priority;
+  const GroupConfig& g = Group(u.group);
+  return g.max_priority >= 0 ? g.max_priority : max_priority;
+}
+
+bool ClusterConfig::IsAdmin(const std::string& user, int64_t uid,
+                            const std::vector<std::string>& unix_groups) const {
+  if (uid == 0) return true;
+  for (const std::string& entry : admins) {
+    if (entry == user) return true;
+    if (entry[0] == '@' && std::find(unix_groups.begin(), unix_groups.end(),
+                                     entry.substr(1)) != unix_groups.end()) {
+      return true;
+    }
+  }
+  return false;
 }
 
 absl::StatusOr<double> ParseDurationSeconds(absl::string_view text) {

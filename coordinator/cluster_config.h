@@ -8,12 +8,14 @@
 //   aging: {points_per_hour: 1, max_points: 50}
 //   backfill: {max_reservations: 4}
 //   submit_limits: {max_pending_jobs: 10000, jobs_per_s: 50, burst: 1000}
+//   admins: [carol, "@wheel"]        # users and @Unix-groups; uid 0 always
+//   max_priority: 50                 # highest job priority users may ask
 //   groups:
-//     vision: {shares: 3, max_gpus: 16}
+//     vision: {shares: 3, max_gpus: 16, max_priority: 60}
 //     nlp: {shares: 1}
 //   users:
 //     alice: {group: vision, shares: 2, max_gpus: 8, max_pending_jobs: 50000}
-//     bob: {group: nlp}
+//     bob: {group: nlp, max_priority: 80}
 //
 // Everything is optional; an empty file (or none) gives every user one share
 // in the group "default", no quotas and no preemption. Parsing is pure: the
@@ -24,6 +26,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -35,7 +38,8 @@ inline constexpr char kDefaultGroup[] = "default";
 
 struct GroupConfig {
   double shares = 1;
-  int max_gpus = 0;  // GPUs in use at once; 0: no quota
+  int max_gpus = 0;       // GPUs in use at once; 0: no quota
+  int max_priority = -1;  // -1: the cluster's max_priority
 };
 
 struct UserConfig {
@@ -44,6 +48,7 @@ struct UserConfig {
   int max_gpus = 0;   // 0: no quota
   // Overrides submit_limits.max_pending_jobs for this user; -1: it does not.
   int64_t max_pending_jobs = -1;
+  int max_priority = -1;  // -1: the group's, else the cluster's
 };
 
 struct ClusterConfig {
@@ -68,12 +73,25 @@ struct ClusterConfig {
   int64_t max_pending_jobs = 0;
   double submit_jobs_per_s = 0;
   double submit_burst = 0;  // 0 with a rate: 10 s worth of it
+  // Who may change the cluster (drain, undrain, evict), read and cancel
+  // every job, and ask any priority: user names, and "@group" for the
+  // members of a Unix group. uid 0 always may.
+  std::vector<std::string> admins;
+  // The highest `priority:` a user's job may ask (admins' are not capped);
+  // the default, 50, is the default priority: users may lower theirs only.
+  int max_priority = 50;
 
   // The user's entry, or the defaults for a user the file does not name
   // (group "default", one share, no quota).
   const UserConfig& User(const std::string& name) const;
   // The group's entry, or the defaults.
   const GroupConfig& Group(const std::string& name) const;
+  // The user's max_priority: theirs, else their group's, else the cluster's.
+  int MaxPriority(const std::string& user) const;
+  // Whether `user` (uid `uid`, -1 unknown, in Unix groups `groups`) is an
+  // admin.
+  bool IsAdmin(const std::string& user, int64_t uid,
+               const std::vector<std::string>& groups) const;
 };
 
 // Parses the YAML text of a cluster configuration. Errors read

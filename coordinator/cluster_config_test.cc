@@ -74,7 +74,7 @@ TEST(ClusterConfigTest, ErrorsNameFileLineColumnAndKey) {
             "c.yaml:2:1: fair_share_halflife: unknown key (did you mean "
             "'fair_share_half_life'?); known: preemption, "
             "fair_share_half_life, default_grace_s, checkpoint_root, aging, "
-            "backfill, submit_limits, groups, users");
+            "backfill, submit_limits, admins, max_priority, groups, users");
 }
 
 TEST(ClusterConfigTest, ParsesSubmitLimits) {

@@ -39,6 +39,11 @@ void Core::SetBenchmarks(BenchmarkRegistry benchmarks) {
   benchmarks_ = std::move(benchmarks);
 }
 
+bool Core::IsAdmin(const Principal& who) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return config_->IsAdmin(who.user, who.uid, who.groups);
+}
+
 void Core::SetClusterConfig(std::shared_ptr<const ClusterConfig> config) {
   absl::MutexLock lock(&mu_);
   config_ = config != nullptr ? std::move(config)
@@ -143,11 +148,11 @@ absl::Status Core::StoreStatus() const {
 
 // ---------------------------------------------------------------- client API
 
-absl::StatusOr<v1::Job> Core::Submit(const std::string& user,
+absl::StatusOr<v1::Job> Core::Submit(const Principal& who,
                                      const std::string& source_name,
                                      const std::string& source, bool dry_run) {
   absl::StatusOr<SubmitResult> result =
-      SubmitFile(user, source_name, source, dry_run);
+      SubmitFile(who, source_name, source, dry_run);
   if (!result.ok()) return result.status();
   if (result->jobs.size() != 1) {
     return absl::InvalidArgumentError(
@@ -158,8 +163,10 @@ absl::StatusOr<v1::Job> Core::Submit(const std::string& user,
 }
 
 absl::StatusOr<SubmitResult> Core::ResolveFile(
-    const std::string& user, const std::string& source_name,
+    const Principal& who, const std::string& source_name,
     const std::vector<ParsedJobFile>& files) {
+  const std::string& user = who.user;
+  const int max_priority = config_->MaxPriority(user);
   SubmitResult result;
   std::vector<std::string> errors;
   // The cluster config's shared root wins over the flag's.
@@ -170,10 +177,18 @@ absl::StatusOr<SubmitResult> Core::ResolveFile(
   for (const ParsedJobFile& file : files) {
     v1::Job job;
     *job.mutable_spec() = file.spec;
-    const SubmitContext context{jobs_, nodes_, benchmarks_, result.jobs};
+    const SubmitContext context{jobs_, nodes_, benchmarks_, result.jobs, user};
     if (absl::Status s = ResolveSpec(file, context, *job.mutable_spec());
         !s.ok()) {
       errors.push_back(std::string(s.message()));
+      continue;
+    }
+    if (!who.admin && job.spec().priority() > max_priority) {
+      errors.push_back(absl::StrCat(
+          file.Where("priority"), ": ", job.spec().priority(), " is above ",
+          max_priority, ", the most user ", user,
+          " may ask (max_priority in the cluster config; an admin may "
+          "raise it)"));
       continue;
     }
     result.warnings.insert(result.warnings.end(), file.warnings.begin(),
@@ -195,11 +210,48 @@ absl::StatusOr<SubmitResult> Core::ResolveFile(
   return result;
 }
 
-absl::StatusOr<SubmitResult> Core::SubmitFile(const std::string& user,
+v1::AuditRecord MakeAuditRecord(const Principal& who, const std::string& action,
+                                const std::string& target,
+                                const absl::Status& outcome) {
+  v1::AuditRecord record;
+  record.set_principal(who.user);
+  record.set_method(who.method);
+  record.set_peer(who.peer);
+  record.set_action(action);
+  record.set_target(target);
+  record.set_outcome(
+      outcome.ok() ? "ok"
+                   : absl::StrCat(absl::StatusCodeToString(outcome.code()),
+                                  ": ", outcome.message()));
+  return record;
+}
+
+void Core::Audit(v1::AuditRecord record) {
+  absl::MutexLock lock(&mu_);
+  if (record.time_ms() == 0) record.set_time_ms(Now());
+  commit_.Audit(std::move(record));
+}
+
+absl::StatusOr<SubmitResult> Core::SubmitFile(const Principal& who,
                                               const std::string& source_name,
                                               const std::string& source,
                                               bool dry_run,
                                               const JobFileOptions& options) {
+  absl::StatusOr<SubmitResult> result =
+      DoSubmitFile(who, source_name, source, dry_run, options);
+  // A stored submission is audited in its own batch.
+  if (!result.ok() && !dry_run) {
+    Audit(MakeAuditRecord(who, "submit", source_name, result.status()));
+  }
+  return result;
+}
+
+absl::StatusOr<SubmitResult> Core::DoSubmitFile(const Principal& who,
+                                                const std::string& source_name,
+                                                const std::string& source,
+                                                bool dry_run,
+                                                const JobFileOptions& options) {
+  const std::string& user = who.user;
   if (user.empty()) return absl::InvalidArgumentError("no user given");
   absl::StatusOr<std::vector<ParsedJobFile>> files =
       ParseJobFiles(source_name, source, options);
@@ -209,7 +261,7 @@ absl::StatusOr<SubmitResult> Core::SubmitFile(const std::string& user,
   if (!dry_run) {
     if (absl::Status s = CheckWritable(); !s.ok()) return s;
   }
-  absl::StatusOr<SubmitResult> result = ResolveFile(user, source_name, *files);
+  absl::StatusOr<SubmitResult> result = ResolveFile(who, source_name, *files);
   if (!result.ok()) return result.status();
   if (dry_run) {
     for (v1::Job& job : result->jobs) job.clear_id();
@@ -229,18 +281,26 @@ absl::StatusOr<SubmitResult> Core::SubmitFile(const std::string& user,
   }
   jobs_.AdvanceSeq(jobs_.next_seq() + count);
   // Acknowledge only what is durable: the jobs join the table once their
-  // batch is written (and are dropped if it fails).
-  commit_.Submitted(result->jobs);
+  // batch is written (and are dropped if it fails, their audit record too).
+  std::vector<std::string> ids;
+  for (const v1::Job& job : result->jobs) ids.push_back(job.id());
+  v1::AuditRecord audit = MakeAuditRecord(
+      who, "submit",
+      absl::StrCat(absl::StrJoin(ids, ","), " from ", source_name),
+      absl::OkStatus());
+  audit.set_time_ms(Now());
+  commit_.Submitted(result->jobs, std::move(audit));
   const GroupCommit::Ticket ticket = commit_.TakeTicket();
   lock.Release();
   if (absl::Status s = AwaitDurable(ticket); !s.ok()) return s;
   return result;
 }
 
-absl::StatusOr<v1::Job> Core::GetJob(const std::string& ref) {
+absl::StatusOr<v1::Job> Core::GetJob(const std::string& ref,
+                                     const std::string& user) {
   {
     absl::ReaderMutexLock lock(&mu_);
-    const v1::Job* job = jobs_.Find(ref);
+    const v1::Job* job = jobs_.Resolve(ref, user);
     if (job == nullptr) {
       return absl::NotFoundError(absl::StrCat("no job '", ref, "'"));
     }
@@ -249,7 +309,7 @@ absl::StatusOr<v1::Job> Core::GetJob(const std::string& ref) {
   // A pending job's reason comes from the last pass's explanation.
   absl::MutexLock lock(&mu_);
   ExplainLastPass();
-  const v1::Job* job = jobs_.Find(ref);
+  const v1::Job* job = jobs_.Resolve(ref, user);
   if (job == nullptr) {
     return absl::NotFoundError(absl::StrCat("no job '", ref, "'"));
   }
@@ -264,18 +324,35 @@ std::vector<v1::Job> Core::ListJobs(const v1::ListJobsRequest& request,
 }
 
 absl::StatusOr<v1::Job> Core::Cancel(const std::string& ref,
-                                     const std::string& user) {
+                                     const Principal& who) {
+  absl::StatusOr<v1::Job> job = DoCancel(ref, who);
+  if (!job.ok()) Audit(MakeAuditRecord(who, "cancel", ref, job.status()));
+  return job;
+}
+
+absl::StatusOr<v1::Job> Core::DoCancel(const std::string& ref,
+                                       const Principal& who) {
+  const std::string& user = who.user;
   absl::ReleasableMutexLock lock(&mu_);
   if (absl::Status s = CheckWritable(); !s.ok()) return s;
-  v1::Job* job = jobs_.Find(ref);
+  v1::Job* job = jobs_.Resolve(ref, user);
   if (job == nullptr) {
     return absl::NotFoundError(absl::StrCat("no job '", ref, "'"));
+  }
+  if (!who.Owns(job->user())) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("job ", job->id(), " is ", job->user(), "'s; ", user,
+                     " may cancel only their own jobs"));
   }
   if (IsTerminal(job->state())) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", job->id(), " already ended ", JobStateName(job->state())));
   }
   if (job->cancel_requested()) return *job;
+  v1::AuditRecord audit =
+      MakeAuditRecord(who, "cancel", job->id(), absl::OkStatus());
+  audit.set_time_ms(Now());
+  commit_.Audit(std::move(audit));
   job->set_cancel_requested(true);
   job->set_cancelled_by(user);
   if (IsActive(job->state())) {
@@ -366,14 +443,20 @@ std::vector<v1::Node> Core::ListNodes() const {
 }
 
 absl::StatusOr<v1::Node> Core::SetDrained(const std::string& name, bool drained,
-                                          bool evict) {
+                                          bool evict, const Principal& who) {
+  const std::string action =
+      drained ? (evict ? "drain --evict" : "drain") : "undrain";
   {
     absl::ReleasableMutexLock lock(&mu_);
-    if (absl::Status s = CheckWritable(); !s.ok()) return s;
-    NodeEntry* node = nodes_.Find(name);
-    if (node == nullptr) {
-      return absl::NotFoundError(absl::StrCat("no node '", name, "'"));
+    absl::Status refused = CheckWritable();
+    NodeEntry* node = refused.ok() ? nodes_.Find(name) : nullptr;
+    if (refused.ok() && node == nullptr) {
+      refused = absl::NotFoundError(absl::StrCat("no node '", name, "'"));
     }
+    v1::AuditRecord audit = MakeAuditRecord(who, action, name, refused);
+    audit.set_time_ms(Now());
+    commit_.Audit(std::move(audit));
+    if (!refused.ok()) return refused;
     node->info.set_drained(drained);
     commit_.Node(node->info);
     Wake();

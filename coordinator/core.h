@@ -66,6 +66,7 @@
 #include "coordinator/log_store.h"
 #include "coordinator/metric_history.h"
 #include "coordinator/node_registry.h"
+#include "coordinator/principal.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/store.h"
 #include "coordinator/submission.h"
@@ -176,6 +177,12 @@ struct SubmitResult {
   std::vector<std::string> warnings;
 };
 
+// An audit record of `who` doing `action` to `target`: "ok" or the
+// refusal. Its time is set when it joins a batch.
+v1::AuditRecord MakeAuditRecord(const Principal& who, const std::string& action,
+                                const std::string& target,
+                                const absl::Status& outcome);
+
 class Core {
  public:
   Core(CoreOptions options, std::unique_ptr<Store> store, LogStore* logs,
@@ -193,18 +200,38 @@ class Core {
   // Every document of the file is checked, then all are stored in one
   // transaction (or, with `dry_run`, none). A document may name the jobs of
   // earlier documents in `after:` and `model.from`.
-  absl::StatusOr<SubmitResult> SubmitFile(const std::string& user,
+  // The jobs are `who`'s: names in the file resolve within their jobs, a
+  // priority above their max_priority is refused (not an admin's), and
+  // their quotas and submit limits apply.
+  absl::StatusOr<SubmitResult> SubmitFile(const Principal& who,
                                           const std::string& source_name,
                                           const std::string& source,
                                           bool dry_run,
                                           const JobFileOptions& options = {});
+  // The same, for a user who is not an admin.
+  absl::StatusOr<SubmitResult> SubmitFile(const std::string& user,
+                                          const std::string& source_name,
+                                          const std::string& source,
+                                          bool dry_run,
+                                          const JobFileOptions& options = {}) {
+    return SubmitFile(Principal::User(user), source_name, source, dry_run,
+                      options);
+  }
   // SubmitFile for a file of one job.
-  absl::StatusOr<v1::Job> Submit(const std::string& user,
+  absl::StatusOr<v1::Job> Submit(const Principal& who,
                                  const std::string& source_name,
                                  const std::string& source, bool dry_run);
-  // `ref` is a job id or a job name (the newest job of that name). A
-  // pending job's reason is as of the last scheduling pass (see Queue()).
-  absl::StatusOr<v1::Job> GetJob(const std::string& ref);
+  // The same, for a user who is not an admin.
+  absl::StatusOr<v1::Job> Submit(const std::string& user,
+                                 const std::string& source_name,
+                                 const std::string& source, bool dry_run) {
+    return Submit(Principal::User(user), source_name, source, dry_run);
+  }
+  // `ref` is what `user` means by it (JobTable::Resolve): a job id, a name
+  // of their own jobs, or OWNER/NAME. A pending job's reason is as of the
+  // last scheduling pass (see Queue()).
+  absl::StatusOr<v1::Job> GetJob(const std::string& ref,
+                                 const std::string& user = "");
   // Newest first, from below request.page_token (a job id; empty: the
   // newest). Stops at request.limit jobs, or once the jobs taken reach
   // `max_bytes` serialized (at least one is taken); `next_page_token` then
@@ -212,21 +239,39 @@ class Core {
   std::vector<v1::Job> ListJobs(const v1::ListJobsRequest& request,
                                 std::string* next_page_token = nullptr,
                                 size_t max_bytes = SIZE_MAX) const;
+  // Refused (PERMISSION_DENIED) for another user's job unless `who` is an
+  // admin.
+  absl::StatusOr<v1::Job> Cancel(const std::string& ref, const Principal& who);
   absl::StatusOr<v1::Job> Cancel(const std::string& ref,
-                                 const std::string& user);
+                                 const std::string& user) {
+    return Cancel(ref, Principal::User(user));
+  }
   // Waits until the job's version passes `version` or `timeout` passes, and
   // returns the job as it is then.
   absl::StatusOr<v1::Job> AwaitChange(const std::string& id, int64_t version,
                                       absl::Duration timeout) const;
   std::vector<v1::Node> ListNodes() const;
   // With `evict`, the attempts on a drained node are stopped and requeued.
-  absl::StatusOr<v1::Node> SetDrained(const std::string& node, bool drained,
-                                      bool evict = false);
+  // Whether `who` may is the caller's to decide; the change is audited as
+  // theirs.
+  absl::StatusOr<v1::Node> SetDrained(
+      const std::string& node, bool drained, bool evict = false,
+      const Principal& who = Principal::User("coordinator", true));
+
+  // Adds `record` to the audit trail (its time set now if unset), durable
+  // with the next batch; for what is refused or done outside the core
+  // (authentication, registrations, reloads). Submits, cancels and drains
+  // audit themselves, in the batch of their change.
+  void Audit(v1::AuditRecord record);
 
   // ---- Agent API ----
   // Registers (or re-registers) an agent. Sends the RegisterAck, and any
   // stop orders that reconciling its running attempts calls for, on
   // `channel`. Returns the session id that later calls must give.
+  // ALREADY_EXISTS while another agent holds the name: its stream is open
+  // and it was heard from within three heartbeat intervals. (An agent that
+  // restarted or reconnected finds its old stream closed, or silent, and
+  // takes over.)
   absl::StatusOr<int64_t> RegisterAgent(const v1::RegisterRequest& request,
                                         const std::string& peer_host,
                                         std::shared_ptr<AgentChannel> channel);
@@ -234,9 +279,20 @@ class Core {
   void OnHeartbeat(const std::string& node, int64_t session);
   // Records a sign of life without answering it (log chunks).
   void OnActivity(const std::string& node, int64_t session);
-  void OnAttemptUpdate(const std::string& node, int64_t session,
-                       const v1::AttemptUpdate& update);
+  // Refused (and not applied) unless the attempt was placed on `node`:
+  // NOT_FOUND for an attempt the coordinator does not know,
+  // PERMISSION_DENIED for one placed elsewhere.
+  absl::Status OnAttemptUpdate(const std::string& node, int64_t session,
+                               const v1::AttemptUpdate& update);
+  // OK if attempt `attempt` of `job_id` was placed on `node` and, for
+  // `rank` >= 0, `rank` is one of that node's ranks (a log's); else the
+  // refusal as OnAttemptUpdate gives it.
+  absl::Status CheckPlaced(const std::string& node, const std::string& job_id,
+                           int attempt, int rank = -1) const;
   void OnAgentDisconnected(const std::string& node, int64_t session);
+
+  // Whether the cluster config makes `who` an admin (uid 0 always is).
+  bool IsAdmin(const Principal& who) const;
 
   // Replaces the cluster config (SIGHUP); takes effect at the next pass.
   void SetClusterConfig(std::shared_ptr<const ClusterConfig> config);
@@ -287,8 +343,16 @@ class Core {
   void OnWritten(std::vector<v1::Job>& submitted, bool ok)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The file's documents as jobs with ids, checked against the cluster.
+  absl::StatusOr<SubmitResult> DoSubmitFile(const Principal& who,
+                                            const std::string& source_name,
+                                            const std::string& source,
+                                            bool dry_run,
+                                            const JobFileOptions& options)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::Job> DoCancel(const std::string& ref, const Principal& who)
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<SubmitResult> ResolveFile(
-      const std::string& user, const std::string& source_name,
+      const Principal& who, const std::string& source_name,
       const std::vector<ParsedJobFile>& files) ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   // ---- periodic work (core.cc) ----
@@ -322,9 +386,13 @@ class Core {
   // are lost; those it runs that are not current are stopped.
   void Reconcile(const std::string& node, const std::set<AttemptKey>& running)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ApplyUpdate(const std::string& node, int64_t session,
-                   const v1::AttemptUpdate& update)
+  absl::Status ApplyUpdate(const std::string& node, int64_t session,
+                           const v1::AttemptUpdate& update)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckPlacedLocked(const std::string& node,
+                                 const std::string& job_id, int attempt,
+                                 int rank) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // A node's processes of the current attempt started.
   void NodeStarted(v1::Job& job, const std::string& node, int master_port)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -40,6 +40,15 @@ absl::StatusOr<int64_t> Core::RegisterAgent(
     return absl::InvalidArgumentError("agent registered without a name");
   }
   absl::ReleasableMutexLock lock(&mu_);
+  if (const NodeEntry* live = nodes_.Find(request.name());
+      live != nullptr && live->channel != nullptr &&
+      Now() - live->last_seen_ms < 3 * options_.heartbeat_interval_ms) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "node ", request.name(), " is registered by a live agent at ",
+        live->info.address(), " (heard from ", Now() - live->last_seen_ms,
+        " ms ago): a second agent of the same name is refused; stop the "
+        "other or give this one another --name"));
+  }
   NodeEntry& node =
       nodes_.Register(request, peer_host, std::move(channel), Now());
   commit_.Node(node.info);
@@ -51,7 +60,10 @@ absl::StatusOr<int64_t> Core::RegisterAgent(
 
   // Exits the agent could not report while it was away.
   for (const v1::AttemptUpdate& update : request.finished()) {
-    ApplyUpdate(request.name(), session, update);
+    if (absl::Status s = ApplyUpdate(request.name(), session, update);
+        !s.ok()) {
+      LOG(WARNING) << "node=" << request.name() << " refused: " << s;
+    }
   }
   std::set<AttemptKey> running;
   for (const v1::RunningAttempt& r : request.running()) {
@@ -142,22 +154,66 @@ void Core::OnAgentDisconnected(const std::string& name, int64_t session) {
   if (nodes_.Disconnect(name, session)) Wake();
 }
 
-void Core::OnAttemptUpdate(const std::string& name, int64_t session,
-                           const v1::AttemptUpdate& update) {
+absl::Status Core::OnAttemptUpdate(const std::string& name, int64_t session,
+                                   const v1::AttemptUpdate& update) {
   GroupCommit::Ticket ticket;
+  absl::Status status;
   {
     absl::MutexLock lock(&mu_);
-    ApplyUpdate(name, session, update);
+    status = ApplyUpdate(name, session, update);
     ticket = commit_.TakeTicket();
   }
   AwaitDurable(ticket).IgnoreError();  // as in RegisterAgent
+  return status;
 }
 
-void Core::ApplyUpdate(const std::string& name, int64_t session,
-                       const v1::AttemptUpdate& update) {
+absl::Status Core::CheckPlaced(const std::string& node,
+                               const std::string& job_id, int attempt,
+                               int rank) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return CheckPlacedLocked(node, job_id, attempt, rank);
+}
+
+absl::Status Core::CheckPlacedLocked(const std::string& node,
+                                     const std::string& job_id, int attempt,
+                                     int rank) const {
+  const v1::Job* job = jobs_.Find(job_id);
+  if (job == nullptr || attempt < 1 || attempt > job->attempts_size()) {
+    return absl::NotFoundError(
+        absl::StrCat("no attempt ", attempt, " of job '", job_id, "'"));
+  }
+  const v1::Attempt& a = job->attempts(attempt - 1);
+  const int per_node = std::max(1, job->spec().resources().procs_per_node());
+  for (int node_rank = 0; node_rank < a.placements_size(); ++node_rank) {
+    if (a.placements(node_rank).node() != node) continue;
+    // A node's ranks; a node whose processes could not start logs why as
+    // its node rank.
+    if (rank < 0 || rank == node_rank || (rank / per_node == node_rank)) {
+      return absl::OkStatus();
+    }
+    return absl::PermissionDeniedError(
+        absl::StrCat("rank ", rank, " of job ", job_id, " attempt ", attempt,
+                     " is not one of node ", node, "'s"));
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "job ", job_id, " attempt ", attempt, " was not placed on node ", node));
+}
+
+absl::Status Core::ApplyUpdate(const std::string& name, int64_t session,
+                               const v1::AttemptUpdate& update) {
   NodeEntry* node = nodes_.Current(name, session);
-  if (node == nullptr) return;
+  if (node == nullptr) return absl::OkStatus();  // a stale stream: fenced
   node->last_seen_ms = Now();
+  if (absl::Status s =
+          CheckPlacedLocked(name, update.job_id(), update.attempt(), -1);
+      !s.ok()) {
+    // Whatever runs there unplaced must not run: the stop goes only to the
+    // node that claims it.
+    if (update.phase() == v1::AttemptUpdate::PHASE_STARTED) {
+      SendStop(name, {update.job_id(), update.attempt()}, 0, "stale attempt");
+    }
+    return s;
+  }
   VLOG(1) << "node=" << name << " job=" << update.job_id()
           << " attempt=" << update.attempt() << " reports "
           << v1::AttemptUpdate::Phase_Name(update.phase());
@@ -166,12 +222,12 @@ void Core::ApplyUpdate(const std::string& name, int64_t session,
   switch (update.phase()) {
     case v1::AttemptUpdate::PHASE_EXITED:
       ReleaseHold(name, key);
-      if (job == nullptr) return;
+      if (job == nullptr) return absl::OkStatus();
       NodeExited(*job, name, update.exit_code(), update.signal(),
                  /*lost=*/false, update.message());
       break;
     case v1::AttemptUpdate::PHASE_CHECKPOINT:
-      if (job == nullptr) return;
+      if (job == nullptr) return absl::OkStatus();
       CurrentAttempt(*job)->set_last_checkpoint_ms(Now());
       CurrentAttempt(*job)->set_last_checkpoint_step(update.checkpoint_step());
       break;
@@ -179,15 +235,18 @@ void Core::ApplyUpdate(const std::string& name, int64_t session,
       if (job == nullptr) {
         // Fencing: whatever is not the current attempt must not run.
         SendStop(name, key, 0, "stale attempt");
-        return;
+        return absl::OkStatus();
       }
-      if (Lists(CurrentAttempt(*job)->started_nodes(), name)) return;
+      if (Lists(CurrentAttempt(*job)->started_nodes(), name)) {
+        return absl::OkStatus();
+      }
       NodeStarted(*job, name, update.master_port());
       break;
     default:
-      return;
+      return absl::OkStatus();
   }
   Commit(*job);
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------- attempts

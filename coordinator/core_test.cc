@@ -250,15 +250,108 @@ TEST_F(CoreTest, CancelOfARunningJobWaitsForItsProcesses) {
   const std::string id = Submit(kOneGpu);
   core_->Tick();
   Report("n1", session, id, 1, v1::AttemptUpdate::PHASE_STARTED, 0, 1);
-  auto job = core_->Cancel(id, "bob");
+  auto job = core_->Cancel(id, "alice");
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->state(), v1::JOB_STATE_RUNNING);
   ASSERT_EQ(channel->Stops().size(), 1u);
   Report("n1", session, id, 1, v1::AttemptUpdate::PHASE_EXITED, 143);
   job = core_->GetJob(id);
   EXPECT_EQ(job->state(), v1::JOB_STATE_CANCELLED);
-  EXPECT_EQ(job->reason(), "cancelled by bob");
-  EXPECT_FALSE(core_->Cancel(id, "bob").ok());
+  EXPECT_EQ(job->reason(), "cancelled by alice");
+  EXPECT_FALSE(core_->Cancel(id, "alice").ok());
+}
+
+TEST_F(CoreTest, OnlyTheOwnerOrAnAdminCancelsAJobAndNamesAreTheCallersOwn) {
+  const std::string id = Submit("name: train-a\nkind: command\nrun: x\n");
+  auto bobs = core_->Submit("bob", "job.yaml",
+                            "name: train-a\nkind: command\nrun: x\n", false);
+  ASSERT_TRUE(bobs.ok()) << bobs.status();
+  // bob's train-a is newer, but alice's name means her own job.
+  auto job = core_->Cancel("train-a", "alice");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->id(), id);
+  EXPECT_EQ(StateOf(bobs->id()), v1::JOB_STATE_PENDING);
+
+  auto refused = core_->Cancel(bobs->id(), "alice");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("may cancel only their own jobs"));
+  EXPECT_EQ(StateOf(bobs->id()), v1::JOB_STATE_PENDING);
+  EXPECT_EQ(core_->GetJob("bob/train-a")->id(), bobs->id());
+
+  auto by_admin = core_->Cancel("bob/train-a", Principal::User("carol", true));
+  ASSERT_TRUE(by_admin.ok()) << by_admin.status();
+  EXPECT_EQ(by_admin->reason(), "cancelled by carol");
+}
+
+TEST_F(CoreTest, APriorityAboveTheUsersCapIsRefusedAtItsKeyButNotForAnAdmin) {
+  auto config = std::make_shared<ClusterConfig>();
+  config->users["bob"].max_priority = 80;
+  core_ = MakeCore(config);
+  const std::string yaml = "kind: command\nrun: x\npriority: 90\n";
+  auto refused = core_->Submit("alice", "job.yaml", yaml, false);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("job.yaml:3:11: priority: 90 is above 50, the most "
+                        "user alice may ask"));
+  EXPECT_FALSE(core_->Submit("bob", "job.yaml", yaml, false).ok());
+  EXPECT_TRUE(core_
+                  ->Submit("bob", "job.yaml",
+                           "kind: command\nrun: x\npriority: 80\n", false)
+                  .ok());
+  EXPECT_TRUE(
+      core_->Submit(Principal::User("root", true), "job.yaml", yaml, false)
+          .ok());
+  EXPECT_TRUE(core_->ListJobs({}).size() == 2u);
+}
+
+TEST_F(CoreTest, ASecondLiveAgentOfANameIsRefusedUntilTheFirstFallsSilent) {
+  int64_t first;
+  auto channel = Register("n1", 2, &first);
+  v1::RegisterRequest twin;
+  twin.set_name("n1");
+  twin.add_gpus()->set_index(0);
+  auto refused =
+      core_->RegisterAgent(twin, "10.0.0.9", std::make_shared<FakeChannel>());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("node n1 is registered by a live agent at 10.0.0.1"));
+  ASSERT_EQ(core_->ListNodes().size(), 1u);
+  EXPECT_EQ(core_->ListNodes()[0].gpus_size(), 2);
+  EXPECT_FALSE(channel->closed);
+  // An agent whose old stream went quiet (cut off, or it restarted before
+  // the stream's end was noticed) takes over.
+  now_ms_ += 3000;
+  auto taken =
+      core_->RegisterAgent(twin, "10.0.0.9", std::make_shared<FakeChannel>());
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_NE(*taken, first);
+  EXPECT_TRUE(channel->closed);
+}
+
+TEST_F(CoreTest, ReportsForAnAttemptPlacedElsewhereAreRefused) {
+  int64_t s1, s2;
+  Register("n1", 1, &s1);
+  auto c2 = Register("n2", 1, &s2);
+  const std::string id = Submit(kOneGpu);
+  core_->Tick();
+  const std::string placed =
+      core_->GetJob(id)->attempts(0).placements(0).node();
+  const std::string other = placed == "n1" ? "n2" : "n1";
+  const int64_t other_session = placed == "n1" ? s2 : s1;
+  v1::AttemptUpdate exited;
+  exited.set_job_id(id);
+  exited.set_attempt(1);
+  exited.set_phase(v1::AttemptUpdate::PHASE_EXITED);
+  absl::Status s = core_->OnAttemptUpdate(other, other_session, exited);
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(s.message(), HasSubstr("was not placed on node " + other));
+  EXPECT_EQ(StateOf(id), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(core_->CheckPlaced(placed, id, 2).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(core_->CheckPlaced(placed, id, 1, 0).ok());
+  EXPECT_EQ(core_->CheckPlaced(placed, id, 1, 5).code(),
+            absl::StatusCode::kPermissionDenied);
 }
 
 TEST_F(CoreTest, StaleAttemptsAreStoppedWhenAnAgentRegisters) {
@@ -370,6 +463,7 @@ TEST_F(CoreTest, TimeLimitStopsTheAttemptAndFailsTheJob) {
 TEST_F(CoreTest, PreemptionStopsTheVictimAndPlacesTheUrgentJobOnceFree) {
   auto config = std::make_shared<ClusterConfig>();
   config->preemption = true;
+  config->max_priority = 100;
   core_ = MakeCore(config);
   int64_t session;
   auto channel = Register("n1", 1, &session);
@@ -548,8 +642,8 @@ TEST_F(CoreTest, EndedJobsStayFindableAndCountedButAreNeverScheduled) {
                                            {v1::JOB_STATE_CANCELLED, 1}}));
   EXPECT_THAT(ids(snapshot.active), ::testing::ElementsAre(third));
   EXPECT_THAT(ids(snapshot.recently_ended), ::testing::ElementsAre(second));
-  ASSERT_TRUE(core_->GetJob("sweep").ok());
-  EXPECT_EQ(core_->GetJob("sweep")->id(), third);
+  ASSERT_TRUE(core_->GetJob("sweep", "alice").ok());
+  EXPECT_EQ(core_->GetJob("sweep", "alice")->id(), third);
   auto listed = [this](std::vector<v1::JobState> states, int limit = 0) {
     v1::ListJobsRequest request;
     for (v1::JobState state : states) request.add_states(state);
@@ -585,8 +679,8 @@ TEST_F(CoreTest, EndedJobsStayFindableAndCountedButAreNeverScheduled) {
   EXPECT_EQ(snapshot.jobs_by_state, after);
   EXPECT_THAT(ids(snapshot.recently_ended),
               ::testing::ElementsAre(third, second, first));
-  ASSERT_TRUE(core_->GetJob("sweep").ok());
-  EXPECT_EQ(core_->GetJob("sweep")->id(), third);
+  ASSERT_TRUE(core_->GetJob("sweep", "alice").ok());
+  EXPECT_EQ(core_->GetJob("sweep", "alice")->id(), third);
   v1::RunningAttempt still;
   still.set_job_id(waiting);
   still.set_attempt(1);

@@ -26,10 +26,12 @@ void GroupCommit::Job(const v1::Job& job) {
   pending_.jobs[JobSeq(job.id())] = job;
 }
 
-void GroupCommit::Submitted(std::vector<v1::Job> jobs) {
+void GroupCommit::Submitted(std::vector<v1::Job> jobs,
+                            std::optional<v1::AuditRecord> audit) {
   pending_.submitted.insert(pending_.submitted.end(),
                             std::make_move_iterator(jobs.begin()),
                             std::make_move_iterator(jobs.end()));
+  if (audit) pending_.submitted_audit.push_back(*std::move(audit));
 }
 
 void GroupCommit::Node(const v1::Node& node) {
@@ -37,6 +39,10 @@ void GroupCommit::Node(const v1::Node& node) {
 }
 
 void GroupCommit::SetUsage(Usage usage) { pending_.usage = std::move(usage); }
+
+void GroupCommit::Audit(v1::AuditRecord record) {
+  pending_.audit.push_back(std::move(record));
+}
 
 void GroupCommit::Send(std::shared_ptr<AgentChannel> channel,
                        v1::CoordinatorMessage message) {
@@ -81,6 +87,11 @@ void GroupCommit::WriterLoop() {
     for (auto& [name, node] : batch.nodes)
       write.nodes.push_back(std::move(node));
     write.usage = std::move(batch.usage);
+    write.audit = std::move(batch.audit);
+    const size_t kept_audit = write.audit.size();
+    write.audit.insert(write.audit.end(),
+                       std::make_move_iterator(batch.submitted_audit.begin()),
+                       std::make_move_iterator(batch.submitted_audit.end()));
 
     mu_->Unlock();
     const absl::Status status = store_->Write(write);
@@ -108,7 +119,7 @@ void GroupCommit::WriterLoop() {
                    << status;
       }
       error_ = status;
-      Restore(write, changed_jobs, batch);
+      Restore(write, changed_jobs, kept_audit, batch);
     }
     if (batch.outcome != nullptr) {
       batch.outcome->status = status;
@@ -120,7 +131,7 @@ void GroupCommit::WriterLoop() {
 }
 
 void GroupCommit::Restore(StoreBatch& write, size_t changed_jobs,
-                          Batch& batch) {
+                          size_t kept_audit, Batch& batch) {
   // Later changes of a record win; the failed batch's orders stay first.
   for (size_t i = 0; i < changed_jobs; ++i) {
     pending_.jobs.try_emplace(JobSeq(write.jobs[i].id()),
@@ -130,6 +141,13 @@ void GroupCommit::Restore(StoreBatch& write, size_t changed_jobs,
     pending_.nodes.try_emplace(node.name(), std::move(node));
   }
   if (!pending_.usage) pending_.usage = std::move(write.usage);
+  // Audit records keep their order: the failed batch's come first. Those
+  // of dropped submissions go with them.
+  write.audit.resize(kept_audit);
+  write.audit.insert(write.audit.end(),
+                     std::make_move_iterator(pending_.audit.begin()),
+                     std::make_move_iterator(pending_.audit.end()));
+  pending_.audit = std::move(write.audit);
   batch.orders.insert(batch.orders.end(),
                       std::make_move_iterator(pending_.orders.begin()),
                       std::make_move_iterator(pending_.orders.end()));

@@ -55,10 +55,15 @@ class GroupCommit {
 
   // The latest record of a changed job (replacing an earlier one pending).
   void Job(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Jobs of a submission, to be added to the store (not yet in the table).
-  void Submitted(std::vector<v1::Job> jobs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Jobs of a submission, to be added to the store (not yet in the table),
+  // and its audit record, which is dropped with them if the write fails.
+  void Submitted(std::vector<v1::Job> jobs,
+                 std::optional<v1::AuditRecord> audit = std::nullopt)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Node(const v1::Node& node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetUsage(Usage usage) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An entry of the audit trail, durable with the batch it joins.
+  void Audit(v1::AuditRecord record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `message` leaves on `channel` (a null channel drops it) once the
   // pending batch, and every change recorded before this call, is durable.
   void Send(std::shared_ptr<AgentChannel> channel,
@@ -91,6 +96,8 @@ class GroupCommit {
     std::vector<v1::Job> submitted;
     std::map<std::string, v1::Node> nodes;
     std::optional<Usage> usage;
+    std::vector<v1::AuditRecord> audit;
+    std::vector<v1::AuditRecord> submitted_audit;
     std::vector<
         std::pair<std::shared_ptr<AgentChannel>, v1::CoordinatorMessage>>
         orders;
@@ -98,14 +105,14 @@ class GroupCommit {
     std::shared_ptr<Outcome> outcome;
     bool empty() const {
       return jobs.empty() && submitted.empty() && nodes.empty() && !usage &&
-             orders.empty();
+             audit.empty() && submitted_audit.empty() && orders.empty();
     }
   };
 
   void WriterLoop();
   // A failed write's batch goes back in front of what gathered meanwhile.
-  void Restore(StoreBatch& write, size_t changed_jobs, Batch& batch)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Restore(StoreBatch& write, size_t changed_jobs, size_t kept_audit,
+               Batch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Store* const store_;
   absl::Mutex* const mu_;

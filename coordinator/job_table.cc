@@ -5,6 +5,7 @@
 #include <limits>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "common/names.h"
 #include "coordinator/store.h"
 
@@ -23,7 +24,8 @@ void JobTable::Add(v1::Job job) {
     live_.emplace(seq, &added);
     ++live_by_user_[added.user()];
   }
-  int64_t& newest = newest_by_name_[added.spec().name()];
+  int64_t& newest =
+      newest_by_name_[absl::StrCat(added.user(), "/", added.spec().name())];
   newest = std::max(newest, seq);
 }
 
@@ -31,14 +33,24 @@ v1::Job* JobTable::Find(const std::string& ref) {
   return const_cast<v1::Job*>(std::as_const(*this).Find(ref));
 }
 
-const v1::Job* JobTable::Find(const std::string& ref) const {
-  int64_t seq = JobSeq(ref);
-  if (seq < 0) {
-    auto named = newest_by_name_.find(ref);
-    if (named == newest_by_name_.end()) return nullptr;
-    seq = named->second;
-  }
+const v1::Job* JobTable::Find(const std::string& id) const {
+  const int64_t seq = JobSeq(id);
+  if (seq < 0) return nullptr;
   auto it = jobs_.find(seq);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+v1::Job* JobTable::Resolve(const std::string& ref, const std::string& user) {
+  return const_cast<v1::Job*>(std::as_const(*this).Resolve(ref, user));
+}
+
+const v1::Job* JobTable::Resolve(const std::string& ref,
+                                 const std::string& user) const {
+  if (JobSeq(ref) >= 0) return Find(ref);
+  auto named = newest_by_name_.find(
+      ref.find('/') == std::string::npos ? absl::StrCat(user, "/", ref) : ref);
+  if (named == newest_by_name_.end()) return nullptr;
+  auto it = jobs_.find(named->second);
   return it == jobs_.end() ? nullptr : &it->second;
 }
 

@@ -31,9 +31,15 @@ class JobTable {
   // version() past the job's.
   void Add(v1::Job job);
 
-  // A job id, or a name (the newest job of that name); null if none.
-  v1::Job* Find(const std::string& ref);
-  const v1::Job* Find(const std::string& ref) const;
+  // The job of an id; null if none.
+  v1::Job* Find(const std::string& id);
+  const v1::Job* Find(const std::string& id) const;
+  // What a user means by `ref`: a job id; "OWNER/NAME", the newest job of
+  // that name of that owner; or a NAME, the newest of `user`'s own jobs of
+  // that name (other users' jobs of the same name are not theirs to mean).
+  // Null if none.
+  v1::Job* Resolve(const std::string& ref, const std::string& user);
+  const v1::Job* Resolve(const std::string& ref, const std::string& user) const;
 
   // Sets the job's state and reason; a job that ends here leaves the live
   // index. Returns true if it ended with this call.
@@ -77,6 +83,7 @@ class JobTable {
   std::map<int64_t, v1::Job*> live_;
   std::map<v1::JobState, int> ended_by_state_;
   std::map<std::string, int64_t> live_by_user_;
+  // "OWNER/NAME" -> the newest job's seq.
   absl::flat_hash_map<std::string, int64_t> newest_by_name_;
   int64_t next_seq_ = 1;
   int64_t version_ = 0;

@@ -23,17 +23,24 @@ std::vector<std::string> Ids(const std::vector<v1::Job>& jobs) {
   return out;
 }
 
-TEST(JobTableTest, FindsByIdAndByNameTheNewestOfThatName) {
+TEST(JobTableTest, FindsByIdAndResolvesANameWithinTheUsersOwnJobs) {
   JobTable table;
   table.Add(MakeJob(3, "train", "alice"));
   table.Add(MakeJob(7, "train", "bob"));
   table.Add(MakeJob(5, "eval", "alice"));
+  table.Add(MakeJob(4, "train", "alice"));
   ASSERT_NE(table.Find("j-3"), nullptr);
   EXPECT_EQ(table.Find("j-3")->user(), "alice");
-  EXPECT_EQ(table.Find("train")->id(), "j-7");
-  EXPECT_EQ(table.Find("eval")->id(), "j-5");
-  EXPECT_EQ(table.Find("j-4"), nullptr);
-  EXPECT_EQ(table.Find("nothing"), nullptr);
+  EXPECT_EQ(table.Find("train"), nullptr);  // names are not ids
+  EXPECT_EQ(table.Find("j-2"), nullptr);
+  // A name is the newest of the caller's own jobs of that name, however
+  // newer another user's is.
+  EXPECT_EQ(table.Resolve("train", "alice")->id(), "j-4");
+  EXPECT_EQ(table.Resolve("train", "bob")->id(), "j-7");
+  EXPECT_EQ(table.Resolve("eval", "bob"), nullptr);
+  EXPECT_EQ(table.Resolve("bob/train", "alice")->id(), "j-7");
+  EXPECT_EQ(table.Resolve("j-5", "bob")->id(), "j-5");
+  EXPECT_EQ(table.Resolve("nothing", "alice"), nullptr);
 }
 
 TEST(JobTableTest, AddRaisesTheNextSeqAndVersionAndIgnoresADuplicate) {

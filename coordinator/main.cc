@@ -13,7 +13,9 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/address.h"
 #include "common/logging.h"
+#include "common/tls.h"
 #include "coordinator/core.h"
 #include "coordinator/metric_history.h"
 #include "coordinator/metrics.h"
@@ -49,6 +51,10 @@ struct Flags {
   std::string metrics_listen;
   std::string sd_file;
   std::string log_level = "info";
+  dcvlr::TlsFlags tls;
+  std::string auth = "munge";
+  std::string munge_socket;
+  bool insecure = false;
 };
 
 void AddFlags(CLI::App& app, Flags& flags) {
@@ -82,6 +88,64 @@ void AddFlags(CLI::App& app, Flags& flags) {
                  "debug (every order, report and store batch), info, "
                  "warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
+  app.add_option("--tls-cert", flags.tls.cert,
+                 "the coordinator's certificate (PEM, OU=dcvlr-coordinator, "
+                 "its host names and addresses in subjectAltName)");
+  app.add_option("--tls-key", flags.tls.key, "its private key (PEM)");
+  app.add_option("--tls-ca", flags.tls.ca,
+                 "the cluster CA's certificate (PEM): agents' and users' "
+                 "certificates must be signed by it");
+  app.add_option("--auth", flags.auth,
+                 "how users prove who they are: munge (a MUNGE credential or "
+                 "a user certificate) or cert (a user certificate only)")
+      ->check(CLI::IsMember({"munge", "cert"}));
+  app.add_option("--munge-socket", flags.munge_socket,
+                 "munged's socket (default: the system's)");
+  app.add_flag("--insecure", flags.insecure,
+               "development only: plaintext, no authentication and no "
+               "authorization (every caller is who it claims and may do "
+               "anything); refused for a --listen address outside loopback");
+}
+
+// The server's credentials and the authentication they allow; an error
+// says which flag is wrong and why.
+absl::Status MakeSecurity(const Flags& flags,
+                          std::shared_ptr<grpc::ServerCredentials>* creds,
+                          dcvlr::AuthOptions* auth) {
+  if (flags.insecure) {
+    if (flags.tls.any()) {
+      return absl::InvalidArgumentError(
+          "--insecure and --tls-* contradict each other: give one");
+    }
+    if (!dcvlr::IsLoopbackAddress(flags.listen)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--insecure is refused for --listen ", flags.listen,
+          ": without TLS and authentication only loopback may be served"));
+    }
+    LOG(WARNING) << "--insecure: plaintext gRPC, no authentication, no "
+                    "authorization: anyone who can reach "
+                 << flags.listen
+                 << " may act as any user and as an admin, and register as "
+                    "any node. For development only.";
+    *creds = grpc::InsecureServerCredentials();
+    auth->insecure = true;
+    auth->munge = true;
+    auth->munge_socket = flags.munge_socket;
+    return absl::OkStatus();
+  }
+  if (!flags.tls.any()) {
+    return absl::InvalidArgumentError(
+        "give --tls-cert, --tls-key and --tls-ca (deploy/dcvlr-certs.sh makes "
+        "them), or --insecure for development on loopback");
+  }
+  absl::StatusOr<dcvlr::TlsMaterial> tls =
+      dcvlr::LoadTls(flags.tls, dcvlr::CertRole::kCoordinator);
+  if (!tls.ok()) return tls.status();
+  *creds = dcvlr::TlsServerCredentials(*tls);
+  auth->insecure = false;
+  auth->munge = flags.auth == "munge";
+  auth->munge_socket = flags.munge_socket;
+  return absl::OkStatus();
 }
 
 // The core's options from the flags and the files they name; an error
@@ -152,8 +216,12 @@ absl::StatusOr<std::string> ServeMetrics(
 // SIGHUP: the benchmark list and the cluster config are read again; a bad
 // file is refused and the old one stays in force.
 void Reload(const Flags& flags, dcvlr::Core& core) {
+  // A reload is the host's operator's (whoever may signal the daemon).
+  const dcvlr::Principal host = dcvlr::Principal::User("coordinator", true);
   if (!flags.benchmarks_path.empty()) {
     auto benchmarks = dcvlr::LoadBenchmarksFile(flags.benchmarks_path);
+    core.Audit(dcvlr::MakeAuditRecord(host, "reload", flags.benchmarks_path,
+                                      benchmarks.status()));
     if (!benchmarks.ok()) {
       LOG(ERROR) << "SIGHUP: " << flags.benchmarks_path
                  << " rejected, the old list stays in force:\n"
@@ -170,6 +238,8 @@ void Reload(const Flags& flags, dcvlr::Core& core) {
     return;
   }
   auto config = dcvlr::LoadClusterConfigFile(flags.cluster_config_path);
+  core.Audit(dcvlr::MakeAuditRecord(host, "reload", flags.cluster_config_path,
+                                    config.status()));
   if (!config.ok()) {
     LOG(ERROR) << "SIGHUP: " << flags.cluster_config_path
                << " rejected, the old config stays in force:\n"
@@ -183,15 +253,14 @@ void Reload(const Flags& flags, dcvlr::Core& core) {
 
 // The gRPC server for clients and agents on --listen; null if it cannot
 // listen. `port` gets the port bound.
-std::unique_ptr<grpc::Server> Serve(const Flags& flags,
-                                    dcvlr::ClientServiceImpl* client_service,
-                                    dcvlr::AgentServiceImpl* agent_service,
-                                    int* port) {
+std::unique_ptr<grpc::Server> Serve(
+    const Flags& flags, std::shared_ptr<grpc::ServerCredentials> creds,
+    dcvlr::ClientServiceImpl* client_service,
+    dcvlr::AgentServiceImpl* agent_service, int* port) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(),
-                           port);
+  builder.AddListeningPort(flags.listen, std::move(creds), port);
   builder.RegisterService(client_service);
   builder.RegisterService(agent_service);
   // Agents send keepalive pings so that a cut-off stream is noticed.
@@ -212,6 +281,12 @@ int main(int argc, char** argv) {
   AddFlags(app, flags);
   CLI11_PARSE(app, argc, argv);
   dcvlr::InitLogging(argv[0], flags.log_level).IgnoreError();  // checked
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  dcvlr::AuthOptions auth_options;
+  if (absl::Status s = MakeSecurity(flags, &creds, &auth_options); !s.ok()) {
+    LOG(ERROR) << s.message();
+    return 2;
+  }
 
   // Signals are taken by a thread of our own (sigwait); block them everywhere.
   sigset_t signals;
@@ -275,11 +350,22 @@ int main(int argc, char** argv) {
     metrics_address = *address;
   }
 
-  dcvlr::ClientServiceImpl client_service(&core, &logs, &history);
-  dcvlr::AgentServiceImpl agent_service(&core, &logs, &history);
+  const dcvlr::Authenticator authenticator(auth_options);
+  // The audit trail is read on a connection of its own.
+  auto audit_store = dcvlr::Store::Open(db, /*durable=*/false);
+  if (!audit_store.ok()) {
+    LOG(ERROR) << audit_store.status();
+    return 1;
+  }
+  dcvlr::ClientServiceImpl client_service(&core, &logs, &history,
+                                          &authenticator, exporter.get(),
+                                          *std::move(audit_store));
+  dcvlr::AgentServiceImpl agent_service(&core, &logs, &history,
+                                        /*require_certificate=*/!flags.insecure,
+                                        exporter.get());
   int port = 0;
   std::unique_ptr<grpc::Server> server =
-      Serve(flags, &client_service, &agent_service, &port);
+      Serve(flags, std::move(creds), &client_service, &agent_service, &port);
   if (server == nullptr) {
     LOG(ERROR) << "cannot listen on " << flags.listen;
     return 1;

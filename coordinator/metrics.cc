@@ -129,6 +129,52 @@ CoordinatorMetrics::CoordinatorMetrics(const MetricHistory* history,
     requeues_->Add({{"reason", reason}});
   }
   requeues_->Add({{"reason", "failure"}});
+  client_refused_ =
+      &prometheus::BuildCounter()
+           .Name("dcvlr_client_calls_refused_total")
+           .Help(
+               "Client calls refused: reason unauthenticated (no good "
+               "credential) or permission_denied (not the caller's to do).")
+           .Register(*registry_);
+  agent_messages_refused_ =
+      &prometheus::BuildCounter()
+           .Name("dcvlr_agent_messages_refused_total")
+           .Help(
+               "Agents' reports, log chunks and metrics refused, by node and "
+               "reason (not_placed_here, unknown_attempt, bad_offset).")
+           .Register(*registry_);
+  registrations_refused_ =
+      &prometheus::BuildCounter()
+           .Name("dcvlr_agent_registrations_refused_total")
+           .Help(
+               "Agent registrations refused, by reason (no_certificate, "
+               "wrong_certificate, name_mismatch, duplicate).")
+           .Register(*registry_);
+  for (const char* reason : {"unauthenticated", "permission_denied"}) {
+    client_refused_->Add({{"reason", reason}});
+  }
+  for (const char* reason :
+       {"no_certificate", "wrong_certificate", "name_mismatch", "duplicate"}) {
+    registrations_refused_->Add({{"reason", reason}});
+  }
+}
+
+void CoordinatorMetrics::OnClientRefused(const absl::Status& why) {
+  client_refused_
+      ->Add({{"reason", why.code() == absl::StatusCode::kUnauthenticated
+                            ? "unauthenticated"
+                            : "permission_denied"}})
+      .Increment();
+}
+
+void CoordinatorMetrics::OnAgentMessageRefused(const std::string& node,
+                                               const std::string& reason) {
+  agent_messages_refused_->Add({{"node", node}, {"reason", reason}})
+      .Increment();
+}
+
+void CoordinatorMetrics::OnRegistrationRefused(const std::string& reason) {
+  registrations_refused_->Add({{"reason", reason}}).Increment();
 }
 
 void CoordinatorMetrics::OnSchedulePass(double seconds) {
@@ -163,7 +209,8 @@ std::vector<MetricFamily> CoordinatorMetrics::Collect() const {
   }
   MetricFamily node_up =
       Family("dcvlr_node_up", "1 while the node's agent is connected, else 0.");
-  MetricFamily gpus = Family("dcvlr_node_gpus", "GPUs a node has.");
+  MetricFamily gpus = Family(
+      "dcvlr_node_gpus", "GPUs a node has (0 once it is lost: gone capacity).");
   MetricFamily allocated =
       Family("dcvlr_node_gpus_allocated", "GPUs held by jobs on a node.");
   MetricFamily free = Family(
@@ -178,13 +225,14 @@ std::vector<MetricFamily> CoordinatorMetrics::Collect() const {
                     node.state == v1::NODE_STATE_DRAINED;
     AddGauge(node_up, {{"node", node.name}}, up ? 1 : 0);
     const int held = static_cast<int>(node.gpu_jobs.size());
-    AddGauge(gpus, {{"node", node.name}}, node.gpus_total);
+    const bool lost = node.state == v1::NODE_STATE_LOST;
+    AddGauge(gpus, {{"node", node.name}}, lost ? 0 : node.gpus_total);
     AddGauge(allocated, {{"node", node.name}}, held);
     AddGauge(free, {{"node", node.name}},
              node.state == v1::NODE_STATE_READY
                  ? std::max(0, node.gpus_total - held)
                  : 0);
-    for (int gpu = 0; gpu < node.gpus_total; ++gpu) {
+    for (int gpu = 0; !lost && gpu < node.gpus_total; ++gpu) {
       auto it = node.gpu_jobs.find(gpu);
       const bool taken = it != node.gpu_jobs.end();
       AddGauge(gpu_allocated,

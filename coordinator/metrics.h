@@ -20,6 +20,7 @@
 
 #include "coordinator/core.h"
 #include "coordinator/metric_history.h"
+#include "coordinator/service_observer.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -29,7 +30,8 @@
 namespace dcvlr {
 
 class CoordinatorMetrics final : public prometheus::Collectable,
-                                 public CoreObserver {
+                                 public CoreObserver,
+                                 public ServiceObserver {
  public:
   explicit CoordinatorMetrics(const MetricHistory* history,
                               size_t eval_jobs_kept = 200);
@@ -44,6 +46,11 @@ class CoordinatorMetrics final : public prometheus::Collectable,
   void OnPreemption(const std::string& reason) override;
   void OnRequeue(const std::string& reason) override;
 
+  void OnClientRefused(const absl::Status& why) override;
+  void OnAgentMessageRefused(const std::string& node,
+                             const std::string& reason) override;
+  void OnRegistrationRefused(const std::string& reason) override;
+
  private:
   const MetricHistory* const history_;
   const size_t eval_jobs_kept_;
@@ -55,6 +62,9 @@ class CoordinatorMetrics final : public prometheus::Collectable,
   prometheus::Histogram* submit_to_running_histogram_;
   prometheus::Family<prometheus::Counter>* preemptions_;
   prometheus::Family<prometheus::Counter>* requeues_;
+  prometheus::Family<prometheus::Counter>* client_refused_;
+  prometheus::Family<prometheus::Counter>* agent_messages_refused_;
+  prometheus::Family<prometheus::Counter>* registrations_refused_;
 };
 
 // Prometheus file-based service discovery targets (a JSON list of target

@@ -178,6 +178,8 @@ TEST_F(MetricsTest, RegistrationAckCarriesMetricsOffsets) {
   running->set_job_id(id);
   running->set_attempt(1);
   auto channel = std::make_shared<NullChannel>();
+  // The agent reconnects: its old stream is gone.
+  core_->OnAgentDisconnected("n1", session_);
   ASSERT_TRUE(core_->RegisterAgent(request, "10.0.0.5", channel).ok());
   ASSERT_EQ(channel->ack.metrics_offsets_size(), 1);
   EXPECT_EQ(channel->ack.metrics_offsets(0).offset(), 2);

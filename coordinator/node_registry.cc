@@ -116,6 +116,8 @@ bool NodeRegistry::Release(const std::string& node, const AttemptKey& key) {
 NodeRegistry::Fit NodeRegistry::Capacity(int gpus_per_node) const {
   Fit fit;
   for (const auto& [name, node] : nodes_) {
+    // A lost node is gone until its agent registers again.
+    if (node.state == v1::NODE_STATE_LOST) continue;
     fit.largest = std::max(fit.largest, node.info.gpus_size());
     if (node.info.gpus_size() >= gpus_per_node) ++fit.fitting;
   }

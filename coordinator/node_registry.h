@@ -85,7 +85,7 @@ class NodeRegistry {
   bool Release(const std::string& node, const AttemptKey& key);
 
   // The largest node's GPU count, and how many nodes have at least
-  // `gpus_per_node` GPUs.
+  // `gpus_per_node` GPUs; lost nodes do not count.
   struct Fit {
     int largest = 0;
     int fitting = 0;

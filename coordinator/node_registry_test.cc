@@ -120,5 +120,18 @@ TEST(NodeRegistryTest, CapacityCountsTheNodesThatFit) {
   EXPECT_EQ(nodes.Capacity(4).fitting, 3);
 }
 
+TEST(NodeRegistryTest, ALostNodeIsNoCapacity) {
+  NodeRegistry nodes;
+  nodes.Register(Request("big", 8), "h", std::make_shared<RecordingChannel>(),
+                 0);
+  nodes.Register(Request("small", 2), "h", std::make_shared<RecordingChannel>(),
+                 0);
+  EXPECT_EQ(nodes.Capacity(8).largest, 8);
+  nodes.MarkLost(*nodes.Find("big"));
+  EXPECT_EQ(nodes.Capacity(8).largest, 2);
+  EXPECT_EQ(nodes.Capacity(8).fitting, 0);
+  EXPECT_EQ(nodes.Capacity(2).fitting, 1);
+}
+
 }  // namespace
 }  // namespace dcvlr

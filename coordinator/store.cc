@@ -60,6 +60,11 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
            "CREATE TABLE IF NOT EXISTS metric_series ("
            "  job_id TEXT NOT NULL, key TEXT NOT NULL, record BLOB NOT NULL,"
            "  PRIMARY KEY (job_id, key))",
+           // Who changed what (and what was refused), in order.
+           "CREATE TABLE IF NOT EXISTS audit ("
+           "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+           "  time_ms INTEGER NOT NULL, record BLOB NOT NULL)",
+           "CREATE INDEX IF NOT EXISTS audit_time ON audit(time_ms)",
            "CREATE TABLE IF NOT EXISTS metric_offsets ("
            "  job_id TEXT NOT NULL, attempt INTEGER NOT NULL,"
            "  offset INTEGER NOT NULL, PRIMARY KEY (job_id, attempt))",
@@ -87,6 +92,7 @@ absl::Status Store::Write(const StoreBatch& batch) {
   absl::Status status = WriteJobs(batch.jobs);
   if (status.ok()) status = WriteNodes(batch.nodes);
   if (status.ok() && batch.usage) status = WriteUsage(*batch.usage);
+  if (status.ok()) status = WriteAudit(batch.audit);
   if (status.ok()) status = Exec("COMMIT");
   if (!status.ok()) Exec("ROLLBACK").IgnoreError();
   return status;
@@ -117,6 +123,50 @@ absl::Status Store::WriteJobs(const std::vector<v1::Job>& jobs) {
     sqlite3_reset(s.stmt);
   }
   return absl::OkStatus();
+}
+
+absl::Status Store::WriteAudit(const std::vector<v1::AuditRecord>& records) {
+  if (records.empty()) return absl::OkStatus();
+  Statement s;
+  if (sqlite3_prepare_v2(db_, "INSERT INTO audit(time_ms, record) VALUES(?, ?)",
+                         -1, &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
+  }
+  std::string record;
+  for (const v1::AuditRecord& r : records) {
+    r.SerializeToString(&record);
+    sqlite3_bind_int64(s.stmt, 1, r.time_ms());
+    sqlite3_bind_blob(s.stmt, 2, record.data(), static_cast<int>(record.size()),
+                      SQLITE_TRANSIENT);
+    if (sqlite3_step(s.stmt) != SQLITE_DONE) {
+      return SqliteError(db_, "write audit record");
+    }
+    sqlite3_reset(s.stmt);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::AuditRecord>> Store::LoadAudit(int64_t since_ms,
+                                                              int limit) {
+  Statement s;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT record FROM audit WHERE time_ms >= ? "
+                         "ORDER BY seq DESC LIMIT ?",
+                         -1, &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
+  }
+  sqlite3_bind_int64(s.stmt, 1, since_ms);
+  sqlite3_bind_int(s.stmt, 2, limit);
+  std::vector<v1::AuditRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(s.stmt)) == SQLITE_ROW) {
+    v1::AuditRecord record;
+    record.ParseFromArray(sqlite3_column_blob(s.stmt, 0),
+                          sqlite3_column_bytes(s.stmt, 0));
+    out.push_back(std::move(record));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, "read audit");
+  return out;
 }
 
 absl::Status Store::PutJob(const v1::Job& job) { return PutJobs({job}); }

@@ -1,4 +1,5 @@
-// Durable cluster state: jobs, known nodes and users' fair-share usage.
+// Durable cluster state: jobs, known nodes, users' fair-share usage and the
+// audit trail.
 //
 // The coordinator is the only writer. Every Write (and Put) is one SQLite
 // transaction in WAL mode with synchronous=FULL, so a call that returned OK
@@ -36,8 +37,11 @@ struct StoreBatch {
   std::vector<v1::Job> jobs;    // inserted, or replacing the stored record
   std::vector<v1::Node> nodes;  // the same, by name
   std::optional<Usage> usage;   // replaces the stored usage when set
+  std::vector<v1::AuditRecord> audit;  // appended to the audit trail
 
-  bool empty() const { return jobs.empty() && nodes.empty() && !usage; }
+  bool empty() const {
+    return jobs.empty() && nodes.empty() && !usage && audit.empty();
+  }
 };
 
 // Not thread-safe: callers serialise access (the coordinator core holds its
@@ -67,6 +71,10 @@ class Store {
   // Every job, in submission order.
   absl::StatusOr<std::vector<v1::Job>> LoadJobs();
 
+  // The audit trail, newest first: records at or after `since_ms`, at most
+  // `limit`.
+  absl::StatusOr<std::vector<v1::AuditRecord>> LoadAudit(int64_t since_ms,
+                                                         int limit);
   absl::Status PutNode(const v1::Node& node);
   absl::StatusOr<std::vector<v1::Node>> LoadNodes();
 
@@ -92,6 +100,7 @@ class Store {
   absl::Status WriteJobs(const std::vector<v1::Job>& jobs);
   absl::Status WriteNodes(const std::vector<v1::Node>& nodes);
   absl::Status WriteUsage(const Usage& usage);
+  absl::Status WriteAudit(const std::vector<v1::AuditRecord>& records);
 
   sqlite3* db_;
 };

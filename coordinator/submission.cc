@@ -14,7 +14,7 @@ const v1::Job* FindJob(const SubmitContext& context, const std::string& ref) {
   for (auto it = context.earlier.rbegin(); it != context.earlier.rend(); ++it) {
     if (it->spec().name() == ref || it->id() == ref) return &*it;
   }
-  return context.jobs.Find(ref);
+  return context.jobs.Resolve(ref, context.user);
 }
 
 // An eval job's model.from: the train job whose checkpoints it scores.

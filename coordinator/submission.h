@@ -25,6 +25,8 @@ struct SubmitContext {
   // The jobs of the file's earlier documents, not stored yet, which later
   // documents may name by id or name (before the table's jobs).
   const std::vector<v1::Job>& earlier;
+  // Who submits: names resolve within their jobs (JobTable::Resolve).
+  const std::string& user;
 };
 
 // Checks `spec` (parsed from `file`) against the cluster and makes it

@@ -26,6 +26,7 @@ ParsedJobFile Parse(const std::string& yaml) {
 v1::Job Stored(const std::string& id, const std::string& name) {
   v1::Job job;
   job.set_id(id);
+  job.set_user("alice");
   job.mutable_spec()->set_name(name);
   job.set_state(v1::JOB_STATE_SUCCEEDED);
   return job;
@@ -36,7 +37,7 @@ class ResolveSpecTest : public ::testing::Test {
   absl::Status Resolve(const std::string& yaml, v1::JobSpec* spec) {
     const ParsedJobFile file = Parse(yaml);
     *spec = file.spec;
-    const SubmitContext context{jobs_, nodes_, benchmarks_, earlier_};
+    const SubmitContext context{jobs_, nodes_, benchmarks_, earlier_, user_};
     return ResolveSpec(file, context, *spec);
   }
   void AddNode(const std::string& name, int gpus) {
@@ -48,6 +49,7 @@ class ResolveSpecTest : public ::testing::Test {
 
   JobTable jobs_;
   NodeRegistry nodes_;
+  std::string user_ = "alice";
   BenchmarkRegistry benchmarks_ = DefaultBenchmarks();
   std::vector<v1::Job> earlier_;
 };

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on one machine: sets up (apt) and builds dcvlr,
-# starts a local cluster -- one coordinator with its embedded state dir and
-# two agents with two pretend GPUs each, sharing a checkpoint root -- submits
+# starts a local cluster as a lab runs one -- TLS with a throwaway cluster CA,
+# users identified by MUNGE (a munged of its own with a fresh key), one
+# coordinator with its embedded state dir and two agents with two pretend
+# GPUs each, sharing a checkpoint root -- submits
 # a job file (default: the DCVLR pipeline, configs/demo/pipeline.yaml: train
 # tiny-vlm on synthetic data, then score it on the held-out benchmark),
 # follows each job's logs and waits for it, and ends by printing the scores.
@@ -18,6 +20,7 @@ repo=$(pwd)
 
 scripts/setup.sh
 scripts/build.sh
+PATH=$PATH:/usr/sbin  # munged, mungekey
 
 bin="$repo/${BUILD_DIR:-build}/bin"
 job_file=${1:-}
@@ -32,6 +35,9 @@ if [[ -z "$job_file" ]]; then
 fi
 dir=${DEMO_DIR:-$(mktemp -d /tmp/dcvlr-demo-XXXXXX)}
 mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+# munged wants its socket's directory open to everyone.
+chmod 755 "$dir"
 
 pids=()
 cleanup() {
@@ -43,20 +49,44 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A throwaway cluster CA: the coordinator's certificate and one per node.
+tls="$dir/tls"
+if [[ ! -f $tls/ca.pem ]]; then
+  deploy/dcvlr-certs.sh --dir "$tls" ca >/dev/null
+  deploy/dcvlr-certs.sh --dir "$tls" coordinator localhost >/dev/null
+  deploy/dcvlr-certs.sh --dir "$tls" node node-a node-b >/dev/null
+fi
+# A munged of the demo's own, with a fresh key in its state dir: dcvlrctl
+# gets a credential from it for every call, the coordinator decodes it.
+mkdir -p "$dir/munge"
+chmod 700 "$dir/munge"
+[[ -f $dir/munge/munge.key ]] || mungekey --create --keyfile="$dir/munge/munge.key"
+export DCVLR_MUNGE_SOCKET="$dir/munge.socket"
+munged --foreground --socket="$DCVLR_MUNGE_SOCKET" \
+  --key-file="$dir/munge/munge.key" --log-file="$dir/munge/munged.log" \
+  --pid-file="$dir/munge/munged.pid" --seed-file="$dir/munge/munged.seed" \
+  >"$dir/munged.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [[ -S $DCVLR_MUNGE_SOCKET ]] && break; sleep 0.1; done
+export DCVLR_TLS_CA="$tls/ca.pem"
+
 # The checkpoint root stands for the file system every node of a lab mounts:
 # the eval job reads the train job's checkpoints from there.
 "$bin/dcvlr-coordinator" --listen 127.0.0.1:0 --state-dir "$dir/state" \
+  --tls-cert "$tls/coordinator.pem" --tls-key "$tls/coordinator.key" \
+  --tls-ca "$tls/ca.pem" --munge-socket "$DCVLR_MUNGE_SOCKET" \
   --checkpoint-root "$dir/shared/checkpoints" \
   --benchmarks configs/benchmarks.yaml \
   >"$dir/coordinator.log" 2>&1 &
 pids+=($!)
 export DCVLR_COORDINATOR="$dir/state/coordinator.addr"
 for _ in $(seq 100); do [[ -s $DCVLR_COORDINATOR ]] && break; sleep 0.1; done
-echo "coordinator at $(cat "$DCVLR_COORDINATOR"), state in $dir/state"
+echo "coordinator at $(cat "$DCVLR_COORDINATOR") (TLS, users by MUNGE), state in $dir/state"
 
 for node in node-a node-b; do
-  "$bin/dcvlr-agent" --name "$node" --gpus 2 --work-dir "$dir/$node" \
-    >"$dir/$node.log" 2>&1 &
+  "$bin/dcvlr-agent" --gpus 2 --work-dir "$dir/$node" \
+    --tls-cert "$tls/nodes/$node.pem" --tls-key "$tls/nodes/$node.key" \
+    --tls-ca "$tls/ca.pem" >"$dir/$node.log" 2>&1 &
   pids+=($!)
 done
 for _ in $(seq 100); do

@@ -12,6 +12,9 @@ packages=(
   libabsl-dev libyaml-cpp-dev prometheus-cpp-dev libsqlite3-dev
   libcurl4-openssl-dev
   libgtest-dev libgmock-dev libcli11-dev libgoogle-glog-dev
+  # identity: TLS certificates (OpenSSL), MUNGE credentials and its daemon,
+  # test users (runuser is in util-linux, useradd in passwd)
+  libssl-dev openssl libmunge-dev munge passwd util-linux
   # worker programs: libtorch (CPU) + Gloo headers for c10d, JSON, fast BLAS
   libtorch-dev libgloo-dev nlohmann-json3-dev libopenblas0-pthread
   # tokenizer.json tokenizers: Unicode normalisation and regex classes

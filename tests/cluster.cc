@@ -1,7 +1,9 @@
 #include "tests/cluster.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -60,6 +62,14 @@ std::string ReadAll(const std::string& path) {
 }
 
 std::string BinDir() { return DCVLR_BIN_DIR; }
+
+namespace {
+
+bool Lists(const std::vector<std::string>& argv, const std::string& flag) {
+  return std::find(argv.begin(), argv.end(), flag) != argv.end();
+}
+
+}  // namespace
 
 bool Eventually(const std::function<bool()>& condition,
                 std::chrono::milliseconds timeout) {
@@ -157,11 +167,106 @@ void Cluster::StartCoordinator(std::vector<std::string> extra_args) {
   std::vector<std::string> argv = {BinDir() + "/dcvlr-coordinator", "--listen",
                                    "127.0.0.1:0", "--state-dir", state_dir()};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  if (secure_ && !Lists(argv, "--tls-cert")) {
+    const std::string certs = certs_dir();
+    argv.insert(argv.end(),
+                {"--tls-cert", certs + "/coordinator.pem", "--tls-key",
+                 certs + "/coordinator.key", "--tls-ca", certs + "/ca.pem",
+                 "--munge-socket", munge_socket()});
+  }
+  if (!Lists(argv, "--tls-cert") && !Lists(argv, "--insecure")) {
+    argv.push_back("--insecure");
+  }
   coordinator_ = std::make_unique<Process>(argv, out);
   address_ = AwaitListening(out);
   ASSERT_FALSE(address_.empty()) << ReadAll(out);
   stub_ = v1::ClientService::NewStub(
-      grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+      secure_
+          ? TlsChannel("root")
+          : grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+}
+
+void Cluster::EnableSecurity(const std::vector<std::string>& nodes) {
+  // munged wants its socket's directory open to all; test users read the
+  // CA and job files here.
+  chmod(dir_.c_str(), 0755);
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"ca"},
+        std::vector<std::string>{"coordinator", "localhost"},
+        std::vector<std::string>{"user", "root"}}) {
+    CommandResult made = Certs(args);
+    ASSERT_EQ(made.exit_code, 0) << made.err;
+  }
+  if (!nodes.empty()) {
+    std::vector<std::string> args = {"node"};
+    args.insert(args.end(), nodes.begin(), nodes.end());
+    CommandResult made = Certs(args);
+    ASSERT_EQ(made.exit_code, 0) << made.err;
+  }
+  const std::string munge_dir = dir_ + "/munge";
+  mkdir(munge_dir.c_str(), 0700);
+  CommandResult key = RunCommand(
+      {"/usr/sbin/mungekey", "--create", "--keyfile=" + munge_dir + "/key"},
+      dir_ + "/mungekey");
+  ASSERT_EQ(key.exit_code, 0) << key.err;
+  munged_ = std::make_unique<Process>(
+      std::vector<std::string>{"/usr/sbin/munged", "--foreground",
+                               "--socket=" + munge_socket(),
+                               "--key-file=" + munge_dir + "/key",
+                               "--log-file=" + munge_dir + "/munged.log",
+                               "--pid-file=" + munge_dir + "/munged.pid",
+                               "--seed-file=" + munge_dir + "/munged.seed"},
+      dir_ + "/munged.out");
+  ASSERT_TRUE(Eventually([&] {
+    struct stat st;
+    return stat(munge_socket().c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+  })) << ReadAll(dir_ + "/munged.out");
+  secure_ = true;
+}
+
+CommandResult Cluster::Certs(std::vector<std::string> args) {
+  static int counter = 0;
+  std::vector<std::string> argv = {
+      std::string(DCVLR_SOURCE_DIR) + "/deploy/dcvlr-certs.sh", "--dir",
+      certs_dir()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(std::move(argv),
+                    dir_ + "/certs-" + std::to_string(++counter));
+}
+
+std::shared_ptr<grpc::Channel> Cluster::TlsChannel(
+    const std::string& user) const {
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = ReadAll(certs_dir() + "/ca.pem");
+  if (!user.empty()) {
+    const std::string base = certs_dir() + "/users/" + user;
+    if (ReadAll(base + ".pem").empty()) {
+      const_cast<Cluster*>(this)->Certs({"user", user});
+    }
+    options.pem_cert_chain = ReadAll(base + ".pem");
+    options.pem_private_key = ReadAll(base + ".key");
+  }
+  return grpc::CreateChannel(address_, grpc::SslCredentials(options));
+}
+
+int EnsureUnixUser(const std::string& name) {
+  auto uid = [&]() -> int {
+    struct passwd* pw = getpwnam(name.c_str());
+    return pw == nullptr ? -1 : static_cast<int>(pw->pw_uid);
+  };
+  // useradd may find /etc/passwd locked by a test running beside this one.
+  Eventually([&] {
+    if (uid() >= 0) return true;
+    char tmpl[] = "/tmp/dcvlr-useradd-XXXXXX";
+    const std::string base = mkdtemp(tmpl);
+    RunCommand({"/usr/sbin/useradd", "--no-create-home", "--shell",
+                "/usr/sbin/nologin", name},
+               base + "/useradd");
+    std::filesystem::remove_all(base);
+    return uid() >= 0;
+  });
+  EXPECT_GE(uid(), 0) << "useradd " << name << " failed";
+  return uid();
 }
 
 void Cluster::SignalCoordinator(int sig) { coordinator_->Signal(sig); }
@@ -197,6 +302,15 @@ void Cluster::StartAgent(const std::string& name, int gpus,
       "--work-dir",
       dir_ + "/work-" + name};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  if (secure_ && !Lists(argv, "--tls-cert") && !Lists(argv, "--insecure")) {
+    const std::string base = certs_dir() + "/nodes/" + name;
+    argv.insert(argv.end(),
+                {"--tls-cert", base + ".pem", "--tls-key", base + ".key",
+                 "--tls-ca", certs_dir() + "/ca.pem"});
+  }
+  if (!Lists(argv, "--tls-cert") && !Lists(argv, "--insecure")) {
+    argv.push_back("--insecure");
+  }
   agents_.emplace_back(
       name, std::make_unique<Process>(argv, dir_ + "/agent-" + name + ".log"));
 }
@@ -256,6 +370,21 @@ CommandResult Cluster::Ctl(std::vector<std::string> args,
   static int counter = 0;
   std::vector<std::string> argv = {BinDir() + "/dcvlrctl", "--coordinator",
                                    address_, "--user", user};
+  if (secure_) {
+    // As that Unix user, who they are is what their MUNGE credential says.
+    EnsureUnixUser(user);
+    argv = {"/usr/sbin/runuser",
+            "-u",
+            user,
+            "--",
+            BinDir() + "/dcvlrctl",
+            "--coordinator",
+            address_,
+            "--tls-ca",
+            certs_dir() + "/ca.pem",
+            "--munge-socket",
+            munge_socket()};
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(std::move(argv),
                     dir_ + "/ctl-" + std::to_string(++counter));

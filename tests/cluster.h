@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dcvlr/v1/client.grpc.pb.h"
+#include "grpcpp/channel.h"
 
 namespace dcvlr::testing {
 
@@ -54,6 +55,24 @@ class Cluster {
   ~Cluster();
 
   const std::string& dir() const { return dir_; }
+
+  // Turns on TLS and MUNGE for what starts next, as a lab runs: a cluster
+  // CA with certificates for the coordinator, for each of `nodes` and for
+  // root (the harness's own calls; uid 0 is an admin), made by
+  // deploy/dcvlr-certs.sh under certs_dir(); and a munged of the cluster's
+  // own with a fresh key. The coordinator then serves TLS with --auth
+  // munge, agents dial it with their node's certificate, and Ctl() runs
+  // dcvlrctl as the Unix user it is given (runuser) with a MUNGE
+  // credential. Must be called before StartCoordinator().
+  void EnableSecurity(const std::vector<std::string>& nodes);
+  bool secure() const { return secure_; }
+  std::string certs_dir() const { return dir_ + "/certs"; }
+  std::string munge_socket() const { return dir_ + "/munge.socket"; }
+  // Runs deploy/dcvlr-certs.sh with `args` against certs_dir().
+  CommandResult Certs(std::vector<std::string> args);
+  // A TLS channel to the coordinator as the user certificate `user` (made
+  // on demand), or with no certificate for an empty `user`.
+  std::shared_ptr<grpc::Channel> TlsChannel(const std::string& user) const;
   std::string state_dir() const { return dir_ + "/state"; }
   std::string addr_file() const { return state_dir() + "/coordinator.addr"; }
 
@@ -107,7 +126,13 @@ class Cluster {
   std::vector<std::pair<std::string, std::unique_ptr<Process>>> agents_;
   std::unique_ptr<v1::ClientService::Stub> stub_;
   int coordinator_starts_ = 0;
+  bool secure_ = false;
+  std::unique_ptr<Process> munged_;
 };
+
+// Makes the Unix user `name` unless it exists (useradd, no home, no login
+// shell); returns its uid, or -1 with the failure in the test's output.
+int EnsureUnixUser(const std::string& name);
 
 // The directory holding the built programs.
 std::string BinDir();

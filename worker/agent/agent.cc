@@ -246,7 +246,10 @@ void Agent::Serve() {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   const std::string address = ResolveAddress(options_.coordinator);
   auto channel = grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), args);
+      address,
+      options_.credentials != nullptr ? options_.credentials
+                                      : grpc::InsecureChannelCredentials(),
+      args);
   auto stub = v1::AgentService::NewStub(channel);
   grpc::ClientContext context;
   auto stream = stub->Connect(&context);

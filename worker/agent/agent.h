@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "common/launch.h"
 #include "dcvlr/v1/agent.grpc.pb.h"
+#include "grpcpp/security/credentials.h"
 #include "worker/agent/line_splitter.h"
 #include "worker/agent/supervisor.h"
 
@@ -43,6 +44,9 @@ struct AgentOptions {
   // Where this agent serves Prometheus metrics (reported at registration);
   // empty: nowhere.
   std::string metrics_address;
+  // How the coordinator is dialled: TLS with this node's certificate
+  // (common/tls.h); null: plaintext (--insecure).
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 class Agent {

@@ -12,6 +12,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/tls.h"
 #include "prometheus/exposer.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/agent_metrics.h"
@@ -36,7 +37,8 @@ int main(int argc, char** argv) {
   app.add_option("--coordinator", options.coordinator,
                  "coordinator HOST:PORT (default: $DCVLR_COORDINATOR)");
   app.add_option("--name", options.name,
-                 "this node's name (default: hostname)");
+                 "this node's name (default: its certificate's CN, else the "
+                 "hostname)");
   app.add_option("--gpus", gpus,
                  "pretend this many GPUs; default: discover them with NVML")
       ->check(CLI::Range(0, 64));
@@ -65,6 +67,18 @@ int main(int argc, char** argv) {
   app.add_option("--torchrun", options.torchrun_bin,
                  "torchrun to start Oumi training configs with (default: "
                  "torchrun on PATH)");
+  dcvlr::TlsFlags tls;
+  app.add_option("--tls-cert", tls.cert,
+                 "this node's certificate (PEM, OU=dcvlr-node, CN=--name), "
+                 "signed by the cluster CA");
+  app.add_option("--tls-key", tls.key, "its private key (PEM)");
+  app.add_option("--tls-ca", tls.ca,
+                 "the cluster CA's certificate (PEM): the coordinator's "
+                 "certificate is checked against it before any order is taken");
+  bool insecure = false;
+  app.add_flag("--insecure", insecure,
+               "development only: dial the coordinator in plaintext, without "
+               "a certificate (the coordinator must run with --insecure)");
   std::string log_level = "info";
   app.add_option("--log-level", log_level,
                  "debug (every report to the coordinator), info, warning or "
@@ -76,6 +90,33 @@ int main(int argc, char** argv) {
   if (options.coordinator.empty()) {
     LOG(ERROR) << "--coordinator (or DCVLR_COORDINATOR) is required";
     return 2;
+  }
+  if (insecure == tls.any()) {
+    LOG(ERROR) << (insecure ? "--insecure and --tls-* contradict each other: "
+                              "give one"
+                            : "give --tls-cert, --tls-key and --tls-ca (this "
+                              "node's certificate; deploy/dcvlr-certs.sh "
+                              "makes them), or --insecure for development");
+    return 2;
+  }
+  if (!insecure) {
+    absl::StatusOr<dcvlr::TlsMaterial> material =
+        dcvlr::LoadTls(tls, dcvlr::CertRole::kNode);
+    if (!material.ok()) {
+      LOG(ERROR) << material.status().message();
+      return 2;
+    }
+    // The certificate names the node unless --name is given.
+    if (app.count("--name") == 0) options.name = material->common_name;
+    if (material->common_name != options.name) {
+      LOG(ERROR) << "--tls-cert " << tls.cert << " is node "
+                 << material->common_name << "'s certificate; this agent is "
+                 << "--name " << options.name
+                 << ": the coordinator accepts only the name the certificate "
+                    "gives";
+      return 2;
+    }
+    options.credentials = dcvlr::TlsChannelCredentials(*material);
   }
   std::error_code ec;
   fs::create_directories(options.work_dir, ec);

@@ -17,12 +17,21 @@
 //   3. dcvlrctl: process start to exit of `dcvlrctl submit FILE` (fork, exec,
 //      connect, one RPC, exit), measured from this process.
 //
+// With --modes insecure,secure each binary is measured both ways: with
+// --insecure (plaintext, no authentication) and as a lab runs it (TLS with
+// a cluster CA made by deploy/dcvlr-certs.sh, a munged of the benchmark's
+// own, a fresh MUNGE credential on every call and the coordinator decoding
+// it, agents with node certificates).
+//
 //   submit_bench [--coordinator PATH]... [--seconds 5] [--clients 1,8,64]
 //                [--rounds 2] [--latency-jobs 100] [--ctl-runs 50]
+//                [--modes insecure[,secure]]
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -30,6 +39,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,6 +47,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
+#include "common/munge.h"
 #include "dcvlr/v1/client.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/cluster.h"
@@ -49,18 +60,86 @@ using dcvlr::testing::AwaitListening;
 using dcvlr::testing::BinDir;
 using dcvlr::testing::Eventually;
 using dcvlr::testing::Process;
-using dcvlr::testing::SubmitOrExit;
 
-// A coordinator process on a fresh state directory.
+// TLS and MUNGE as a lab runs them: a CA with certificates for the
+// coordinator and node n1, and a munged with a fresh key, under `dir`.
+struct Security {
+  std::string tls;     // certificates; empty: --insecure
+  std::string socket;  // munged's
+  std::unique_ptr<Process> munged;
+
+  static std::unique_ptr<Security> Make(const std::string& dir) {
+    auto s = std::make_unique<Security>();
+    s->tls = dir + "/tls";
+    const std::string certs =
+        std::string(DCVLR_SOURCE_DIR) + "/deploy/dcvlr-certs.sh";
+    for (const std::string& args :
+         {std::string(" ca"), std::string(" coordinator localhost"),
+          std::string(" node n1")}) {
+      const std::string cmd = certs + " --dir " + s->tls + args + " >/dev/null";
+      if (system(cmd.c_str()) != 0) {
+        fprintf(stderr, "%s failed\n", cmd.c_str());
+        exit(1);
+      }
+    }
+    chmod(dir.c_str(), 0755);
+    std::filesystem::create_directories(dir + "/munge");
+    chmod((dir + "/munge").c_str(), 0700);
+    const std::string key = dir + "/munge/key";
+    if (system(("/usr/sbin/mungekey --create --keyfile=" + key).c_str()) != 0) {
+      fprintf(stderr, "mungekey failed\n");
+      exit(1);
+    }
+    s->socket = dir + "/munge.socket";
+    s->munged = std::make_unique<Process>(
+        std::vector<std::string>{
+            "/usr/sbin/munged", "--foreground", "--socket=" + s->socket,
+            "--key-file=" + key, "--log-file=" + dir + "/munge/log",
+            "--pid-file=" + dir + "/munge/pid",
+            "--seed-file=" + dir + "/munge/seed", "--num-threads=4"},
+        dir + "/munged.out");
+    Eventually([&] { return std::filesystem::exists(s->socket); });
+    return s;
+  }
+  std::vector<std::string> CoordinatorArgs() const {
+    return {"--tls-cert",     tls + "/coordinator.pem",
+            "--tls-key",      tls + "/coordinator.key",
+            "--tls-ca",       tls + "/ca.pem",
+            "--munge-socket", socket};
+  }
+  std::vector<std::string> AgentArgs() const {
+    return {"--tls-cert", tls + "/nodes/n1.pem",
+            "--tls-key",  tls + "/nodes/n1.key",
+            "--tls-ca",   tls + "/ca.pem"};
+  }
+};
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A coordinator process on a fresh state directory; `security` null: with
+// --insecure.
 class Coordinator {
  public:
-  Coordinator(const std::string& binary, const std::string& dir) {
+  Coordinator(const std::string& binary, const std::string& dir,
+              const Security* security)
+      : security_(security) {
     std::filesystem::create_directories(dir);
     const std::string log = dir + "/coordinator.log";
-    process_ = std::make_unique<Process>(
-        std::vector<std::string>{binary, "--listen", "127.0.0.1:0",
-                                 "--state-dir", dir + "/state", "--insecure"},
-        log);
+    std::vector<std::string> argv = {binary, "--listen", "127.0.0.1:0",
+                                     "--state-dir", dir + "/state"};
+    if (security == nullptr) {
+      argv.push_back("--insecure");
+    } else {
+      for (const std::string& a : security->CoordinatorArgs()) {
+        argv.push_back(a);
+      }
+    }
+    process_ = std::make_unique<Process>(argv, log);
     address_ = AwaitListening(log, std::chrono::seconds(120));
     if (address_.empty()) {
       fprintf(stderr, "%s did not start; see %s\n", binary.c_str(),
@@ -74,11 +153,52 @@ class Coordinator {
   std::unique_ptr<dcvlr::v1::ClientService::Stub> Connect() const {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    return dcvlr::v1::ClientService::NewStub(grpc::CreateCustomChannel(
-        address_, grpc::InsecureChannelCredentials(), args));
+    std::shared_ptr<grpc::ChannelCredentials> creds =
+        grpc::InsecureChannelCredentials();
+    if (security_ != nullptr) {
+      grpc::SslCredentialsOptions options;
+      options.pem_root_certs = ReadText(security_->tls + "/ca.pem");
+      creds = grpc::SslCredentials(options);
+    }
+    return dcvlr::v1::ClientService::NewStub(
+        grpc::CreateCustomChannel(address_, creds, args));
   }
 
+  // A call's context as dcvlrctl makes it: with a fresh MUNGE credential.
+  void Prepare(grpc::ClientContext* context) const {
+    if (security_ == nullptr) return;
+    absl::StatusOr<std::string> credential =
+        dcvlr::MungeEncode(security_->socket);
+    if (!credential.ok()) {
+      fprintf(stderr, "%s\n",
+              std::string(credential.status().message()).c_str());
+      exit(1);
+    }
+    context->AddMetadata(dcvlr::kMungeMetadataKey, *credential);
+  }
+
+  // One SubmitJob of `yaml`; the job's id, or exits on failure.
+  std::string Submit(dcvlr::v1::ClientService::Stub* stub,
+                     const std::string& yaml) const {
+    grpc::ClientContext context;
+    Prepare(&context);
+    dcvlr::v1::SubmitJobRequest request;
+    if (security_ == nullptr) request.set_user("bench");
+    request.set_source_name("bench.yaml");
+    request.set_source(yaml);
+    dcvlr::v1::SubmitJobResponse response;
+    const grpc::Status status = stub->SubmitJob(&context, request, &response);
+    if (!status.ok()) {
+      fprintf(stderr, "submit: %s\n", status.error_message().c_str());
+      exit(1);
+    }
+    return response.job().id();
+  }
+
+  const Security* security() const { return security_; }
+
  private:
+  const Security* const security_;
   std::unique_ptr<Process> process_;
   std::string address_;
 };
@@ -88,12 +208,12 @@ constexpr char kPendingJob[] =
 
 // Durable submits per second with `clients` concurrent clients.
 double Throughput(const std::string& binary, const std::string& dir,
-                  int clients, double seconds) {
-  Coordinator coordinator(binary, dir);
+                  const Security* security, int clients, double seconds) {
+  Coordinator coordinator(binary, dir, security);
   std::vector<std::unique_ptr<dcvlr::v1::ClientService::Stub>> stubs;
   for (int c = 0; c < clients; ++c) {
     stubs.push_back(coordinator.Connect());
-    SubmitOrExit(stubs.back().get(), kPendingJob);  // warm
+    coordinator.Submit(stubs.back().get(), kPendingJob);  // warm
   }
   std::atomic<bool> stop{false};
   std::atomic<int64_t> done{0};
@@ -102,7 +222,7 @@ double Throughput(const std::string& binary, const std::string& dir,
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
       while (!stop.load(std::memory_order_relaxed)) {
-        SubmitOrExit(stubs[c].get(), kPendingJob);
+        coordinator.Submit(stubs[c].get(), kPendingJob);
         done.fetch_add(1, std::memory_order_relaxed);
       }
     });
@@ -124,15 +244,27 @@ int64_t EventTime(const dcvlr::v1::Job& job, dcvlr::v1::EventType type) {
 
 // Submitted -> started, in ms, for `jobs` jobs run one at a time.
 std::vector<double> Latency(const std::string& binary, const std::string& dir,
-                            int jobs) {
-  Coordinator coordinator(binary, dir);
-  Process agent({BinDir() + "/dcvlr-agent", "--coordinator",
-                 coordinator.address(), "--name", "n1", "--gpus", "1",
-                 "--work-dir", dir + "/work", "--insecure"},
-                dir + "/agent.log");
+                            const Security* security, int jobs) {
+  Coordinator coordinator(binary, dir, security);
+  std::vector<std::string> agent_argv = {BinDir() + "/dcvlr-agent",
+                                         "--coordinator",
+                                         coordinator.address(),
+                                         "--name",
+                                         "n1",
+                                         "--gpus",
+                                         "1",
+                                         "--work-dir",
+                                         dir + "/work"};
+  if (security == nullptr) {
+    agent_argv.push_back("--insecure");
+  } else {
+    for (const std::string& a : security->AgentArgs()) agent_argv.push_back(a);
+  }
+  Process agent(agent_argv, dir + "/agent.log");
   auto stub = coordinator.Connect();
   auto get = [&](const std::string& id) {
     grpc::ClientContext context;
+    coordinator.Prepare(&context);
     dcvlr::v1::GetJobRequest request;
     request.set_job(id);
     dcvlr::v1::Job job;
@@ -142,6 +274,7 @@ std::vector<double> Latency(const std::string& binary, const std::string& dir,
   Eventually(
       [&] {
         grpc::ClientContext context;
+        coordinator.Prepare(&context);
         dcvlr::v1::ListNodesResponse nodes;
         stub->ListNodes(&context, {}, &nodes);
         return nodes.nodes_size() == 1 &&
@@ -150,7 +283,7 @@ std::vector<double> Latency(const std::string& binary, const std::string& dir,
       std::chrono::seconds(60));
   std::vector<double> ms;
   for (int j = 0; j < jobs + 1; ++j) {
-    const std::string id = SubmitOrExit(stub.get(), kPendingJob);
+    const std::string id = coordinator.Submit(stub.get(), kPendingJob);
     dcvlr::v1::Job job;
     Eventually(
         [&] {
@@ -170,8 +303,8 @@ std::vector<double> Latency(const std::string& binary, const std::string& dir,
 
 // Wall time of `dcvlrctl submit FILE`, in ms, `runs` times.
 std::vector<double> CtlSubmit(const std::string& binary, const std::string& dir,
-                              int runs) {
-  Coordinator coordinator(binary, dir);
+                              const Security* security, int runs) {
+  Coordinator coordinator(binary, dir, security);
   const std::string file = dir + "/job.yaml";
   std::ofstream(file) << kPendingJob;
   std::vector<double> ms;
@@ -183,9 +316,17 @@ std::vector<double> CtlSubmit(const std::string& binary, const std::string& dir,
       dup2(null, 1);
       dup2(null, 2);
       const std::string ctl = BinDir() + "/dcvlrctl";
-      execl(ctl.c_str(), "dcvlrctl", "--coordinator",
-            coordinator.address().c_str(), "--user", "bench", "submit",
-            file.c_str(), static_cast<char*>(nullptr));
+      if (security == nullptr) {
+        execl(ctl.c_str(), "dcvlrctl", "--coordinator",
+              coordinator.address().c_str(), "--user", "bench", "submit",
+              file.c_str(), static_cast<char*>(nullptr));
+      } else {
+        const std::string ca = security->tls + "/ca.pem";
+        execl(ctl.c_str(), "dcvlrctl", "--coordinator",
+              coordinator.address().c_str(), "--tls-ca", ca.c_str(),
+              "--munge-socket", security->socket.c_str(), "submit",
+              file.c_str(), static_cast<char*>(nullptr));
+      }
       _exit(127);
     }
     int status = 0;
@@ -210,6 +351,7 @@ int main(int argc, char** argv) {
   int rounds = 2;
   int latency_jobs = 100;
   int ctl_runs = 50;
+  std::vector<std::string> modes = {"insecure"};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const std::string value = argv[i + 1];
@@ -234,6 +376,16 @@ int main(int argc, char** argv) {
       latency_jobs = std::stoi(value);
     } else if (flag == "--ctl-runs") {
       ctl_runs = std::stoi(value);
+    } else if (flag == "--modes") {
+      modes.clear();
+      for (absl::string_view part : absl::StrSplit(value, ',')) {
+        if (part != "insecure" && part != "secure") {
+          fprintf(stderr, "--modes: insecure or secure, not '%s'\n",
+                  std::string(part).c_str());
+          return 2;
+        }
+        modes.emplace_back(part);
+      }
     } else {
       fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
@@ -243,46 +395,62 @@ int main(int argc, char** argv) {
 
   char tmpl[] = "/tmp/dcvlr-submit-bench-XXXXXX";
   const std::string root = mkdtemp(tmpl);
-  // Per binary: submits/s per client count (one figure per round), latency
-  // and dcvlrctl samples over all rounds.
+  std::unique_ptr<Security> security;
+  if (std::find(modes.begin(), modes.end(), "secure") != modes.end()) {
+    security = Security::Make(root + "/security");
+  }
+  // Per binary and mode: submits/s per client count (one figure per round),
+  // latency and dcvlrctl samples over all rounds.
+  std::vector<std::pair<std::string, const Security*>> setups;
+  std::vector<std::string> labels;
+  for (const std::string& binary : binaries) {
+    for (const std::string& mode : modes) {
+      setups.emplace_back(binary, mode == "secure" ? security.get() : nullptr);
+      labels.push_back(binary + " [" + mode + "]");
+    }
+  }
   std::map<std::string, std::map<int, std::vector<double>>> rates;
   std::map<std::string, std::vector<double>> latency, ctl;
   int run = 0;
   for (int round = 0; round < rounds; ++round) {
-    for (const std::string& binary : binaries) {
+    for (size_t i = 0; i < setups.size(); ++i) {
+      const std::string& binary = setups[i].first;
+      const Security* sec = setups[i].second;
+      const std::string& label = labels[i];
       for (int clients : client_counts) {
-        const double rate = Throughput(
-            binary, root + "/run-" + std::to_string(run++), clients, seconds);
-        rates[binary][clients].push_back(rate);
+        const double rate =
+            Throughput(binary, root + "/run-" + std::to_string(run++), sec,
+                       clients, seconds);
+        rates[label][clients].push_back(rate);
         printf("round %d %s clients=%d: %.0f durable submits/s\n", round,
-               binary.c_str(), clients, rate);
+               label.c_str(), clients, rate);
         fflush(stdout);
       }
-      std::vector<double> l =
-          Latency(binary, root + "/run-" + std::to_string(run++), latency_jobs);
-      latency[binary].insert(latency[binary].end(), l.begin(), l.end());
-      std::vector<double> c =
-          CtlSubmit(binary, root + "/run-" + std::to_string(run++), ctl_runs);
-      ctl[binary].insert(ctl[binary].end(), c.begin(), c.end());
+      std::vector<double> l = Latency(
+          binary, root + "/run-" + std::to_string(run++), sec, latency_jobs);
+      latency[label].insert(latency[label].end(), l.begin(), l.end());
+      std::vector<double> c = CtlSubmit(
+          binary, root + "/run-" + std::to_string(run++), sec, ctl_runs);
+      ctl[label].insert(ctl[label].end(), c.begin(), c.end());
       printf(
           "round %d %s submit->started p50 %.1f ms; dcvlrctl submit p50 "
           "%.1f ms\n",
-          round, binary.c_str(), Percentile(l, 0.5), Percentile(c, 0.5));
+          round, label.c_str(), Percentile(l, 0.5), Percentile(c, 0.5));
       fflush(stdout);
     }
   }
-  printf("\n%-40s", "coordinator");
+  printf("\n%-50s", "coordinator [mode]");
   for (int clients : client_counts)
     printf(" %9s", ("c=" + std::to_string(clients)).c_str());
   printf(" %22s %22s\n", "submit->started p50/p99", "dcvlrctl submit p50/p99");
-  for (const std::string& binary : binaries) {
-    printf("%-40s", binary.c_str());
+  for (const std::string& label : labels) {
+    printf("%-50s", label.c_str());
     for (int clients : client_counts) {
-      printf(" %9.0f", Percentile(rates[binary][clients], 0.5));
+      printf(" %9.0f", Percentile(rates[label][clients], 0.5));
     }
     printf(" %12.1f / %6.1f ms %12.1f / %6.1f ms\n",
-           Percentile(latency[binary], 0.5), Percentile(latency[binary], 0.99),
-           Percentile(ctl[binary], 0.5), Percentile(ctl[binary], 0.99));
+           Percentile(latency[label], 0.5), Percentile(latency[label], 0.99),
+           Percentile(ctl[label], 0.5), Percentile(ctl[label], 0.99));
   }
   printf(
       "(durable submits/s: median over rounds; latency and dcvlrctl: "

@@ -167,6 +167,10 @@ void Cluster::StartCoordinator(std::vector<std::string> extra_args) {
   std::vector<std::string> argv = {BinDir() + "/dcvlr-coordinator", "--listen",
                                    "127.0.0.1:0", "--state-dir", state_dir()};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  // As a lab runs it, unless the test asks for --insecure.
+  if (!secure_ && !Lists(argv, "--insecure") && !Lists(argv, "--tls-cert")) {
+    EnableSecurity({});
+  }
   if (secure_ && !Lists(argv, "--tls-cert")) {
     const std::string certs = certs_dir();
     argv.insert(argv.end(),
@@ -304,6 +308,10 @@ void Cluster::StartAgent(const std::string& name, int gpus,
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   if (secure_ && !Lists(argv, "--tls-cert") && !Lists(argv, "--insecure")) {
     const std::string base = certs_dir() + "/nodes/" + name;
+    if (ReadAll(base + ".pem").empty()) {
+      CommandResult made = Certs({"node", name});
+      EXPECT_EQ(made.exit_code, 0) << made.err;
+    }
     argv.insert(argv.end(),
                 {"--tls-cert", base + ".pem", "--tls-key", base + ".key",
                  "--tls-ca", certs_dir() + "/ca.pem"});

@@ -56,7 +56,8 @@ class Cluster {
 
   const std::string& dir() const { return dir_; }
 
-  // Turns on TLS and MUNGE for what starts next, as a lab runs: a cluster
+  // Turns on TLS and MUNGE for what starts next, as a lab runs (the first
+  // StartCoordinator() without --insecure does it by itself): a cluster
   // CA with certificates for the coordinator, for each of `nodes` and for
   // root (the harness's own calls; uid 0 is an admin), made by
   // deploy/dcvlr-certs.sh under certs_dir(); and a munged of the cluster's
@@ -77,7 +78,8 @@ class Cluster {
   std::string addr_file() const { return state_dir() + "/coordinator.addr"; }
 
   // Starts the coordinator (again, after KillCoordinator) and waits for its
-  // "listening on" line.
+  // "listening on" line. It serves TLS and takes users' MUNGE credentials
+  // (EnableSecurity()), unless `extra_args` hold --insecure.
   void StartCoordinator(std::vector<std::string> extra_args = {});
   // kill -9.
   void KillCoordinator();
@@ -88,7 +90,8 @@ class Cluster {
   // The coordinator's log (stdout and stderr) so far.
   std::string CoordinatorLog() const;
   // Starts an agent with `gpus` pretend GPUs. It dials `coordinator`
-  // (default: the coordinator's address file).
+  // (default: the coordinator's address file), with a certificate for
+  // `name` (made on demand) when the cluster is secure.
   void StartAgent(const std::string& name, int gpus,
                   std::vector<std::string> extra_args = {},
                   const std::string& coordinator = "");
@@ -96,7 +99,9 @@ class Cluster {
   // Waits until the coordinator lists `count` READY nodes.
   bool AwaitReadyNodes(int count);
 
-  // Runs dcvlrctl against this cluster.
+  // Runs dcvlrctl against this cluster as `user`: in a secure cluster as
+  // that Unix user (made if missing; root is an admin), whose MUNGE
+  // credential says who it is; else with --user.
   CommandResult Ctl(std::vector<std::string> args,
                     const std::string& user = "tester");
   // Writes a job file under the cluster's directory; returns its path.

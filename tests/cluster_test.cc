@@ -355,7 +355,7 @@ TEST(ClusterTest, DrainStopsPlacementsAndEvictMovesRunningJobs) {
             v1::JOB_STATE_RUNNING);
   cluster.StartAgent("n2", 1);
   ASSERT_TRUE(cluster.AwaitReadyNodes(2));
-  ASSERT_EQ(cluster.Ctl({"drain", "n2"}).exit_code, 0);
+  ASSERT_EQ(cluster.Ctl({"drain", "n2"}, "root").exit_code, 0);
   // A job submitted now must wait: n1 is busy and n2 is drained.
   const std::string waiting = cluster.Submit(
       "wait.yaml",
@@ -365,10 +365,10 @@ TEST(ClusterTest, DrainStopsPlacementsAndEvictMovesRunningJobs) {
            std::string::npos;
   })) << "no scheduling pass looked at the job";
   EXPECT_EQ(cluster.GetJob(waiting).state(), v1::JOB_STATE_PENDING);
-  ASSERT_EQ(cluster.Ctl({"undrain", "n2"}).exit_code, 0);
+  ASSERT_EQ(cluster.Ctl({"undrain", "n2"}, "root").exit_code, 0);
   EXPECT_EQ(cluster.AwaitEnd(waiting).state(), v1::JOB_STATE_SUCCEEDED);
 
-  CommandResult evict = cluster.Ctl({"drain", "n1", "--evict"});
+  CommandResult evict = cluster.Ctl({"drain", "n1", "--evict"}, "root");
   ASSERT_EQ(evict.exit_code, 0) << evict.err;
   v1::Job job = cluster.AwaitEnd(id);
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.reason();

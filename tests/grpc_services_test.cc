@@ -31,8 +31,7 @@ std::string Bytes(const grpc::ByteBuffer& buffer) {
 TEST(GrpcServicesTest, HealthCheckSaysServing) {
   Cluster cluster;
   cluster.StartCoordinator();
-  auto channel = grpc::CreateChannel(cluster.address(),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = cluster.TlsChannel("");
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() +
@@ -53,8 +52,7 @@ TEST(GrpcServicesTest, HealthCheckSaysServing) {
 TEST(GrpcServicesTest, ReflectionListsTheDcvlrServices) {
   Cluster cluster;
   cluster.StartCoordinator();
-  auto channel = grpc::CreateChannel(cluster.address(),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = cluster.TlsChannel("");
   grpc::GenericStub stub(channel);
   grpc::CompletionQueue cq;
   grpc::ClientContext context;

@@ -98,7 +98,10 @@ struct Security {
             "--pid-file=" + dir + "/munge/pid",
             "--seed-file=" + dir + "/munge/seed", "--num-threads=4"},
         dir + "/munged.out");
-    Eventually([&] { return std::filesystem::exists(s->socket); });
+    if (!Eventually([&] { return std::filesystem::exists(s->socket); })) {
+      fprintf(stderr, "munged did not start; see %s/munged.out\n", dir.c_str());
+      exit(1);
+    }
     return s;
   }
   std::vector<std::string> CoordinatorArgs() const {
@@ -397,6 +400,7 @@ int main(int argc, char** argv) {
   const std::string root = mkdtemp(tmpl);
   std::unique_ptr<Security> security;
   if (std::find(modes.begin(), modes.end(), "secure") != modes.end()) {
+    chmod(root.c_str(), 0755);  // munged wants its socket's path open to all
     security = Security::Make(root + "/security");
   }
   // Per binary and mode: submits/s per client count (one figure per round),

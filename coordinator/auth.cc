@@ -89,6 +89,25 @@ Principal LookupUser(const std::string& user) {
   return FromPasswd(entry);
 }
 
+absl::StatusOr<Principal> Authenticator::CachedUid(int64_t uid) const {
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&cache_mu_);
+    auto it = by_uid_.find(uid);
+    if (it != by_uid_.end() && it->second.until > now) {
+      return it->second.principal;
+    }
+  }
+  absl::StatusOr<Principal> found = LookupUid(uid);
+  if (found.ok()) {
+    absl::MutexLock lock(&cache_mu_);
+    // Bounded: a lab has far fewer users than this.
+    if (by_uid_.size() > 100000) by_uid_.clear();
+    by_uid_[uid] = Cached{*found, now + absl::Minutes(1)};
+  }
+  return found;
+}
+
 absl::StatusOr<Principal> Authenticator::Authenticate(
     const grpc::ServerContext& context, const std::string& claimed_user) const {
   absl::StatusOr<Principal> who;
@@ -112,7 +131,7 @@ absl::StatusOr<Principal> Authenticator::Authenticate(
           MungeDecode(std::string(it->second.data(), it->second.size()),
                       options_.munge_socket);
       if (!id.ok()) return id.status();
-      who = LookupUid(id->uid);
+      who = CachedUid(id->uid);
       if (!who.ok()) {
         return absl::UnauthenticatedError(std::string(who.status().message()));
       }

@@ -14,7 +14,11 @@
 
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/munge.h"
 #include "coordinator/principal.h"
 #include "grpcpp/server_context.h"
@@ -46,7 +50,19 @@ class Authenticator {
   const AuthOptions& options() const { return options_; }
 
  private:
+  // LookupUid, remembered for a minute: every MUNGE call names its uid, and
+  // on a lab's hosts the user database is often a network service (LDAP,
+  // sssd). munged itself refreshes group membership far more rarely.
+  absl::StatusOr<Principal> CachedUid(int64_t uid) const;
+
   const AuthOptions options_;
+  struct Cached {
+    Principal principal;
+    absl::Time until;
+  };
+  mutable absl::Mutex cache_mu_;
+  mutable absl::flat_hash_map<int64_t, Cached> by_uid_
+      ABSL_GUARDED_BY(cache_mu_);
 };
 
 // The account of `uid` on this host: its name and the names of its groups

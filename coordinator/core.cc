@@ -30,6 +30,8 @@ Core::Core(CoreOptions options, std::unique_ptr<Store> store, LogStore* logs,
                 : std::make_shared<const ClusterConfig>();
   ledger_.set_half_life_s(config_->fair_share_half_life_s);
   benchmarks_ = options_.benchmarks;
+  absl::MutexLock roles(&roles_mu_);
+  roles_ = config_;
 }
 
 Core::~Core() { commit_.Stop(); }
@@ -40,14 +42,22 @@ void Core::SetBenchmarks(BenchmarkRegistry benchmarks) {
 }
 
 bool Core::IsAdmin(const Principal& who) const {
-  absl::ReaderMutexLock lock(&mu_);
-  return config_->IsAdmin(who.user, who.uid, who.groups);
+  std::shared_ptr<const ClusterConfig> config;
+  {
+    absl::ReaderMutexLock lock(&roles_mu_);
+    config = roles_;
+  }
+  return config->IsAdmin(who.user, who.uid, who.groups);
 }
 
 void Core::SetClusterConfig(std::shared_ptr<const ClusterConfig> config) {
   absl::MutexLock lock(&mu_);
   config_ = config != nullptr ? std::move(config)
                               : std::make_shared<const ClusterConfig>();
+  {
+    absl::MutexLock roles(&roles_mu_);
+    roles_ = config_;
+  }
   ledger_.set_half_life_s(config_->fair_share_half_life_s);
   Wake();
 }

@@ -448,6 +448,11 @@ class Core {
   // The last pass's snapshot when that pass did not explain.
   std::optional<SchedulerInput> unexplained_ ABSL_GUARDED_BY(mu_);
 
+  // The config as every call's authorization reads it, without mu_ (which
+  // the scheduler holds for whole passes). Lock order: mu_, then roles_mu_.
+  mutable absl::Mutex roles_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::shared_ptr<const ClusterConfig> roles_ ABSL_GUARDED_BY(roles_mu_);
+
   // Last: its writer thread reaches the members above through OnWritten.
   GroupCommit commit_;
 };

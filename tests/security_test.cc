@@ -161,7 +161,17 @@ TEST_F(SecureClusterTest, UsersAreWhoTheirMungeCredentialSaysNotWhoTheyClaim) {
     }
   }
 
-  // A user certificate is the other way in.
+  // A user certificate is the other way in, and wins over the MUNGE
+  // credential of whoever runs dcvlrctl.
+  ASSERT_EQ(cluster_.Certs({"user", "dcvlr-dave"}).exit_code, 0);
+  const std::string dave = cluster_.certs_dir() + "/users/dcvlr-dave";
+  CommandResult by_cert =
+      cluster_.Ctl({"--tls-cert", dave + ".pem", "--tls-key", dave + ".key",
+                    "submit", cluster_.dir() + "/a.yaml"},
+                   "root");
+  ASSERT_EQ(by_cert.exit_code, 0) << by_cert.err;
+  EXPECT_EQ(cluster_.GetJob(Trim(by_cert.out)).user(), "dcvlr-dave");
+
   auto as_bob = v1::ClientService::NewStub(cluster_.TlsChannel(kBob));
   grpc::ClientContext bob_context;
   v1::GetJobRequest get;
@@ -542,6 +552,18 @@ TEST_F(StartupTest, BadCertificatesStopAProgramBeforeItTrustsAnything) {
   EXPECT_EQ(expired.exit_code, 2);
   EXPECT_THAT(expired.err, HasSubstr("--tls-cert " + Cert("nodes/old.pem") +
                                      ": certificate expired on"));
+  // A user's certificate as a node's.
+  ASSERT_EQ(cluster_.Certs({"user", "someone"}).exit_code, 0);
+  CommandResult user_as_node =
+      RunCommand({BinDir() + "/dcvlr-agent", "--coordinator", "127.0.0.1:1",
+                  "--gpus", "1", "--work-dir", cluster_.dir() + "/w",
+                  "--tls-cert", Cert("users/someone.pem"), "--tls-key",
+                  Cert("users/someone.key"), "--tls-ca", Cert("ca.pem")},
+                 cluster_.dir() + "/user-as-node");
+  EXPECT_EQ(user_as_node.exit_code, 2);
+  EXPECT_THAT(user_as_node.err,
+              HasSubstr("a user certificate (OU=dcvlr-user) where a node "
+                        "certificate (OU=dcvlr-node) is needed"));
   // A node's certificate as the coordinator's.
   CommandResult role =
       Coordinator({"--tls-cert", Cert("nodes/n1.pem"), "--tls-key",

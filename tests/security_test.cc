@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -161,6 +163,24 @@ TEST_F(SecureClusterTest, UsersAreWhoTheirMungeCredentialSaysNotWhoTheyClaim) {
     }
   }
 
+  // A credential past its time to live (1 s here) is refused as expired:
+  // the test waits out the TTL itself, which is what it is about.
+  CommandResult short_lived =
+      RunCommand({"/usr/bin/munge", "--socket", cluster_.munge_socket(),
+                  "--ttl", "1", "--no-input"},
+                 cluster_.dir() + "/short-lived");
+  ASSERT_EQ(short_lived.exit_code, 0) << short_lived.err;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  {
+    grpc::ClientContext call;
+    call.AddMetadata(kMungeMetadataKey, Trim(short_lived.out));
+    v1::ListJobsResponse listed;
+    grpc::Status expired =
+        stub->ListJobs(&call, v1::ListJobsRequest(), &listed);
+    EXPECT_EQ(expired.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_THAT(expired.error_message(), HasSubstr("MUNGE credential expired"));
+  }
+
   // A user certificate is the other way in, and wins over the MUNGE
   // credential of whoever runs dcvlrctl.
   ASSERT_EQ(cluster_.Certs({"user", "dcvlr-dave"}).exit_code, 0);
@@ -181,7 +201,7 @@ TEST_F(SecureClusterTest, UsersAreWhoTheirMungeCredentialSaysNotWhoTheyClaim) {
   EXPECT_TRUE(seen.spec().env().empty());  // not bob's job
 
   EXPECT_THAT(Metrics(), HasSubstr("dcvlr_client_calls_refused_total{reason="
-                                   "\"unauthenticated\"} 3"));
+                                   "\"unauthenticated\"} 4"));
 }
 
 TEST_F(SecureClusterTest, AUserCannotCancelOrReadAnotherUsersJob) {

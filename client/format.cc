@@ -74,6 +74,8 @@ nlohmann::json JobToJson(const v1::Job& job) {
   out["exit_code"] = job.exit_code();
   out["reason"] = job.reason();
   out["priority"] = job.spec().priority();
+  // Another user's job: only what squeue would show came.
+  if (job.redacted()) out["redacted"] = true;
   out["resources"] = {
       {"nodes", job.spec().resources().nodes()},
       {"gpus_per_node", job.spec().resources().gpus_per_node()},

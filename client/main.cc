@@ -348,10 +348,12 @@ int FetchMetrics(Client& client, const std::string& ref, bool latest_only,
 int Describe(Client& client, const std::string& ref) {
   v1::Job job;
   if (int rc = GetJob(client, ref, &job); rc != 0) return rc;
-  // An eval job's scores, from its newest metrics.
+  // An eval job's scores, from its newest metrics (not for another user's
+  // job, whose metrics are not ours to read).
   nlohmann::json scores;
   v1::GetJobMetricsResponse metrics;
-  if (FetchMetrics(client, job.id(), true, {}, &metrics, true) == 0) {
+  if (!job.redacted() &&
+      FetchMetrics(client, job.id(), true, {}, &metrics, true) == 0) {
     scores = ScoresFromMetrics(metrics);
   }
   v1::GetQueueResponse queue;
@@ -686,7 +688,7 @@ int Top(Client& client, bool once, double interval_s) {
     if (int rc = FetchQueue(client, &queue); rc != 0) return rc;
     std::map<std::string, std::map<std::string, double>> latest;
     for (const v1::Job& job : jobs) {
-      if (job.state() != v1::JOB_STATE_RUNNING) continue;
+      if (job.state() != v1::JOB_STATE_RUNNING || job.redacted()) continue;
       v1::GetJobMetricsResponse metrics;
       if (FetchMetrics(client, job.id(), true, {}, &metrics, true) != 0)
         continue;

@@ -38,6 +38,7 @@ v1::Job Public(const v1::Job& job) {
   out.set_not_before_ms(job.not_before_ms());
   out.set_version(job.version());
   out.set_cancel_requested(job.cancel_requested());
+  out.set_redacted(true);
   return out;
 }
 

@@ -243,9 +243,16 @@ TEST_F(SecureClusterTest, AUserCannotCancelOrReadAnotherUsersJob) {
   EXPECT_TRUE(bobs_view.spec().env().empty());
   EXPECT_TRUE(bobs_view.spec().run().empty());
   EXPECT_EQ(bobs_view.events_size(), 0);
+  EXPECT_TRUE(bobs_view.redacted());
+  // dcvlrctl top and describe do not ask for metrics they may not read.
+  EXPECT_EQ(cluster_.Ctl({"top", "--once"}, kBob).exit_code, 0);
+  CommandResult described = cluster_.Ctl({"describe", id}, kBob);
+  EXPECT_EQ(described.exit_code, 0) << described.err;
+  EXPECT_THAT(described.err, Not(HasSubstr("their own jobs only")));
   // Her own: all of it.
   EXPECT_EQ(spec_of(kAlice).spec().env().at("WANDB_API_KEY"),
             "alice-secret-key");
+  EXPECT_FALSE(spec_of(kAlice).redacted());
   EXPECT_TRUE(Eventually([&] {
     return cluster_.Ctl({"logs", id}, kAlice).out.find("alice-was-here") !=
            std::string::npos;

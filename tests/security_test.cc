@@ -345,6 +345,36 @@ TEST_F(SecureClusterTest, AnAgentMustPresentTheCertificateOfTheNodeItClaims) {
                                  "reason=\"wrong_certificate\"} 1"));
 }
 
+TEST_F(SecureClusterTest, AnAgentTakesNoOrdersFromACoordinatorItCannotVerify) {
+  // Another lab's CA, and n1's certificate from it: the agent's files agree
+  // with each other, but the coordinator's certificate is not signed by its
+  // CA (nor is its own by the coordinator's).
+  const std::string other = cluster_.dir() + "/other";
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"ca"},
+        std::vector<std::string>{"node", "n1"}}) {
+    std::vector<std::string> argv = {
+        std::string(DCVLR_SOURCE_DIR) + "/deploy/dcvlr-certs.sh", "--dir",
+        other};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ASSERT_EQ(RunCommand(argv, cluster_.dir() + "/other-certs").exit_code, 0);
+  }
+  cluster_.StartAgent("n1", 2,
+                      {"--tls-cert", other + "/nodes/n1.pem", "--tls-key",
+                       other + "/nodes/n1.key", "--tls-ca", other + "/ca.pem"});
+  const std::string log = cluster_.dir() + "/agent-n1.log";
+  ASSERT_TRUE(Eventually([&] {
+    return ReadAll(log).find("ended:") != std::string::npos;
+  })) << ReadAll(log);
+  EXPECT_THAT(ReadAll(log), Not(HasSubstr("registered with")));
+  grpc::ClientContext context;
+  v1::ListNodesResponse nodes;
+  ASSERT_TRUE(cluster_.stub()
+                  ->ListNodes(&context, v1::ListNodesRequest(), &nodes)
+                  .ok());
+  EXPECT_EQ(nodes.nodes_size(), 0);
+}
+
 TEST_F(SecureClusterTest, ASecondLiveAgentOfTheSameNodeIsRefused) {
   cluster_.StartAgent("n1", 2);
   ASSERT_TRUE(cluster_.AwaitReadyNodes(1));

@@ -213,10 +213,11 @@ void Parser::ParseAdmins(const YAML::Node& node) {
 }
 
 void Parser::Parse(const YAML::Node& root) {
-  if (!CheckMap(root, "",
-                {"preemption", "fair_share_half_life", "default_grace_s",
-                 "checkpoint_root", "aging", "backfill", "submit_limits",
-                 "admins", "max_priority", "groups", "users"})) {
+  if (!CheckMap(
+          root, "",
+          {"preemption", "fair_share_half_life", "default_grace_s",
+           "checkpoint_root", "aging", "backfill", "submit_limits", "admins",
+           "max_priority", "audit_retention", "groups", "users"})) {
     return;
   }
   if (YAML::Node n = root["preemption"]) {
@@ -235,6 +236,21 @@ void Parser::Parse(const YAML::Node& root) {
       Error(n, "fair_share_half_life", "must be more than 0 and at most 3650d");
     } else {
       out_->fair_share_half_life_s = *v;
+    }
+  }
+  if (YAML::Node n = root["audit_retention"]) {
+    absl::StatusOr<double> v = n.IsScalar()
+                                   ? ParseDurationSeconds(n.Scalar())
+                                   : absl::InvalidArgumentError(absl::StrCat(
+                                         "expected a duration such as 180d, "
+                                         "got ",
+                                         Describe(n)));
+    if (!v.ok()) {
+      Error(n, "audit_retention", std::string(v.status().message()));
+    } else if (*v < 3600 || *v > 36500 * 86400.0) {
+      Error(n, "audit_retention", "must be from 1h to 36500d");
+    } else {
+      out_->audit_retention_s = *v;
     }
   }
   if (YAML::Node n = root["checkpoint_root"]) {

@@ -10,6 +10,7 @@
 //   submit_limits: {max_pending_jobs: 10000, jobs_per_s: 50, burst: 1000}
 //   admins: [carol, "@wheel"]        # users and @Unix-groups; uid 0 always
 //   max_priority: 50                 # highest job priority users may ask
+//   audit_retention: 180d            # the audit trail is kept this long
 //   groups:
 //     vision: {shares: 3, max_gpus: 16, max_priority: 60}
 //     nlp: {shares: 1}
@@ -80,6 +81,8 @@ struct ClusterConfig {
   // The highest `priority:` a user's job may ask (admins' are not capped);
   // the default, 50, is the default priority: users may lower theirs only.
   int max_priority = 50;
+  // Audit records older than this are deleted (hourly).
+  double audit_retention_s = 180 * 86400.0;
 
   // The user's entry, or the defaults for a user the file does not name
   // (group "default", one share, no quota).

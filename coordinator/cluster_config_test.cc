@@ -74,7 +74,8 @@ TEST(ClusterConfigTest, ErrorsNameFileLineColumnAndKey) {
             "c.yaml:2:1: fair_share_halflife: unknown key (did you mean "
             "'fair_share_half_life'?); known: preemption, "
             "fair_share_half_life, default_grace_s, checkpoint_root, aging, "
-            "backfill, submit_limits, admins, max_priority, groups, users");
+            "backfill, submit_limits, admins, max_priority, audit_retention, "
+            "groups, users");
 }
 
 TEST(ClusterConfigTest, ParsesSubmitLimits) {
@@ -93,6 +94,32 @@ TEST(ClusterConfigTest, ParsesSubmitLimits) {
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(),
               HasSubstr("c.yaml:1:29: submit_limits.jobs_per_s"));
+}
+
+TEST(ClusterConfigTest, AdminsPriorityCapsAndAuditRetention) {
+  absl::StatusOr<ClusterConfig> config = ParseClusterConfig(
+      "c.yaml",
+      "admins: [carol, \"@wheel\"]\n"
+      "max_priority: 40\n"
+      "audit_retention: 30d\n"
+      "groups:\n  vision: {max_priority: 60}\n"
+      "users:\n  alice: {group: vision}\n  bob: {group: vision, "
+      "max_priority: 80}\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->MaxPriority("dave"), 40);
+  EXPECT_EQ(config->MaxPriority("alice"), 60);
+  EXPECT_EQ(config->MaxPriority("bob"), 80);
+  EXPECT_DOUBLE_EQ(config->audit_retention_s, 30 * 86400.0);
+  EXPECT_TRUE(config->IsAdmin("carol", 1000, {}));
+  EXPECT_TRUE(config->IsAdmin("dave", 1001, {"users", "wheel"}));
+  EXPECT_FALSE(config->IsAdmin("dave", 1001, {"users"}));
+  EXPECT_TRUE(config->IsAdmin("anyone", 0, {}));     // uid 0
+  EXPECT_FALSE(config->IsAdmin("wheel", 1002, {}));  // @wheel is a group
+  absl::StatusOr<ClusterConfig> bad =
+      ParseClusterConfig("c.yaml", "admins: [\"@\", ok]\nmax_priority: 101\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("c.yaml:1:10: admins[0]"));
+  EXPECT_THAT(bad.status().message(), HasSubstr("c.yaml:2:15: max_priority"));
 }
 
 TEST(ClusterConfigTest, ACyclicAliasIsRefusedNotFollowed) {

@@ -665,6 +665,12 @@ bool Core::Tick() {
   bool changed = LoseSilentNodes();
   changed |= EnforceTimeLimits();
   ChargeUsage();
+  // The audit trail keeps audit_retention of history; pruned hourly.
+  if (Now() - last_audit_prune_ms_ >= 3600 * 1000) {
+    last_audit_prune_ms_ = Now();
+    commit_.PruneAudit(Now() -
+                       static_cast<int64_t>(config_->audit_retention_s * 1000));
+  }
   changed |= ResolveDependencies();
   // While the store fails, nothing is placed or preempted: those orders
   // could not leave anyway, and the queue may change before they could.

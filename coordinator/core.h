@@ -442,6 +442,7 @@ class Core {
   UsageLedger ledger_ ABSL_GUARDED_BY(mu_);
   int64_t last_charge_ms_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_usage_save_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_audit_prune_ms_ ABSL_GUARDED_BY(mu_) = 0;
   v1::GetQueueResponse queue_ ABSL_GUARDED_BY(mu_);
   // When the last explanation was made (its pass's clock), if ever.
   std::optional<int64_t> explained_ms_ ABSL_GUARDED_BY(mu_);

@@ -44,6 +44,10 @@ void GroupCommit::Audit(v1::AuditRecord record) {
   pending_.audit.push_back(std::move(record));
 }
 
+void GroupCommit::PruneAudit(int64_t before_ms) {
+  pending_.prune_audit_before_ms = before_ms;
+}
+
 void GroupCommit::Send(std::shared_ptr<AgentChannel> channel,
                        v1::CoordinatorMessage message) {
   if (channel == nullptr) return;
@@ -89,6 +93,7 @@ void GroupCommit::WriterLoop() {
     write.usage = std::move(batch.usage);
     write.audit = std::move(batch.audit);
     const size_t kept_audit = write.audit.size();
+    write.prune_audit_before_ms = batch.prune_audit_before_ms;
     write.audit.insert(write.audit.end(),
                        std::make_move_iterator(batch.submitted_audit.begin()),
                        std::make_move_iterator(batch.submitted_audit.end()));
@@ -141,6 +146,9 @@ void GroupCommit::Restore(StoreBatch& write, size_t changed_jobs,
     pending_.nodes.try_emplace(node.name(), std::move(node));
   }
   if (!pending_.usage) pending_.usage = std::move(write.usage);
+  if (!pending_.prune_audit_before_ms) {
+    pending_.prune_audit_before_ms = write.prune_audit_before_ms;
+  }
   // Audit records keep their order: the failed batch's come first. Those
   // of dropped submissions go with them.
   write.audit.resize(kept_audit);

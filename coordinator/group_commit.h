@@ -64,6 +64,8 @@ class GroupCommit {
   void SetUsage(Usage usage) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An entry of the audit trail, durable with the batch it joins.
   void Audit(v1::AuditRecord record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Audit records before `before_ms` go with the next batch.
+  void PruneAudit(int64_t before_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `message` leaves on `channel` (a null channel drops it) once the
   // pending batch, and every change recorded before this call, is durable.
   void Send(std::shared_ptr<AgentChannel> channel,
@@ -98,6 +100,7 @@ class GroupCommit {
     std::optional<Usage> usage;
     std::vector<v1::AuditRecord> audit;
     std::vector<v1::AuditRecord> submitted_audit;
+    std::optional<int64_t> prune_audit_before_ms;
     std::vector<
         std::pair<std::shared_ptr<AgentChannel>, v1::CoordinatorMessage>>
         orders;
@@ -105,7 +108,8 @@ class GroupCommit {
     std::shared_ptr<Outcome> outcome;
     bool empty() const {
       return jobs.empty() && submitted.empty() && nodes.empty() && !usage &&
-             audit.empty() && submitted_audit.empty() && orders.empty();
+             audit.empty() && submitted_audit.empty() &&
+             !prune_audit_before_ms && orders.empty();
     }
   };
 

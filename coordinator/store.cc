@@ -93,6 +93,9 @@ absl::Status Store::Write(const StoreBatch& batch) {
   if (status.ok()) status = WriteNodes(batch.nodes);
   if (status.ok() && batch.usage) status = WriteUsage(*batch.usage);
   if (status.ok()) status = WriteAudit(batch.audit);
+  if (status.ok() && batch.prune_audit_before_ms) {
+    status = PruneAudit(*batch.prune_audit_before_ms);
+  }
   if (status.ok()) status = Exec("COMMIT");
   if (!status.ok()) Exec("ROLLBACK").IgnoreError();
   return status;
@@ -142,6 +145,19 @@ absl::Status Store::WriteAudit(const std::vector<v1::AuditRecord>& records) {
       return SqliteError(db_, "write audit record");
     }
     sqlite3_reset(s.stmt);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::PruneAudit(int64_t before_ms) {
+  Statement s;
+  if (sqlite3_prepare_v2(db_, "DELETE FROM audit WHERE time_ms < ?", -1,
+                         &s.stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare");
+  }
+  sqlite3_bind_int64(s.stmt, 1, before_ms);
+  if (sqlite3_step(s.stmt) != SQLITE_DONE) {
+    return SqliteError(db_, "prune audit");
   }
   return absl::OkStatus();
 }

@@ -38,9 +38,12 @@ struct StoreBatch {
   std::vector<v1::Node> nodes;  // the same, by name
   std::optional<Usage> usage;   // replaces the stored usage when set
   std::vector<v1::AuditRecord> audit;  // appended to the audit trail
+  // Audit records before this time (ms since the epoch) are deleted.
+  std::optional<int64_t> prune_audit_before_ms;
 
   bool empty() const {
-    return jobs.empty() && nodes.empty() && !usage && audit.empty();
+    return jobs.empty() && nodes.empty() && !usage && audit.empty() &&
+           !prune_audit_before_ms;
   }
 };
 
@@ -101,6 +104,7 @@ class Store {
   absl::Status WriteNodes(const std::vector<v1::Node>& nodes);
   absl::Status WriteUsage(const Usage& usage);
   absl::Status WriteAudit(const std::vector<v1::AuditRecord>& records);
+  absl::Status PruneAudit(int64_t before_ms);
 
   sqlite3* db_;
 };

@@ -78,6 +78,36 @@ TEST_F(StoreTest, UsageSurvivesReopenAndIsReplacedAsAWhole) {
   EXPECT_DOUBLE_EQ(usage->user_gpu_s.at("carol"), 0.5);
 }
 
+TEST_F(StoreTest, TheAuditTrailIsReadNewestFirstSinceATimeAndPruned) {
+  auto store = Store::Open(Path());
+  ASSERT_TRUE(store.ok()) << store.status();
+  StoreBatch batch;
+  for (int i = 1; i <= 4; ++i) {
+    v1::AuditRecord record;
+    record.set_time_ms(i * 1000);
+    record.set_principal("user" + std::to_string(i));
+    record.set_action("submit");
+    batch.audit.push_back(record);
+  }
+  ASSERT_TRUE((*store)->Write(batch).ok());
+  auto all = (*store)->LoadAudit(0, 10);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 4u);
+  EXPECT_EQ((*all)[0].principal(), "user4");
+  EXPECT_EQ((*all)[3].principal(), "user1");
+  auto recent = (*store)->LoadAudit(3000, 10);
+  ASSERT_EQ(recent->size(), 2u);
+  EXPECT_EQ((*store)->LoadAudit(0, 1)->size(), 1u);
+
+  StoreBatch prune;
+  prune.prune_audit_before_ms = 2500;
+  ASSERT_FALSE(prune.empty());
+  ASSERT_TRUE((*store)->Write(prune).ok());
+  auto kept = (*store)->LoadAudit(0, 10);
+  ASSERT_EQ(kept->size(), 2u);
+  EXPECT_EQ(kept->back().principal(), "user3");
+}
+
 TEST_F(StoreTest, RejectsIdsItCannotOrder) {
   auto store = Store::Open(Path());
   ASSERT_TRUE(store.ok());

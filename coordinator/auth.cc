@@ -19,6 +19,18 @@ std::vector<char> Buffer(int which) {
   return std::vector<char>(hint > 0 ? static_cast<size_t>(hint) : 16384);
 }
 
+// Runs `call(buffer, size)` (a getpw*_r or getgr*_r), doubling `buf` while
+// it says ERANGE; true if it succeeded.
+template <typename Call>
+bool WithBuffer(std::vector<char>& buf, Call call) {
+  int err;
+  while ((err = call(buf.data(), buf.size())) == ERANGE &&
+         buf.size() < (1u << 24)) {
+    buf.resize(buf.size() * 2);
+  }
+  return err == 0;
+}
+
 std::vector<std::string> GroupNames(const char* user, gid_t primary) {
   int count = 64;
   std::vector<gid_t> gids(count);
@@ -33,13 +45,13 @@ std::vector<std::string> GroupNames(const char* user, gid_t primary) {
   for (gid_t gid : gids) {
     group entry;
     group* found = nullptr;
-    int err;
-    while ((err = getgrgid_r(gid, &entry, buf.data(), buf.size(), &found)) ==
-               ERANGE &&
-           buf.size() < (1u << 24)) {
-      buf.resize(buf.size() * 2);
+    if (WithBuffer(buf,
+                   [&](char* b, size_t n) {
+                     return getgrgid_r(gid, &entry, b, n, &found);
+                   }) &&
+        found != nullptr) {
+      names.emplace_back(found->gr_name);
     }
-    if (err == 0 && found != nullptr) names.emplace_back(found->gr_name);
   }
   return names;
 }
@@ -58,13 +70,12 @@ absl::StatusOr<Principal> LookupUid(int64_t uid) {
   std::vector<char> buf = Buffer(_SC_GETPW_R_SIZE_MAX);
   passwd entry;
   passwd* found = nullptr;
-  int err;
-  while ((err = getpwuid_r(static_cast<uid_t>(uid), &entry, buf.data(),
-                           buf.size(), &found)) == ERANGE &&
-         buf.size() < (1u << 24)) {
-    buf.resize(buf.size() * 2);
-  }
-  if (err != 0 || found == nullptr) {
+  if (!WithBuffer(buf,
+                  [&](char* b, size_t n) {
+                    return getpwuid_r(static_cast<uid_t>(uid), &entry, b, n,
+                                      &found);
+                  }) ||
+      found == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("uid ", uid, " has no account on the coordinator's host"));
   }
@@ -75,13 +86,11 @@ Principal LookupUser(const std::string& user) {
   std::vector<char> buf = Buffer(_SC_GETPW_R_SIZE_MAX);
   passwd entry;
   passwd* found = nullptr;
-  int err;
-  while ((err = getpwnam_r(user.c_str(), &entry, buf.data(), buf.size(),
-                           &found)) == ERANGE &&
-         buf.size() < (1u << 24)) {
-    buf.resize(buf.size() * 2);
-  }
-  if (err != 0 || found == nullptr) {
+  if (!WithBuffer(buf,
+                  [&](char* b, size_t n) {
+                    return getpwnam_r(user.c_str(), &entry, b, n, &found);
+                  }) ||
+      found == nullptr) {
     Principal p;
     p.user = user;
     return p;

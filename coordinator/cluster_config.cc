@@ -39,6 +39,10 @@ class Parser : public YamlChecker {
   void ParseBackfill(const YAML::Node& node);
   void ParseSubmitLimits(const YAML::Node& node);
   void ParseAdmins(const YAML::Node& node);
+  // A duration in seconds ("7d", "12h", "3600"); an error at `key`, giving
+  // `example`, if it is not one.
+  std::optional<double> Duration(const YAML::Node& node, const std::string& key,
+                                 const std::string& example);
 
   ClusterConfig* out_;
 };
@@ -184,6 +188,21 @@ void Parser::ParseSubmitLimits(const YAML::Node& node) {
   }
 }
 
+std::optional<double> Parser::Duration(const YAML::Node& node,
+                                       const std::string& key,
+                                       const std::string& example) {
+  absl::StatusOr<double> v = node.IsScalar()
+                                 ? ParseDurationSeconds(node.Scalar())
+                                 : absl::InvalidArgumentError(absl::StrCat(
+                                       "expected a duration such as ", example,
+                                       ", got ", Describe(node)));
+  if (!v.ok()) {
+    Error(node, key, std::string(v.status().message()));
+    return std::nullopt;
+  }
+  return *v;
+}
+
 void Parser::ParseAdmins(const YAML::Node& node) {
   if (!node.IsSequence()) {
     Error(node, "admins",
@@ -224,32 +243,19 @@ void Parser::Parse(const YAML::Node& root) {
     if (auto v = Bool(n, "preemption")) out_->preemption = *v;
   }
   if (YAML::Node n = root["fair_share_half_life"]) {
-    absl::StatusOr<double> v = n.IsScalar()
-                                   ? ParseDurationSeconds(n.Scalar())
-                                   : absl::InvalidArgumentError(absl::StrCat(
-                                         "expected a duration such as 7d, 12h "
-                                         "or 3600, got ",
-                                         Describe(n)));
-    if (!v.ok()) {
-      Error(n, "fair_share_half_life", std::string(v.status().message()));
-    } else if (*v <= 0 || *v > 3650 * 86400.0) {
+    std::optional<double> v =
+        Duration(n, "fair_share_half_life", "7d, 12h or 3600");
+    if (v && (*v <= 0 || *v > 3650 * 86400.0)) {
       Error(n, "fair_share_half_life", "must be more than 0 and at most 3650d");
-    } else {
+    } else if (v) {
       out_->fair_share_half_life_s = *v;
     }
   }
   if (YAML::Node n = root["audit_retention"]) {
-    absl::StatusOr<double> v = n.IsScalar()
-                                   ? ParseDurationSeconds(n.Scalar())
-                                   : absl::InvalidArgumentError(absl::StrCat(
-                                         "expected a duration such as 180d, "
-                                         "got ",
-                                         Describe(n)));
-    if (!v.ok()) {
-      Error(n, "audit_retention", std::string(v.status().message()));
-    } else if (*v < 3600 || *v > 36500 * 86400.0) {
+    std::optional<double> v = Duration(n, "audit_retention", "180d");
+    if (v && (*v < 3600 || *v > 36500 * 86400.0)) {
       Error(n, "audit_retention", "must be from 1h to 36500d");
-    } else {
+    } else if (v) {
       out_->audit_retention_s = *v;
     }
   }

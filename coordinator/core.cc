@@ -238,6 +238,10 @@ v1::AuditRecord MakeAuditRecord(const Principal& who, const std::string& action,
 
 void Core::Audit(v1::AuditRecord record) {
   absl::MutexLock lock(&mu_);
+  AuditLocked(std::move(record));
+}
+
+void Core::AuditLocked(v1::AuditRecord record) {
   if (record.time_ms() == 0) record.set_time_ms(Now());
   commit_.Audit(std::move(record));
 }
@@ -359,10 +363,7 @@ absl::StatusOr<v1::Job> Core::DoCancel(const std::string& ref,
         "job ", job->id(), " already ended ", JobStateName(job->state())));
   }
   if (job->cancel_requested()) return *job;
-  v1::AuditRecord audit =
-      MakeAuditRecord(who, "cancel", job->id(), absl::OkStatus());
-  audit.set_time_ms(Now());
-  commit_.Audit(std::move(audit));
+  AuditLocked(MakeAuditRecord(who, "cancel", job->id(), absl::OkStatus()));
   job->set_cancel_requested(true);
   job->set_cancelled_by(user);
   if (IsActive(job->state())) {
@@ -463,9 +464,7 @@ absl::StatusOr<v1::Node> Core::SetDrained(const std::string& name, bool drained,
     if (refused.ok() && node == nullptr) {
       refused = absl::NotFoundError(absl::StrCat("no node '", name, "'"));
     }
-    v1::AuditRecord audit = MakeAuditRecord(who, action, name, refused);
-    audit.set_time_ms(Now());
-    commit_.Audit(std::move(audit));
+    AuditLocked(MakeAuditRecord(who, action, name, refused));
     if (!refused.ok()) return refused;
     node->info.set_drained(drained);
     commit_.Node(node->info);

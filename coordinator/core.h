@@ -334,6 +334,8 @@ class Core {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Bumps the job's version and adds its record to the pending batch.
   void Commit(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Audit() with the mutex held.
+  void AuditLocked(v1::AuditRecord record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Refuses a client's change while the store fails.
   absl::Status CheckWritable() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Waits, without the mutex, until the ticket's changes are durable; a

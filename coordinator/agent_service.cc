@@ -204,19 +204,11 @@ grpc::Status AgentServiceImpl::Connect(
         const v1::MetricBatch& batch = message.metrics();
         absl::Status s =
             core_->CheckPlaced(name, batch.job_id(), batch.attempt());
-        if (s.ok() && (batch.end_offset() < batch.start_offset() ||
-                       batch.start_offset() >
-                           metrics_->Offset(batch.job_id(), batch.attempt()))) {
-          s = absl::OutOfRangeError(absl::StrCat(
-              "metrics of job ", batch.job_id(), " at ", batch.start_offset(),
-              "..", batch.end_offset(), " would leave a gap after ",
-              metrics_->Offset(batch.job_id(), batch.attempt())));
-        }
+        if (s.ok()) s = metrics_->Ingest(batch).status();
         if (!s.ok()) {
           Refuse(name, "metrics", s);
           break;
         }
-        metrics_->Ingest(batch);
         // A sign of life, but heartbeats come every second anyway: taking
         // the core's lock for each of thousands of batches a second would
         // only contend with the scheduler (seen in a profile).

@@ -90,7 +90,7 @@ MetricHistory::JobHistory* MetricHistory::LoadedJob(const std::string& job_id) {
   return it == jobs_.end() ? nullptr : &it->second;
 }
 
-int64_t MetricHistory::Ingest(const v1::MetricBatch& batch) {
+absl::StatusOr<int64_t> MetricHistory::Ingest(const v1::MetricBatch& batch) {
   const std::string& job_id = batch.job_id();
   {
     // A job seen before this coordinator started has history in the store:
@@ -106,6 +106,14 @@ int64_t MetricHistory::Ingest(const v1::MetricBatch& batch) {
     if (load) Get(job_id, {}, /*latest_only=*/true).IgnoreError();
   }
   absl::MutexLock lock(&mu_);
+  const auto held = offsets_.find({job_id, batch.attempt()});
+  const int64_t have = held == offsets_.end() ? 0 : held->second;
+  if (batch.end_offset() < batch.start_offset() ||
+      batch.start_offset() > have) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "metrics of job ", job_id, " at ", batch.start_offset(), "..",
+        batch.end_offset(), " would leave a gap after ", have));
+  }
   int64_t& offset = offsets_[{job_id, batch.attempt()}];
   if (batch.start_offset() < offset) return 0;  // resent: we have it
   offset = batch.end_offset();

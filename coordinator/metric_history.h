@@ -87,8 +87,10 @@ class MetricHistory {
   absl::Status Recover();
 
   // Adds a relayed batch. A batch that starts before what was already
-  // received of the attempt (a resend) is dropped. Returns the points taken.
-  int64_t Ingest(const v1::MetricBatch& batch);
+  // received of the attempt (a resend) is dropped; one that starts past it
+  // (a gap) or ends before it starts is refused (OUT_OF_RANGE). Returns the
+  // points taken.
+  absl::StatusOr<int64_t> Ingest(const v1::MetricBatch& batch);
 
   // How far into the attempt's metrics file points have been received.
   int64_t Offset(const std::string& job_id, int attempt) const;

@@ -67,12 +67,25 @@ class MetricHistoryTest : public ::testing::Test {
   std::string dir_;
 };
 
+TEST_F(MetricHistoryTest, RefusesABatchThatWouldLeaveAGap) {
+  MetricHistory history({}, nullptr);
+  EXPECT_EQ(*history.Ingest(Batch("j-1", 1, 0, 100, 0, 10)), 10);
+  EXPECT_EQ(history.Ingest(Batch("j-1", 1, 200, 250, 10, 5)).status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(history.Ingest(Batch("j-2", 1, 50, 60, 0, 1)).status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(history.Offset("j-1", 1), 100);
+  EXPECT_EQ(history.points_ingested(), 10);
+  // The next batch in order still fits.
+  EXPECT_EQ(*history.Ingest(Batch("j-1", 1, 100, 150, 10, 5)), 5);
+}
+
 TEST_F(MetricHistoryTest, DropsResentBatchesByOffset) {
   MetricHistory history({}, nullptr);
-  EXPECT_EQ(history.Ingest(Batch("j-1", 1, 0, 100, 0, 10)), 10);
+  EXPECT_EQ(*history.Ingest(Batch("j-1", 1, 0, 100, 0, 10)), 10);
   EXPECT_EQ(history.Offset("j-1", 1), 100);
-  EXPECT_EQ(history.Ingest(Batch("j-1", 1, 0, 100, 0, 10)), 0);
-  EXPECT_EQ(history.Ingest(Batch("j-1", 1, 100, 150, 10, 5)), 5);
+  EXPECT_EQ(*history.Ingest(Batch("j-1", 1, 0, 100, 0, 10)), 0);
+  EXPECT_EQ(*history.Ingest(Batch("j-1", 1, 100, 150, 10, 5)), 5);
   auto got = history.Get("j-1", {"loss"}, false);
   ASSERT_TRUE(got.ok()) << got.status();
   ASSERT_EQ(got->series_size(), 1);
@@ -100,7 +113,7 @@ TEST_F(MetricHistoryTest, BoundsKeysPerJob) {
     p->add_keys(i);
     p->add_values(i);
   }
-  history.Ingest(batch);
+  ASSERT_TRUE(history.Ingest(batch).ok());
   EXPECT_EQ(history.Get("j-1", {}, true)->series_size(), 3);
 }
 
@@ -108,16 +121,16 @@ TEST_F(MetricHistoryTest, SurvivesARestartThroughTheStore) {
   {
     MetricHistory history({}, OpenStore());
     ASSERT_TRUE(history.Recover().ok());
-    history.Ingest(Batch("j-7", 2, 0, 400, 0, 40));
+    ASSERT_TRUE(history.Ingest(Batch("j-7", 2, 0, 400, 0, 40)).ok());
     ASSERT_TRUE(history.Flush().ok());
   }
   MetricHistory history({}, OpenStore());
   ASSERT_TRUE(history.Recover().ok());
   EXPECT_EQ(history.Offset("j-7", 2), 400);
   // A resend from before the restart is recognised...
-  EXPECT_EQ(history.Ingest(Batch("j-7", 2, 0, 400, 0, 40)), 0);
+  EXPECT_EQ(*history.Ingest(Batch("j-7", 2, 0, 400, 0, 40)), 0);
   // ...and new points add to the stored history instead of replacing it.
-  EXPECT_EQ(history.Ingest(Batch("j-7", 2, 400, 410, 40, 1)), 1);
+  EXPECT_EQ(*history.Ingest(Batch("j-7", 2, 400, 410, 40, 1)), 1);
   ASSERT_TRUE(history.Flush().ok());
   auto got = history.Get("j-7", {"loss"}, false);
   ASSERT_TRUE(got.ok()) << got.status();
@@ -131,7 +144,7 @@ TEST_F(MetricHistoryTest, EndedJobsLeaveMemoryButNotTheStore) {
   MetricHistory history(options, OpenStore());
   for (int i = 1; i <= 5; ++i) {
     const std::string id = "j-" + std::to_string(i);
-    history.Ingest(Batch(id, 1, 0, 10, 0, 3));
+    ASSERT_TRUE(history.Ingest(Batch(id, 1, 0, 10, 0, 3)).ok());
     history.JobEnded(id);
   }
   ASSERT_TRUE(history.Flush().ok());

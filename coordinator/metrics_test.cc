@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -85,8 +86,10 @@ class MetricsTest : public ::testing::Test {
     v1::MetricBatch batch;
     batch.set_job_id(id);
     batch.set_attempt(1);
-    batch.set_start_offset(offset_);
-    batch.set_end_offset(++offset_);
+    // Each attempt's metrics file is read from its own start.
+    int64_t& offset = offsets_[id];
+    batch.set_start_offset(offset);
+    batch.set_end_offset(++offset);
     v1::MetricPoint* point = batch.add_points();
     point->set_step(step);
     for (size_t i = 0; i < names.size(); ++i) {
@@ -94,12 +97,12 @@ class MetricsTest : public ::testing::Test {
       point->add_keys(static_cast<uint32_t>(i));
       point->add_values(values[i]);
     }
-    history_->Ingest(batch);
+    ASSERT_TRUE(history_->Ingest(batch).ok());
   }
 
   std::string dir_;
   int64_t now_ms_ = 1'000'000;
-  int64_t offset_ = 0;
+  std::map<std::string, int64_t> offsets_;  // by job: where its file is read to
   int64_t session_ = 0;
   std::shared_ptr<NullChannel> channel_ = std::make_shared<NullChannel>();
   std::unique_ptr<LogStore> logs_;
